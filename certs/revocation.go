@@ -1,0 +1,223 @@
+package certs
+
+import (
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Revocation removes one certificate, by serial number, for good.
+type Revocation struct {
+	Serial string    `json:"serial" cbor:"1,keyasint"` // decimal
+	Reason string    `json:"reason,omitempty" cbor:"2,keyasint,omitempty"`
+	At     time.Time `json:"at" cbor:"3,keyasint"`
+}
+
+// Suspension stops every certificate of one identity until it is lifted.
+type Suspension struct {
+	Identity string    `json:"identity" cbor:"1,keyasint"` // SPIFFE URI
+	Reason   string    `json:"reason,omitempty" cbor:"2,keyasint,omitempty"`
+	At       time.Time `json:"at" cbor:"3,keyasint"`
+}
+
+// RevocationSnapshot is the whole list at one version, in a stable order:
+// what the federation replicates and what a node restores.
+type RevocationSnapshot struct {
+	Version     uint64       `json:"version" cbor:"1,keyasint"`
+	Revocations []Revocation `json:"revocations" cbor:"2,keyasint"`
+	Suspensions []Suspension `json:"suspensions" cbor:"3,keyasint"`
+}
+
+// RevocationList is the set of revoked serial numbers and suspended
+// identities a node enforces. It is safe for concurrent use. The consensus
+// package keeps it in step with the replicated list; subscribers (the
+// exchange, the API server) are told of every change so that they can close
+// live connections of certificates that were just revoked.
+type RevocationList struct {
+	mu        sync.RWMutex
+	version   uint64
+	serials   map[string]Revocation
+	suspended map[string]Suspension
+	subs      map[int]func()
+	nextSub   int
+}
+
+// NewRevocationList returns an empty list.
+func NewRevocationList() *RevocationList {
+	return &RevocationList{
+		serials:   map[string]Revocation{},
+		suspended: map[string]Suspension{},
+		subs:      map[int]func(){},
+	}
+}
+
+// SerialString renders a serial number the way the list and the CLI name it:
+// in decimal.
+func SerialString(n *big.Int) string { return n.String() }
+
+// ParseSerial accepts a serial number in decimal, in hexadecimal with a 0x
+// prefix, or as colon-separated hex bytes (the way openssl prints it), and
+// returns its decimal form.
+func ParseSerial(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	n := new(big.Int)
+	var ok bool
+	switch {
+	case strings.HasPrefix(s, "0x") || strings.HasPrefix(s, "0X"):
+		_, ok = n.SetString(s[2:], 16)
+	case strings.Contains(s, ":"):
+		_, ok = n.SetString(strings.ReplaceAll(s, ":", ""), 16)
+	default:
+		_, ok = n.SetString(s, 10)
+	}
+	if !ok || n.Sign() <= 0 {
+		return "", fmt.Errorf("certs: %q is not a certificate serial number", s)
+	}
+	return n.String(), nil
+}
+
+// Revoke adds a revocation. Revoking twice keeps the first.
+func (l *RevocationList) Revoke(r Revocation) error {
+	serial, err := ParseSerial(r.Serial)
+	if err != nil {
+		return err
+	}
+	r.Serial = serial
+	l.mu.Lock()
+	if _, dup := l.serials[serial]; !dup {
+		l.serials[serial] = r
+		l.version++
+	}
+	l.mu.Unlock()
+	l.notify()
+	return nil
+}
+
+// Suspend suspends every certificate of an identity.
+func (l *RevocationList) Suspend(s Suspension) error {
+	id, err := ParseIdentity(s.Identity)
+	if err != nil {
+		return err
+	}
+	s.Identity = id.String()
+	l.mu.Lock()
+	l.suspended[s.Identity] = s
+	l.version++
+	l.mu.Unlock()
+	l.notify()
+	return nil
+}
+
+// Reinstate lifts the suspension of an identity; it reports whether there
+// was one.
+func (l *RevocationList) Reinstate(identity string) bool {
+	l.mu.Lock()
+	_, ok := l.suspended[identity]
+	if ok {
+		delete(l.suspended, identity)
+		l.version++
+	}
+	l.mu.Unlock()
+	if ok {
+		l.notify()
+	}
+	return ok
+}
+
+// Check returns a *VerifyError if the certificate is revoked or its
+// identity suspended, nil otherwise.
+func (l *RevocationList) Check(cert *x509.Certificate, id Identity) error {
+	if l == nil {
+		return nil
+	}
+	serial := SerialString(cert.SerialNumber)
+	uri := id.String()
+	l.mu.RLock()
+	rev, revoked := l.serials[serial]
+	sus, suspended := l.suspended[uri]
+	l.mu.RUnlock()
+	switch {
+	case revoked:
+		return &VerifyError{Reason: ErrRevoked, Subject: uri, Detail: "serial " + serial + reasonSuffix(rev.Reason)}
+	case suspended:
+		return &VerifyError{Reason: ErrSuspended, Subject: uri, Detail: strings.TrimPrefix(reasonSuffix(sus.Reason), ", ")}
+	}
+	return nil
+}
+
+func reasonSuffix(r string) string {
+	if r == "" {
+		return ""
+	}
+	return ", " + r
+}
+
+// Version counts the changes made to the list.
+func (l *RevocationList) Version() uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.version
+}
+
+// Snapshot returns the whole list in a stable order.
+func (l *RevocationList) Snapshot() RevocationSnapshot {
+	l.mu.RLock()
+	s := RevocationSnapshot{Version: l.version}
+	for _, r := range l.serials {
+		s.Revocations = append(s.Revocations, r)
+	}
+	for _, x := range l.suspended {
+		s.Suspensions = append(s.Suspensions, x)
+	}
+	l.mu.RUnlock()
+	sort.Slice(s.Revocations, func(i, j int) bool { return s.Revocations[i].Serial < s.Revocations[j].Serial })
+	sort.Slice(s.Suspensions, func(i, j int) bool { return s.Suspensions[i].Identity < s.Suspensions[j].Identity })
+	return s
+}
+
+// Replace swaps in a whole snapshot (a Raft restore).
+func (l *RevocationList) Replace(s RevocationSnapshot) {
+	serials := make(map[string]Revocation, len(s.Revocations))
+	for _, r := range s.Revocations {
+		serials[r.Serial] = r
+	}
+	suspended := make(map[string]Suspension, len(s.Suspensions))
+	for _, x := range s.Suspensions {
+		suspended[x.Identity] = x
+	}
+	l.mu.Lock()
+	l.serials, l.suspended, l.version = serials, suspended, s.Version
+	l.mu.Unlock()
+	l.notify()
+}
+
+// Subscribe calls fn (on the changing goroutine; keep it short) after every
+// change. The returned function cancels the subscription.
+func (l *RevocationList) Subscribe(fn func()) (cancel func()) {
+	l.mu.Lock()
+	id := l.nextSub
+	l.nextSub++
+	l.subs[id] = fn
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		delete(l.subs, id)
+		l.mu.Unlock()
+	}
+}
+
+func (l *RevocationList) notify() {
+	l.mu.RLock()
+	fns := make([]func(), 0, len(l.subs))
+	for _, fn := range l.subs {
+		fns = append(fns, fn)
+	}
+	l.mu.RUnlock()
+	for _, fn := range fns {
+		fn()
+	}
+}
