@@ -1,7 +1,6 @@
 package credit
 
 import (
-	"errors"
 	"fmt"
 	"time"
 )
@@ -17,10 +16,6 @@ type Date int32
 
 // dateLayout is the only textual form of a Date.
 const dateLayout = "2006-01-02"
-
-// ErrBadDate is returned for a date string that is not YYYY-MM-DD or names a
-// day that does not exist.
-var ErrBadDate = errors.New("credit: date must be a real day written YYYY-MM-DD")
 
 // DateOf returns the civil date of t in t's location.
 func DateOf(t time.Time) Date {

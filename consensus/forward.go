@@ -1,0 +1,193 @@
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"credfed/certs"
+	"credfed/exchange"
+)
+
+// Exchange operations served by every replica (answered by the leader;
+// a follower answers unavailable so the caller looks for the leader again).
+const (
+	opApply     = "consensus.apply"     // an operator command, relayed
+	opIndex     = "consensus.index"     // a district's index updates
+	opReadIndex = "consensus.readindex" // the leader's confirmed commit index
+)
+
+// MaxForwardUpdates bounds the index updates of one forwarded request.
+const MaxForwardUpdates = 4096
+
+type applyRequest struct {
+	Type  CommandType     `cbor:"1,keyasint"`
+	Actor certs.Identity  `cbor:"2,keyasint"`
+	Body  cbor.RawMessage `cbor:"3,keyasint"`
+}
+
+type applyReply struct {
+	Refused *wireRefusal `cbor:"1,keyasint,omitempty"`
+}
+
+type indexRequest struct {
+	Updates []IndexUpdate `cbor:"1,keyasint"`
+}
+
+type indexReply struct {
+	Refused *wireRefusal `cbor:"1,keyasint,omitempty"`
+}
+
+type readIndexReply struct {
+	Index uint64 `cbor:"1,keyasint"`
+}
+
+// wireRefusal carries a *RefusedError back to the proposer.
+type wireRefusal struct {
+	Reason  string `cbor:"1,keyasint"`
+	Message string `cbor:"2,keyasint"`
+}
+
+var refusalReasons = map[string]error{
+	"forbidden": ErrForbidden, "invalid": ErrInvalid, "conflict": ErrConflict, "not_found": ErrNotFound,
+}
+
+func toWire(err error) *wireRefusal {
+	var re *RefusedError
+	if !errors.As(err, &re) {
+		return nil
+	}
+	for name, reason := range refusalReasons {
+		if re.Reason == reason {
+			return &wireRefusal{Reason: name, Message: re.Message}
+		}
+	}
+	return nil
+}
+
+func (w *wireRefusal) err() error {
+	reason, ok := refusalReasons[w.Reason]
+	if !ok {
+		reason = ErrInvalid
+	}
+	return &RefusedError{Reason: reason, Message: w.Message}
+}
+
+// relayable are the commands a node may relay to the leader.
+var relayable = map[CommandType]bool{
+	CmdRegionPut: true, CmdRegionRemove: true, CmdCatalogPublish: true,
+	CmdRevoke: true, CmdSuspend: true, CmdReinstate: true,
+}
+
+func (r *Replica) registerHandlers() {
+	ep := r.cfg.Endpoint
+	ep.Handle(opApply, r.handleApply)
+	ep.Handle(opIndex, r.handleIndex, exchange.AllowRoles(certs.District))
+	ep.Handle(opReadIndex, r.handleReadIndex)
+	if r.cfg.PseudonymKey.Valid() {
+		ep.Handle(opPseudonymize, r.handlePseudonymize,
+			exchange.RateLimit(r.cfg.PseudonymRate, int(2*r.cfg.PseudonymRate)),
+			exchange.MaxBody(MaxPseudonymBatch*64))
+	}
+}
+
+var errNotLeader = exchange.Errorf(exchange.CodeUnavailable, "not the leader")
+
+func (r *Replica) handleApply(ctx context.Context, req *exchange.Request) (any, error) {
+	if !r.IsLeader() {
+		return nil, errNotLeader
+	}
+	var in applyRequest
+	if err := req.Decode(&in); err != nil {
+		return nil, err
+	}
+	if !relayable[in.Type] {
+		return nil, exchange.Errorf(exchange.CodeBadRequest, "command %s cannot be relayed", in.Type)
+	}
+	// A body that is not well-formed CBOR would make the whole log entry
+	// undecodable on every replica: refuse it here.
+	if err := decMode.Wellformed(in.Body); err != nil {
+		return nil, exchange.Errorf(exchange.CodeBadRequest, "command body is not well-formed CBOR")
+	}
+	data, err := EncodeCommand(in.Type, Envelope{Proposer: req.Caller, Actor: in.Actor, At: nowUTC()}, in.Body)
+	if err != nil {
+		return nil, exchange.Errorf(exchange.CodeBadRequest, "command does not encode")
+	}
+	f := r.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
+	if err := f.Error(); err != nil {
+		return nil, toExchange(raftError(err))
+	}
+	if e, ok := f.Response().(error); ok && e != nil {
+		return applyReply{Refused: toWire(e)}, nil
+	}
+	return applyReply{}, nil
+}
+
+func (r *Replica) handleIndex(ctx context.Context, req *exchange.Request) (any, error) {
+	if !r.IsLeader() {
+		return nil, errNotLeader
+	}
+	var in indexRequest
+	if err := req.Decode(&in); err != nil {
+		return nil, err
+	}
+	if len(in.Updates) == 0 || len(in.Updates) > MaxForwardUpdates {
+		return nil, exchange.Errorf(exchange.CodeBadRequest, "a forward holds 1 to %d updates, not %d", MaxForwardUpdates, len(in.Updates))
+	}
+	err := r.batcher.submit(ctx, req.Caller, in.Updates)
+	if w := toWire(err); w != nil {
+		return indexReply{Refused: w}, nil
+	}
+	if err != nil {
+		return nil, toExchange(err)
+	}
+	return indexReply{}, nil
+}
+
+func (r *Replica) handleReadIndex(ctx context.Context, req *exchange.Request) (any, error) {
+	if !r.IsLeader() {
+		return nil, errNotLeader
+	}
+	index, err := r.leaderReadIndex(ctx)
+	if err != nil {
+		return nil, toExchange(err)
+	}
+	return readIndexReply{Index: index}, nil
+}
+
+// toExchange turns a local consensus error into a wire error.
+func toExchange(err error) error {
+	switch {
+	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrClosed):
+		return exchange.Errorf(exchange.CodeUnavailable, "no leader")
+	case errors.Is(err, ErrOutcomeUnknown):
+		return exchange.Errorf(exchange.CodeUnavailable, "leadership lost; outcome unknown")
+	case errors.Is(err, ErrStale), errors.Is(err, context.DeadlineExceeded):
+		return exchange.Errorf(exchange.CodeDeadlineExceeded, "deadline passed")
+	}
+	return exchange.Errorf(exchange.CodeInternal, "internal error")
+}
+
+// fromWire turns an exchange error from the leader into a consensus error.
+func fromWire(err error) error {
+	var e *exchange.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	switch e.Code {
+	case exchange.CodeUnavailable:
+		return fmt.Errorf("%w: %s", ErrNoLeader, e.Message)
+	case exchange.CodeDeadlineExceeded, exchange.CodeCanceled:
+		return fmt.Errorf("consensus: leader: %w: %s", context.DeadlineExceeded, e.Message)
+	case exchange.CodeForbidden, exchange.CodeUnauthenticated:
+		return &RefusedError{Reason: ErrForbidden, Message: e.Message}
+	case exchange.CodeBadRequest:
+		return &RefusedError{Reason: ErrInvalid, Message: e.Message}
+	}
+	return err
+}
+
+func nowUTC() time.Time { return time.Now().UTC() }

@@ -1,0 +1,388 @@
+package consensus
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+
+	"credfed/certs"
+	"credfed/credit"
+)
+
+// FSM is the thin raft.BatchingFSM over State: it decodes each command,
+// asks authz whether its proposer may issue it, and writes the result. An
+// undecodable log entry is corruption and panics; a refused command is a
+// result value (a *RefusedError) that reaches the proposer through the
+// apply future and changes nothing.
+type FSM struct {
+	state      *State
+	federation string
+	log        *slog.Logger
+	metrics    *metrics
+	// onApplied, if set, is called after every applied batch with the
+	// command types it held (the node refreshes caches on catalog and
+	// registry changes).
+	onApplied func(types map[CommandType]bool)
+}
+
+// IndexResult is the result of a CmdIndexBatch: one error (nil when
+// applied) per group, in the order of the batch.
+type IndexResult struct {
+	Errs []error
+}
+
+var (
+	_ raft.BatchingFSM = (*FSM)(nil)
+)
+
+// Apply implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch implements raft.BatchingFSM: one Badger transaction for the
+// whole batch (split only if Badger finds it too big), the applied index
+// written with it. Entries at or below the applied index were applied
+// before a restart and are skipped: the state is on disk, not rebuilt.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	start := time.Now()
+	results := make([]any, len(logs))
+	applied := f.state.applied.get()
+	w := newWriter(f.state.db)
+	defer w.discard()
+	types := map[CommandType]bool{}
+	last := applied
+	for i, l := range logs {
+		if l.Index <= applied {
+			continue
+		}
+		if l.Type == raft.LogCommand {
+			cmd, err := DecodeCommand(l.Data)
+			if err != nil {
+				panic(fmt.Sprintf("consensus: log entry %d is corrupt: %v", l.Index, err))
+			}
+			results[i] = f.applyCommand(w, cmd, l.Index)
+			w.keep()
+			types[cmd.Type] = true
+			f.metrics.applied.WithLabelValues(cmd.Type.String()).Inc()
+		}
+		w.setUint(keyApplied, l.Index)
+		last = l.Index
+	}
+	if last == applied {
+		return results
+	}
+	if err := w.commit(); err != nil {
+		// The state on disk is behind the log: stopping is the only safe
+		// answer (a restart replays the log from the applied index).
+		panic(fmt.Sprintf("consensus: commit applied state at index %d: %v", last, err))
+	}
+	if types[CmdRegionPut] || types[CmdRegionRemove] || types[CmdCatalogPublish] || types[CmdFederationInit] ||
+		types[CmdRevoke] || types[CmdSuspend] || types[CmdReinstate] {
+		if err := f.state.reload(); err != nil {
+			panic(fmt.Sprintf("consensus: reload state at index %d: %v", last, err))
+		}
+	}
+	f.state.applied.set(last)
+	f.metrics.appliedIndex.Set(float64(last))
+	f.metrics.applyDuration.Observe(time.Since(start).Seconds())
+	if f.onApplied != nil && len(types) > 0 {
+		f.onApplied(types)
+	}
+	return results
+}
+
+// applyCommand applies one command within w and returns its result.
+func (f *FSM) applyCommand(w *writer, c Command, index uint64) any {
+	switch c.Type {
+	case CmdIndexBatch:
+		var b IndexBatch
+		if err := decodeBody(c, &b); err != nil {
+			panic(err.Error())
+		}
+		res := IndexResult{Errs: make([]error, len(b.Groups))}
+		for i, g := range b.Groups {
+			if err := f.authorizeIndex(w, g); err != nil {
+				res.Errs[i] = err
+				f.metrics.refused.WithLabelValues(c.Type.String()).Inc()
+				continue
+			}
+			for _, u := range g.Updates {
+				applyIndexUpdate(w, u, index)
+			}
+			w.keep()
+			f.metrics.indexUpdates.Add(float64(len(g.Updates)))
+		}
+		return res
+	case CmdRegionPut:
+		var r Region
+		return f.refused(w, c, f.decodeAnd(c, &r, func() error { return f.applyRegionPut(w, c, r) }))
+	case CmdRegionRemove:
+		var r RegionRemove
+		return f.refused(w, c, f.decodeAnd(c, &r, func() error { return f.applyRegionRemove(w, c, r) }))
+	case CmdCatalogPublish:
+		var p CatalogPublish
+		return f.refused(w, c, f.decodeAnd(c, &p, func() error { return f.applyCatalog(w, c, p.Catalog) }))
+	case CmdRevoke:
+		var r certs.Revocation
+		return f.refused(w, c, f.decodeAnd(c, &r, func() error { return f.applyRevoke(w, c, r) }))
+	case CmdSuspend:
+		var s certs.Suspension
+		return f.refused(w, c, f.decodeAnd(c, &s, func() error { return f.applySuspend(w, c, s) }))
+	case CmdReinstate:
+		var r Reinstate
+		return f.refused(w, c, f.decodeAnd(c, &r, func() error { return f.applyReinstate(w, c, r) }))
+	case CmdFederationInit:
+		var fi FederationInit
+		return f.refused(w, c, f.decodeAnd(c, &fi, func() error { return f.applyInit(w, c, fi) }))
+	}
+	if c.Type&IgnoreUnknown != 0 {
+		f.log.Warn("skipping unknown command marked ignorable", "type", uint8(c.Type), "index", index)
+		return nil
+	}
+	panic(fmt.Sprintf("consensus: log entry %d has unknown command type %d; upgrade this node", index, c.Type))
+}
+
+// decodeAnd decodes the body into v and runs apply. A body that does not
+// decode was proposed by a buggy or hostile node: refused, not corruption,
+// since the envelope itself decoded.
+func (f *FSM) decodeAnd(c Command, v any, apply func() error) error {
+	if err := decodeBody(c, v); err != nil {
+		return refuse(ErrInvalid, "%s body does not decode", c.Type)
+	}
+	return apply()
+}
+
+// refused drops the staged writes of a refused command and returns its
+// result.
+func (f *FSM) refused(w *writer, c Command, err error) any {
+	if err != nil {
+		w.drop()
+		f.metrics.refused.WithLabelValues(c.Type.String()).Inc()
+		return err
+	}
+	return nil
+}
+
+func applyIndexUpdate(w *writer, u IndexUpdate, index uint64) {
+	key := entryKey(u.Pseudonym, u.District)
+	var old entryValue
+	if found := w.getCBOR(key, &old); found && old.Seq >= u.Seq {
+		return // a retried or older update: already reflected
+	}
+	w.setCBOR(key, entryValue{Summary: u.Summary, Seq: u.Seq, Index: index})
+}
+
+func (f *FSM) applyRegionPut(w *writer, c Command, r Region) error {
+	if err := f.authorizeOperator(w, c, r.Path); err != nil {
+		return err
+	}
+	if err := f.validRegion(w, r); err != nil {
+		return err
+	}
+	var old Region
+	if w.getCBOR(regionKey(r.Path), &old) {
+		if old.Role != r.Role {
+			return refuse(ErrConflict, "region %s is a %s; remove it before registering it as a %s", r.Path, old.Role, r.Role)
+		}
+		r.Since = old.Since
+	} else {
+		r.Since = c.At
+	}
+	w.setCBOR(regionKey(r.Path), r)
+	return nil
+}
+
+func (f *FSM) validRegion(w *writer, r Region) error {
+	if err := certs.CheckRegion(r.Path); err != nil {
+		return refuse(ErrInvalid, "region path: %v", err)
+	}
+	if !r.Role.IsNode() {
+		return refuse(ErrInvalid, "region %s: role %q is not a node role", r.Path, r.Role)
+	}
+	parent := certs.ParentRegion(r.Path)
+	switch {
+	case r.Role == certs.Province && parent != "":
+		return refuse(ErrInvalid, "province region %s must be top-level", r.Path)
+	case r.Role != certs.Province && parent == "":
+		return refuse(ErrInvalid, "%s region %s needs a parent region", r.Role, r.Path)
+	case parent != "" && w != nil && !w.has(regionKey(parent)):
+		return refuse(ErrNotFound, "parent region %s of %s is not registered", parent, r.Path)
+	}
+	return nil
+}
+
+func (f *FSM) applyRegionRemove(w *writer, c Command, r RegionRemove) error {
+	if err := f.authorizeOperator(w, c, r.Path); err != nil {
+		return err
+	}
+	if !w.has(regionKey(r.Path)) {
+		return refuse(ErrNotFound, "region %s is not registered", r.Path)
+	}
+	children := 0
+	w.scanKeys(regionKey(r.Path+"/"), func([]byte) { children++ })
+	if children > 0 {
+		return refuse(ErrConflict, "region %s still has %d regions below it", r.Path, children)
+	}
+	w.delete(regionKey(r.Path))
+	return nil
+}
+
+func (f *FSM) applyCatalog(w *writer, c Command, cat *credit.Catalog) error {
+	if err := f.authorizeFederationOperator(w, c); err != nil {
+		return err
+	}
+	return putCatalog(w, cat)
+}
+
+func putCatalog(w *writer, cat *credit.Catalog) error {
+	if cat == nil {
+		return refuse(ErrInvalid, "no catalog")
+	}
+	if err := cat.Validate(); err != nil {
+		return refuse(ErrInvalid, "catalog: %v", err)
+	}
+	cur := w.getUint(keyCatalogVersion)
+	if uint64(cat.Version) != cur+1 {
+		return refuse(ErrConflict, "catalog version %d is not the next version (current %d)", cat.Version, cur)
+	}
+	w.setCBOR(catalogKey(cat.Version), cat)
+	w.setUint32(keyCatalogVersion, uint32(cat.Version))
+	return nil
+}
+
+func (f *FSM) applyRevoke(w *writer, c Command, r certs.Revocation) error {
+	if err := f.authorizeFederationOperator(w, c); err != nil {
+		return err
+	}
+	serial, err := certs.ParseSerial(r.Serial)
+	if err != nil {
+		return refuse(ErrInvalid, "%v", err)
+	}
+	key := append(append([]byte(nil), prefixRevoked...), serial...)
+	if w.has(key) {
+		return nil // revoked already; keep the first reason
+	}
+	r.Serial, r.At = serial, c.At
+	w.setCBOR(key, r)
+	w.setUint(keyRevVersion, w.getUint(keyRevVersion)+1)
+	return nil
+}
+
+func (f *FSM) applySuspend(w *writer, c Command, s certs.Suspension) error {
+	id, err := certs.ParseIdentity(s.Identity)
+	if err != nil {
+		return refuse(ErrInvalid, "%v", err)
+	}
+	if id.Federation != f.federation {
+		return refuse(ErrInvalid, "identity %s is not of federation %s", id, f.federation)
+	}
+	if err := f.authorizeOperator(w, c, id.Region); err != nil {
+		return err
+	}
+	s.Identity, s.At = id.String(), c.At
+	w.setCBOR(append(append([]byte(nil), prefixSuspended...), s.Identity...), s)
+	w.setUint(keyRevVersion, w.getUint(keyRevVersion)+1)
+	return nil
+}
+
+func (f *FSM) applyReinstate(w *writer, c Command, r Reinstate) error {
+	id, err := certs.ParseIdentity(r.Identity)
+	if err != nil {
+		return refuse(ErrInvalid, "%v", err)
+	}
+	if err := f.authorizeOperator(w, c, id.Region); err != nil {
+		return err
+	}
+	key := append(append([]byte(nil), prefixSuspended...), id.String()...)
+	if !w.has(key) {
+		return refuse(ErrNotFound, "identity %s is not suspended", id)
+	}
+	w.delete(key)
+	w.setUint(keyRevVersion, w.getUint(keyRevVersion)+1)
+	return nil
+}
+
+func (f *FSM) applyInit(w *writer, c Command, fi FederationInit) error {
+	if c.Proposer.Role != certs.Province || c.Proposer.Federation != f.federation {
+		return refuse(ErrForbidden, "only a province node initializes the federation, not %s", c.Proposer)
+	}
+	nonEmpty := false
+	w.scanKeys(prefixRegion, func([]byte) { nonEmpty = true })
+	if nonEmpty {
+		return refuse(ErrConflict, "the federation is initialized already")
+	}
+	self := false
+	for _, r := range fi.Regions {
+		if r.Path == c.Proposer.Region && r.Role == certs.Province {
+			self = true
+		}
+	}
+	if !self {
+		return refuse(ErrInvalid, "the initial registry must hold the proposing province %s", c.Proposer.Region)
+	}
+	// Parents first, so that each region's parent is checked against the
+	// regions already written.
+	regions := append([]Region(nil), fi.Regions...)
+	sortByDepth(regions)
+	for _, r := range regions {
+		if err := f.validRegion(w, r); err != nil {
+			return err
+		}
+		if w.has(regionKey(r.Path)) {
+			return refuse(ErrInvalid, "region %s is listed twice", r.Path)
+		}
+		r.Since = c.At
+		w.setCBOR(regionKey(r.Path), r)
+	}
+	return putCatalog(w, fi.Catalog)
+}
+
+// fsmSnapshot pins a Badger read view at the applied index; Persist streams
+// it while Apply goes on.
+type fsmSnapshot struct {
+	txn     *badger.Txn
+	applied uint64
+	metrics *metrics
+}
+
+// Snapshot implements raft.FSM: it only pins a read view.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	return &fsmSnapshot{txn: f.state.db.NewTransaction(false), applied: f.state.applied.get(), metrics: f.metrics}, nil
+}
+
+// Persist implements raft.FSMSnapshot.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	start := time.Now()
+	n, err := writeSnapshot(sink, s.txn)
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("consensus: snapshot: %w", err)
+	}
+	s.metrics.snapshotDuration.Observe(time.Since(start).Seconds())
+	s.metrics.snapshotBytes.Set(float64(n))
+	return sink.Close()
+}
+
+// Release implements raft.FSMSnapshot.
+func (s *fsmSnapshot) Release() { s.txn.Discard() }
+
+// Restore implements raft.FSM: it replaces the whole replicated state with
+// the snapshot's and reloads the caches.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	applied, err := restoreSnapshot(f.state.db, rc)
+	if err != nil {
+		return fmt.Errorf("consensus: restore: %w", err)
+	}
+	if err := f.state.reload(); err != nil {
+		return err
+	}
+	f.log.Info("restored replicated state from snapshot", "applied_index", applied)
+	if f.onApplied != nil {
+		f.onApplied(map[CommandType]bool{CmdFederationInit: true})
+	}
+	return nil
+}

@@ -1,0 +1,520 @@
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"credfed/certs"
+	"credfed/credit"
+	"credfed/exchange"
+)
+
+// Config configures a Replica. Zero values of optional fields take the
+// defaults documented on each.
+type Config struct {
+	// Self is this node's identity (a node role); its region path is the
+	// Raft server ID.
+	Self certs.Identity
+	// Advertise is the exchange address (host:port) other nodes reach this
+	// node at; it is the Raft server address.
+	Advertise string
+	// Dir holds the Raft log (raft-wal) and snapshots.
+	Dir string
+	// DB is the node's Badger database, which holds the replicated state.
+	DB *badger.DB
+	// Endpoint is the node's exchange endpoint: Raft's transport and the
+	// forwarding of writes to the leader.
+	Endpoint *exchange.Endpoint
+	// Revocations is the node's live revocation list, kept equal to the
+	// replicated one.
+	Revocations *certs.RevocationList
+	// Voter says whether this node may vote (coordinators).
+	Voter bool
+	// PseudonymKey is the federation's pseudonym key; coordinators only.
+	PseudonymKey credit.PseudonymKey
+	// TestMode accepts the reserved test province in pseudonymize requests.
+	TestMode bool
+	// Coordinators are exchange addresses of coordinator nodes to ask for
+	// pseudonyms before the registry names them.
+	Coordinators []string
+	// PseudonymRate limits each caller of pseudonymize to this many
+	// requests per second (default 50, bursts of 100, up to
+	// MaxPseudonymBatch identifiers each).
+	PseudonymRate float64
+
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+
+	// Raft tuning; zero means hashicorp/raft's default.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	TrailingLogs       uint64
+	SnapshotInterval   time.Duration
+	// LogSegmentSize is the size of raft-wal's segment files (default
+	// 64 MiB). The log is truncated by whole segments: an entry of the
+	// current segment stays readable after a snapshot covers it.
+	LogSegmentSize int
+	// MaxBatchUpdates bounds the index updates of one log entry (default
+	// 4096); MaxInFlight the index batches proposed and not yet applied
+	// (default 4).
+	MaxBatchUpdates int
+	MaxInFlight     int
+}
+
+// Replica is this node's part in the federation's Raft cluster: the
+// replicated state, the Raft instance, and the services around them (write
+// forwarding, index batching, strong reads, pseudonyms, membership
+// reconciliation on the leader).
+type Replica struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+
+	state   *State
+	fsm     *FSM
+	raft    *raft.Raft
+	wal     *raftwal.WAL
+	walMeta *metadb.BoltMetaDB
+	trans   *raft.NetworkTransport
+
+	batcher *batcher
+
+	// leaderReady is closed once this node, as leader, has applied a
+	// barrier of its term: only then is its commit index good for reads.
+	mu          sync.Mutex
+	leaderReady chan struct{}
+	changed     chan struct{} // registry changed: reconcile now
+
+	closeOnce sync.Once
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// Open starts the replica. The node must not serve reads of the index
+// before Open returns.
+func Open(cfg Config) (*Replica, error) {
+	if err := cfg.Self.Validate(); err != nil || !cfg.Self.Role.IsNode() {
+		return nil, fmt.Errorf("consensus: Self must be a node identity: %v", err)
+	}
+	if cfg.DB == nil || cfg.Endpoint == nil || cfg.Dir == "" || cfg.Advertise == "" {
+		return nil, errors.New("consensus: Config needs DB, Endpoint, Dir and Advertise")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Revocations == nil {
+		cfg.Revocations = certs.NewRevocationList()
+	}
+	if cfg.MaxBatchUpdates <= 0 {
+		cfg.MaxBatchUpdates = 4096
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4
+	}
+	if cfg.PseudonymRate <= 0 {
+		cfg.PseudonymRate = 50
+	}
+	log := cfg.Logger.With("component", "consensus")
+	r := &Replica{cfg: cfg, log: log, metrics: newMetrics(cfg.Registerer), done: make(chan struct{}),
+		changed: make(chan struct{}, 1)}
+	st, err := NewState(cfg.DB, cfg.Revocations)
+	if err != nil {
+		return nil, err
+	}
+	r.state = st
+	r.fsm = &FSM{state: st, federation: cfg.Self.Federation, log: log, metrics: r.metrics, onApplied: r.onApplied}
+
+	if err := os.MkdirAll(filepath.Join(cfg.Dir, "wal"), 0o700); err != nil {
+		return nil, fmt.Errorf("consensus: %w", err)
+	}
+	hlog := hclogAdapter(log, "raft", hclog.Warn)
+	// raft-wal's Close leaves its metadata database open (and locked): we
+	// own it and close it after the log.
+	r.walMeta = &metadb.BoltMetaDB{}
+	walOpts := options(raftwal.WithMetaStore(r.walMeta), raftwal.WithLogger(hclogAdapter(log, "raft-wal", hclog.Warn)))
+	if cfg.LogSegmentSize > 0 {
+		walOpts = append(walOpts, raftwal.WithSegmentSize(cfg.LogSegmentSize))
+	}
+	wal, err := raftwal.Open(filepath.Join(cfg.Dir, "wal"), walOpts...)
+	if err != nil {
+		r.walMeta.Close()
+		return nil, fmt.Errorf("consensus: open raft log: %w", err)
+	}
+	r.wal = wal
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
+	if err != nil {
+		r.closeLog()
+		return nil, fmt.Errorf("consensus: snapshot store: %w", err)
+	}
+	if err := r.catchUpFromSnapshot(snaps); err != nil {
+		r.closeLog()
+		return nil, err
+	}
+	r.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  &streamLayer{ep: cfg.Endpoint, ln: cfg.Endpoint.RaftListener(), advertise: textAddr(cfg.Advertise)},
+		MaxPool: 4,
+		Timeout: 10 * time.Second,
+		Logger:  hlog,
+	})
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.Self.Region)
+	rc.Logger = hlog
+	rc.BatchApplyCh = true
+	rc.NoSnapshotRestoreOnStart = true // the state is on disk; see catchUpFromSnapshot
+	rc.NoLegacyTelemetry = true
+	if cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	}
+	if cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = cfg.ElectionTimeout
+	}
+	if cfg.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	}
+	if cfg.CommitTimeout > 0 {
+		rc.CommitTimeout = cfg.CommitTimeout
+	}
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	ra, err := raft.NewRaft(rc, r.fsm, wal, wal, snaps, r.trans)
+	if err != nil {
+		r.trans.Close()
+		r.closeLog()
+		return nil, fmt.Errorf("consensus: start raft: %w", err)
+	}
+	r.raft = ra
+	r.batcher = newBatcher(r)
+	r.registerHandlers()
+	r.wg.Add(2)
+	go r.leaderLoop()
+	go r.batcher.run()
+	return r, nil
+}
+
+// catchUpFromSnapshot restores the newest snapshot into the state if the
+// state on disk is older (a state directory lost or restored from backup):
+// Raft itself does not restore on start (NoSnapshotRestoreOnStart), since
+// the state normally survives restarts and replaying the log after it is
+// enough.
+func (r *Replica) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	meta := list[0]
+	if meta.Index <= r.state.Applied() {
+		return nil
+	}
+	_, rc, err := snaps.Open(meta.ID)
+	if err != nil {
+		return fmt.Errorf("consensus: open snapshot %s: %w", meta.ID, err)
+	}
+	r.log.Warn("state is behind the newest snapshot; restoring it", "state_index", r.state.Applied(), "snapshot_index", meta.Index)
+	return r.fsm.Restore(rc)
+}
+
+// State returns the replicated state (local reads).
+func (r *Replica) State() *State { return r.state }
+
+// IsLeader reports whether this node leads.
+func (r *Replica) IsLeader() bool { return r.raft.State() == raft.Leader }
+
+// Leader returns the leader's region path and address, empty if unknown.
+func (r *Replica) Leader() (region, addr string) {
+	a, id := r.raft.LeaderWithID()
+	return string(id), string(a)
+}
+
+// WaitForLeader waits until the cluster has a leader this node knows.
+func (r *Replica) WaitForLeader(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, addr := r.Leader(); addr != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v", ErrNoLeader, ctx.Err())
+		case <-r.done:
+			return ErrClosed
+		case <-t.C:
+		}
+	}
+}
+
+// Bootstrap starts a new federation with this node (a province) as its
+// only voter, then registers the regions and the first catalog. On a
+// restart (Raft state on disk) it only waits for a leader.
+func (r *Replica) Bootstrap(ctx context.Context, regions []Region, catalog *credit.Catalog) error {
+	if r.cfg.Self.Role != certs.Province {
+		return fmt.Errorf("%w: only a province node starts a federation", ErrForbidden)
+	}
+	// BootstrapCluster refuses (ErrCantBootstrap) when this node already
+	// has Raft state: then it is a restart and the registry is in place.
+	f := r.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+		Suffrage: raft.Voter, ID: raft.ServerID(r.cfg.Self.Region), Address: raft.ServerAddress(r.cfg.Advertise),
+	}}})
+	if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("consensus: bootstrap: %w", err)
+	}
+	if err := r.WaitForLeader(ctx); err != nil {
+		return err
+	}
+	if len(r.state.Regions()) > 0 {
+		return nil
+	}
+	_, err := r.Apply(ctx, CmdFederationInit, certs.Identity{}, FederationInit{Regions: regions, Catalog: catalog})
+	return err
+}
+
+// Apply proposes an operator command (or a federation init) and returns
+// its result once applied. On a follower it is forwarded to the leader,
+// which stamps this node as proposer; actor is the user this node vouches
+// for.
+func (r *Replica) Apply(ctx context.Context, t CommandType, actor certs.Identity, body any) (any, error) {
+	if r.IsLeader() {
+		return r.propose(ctx, t, r.cfg.Self, actor, body)
+	}
+	raw, err := exchange.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	var reply applyReply
+	err = r.callLeader(ctx, opApply, applyRequest{Type: t, Actor: actor, Body: raw}, &reply)
+	if err != nil {
+		return nil, err
+	}
+	if reply.Refused != nil {
+		return nil, reply.Refused.err()
+	}
+	return nil, nil
+}
+
+// propose hands a command to Raft on the leader and waits for its result.
+func (r *Replica) propose(ctx context.Context, t CommandType, proposer, actor certs.Identity, body any) (any, error) {
+	data, err := EncodeCommand(t, Envelope{Proposer: proposer, Actor: actor, At: time.Now().UTC()}, body)
+	if err != nil {
+		return nil, err
+	}
+	f := r.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
+	if err := f.Error(); err != nil {
+		return nil, raftError(err)
+	}
+	res := f.Response()
+	if e, ok := res.(error); ok && e != nil {
+		return nil, e
+	}
+	return res, nil
+}
+
+// raftError maps hashicorp/raft's errors onto ours.
+func raftError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+	}
+	return fmt.Errorf("consensus: %w", err)
+}
+
+func timeoutOf(ctx context.Context, max time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d < max {
+			if d <= 0 {
+				return time.Millisecond
+			}
+			return d
+		}
+	}
+	return max
+}
+
+// SubmitIndex hands this district's index updates to the leader and
+// returns once they are applied (or refused).
+func (r *Replica) SubmitIndex(ctx context.Context, updates []IndexUpdate) error {
+	if len(updates) == 0 {
+		return nil
+	}
+	if r.IsLeader() {
+		return r.batcher.submit(ctx, r.cfg.Self, updates)
+	}
+	var reply indexReply
+	if err := r.callLeader(ctx, opIndex, indexRequest{Updates: updates}, &reply); err != nil {
+		return err
+	}
+	if reply.Refused != nil {
+		return reply.Refused.err()
+	}
+	return nil
+}
+
+// Lookup reads a pseudonym's index entries. With strong set, the read is
+// linearizable (ReadIndex through the leader); otherwise it is the local
+// replica's view, whose applied index is returned so callers know its
+// staleness.
+func (r *Replica) Lookup(ctx context.Context, p credit.Pseudonym, strong bool) ([]IndexEntry, uint64, error) {
+	if strong {
+		if err := r.ReadBarrier(ctx); err != nil {
+			return nil, 0, err
+		}
+	}
+	return r.state.Lookup(p)
+}
+
+// ReadBarrier returns once this replica has applied everything committed
+// when it was called: the leader's commit index, confirmed by a quorum
+// (VerifyLeader), never a lease.
+func (r *Replica) ReadBarrier(ctx context.Context) error {
+	var index uint64
+	if r.IsLeader() {
+		var err error
+		if index, err = r.leaderReadIndex(ctx); err != nil {
+			return err
+		}
+	} else {
+		var reply readIndexReply
+		if err := r.callLeader(ctx, opReadIndex, struct{}{}, &reply); err != nil {
+			return err
+		}
+		index = reply.Index
+	}
+	return r.waitApplied(ctx, index)
+}
+
+// leaderReadIndex is the leader's half of a strong read.
+func (r *Replica) leaderReadIndex(ctx context.Context) (uint64, error) {
+	r.mu.Lock()
+	ready := r.leaderReady
+	r.mu.Unlock()
+	if ready == nil {
+		return 0, fmt.Errorf("%w: this node is not the leader", ErrNoLeader)
+	}
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: leader not ready: %v", ErrStale, ctx.Err())
+	}
+	index := r.raft.CommitIndex()
+	if err := r.raft.VerifyLeader().Error(); err != nil {
+		return 0, raftError(err)
+	}
+	return index, nil
+}
+
+func (r *Replica) waitApplied(ctx context.Context, index uint64) error {
+	ch, stop := r.state.applied.wait(index)
+	defer stop()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: applied %d, need %d", ErrStale, r.state.Applied(), index)
+	case <-r.done:
+		return ErrClosed
+	}
+}
+
+// callLeader sends a request to the current leader over the exchange.
+func (r *Replica) callLeader(ctx context.Context, op string, req, resp any) error {
+	region, addr := r.Leader()
+	if addr == "" {
+		r.metrics.forwarded.WithLabelValues(op, "no_leader").Inc()
+		return ErrNoLeader
+	}
+	peer := exchange.Peer{Name: region, Addr: addr}
+	if reg, ok := r.state.Region(region); ok {
+		id := reg.Identity(r.cfg.Self.Federation)
+		peer.Identity = &id
+	}
+	err := r.cfg.Endpoint.Call(ctx, peer, op, exchange.Meta{}, req, resp)
+	r.metrics.forwarded.WithLabelValues(op, string(exchange.StatusOf(err))).Inc()
+	if err != nil {
+		return fromWire(err)
+	}
+	return nil
+}
+
+// onApplied runs after each applied batch (on the FSM goroutine).
+func (r *Replica) onApplied(types map[CommandType]bool) {
+	if types[CmdRegionPut] || types[CmdRegionRemove] || types[CmdFederationInit] {
+		select {
+		case r.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Raft returns raft's own statistics (for GET /v1/federation).
+func (r *Replica) Stats() map[string]string { return r.raft.Stats() }
+
+// Servers returns Raft's current configuration.
+func (r *Replica) Servers() ([]raft.Server, error) {
+	f := r.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, raftError(err)
+	}
+	return f.Configuration().Servers, nil
+}
+
+// Close leaves the cluster's activity (not its membership): it stops the
+// loops, shuts Raft down and closes the log. The Badger database and the
+// endpoint belong to the caller.
+func (r *Replica) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		close(r.done)
+		if e := r.raft.Shutdown().Error(); e != nil {
+			err = e
+		}
+		r.wg.Wait()
+		if e := r.trans.Close(); e != nil && err == nil {
+			err = e
+		}
+		if e := r.closeLog(); e != nil && err == nil {
+			err = e
+		}
+	})
+	return err
+}
+
+func (r *Replica) closeLog() error {
+	err := r.wal.Close()
+	if e := r.walMeta.Close(); e != nil && err == nil {
+		err = e
+	}
+	return err
+}
+
+// options returns its arguments as a slice of their (possibly unexported)
+// type, so that optional ones can be appended.
+func options[O any](opts ...O) []O { return opts }

@@ -1,0 +1,81 @@
+package consensus
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"credfed/exchange"
+)
+
+// streamLayer is raft's network: QUIC streams of the exchange endpoint on
+// the node's one UDP port (ALPN credfed-raft/1), mutually authenticated
+// with node certificates, so a peer without a valid node certificate of
+// the federation cannot take part in Raft.
+type streamLayer struct {
+	ep        *exchange.Endpoint
+	ln        net.Listener
+	advertise net.Addr
+}
+
+var _ raft.StreamLayer = (*streamLayer)(nil)
+
+func (s *streamLayer) Accept() (net.Conn, error) { return s.ln.Accept() }
+func (s *streamLayer) Close() error              { return s.ln.Close() }
+func (s *streamLayer) Addr() net.Addr            { return s.advertise }
+
+func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return s.ep.DialRaft(ctx, string(addr))
+}
+
+// textAddr is a net.Addr for an advertised host:port.
+type textAddr string
+
+func (a textAddr) Network() string { return "quic" }
+func (a textAddr) String() string  { return string(a) }
+
+// hclogAdapter routes hashicorp/raft's hclog output into the node's slog
+// logger. Raft logs name servers (region paths) and addresses, never
+// subjects.
+func hclogAdapter(log *slog.Logger, name string, level hclog.Level) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:            name,
+		Level:           level,
+		Output:          &slogWriter{log: log},
+		DisableTime:     true,
+		IncludeLocation: false,
+	})
+}
+
+// slogWriter turns hclog's lines into slog records of the right level.
+type slogWriter struct{ log *slog.Logger }
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	sc := bufio.NewScanner(bytes.NewReader(p))
+	for sc.Scan() {
+		line := sc.Text()
+		lvl := slog.LevelInfo
+		switch {
+		case strings.Contains(line, "[ERROR]"):
+			lvl = slog.LevelError
+		case strings.Contains(line, "[WARN]"):
+			lvl = slog.LevelWarn
+		case strings.Contains(line, "[DEBUG]"), strings.Contains(line, "[TRACE]"):
+			lvl = slog.LevelDebug
+		}
+		w.log.Log(context.Background(), lvl, strings.TrimSpace(line))
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = (*slogWriter)(nil)

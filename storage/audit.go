@@ -1,0 +1,518 @@
+package storage
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Audit decisions.
+const (
+	DecisionAllowed = "allowed"
+	DecisionDenied  = "denied"
+)
+
+// AuditEntry is one registered operation (a lookup, a submission, a
+// pseudonymization request, …), written before the operation is answered.
+//
+// Subject is never a raw identifier: it is the subject's pseudonym (the
+// federation's keyed hash) in lowercase hex, and Append refuses anything
+// else. Records holds record ids, never record content.
+//
+// Seq, Prev and Hash are filled by AuditLog.Append: Hash is
+// SHA-256(Prev || CBOR(entry without Hash)), with the package's Core
+// Deterministic encoding, and Prev is the Hash of entry Seq-1 (zero for 1).
+type AuditEntry struct {
+	At             time.Time `json:"at" cbor:"1,keyasint"`
+	Node           string    `json:"node,omitempty" cbor:"2,keyasint,omitempty"`            // region path of the node writing the entry
+	Caller         string    `json:"caller,omitempty" cbor:"3,keyasint,omitempty"`          // identity URI of the verified caller
+	Role           string    `json:"role,omitempty" cbor:"4,keyasint,omitempty"`            // caller's role
+	Institution    string    `json:"institution,omitempty" cbor:"5,keyasint,omitempty"`     // caller's institution or department
+	User           string    `json:"user,omitempty" cbor:"6,keyasint,omitempty"`            // end user named in the request
+	Operation      string    `json:"operation" cbor:"7,keyasint"`                           // e.g. "lookup", "record.submit"
+	Purpose        string    `json:"purpose,omitempty" cbor:"8,keyasint,omitempty"`         // catalog purpose code
+	Reference      string    `json:"reference,omitempty" cbor:"9,keyasint,omitempty"`       // case reference
+	Authorization  string    `json:"authorization,omitempty" cbor:"10,keyasint,omitempty"`  // subject's authorization reference
+	Authentication string    `json:"authentication,omitempty" cbor:"11,keyasint,omitempty"` // portal's real-name authentication reference
+	Subject        string    `json:"subject,omitempty" cbor:"12,keyasint,omitempty"`        // pseudonym, lowercase hex
+	District       string    `json:"district,omitempty" cbor:"13,keyasint,omitempty"`       // district asked or answering
+	Records        []string  `json:"records,omitempty" cbor:"14,keyasint,omitempty"`        // ids of the records returned
+	Decision       string    `json:"decision" cbor:"15,keyasint"`                           // DecisionAllowed or DecisionDenied
+	Reason         string    `json:"reason,omitempty" cbor:"16,keyasint,omitempty"`         // error code when denied
+
+	Seq  uint64   `json:"seq" cbor:"17,keyasint"`
+	Prev [32]byte `json:"prev" cbor:"18,keyasint"`
+	Hash [32]byte `json:"hash" cbor:"19,keyasint,omitzero"`
+}
+
+// AuditTamperError is Verify's finding: the first entry at which the chain
+// breaks, and how.
+type AuditTamperError struct {
+	Seq     uint64
+	Problem string
+}
+
+// Error names the entry and the problem (never entry content).
+func (e *AuditTamperError) Error() string {
+	return fmt.Sprintf("storage: audit log tampered with at seq %d: %s", e.Seq, e.Problem)
+}
+
+// Unwrap returns ErrAuditTampered.
+func (e *AuditTamperError) Unwrap() error { return ErrAuditTampered }
+
+// auditHead is the value of a!head.
+type auditHead struct {
+	Seq  uint64   `cbor:"1,keyasint"`
+	Hash [32]byte `cbor:"2,keyasint"`
+}
+
+// maxAuditRecords bounds AuditEntry.Records (the decoder's array limit).
+const maxAuditRecords = 65536
+
+// maxGroupEntries bounds how many entries one group commit takes from the
+// queue.
+const maxGroupEntries = 4096
+
+// AuditLog is the node's tamper-evident audit log: a hash chain in the
+// store, appended by one goroutine that commits every waiting append in one
+// synced transaction. Obtain it from DB.Audit.
+type AuditLog struct {
+	db *DB
+
+	mu       sync.Mutex // guards headSeq, headHash
+	headSeq  uint64
+	headHash [32]byte
+
+	reqs chan *appendReq
+	done chan struct{}
+}
+
+type appendReq struct {
+	entries []AuditEntry
+	err     error
+	done    chan struct{}
+}
+
+func newAuditLog(db *DB) *AuditLog {
+	return &AuditLog{db: db, reqs: make(chan *appendReq, 1024), done: make(chan struct{})}
+}
+
+// Audit returns the node's audit log.
+func (db *DB) Audit() *AuditLog { return db.audit }
+
+func (l *AuditLog) load() error {
+	return l.db.raw.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(auditHeadKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return engine(err)
+		}
+		return item.Value(func(v []byte) error {
+			var h auditHead
+			if err := decMode.Unmarshal(v, &h); err != nil {
+				return fmt.Errorf("%w: audit head does not decode", ErrCorrupt)
+			}
+			l.headSeq, l.headHash = h.Seq, h.Hash
+			return nil
+		})
+	})
+}
+
+func (l *AuditLog) stop() {
+	close(l.reqs)
+	<-l.done
+}
+
+// Append adds entries to the log in order and returns them with At (set to
+// now when zero, always in UTC), Seq, Prev and Hash filled. They are on disk
+// (synced) when Append returns. Concurrent appends are serialized by one
+// appender and share a sync.
+func (l *AuditLog) Append(entries ...AuditEntry) ([]AuditEntry, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	now := time.Now().UTC()
+	cp := make([]AuditEntry, len(entries))
+	for i, e := range entries {
+		if err := checkAuditEntry(&e); err != nil {
+			return nil, fmt.Errorf("storage: audit append: entry %d: %w", i, err)
+		}
+		if e.At.IsZero() {
+			e.At = now
+		}
+		e.At = e.At.UTC()
+		if b, err := encMode.Marshal(&e); err != nil || int64(len(b))+256 > l.db.budgetBytes {
+			return nil, fmt.Errorf("storage: audit append: entry %d: %w: too large", i, ErrAuditEntry)
+		}
+		cp[i] = e
+	}
+	if err := l.db.enter(); err != nil {
+		return nil, fmt.Errorf("storage: audit append: %w", err)
+	}
+	defer l.db.leave()
+	req := &appendReq{entries: cp, done: make(chan struct{})}
+	l.reqs <- req
+	<-req.done
+	if req.err != nil {
+		return nil, fmt.Errorf("storage: audit append: %w", req.err)
+	}
+	return req.entries, nil
+}
+
+func checkAuditEntry(e *AuditEntry) error {
+	switch {
+	case e.Seq != 0 || e.Prev != [32]byte{} || e.Hash != [32]byte{}:
+		return fmt.Errorf("%w: seq, prev and hash are filled by the log", ErrAuditEntry)
+	case len(e.Records) > maxAuditRecords:
+		return fmt.Errorf("%w: more than %d record ids", ErrAuditEntry, maxAuditRecords)
+	case e.Operation == "":
+		return fmt.Errorf("%w: operation is empty", ErrAuditEntry)
+	case e.Decision != DecisionAllowed && e.Decision != DecisionDenied:
+		return fmt.Errorf("%w: decision must be %q or %q", ErrAuditEntry, DecisionAllowed, DecisionDenied)
+	case e.Subject != "":
+		return checkPseudonym(e.Subject)
+	}
+	return nil
+}
+
+// checkPseudonym accepts lowercase hex of 32 to 128 digits (128 to 512 bits).
+// An 18-character identifier is refused by length even when it is all digits.
+func checkPseudonym(p string) error {
+	if len(p) < 32 || len(p) > 128 || len(p)%2 != 0 {
+		return ErrNotPseudonym
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return ErrNotPseudonym
+		}
+	}
+	return nil
+}
+
+// Head returns the sequence number and hash of the last entry (0 and the
+// zero hash for an empty log). Anchoring it in Raft is what catches a
+// removed tail.
+func (l *AuditLog) Head() (seq uint64, hash [32]byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.headSeq, l.headHash
+}
+
+// appender is the single writer of the audit log.
+func (l *AuditLog) appender() {
+	defer close(l.done)
+	for req := range l.reqs {
+		group := []*appendReq{req}
+		n := len(req.entries)
+	drain:
+		for n < maxGroupEntries {
+			select {
+			case r, ok := <-l.reqs:
+				if !ok {
+					break drain
+				}
+				group = append(group, r)
+				n += len(r.entries)
+			default:
+				break drain
+			}
+		}
+		l.commitGroup(group)
+		for _, r := range group {
+			close(r.done)
+		}
+	}
+}
+
+// auditSlot points at one entry of a request in a group.
+type auditSlot struct {
+	req *appendReq
+	i   int
+}
+
+func (l *AuditLog) commitGroup(group []*appendReq) {
+	var slots []auditSlot
+	for _, r := range group {
+		for i := range r.entries {
+			slots = append(slots, auditSlot{r, i})
+		}
+	}
+	for from := 0; from < len(slots); {
+		next, err := l.commitFrom(slots, from)
+		if err != nil {
+			for _, s := range slots[from:] {
+				s.req.err = err
+			}
+			return
+		}
+		from = next
+	}
+}
+
+// commitFrom chains and commits slots[from:next] in one transaction.
+func (l *AuditLog) commitFrom(slots []auditSlot, from int) (int, error) {
+	db := l.db
+	l.mu.Lock()
+	seq, prev := l.headSeq, l.headHash
+	l.mu.Unlock()
+
+	txn := db.raw.NewTransaction(true)
+	defer txn.Discard()
+	chained := make([]AuditEntry, 0, len(slots)-from)
+	var size, count int64
+	i := from
+	for ; i < len(slots); i++ {
+		e := slots[i].req.entries[slots[i].i]
+		e.Seq, e.Prev, e.Hash = seq+1, prev, [32]byte{}
+		hash, err := auditHash(&e)
+		if err != nil {
+			return 0, err
+		}
+		e.Hash = hash
+		val, err := encMode.Marshal(&e)
+		if err != nil {
+			return 0, fmt.Errorf("%w: encode: %v", ErrAuditEntry, err)
+		}
+		esize, ecount := int64(len(val))+10+32, int64(1)
+		if e.Subject != "" {
+			esize += int64(len(e.Subject)) + 12 + 32
+			ecount++
+		}
+		if i > from && (size+esize > db.budgetBytes || count+ecount > db.budgetCount) {
+			break
+		}
+		if err := txn.Set(auditKey(e.Seq), val); err != nil {
+			return 0, engine(err)
+		}
+		if e.Subject != "" {
+			if err := txn.Set(auditSubjectKey(e.Subject, e.Seq), []byte{}); err != nil {
+				return 0, engine(err)
+			}
+		}
+		size, count = size+esize, count+ecount
+		seq, prev = e.Seq, e.Hash
+		chained = append(chained, e)
+	}
+	head, err := encMode.Marshal(auditHead{Seq: seq, Hash: prev})
+	if err != nil {
+		return 0, fmt.Errorf("storage: encode audit head: %w", err)
+	}
+	if err := txn.Set(auditHeadKey, head); err != nil {
+		return 0, engine(err)
+	}
+	// Only the appender writes these keys, so there is no conflict to retry.
+	if err := txn.Commit(); err != nil {
+		return 0, engine(err)
+	}
+	l.mu.Lock()
+	l.headSeq, l.headHash = seq, prev
+	l.mu.Unlock()
+	for k, e := range chained {
+		s := slots[from+k]
+		s.req.entries[s.i] = e
+	}
+	return i, nil
+}
+
+// auditHash is SHA-256(e.Prev || CBOR(e without Hash)); e.Hash must be zero
+// (the field is omitted from the encoding when zero).
+func auditHash(e *AuditEntry) ([32]byte, error) {
+	b, err := encMode.Marshal(e)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("%w: encode: %v", ErrAuditEntry, err)
+	}
+	h := sha256.New()
+	h.Write(e.Prev[:])
+	h.Write(b)
+	var out [32]byte
+	h.Sum(out[:0])
+	return out, nil
+}
+
+func decodeAudit(b []byte) (AuditEntry, error) {
+	var e AuditEntry
+	if err := decMode.Unmarshal(b, &e); err != nil {
+		return AuditEntry{}, fmt.Errorf("%w: audit entry does not decode", ErrCorrupt)
+	}
+	return e, nil
+}
+
+// Range calls fn for each entry with from <= Seq <= to in order (to == 0:
+// up to the end), inside one read snapshot; fn's error stops the walk and is
+// returned as is.
+func (l *AuditLog) Range(from, to uint64, fn func(AuditEntry) error) error {
+	start := auditKey(from)
+	p := []byte{famAudit, '/'}
+	err := l.db.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Seek(start); it.ValidForPrefix(p); it.Next() {
+			item := it.Item()
+			seq, err := parseBE64(item.Key()[2:])
+			if err != nil {
+				return err
+			}
+			if to != 0 && seq > to {
+				return nil
+			}
+			var e AuditEntry
+			if err := item.Value(func(v []byte) error {
+				e, err = decodeAudit(v)
+				return err
+			}); err != nil {
+				return engine(err)
+			}
+			if err := fn(e); err != nil {
+				return &fnError{err}
+			}
+		}
+		return nil
+	})
+	var fe *fnError
+	if errors.As(err, &fe) {
+		return fe.err
+	}
+	if err != nil {
+		return fmt.Errorf("storage: audit range: %w", err)
+	}
+	return nil
+}
+
+// fnError carries a callback's error through a transaction unchanged.
+type fnError struct{ err error }
+
+func (e *fnError) Error() string { return e.err.Error() }
+
+// BySubject returns every entry about the subject pseudonym (lowercase
+// hex), oldest first: the access log a subject may read through the portal.
+func (l *AuditLog) BySubject(pseudonymHex string) ([]AuditEntry, error) {
+	if err := checkPseudonym(pseudonymHex); err != nil {
+		return nil, fmt.Errorf("storage: audit by subject: %w", err)
+	}
+	p := auditSubjectPrefix(pseudonymHex)
+	var out []AuditEntry
+	err := l.db.view(func(txn *badger.Txn) error {
+		return scanPrefix(txn, p, false, func(key, _ []byte) error {
+			seq, err := parseBE64(key[len(p):])
+			if err != nil {
+				return err
+			}
+			item, err := txn.Get(auditKey(seq))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("%w: audit subject index names a missing entry", ErrCorrupt)
+			}
+			if err != nil {
+				return engine(err)
+			}
+			return item.Value(func(v []byte) error {
+				e, err := decodeAudit(v)
+				if err != nil {
+					return err
+				}
+				out = append(out, e)
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: audit by subject: %w", err)
+	}
+	return out, nil
+}
+
+// Verify walks the whole chain in one snapshot and returns nil or an
+// *AuditTamperError naming the first entry where it breaks: an entry
+// changed (its hash no longer matches its content, or its bytes are not
+// the canonical encoding of what they decode to), removed (a gap in the
+// sequence, or a prev hash that does not match the entry before),
+// reordered (an entry stored under another entry's sequence number), or a
+// head that does not match the last entry. A tail removed together with a
+// rewound head is invisible here; the heads anchored in Raft catch it.
+func (l *AuditLog) Verify() error {
+	p := []byte{famAudit, '/'}
+	err := l.db.view(func(txn *badger.Txn) error {
+		var prev [32]byte
+		expect := uint64(1)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			item := it.Item()
+			key := item.Key()
+			if len(key) != 10 {
+				return &AuditTamperError{expect, "malformed key in the audit range"}
+			}
+			seq, _ := parseBE64(key[2:])
+			if seq != expect {
+				return &AuditTamperError{expect, fmt.Sprintf("entry missing (the next stored entry is %d)", seq)}
+			}
+			val, err := item.ValueCopy(nil)
+			if err != nil {
+				return engine(err)
+			}
+			e, err := decodeAudit(val)
+			if err != nil {
+				return &AuditTamperError{seq, "entry does not decode"}
+			}
+			if e.Seq != seq {
+				return &AuditTamperError{seq, fmt.Sprintf("entry stored here claims seq %d: entries reordered or moved", e.Seq)}
+			}
+			if re, err := encMode.Marshal(&e); err != nil || !bytes.Equal(re, val) {
+				return &AuditTamperError{seq, "entry bytes are not the canonical encoding of its content: altered"}
+			}
+			if e.Prev != prev {
+				return &AuditTamperError{seq, fmt.Sprintf("prev does not match the hash of entry %d: an entry before this one was removed (and the rest renumbered), entry %d was rewritten with its hash recomputed, or this entry's link was altered", seq-1, seq-1)}
+			}
+			want := e.Hash
+			e.Hash = [32]byte{}
+			got, err := auditHash(&e)
+			if err != nil {
+				return err
+			}
+			if got != want {
+				return &AuditTamperError{seq, "hash does not match the content: entry changed"}
+			}
+			prev = want
+			expect++
+		}
+		last := expect - 1
+		item, err := txn.Get(auditHeadKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			if last == 0 {
+				return nil
+			}
+			return &AuditTamperError{last, "head record missing"}
+		}
+		if err != nil {
+			return engine(err)
+		}
+		var h auditHead
+		if err := item.Value(func(v []byte) error { return decMode.Unmarshal(v, &h) }); err != nil {
+			return &AuditTamperError{last, "head record does not decode"}
+		}
+		switch {
+		case h.Seq > last:
+			return &AuditTamperError{last + 1, fmt.Sprintf("entries %d to %d missing at the end (the head names %d)", last+1, h.Seq, h.Seq)}
+		case h.Seq < last:
+			return &AuditTamperError{h.Seq + 1, fmt.Sprintf("entries after the head (%d) were added outside the log", h.Seq)}
+		case h.Hash != prev:
+			return &AuditTamperError{last, "head hash does not match the last entry"}
+		}
+		return nil
+	})
+	var te *AuditTamperError
+	if errors.As(err, &te) {
+		return te
+	}
+	if err != nil {
+		return fmt.Errorf("storage: audit verify: %w", err)
+	}
+	return nil
+}

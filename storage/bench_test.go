@@ -1,0 +1,205 @@
+package storage
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"credfed/credit"
+)
+
+// Every benchmark runs with encryption on (as in production) once with the
+// small-machine preset and once with badger.DefaultOptions + SyncWrites
+// (the baseline; its 256 MiB block cache is what encryption needs).
+var benchPresets = []struct {
+	name     string
+	baseline bool
+}{{"small", false}, {"default", true}}
+
+func openBench(b *testing.B, baseline bool) *DB {
+	b.Helper()
+	return openTest(b, Options{EncryptionKey: testKey(3), baseline: baseline})
+}
+
+func benchRecords(prefix string, n, subjects int, next *int) []credit.Record {
+	recs := make([]credit.Record, n)
+	for i := range recs {
+		*next++
+		recs[i] = testRecord(fmt.Sprintf("%s%09d", prefix, *next), *next%subjects)
+	}
+	return recs
+}
+
+func reportRecords(b *testing.B, perOp int) {
+	b.ReportMetric(float64(b.N*perOp)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkSubmit: one caller submitting batches one after the other; each
+// batch is one synced transaction.
+func BenchmarkSubmit(b *testing.B) {
+	for _, p := range benchPresets {
+		for _, batch := range []int{1, 100, 1000} {
+			b.Run(fmt.Sprintf("preset=%s/batch=%d", p.name, batch), func(b *testing.B) {
+				db := openBench(b, p.baseline)
+				next := 0
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					recs := benchRecords("S", batch, 1<<30, &next)
+					b.StartTimer()
+					if _, err := db.SubmitRecords(recs); err != nil {
+						b.Fatal(err)
+					}
+				}
+				reportRecords(b, batch)
+				reportAnonRSS(b)
+			})
+		}
+	}
+}
+
+// BenchmarkSubmitConcurrent: 64 goroutines each submitting single records,
+// which the committer coalesces (group commit).
+func BenchmarkSubmitConcurrent(b *testing.B) {
+	for _, p := range benchPresets {
+		b.Run("preset="+p.name+"/goroutines=64", func(b *testing.B) {
+			db := openBench(b, p.baseline)
+			var next atomic.Int64
+			b.SetParallelism(64 / max(1, runtimeProcs()))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					n := int(next.Add(1))
+					r := testRecord(fmt.Sprintf("P%09d", n), n)
+					if _, err := db.SubmitRecords([]credit.Record{r}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			reportRecords(b, 1)
+		})
+	}
+}
+
+// BenchmarkGroupCommit compares the committer with what Badger does on its
+// own: 64 goroutines each committing their own synced transaction with the
+// same reads and writes as an accepted record (Badger merges them into one
+// write but syncs the WAL once per transaction).
+func BenchmarkGroupCommit(b *testing.B) {
+	b.Run("committer", func(b *testing.B) {
+		db := openBench(b, false)
+		var next atomic.Int64
+		b.SetParallelism(64 / max(1, runtimeProcs()))
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				n := int(next.Add(1))
+				if _, err := db.SubmitRecords([]credit.Record{testRecord(fmt.Sprintf("G%09d", n), n)}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		reportRecords(b, 1)
+	})
+	b.Run("txn-per-caller", func(b *testing.B) {
+		db := openBench(b, false)
+		var next atomic.Int64
+		b.SetParallelism(64 / max(1, runtimeProcs()))
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				n := int(next.Add(1))
+				r := testRecord(fmt.Sprintf("G%09d", n), n)
+				r.RecordedAt = r.RecordedAt.UTC()
+				enc, _ := encodeRecord(&r)
+				err := db.raw.Update(func(txn *badger.Txn) error {
+					if _, err := txn.Get(recordKey(r.Department, r.ID)); err != badger.ErrKeyNotFound {
+						return fmt.Errorf("unexpected: %v", err)
+					}
+					for _, kv := range [][2][]byte{
+						{recordKey(r.Department, r.ID), enc},
+						{versionKey(r.Department, r.ID, 1), enc},
+						{subjectKey(r.Subject, r.Department, r.ID), nil},
+						{idKey(r.ID, r.Department), nil},
+						{outboxKey(r.Subject), be64(uint64(n))},
+					} {
+						if err := txn.Set(kv[0], kv[1]); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		reportRecords(b, 1)
+	})
+}
+
+// BenchmarkRecordsBySubject: point reads of one subject's records (4 each)
+// in a store of 50,000 records, more than either preset's memtables hold
+// after flushing, read at random.
+func BenchmarkRecordsBySubject(b *testing.B) {
+	const records, subjects = 50_000, 12_500
+	for _, p := range benchPresets {
+		b.Run("preset="+p.name, func(b *testing.B) {
+			db := openBench(b, p.baseline)
+			next := 0
+			for next < records {
+				if _, err := db.SubmitRecords(benchRecords("R", 1000, subjects, &next)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			rng := rand.New(rand.NewPCG(1, 2))
+			b.ResetTimer()
+			got := 0
+			for i := 0; i < b.N; i++ {
+				rs, err := db.RecordsBySubject(testSubject(rng.IntN(subjects)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				got += len(rs)
+			}
+			if got != 4*b.N {
+				b.Fatalf("read %d records in %d lookups", got, b.N)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
+			reportRecords(b, 4)
+			reportAnonRSS(b)
+		})
+	}
+}
+
+// runtimeProcs is GOMAXPROCS: RunParallel starts parallelism × GOMAXPROCS
+// goroutines.
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// reportAnonRSS reports the process's anonymous resident memory (Go heap,
+// Badger's memtable arenas and caches; not the mmapped table and log files,
+// which the kernel can drop) on Linux.
+func reportAnonRSS(b *testing.B) {
+	st, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			if err == nil {
+				b.ReportMetric(float64(kb)/1024, "anon-MiB")
+			}
+		}
+	}
+}

@@ -1,0 +1,263 @@
+package storage
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/skl"
+)
+
+// DB is a node's store: one Badger database holding records, the outbox,
+// the audit log and (later) the index state and Raft log. It is safe for
+// concurrent use. Writes to records go through one committer goroutine and
+// audit appends through one appender, each of which coalesces what is
+// waiting into one synced Badger transaction (group commit).
+type DB struct {
+	raw *badger.DB
+	log *slog.Logger
+
+	// mu guards closed; every public method holds it for reading while it
+	// uses raw, so Close waits for them and nothing touches a closed Badger.
+	mu     sync.RWMutex
+	closed bool
+
+	// budget is how much one of our transactions may hold (half of Badger's
+	// limit, computed as Badger does, so that splitting happens before
+	// ErrTxnTooBig and the counters always fit).
+	budgetBytes int64
+	budgetCount int64
+
+	records atomic.Int64 // number of records, mirrors m/records
+
+	writes     chan *writeReq
+	writerDone chan struct{}
+	outboxSeq  uint64 // last outbox seq handed out; owned by the committer
+
+	audit *AuditLog
+
+	gcStop chan struct{}
+	gcDone chan struct{}
+}
+
+// Open opens (creating if needed) the store in opts.Dir.
+//
+// Encryption errors are told apart: ErrWrongKey (another key), ErrKeyRequired
+// (encrypted directory, no key), ErrNotEncrypted (key given, plain directory);
+// all three also match badger.ErrEncryptionKeyMismatch.
+func Open(opts Options) (*DB, error) {
+	if !opts.InMemory && opts.Dir == "" {
+		return nil, errors.New("storage: open: Options.Dir is required")
+	}
+	if len(opts.EncryptionKey) > 0 && !validKeyLen(len(opts.EncryptionKey)) {
+		return nil, fmt.Errorf("storage: open: %w", ErrBadKey)
+	}
+	bo := opts.badgerOptions()
+	raw, err := badger.Open(bo)
+	if err != nil {
+		if errors.Is(err, badger.ErrEncryptionKeyMismatch) {
+			return nil, classifyKeyMismatch(opts, err)
+		}
+		// Open errors name files and directories, never keys.
+		return nil, fmt.Errorf("storage: open: %w", err)
+	}
+	db := &DB{
+		raw:        raw,
+		log:        opts.logger(),
+		writes:     make(chan *writeReq, 1024),
+		writerDone: make(chan struct{}),
+	}
+	// Badger: maxBatchSize = 15 % of MemTableSize, maxBatchCount =
+	// maxBatchSize / skl.MaxNodeSize (db.go, checkAndSetOptions).
+	maxSize := 15 * bo.MemTableSize / 100
+	db.budgetBytes = maxSize / 2
+	db.budgetCount = maxSize / int64(skl.MaxNodeSize) / 2
+
+	if err := db.load(); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("storage: open: %w", err)
+	}
+	db.audit = newAuditLog(db)
+	if err := db.audit.load(); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("storage: open: %w", err)
+	}
+	go db.committer()
+	go db.audit.appender()
+
+	interval := opts.GCInterval
+	if interval == 0 {
+		interval = defaultGCInterval
+	}
+	if interval > 0 && !opts.InMemory {
+		db.gcStop = make(chan struct{})
+		db.gcDone = make(chan struct{})
+		go db.gcLoop(interval)
+	}
+	return db, nil
+}
+
+// classifyKeyMismatch tells the three encryption mismatches apart by
+// reading Badger's KEYREGISTRY header: a 16-byte IV, then the sanity text
+// "Hello Badger", stored in clear when the directory is not encrypted
+// (key_registry.go, WriteKeyRegistry).
+func classifyKeyMismatch(opts Options, cause error) error {
+	switch {
+	case len(opts.EncryptionKey) == 0:
+		return &keyError{ErrKeyRequired, cause}
+	case registryIsPlain(opts.Dir):
+		return &keyError{ErrNotEncrypted, cause}
+	default:
+		return &keyError{ErrWrongKey, cause}
+	}
+}
+
+func registryIsPlain(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, badger.KeyRegistryFileName))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	hdr := make([]byte, 16+len("Hello Badger"))
+	if _, err := io.ReadFull(f, hdr); err != nil {
+		return false
+	}
+	return bytes.Equal(hdr[16:], []byte("Hello Badger"))
+}
+
+// load checks the layout version (writing it into a new directory) and
+// reads the counters.
+func (db *DB) load() error {
+	return db.raw.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(metaLayoutKey)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			if err := txn.Set(metaLayoutKey, []byte(layoutVersion)); err != nil {
+				return engine(err)
+			}
+		case err != nil:
+			return engine(err)
+		default:
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return engine(err)
+			}
+			if string(v) != layoutVersion {
+				return ErrLayoutVersion
+			}
+		}
+		if db.outboxSeq, err = getCounter(txn, metaOutboxSeq); err != nil {
+			return err
+		}
+		n, err := getCounter(txn, metaRecordsKey)
+		if err != nil {
+			return err
+		}
+		db.records.Store(int64(n))
+		return nil
+	})
+}
+
+func getCounter(txn *badger.Txn, key []byte) (uint64, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, engine(err)
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return 0, engine(err)
+	}
+	return parseBE64(v)
+}
+
+// enter marks the start of a public operation; it fails once Close began.
+func (db *DB) enter() error {
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (db *DB) leave() { db.mu.RUnlock() }
+
+// Close waits for operations in progress, stops the background goroutines
+// and closes Badger. Calls after Close return ErrClosed.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return ErrClosed
+	}
+	db.closed = true
+	db.mu.Unlock()
+
+	if db.gcStop != nil {
+		close(db.gcStop)
+		<-db.gcDone
+	}
+	close(db.writes)
+	<-db.writerDone
+	db.audit.stop()
+	if err := db.raw.Close(); err != nil {
+		return fmt.Errorf("storage: close: %w", engine(err))
+	}
+	return nil
+}
+
+// CollectGarbage runs Badger's value-log GC until it has nothing left to
+// rewrite. Only values above the value threshold (16 KiB in the preset) live
+// in the value log, so on a store of ordinary records this is cheap; the
+// active value-log file is never reclaimed. The background loop started by
+// Open calls the same thing every Options.GCInterval.
+func (db *DB) CollectGarbage() error {
+	if err := db.enter(); err != nil {
+		return fmt.Errorf("storage: gc: %w", err)
+	}
+	defer db.leave()
+	return db.collectGarbage()
+}
+
+func (db *DB) collectGarbage() error {
+	for {
+		err := db.raw.RunValueLogGC(gcDiscardRatio)
+		switch {
+		case err == nil:
+			continue // a file was rewritten; try the next one
+		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrGCInMemoryMode):
+			return nil
+		case errors.Is(err, badger.ErrRejected):
+			return nil // another GC is running
+		default:
+			return fmt.Errorf("storage: gc: %w", engine(err))
+		}
+	}
+}
+
+func (db *DB) gcLoop(every time.Duration) {
+	defer close(db.gcDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.gcStop:
+			return
+		case <-t.C:
+			if err := db.collectGarbage(); err != nil {
+				db.log.Warn("storage: value log GC failed", "err", err)
+			}
+		}
+	}
+}

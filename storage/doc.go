@@ -1,0 +1,120 @@
+// Package storage is a node's durable state in one Badger v4 database:
+// personal public credit records with their versions and indexes, the
+// outbox of pending index updates, and the tamper-evident audit log; the
+// Raft FSM state, Raft log, objections and repairs have reserved key
+// families here too.
+//
+// # Key layout (version 1)
+//
+// One Badger DB per node. Every key starts with a one-byte family and '/'
+// (the audit head is "a!head", outside the "a/" range). Textual parts are
+// separated by a NUL byte, which no part may contain (ErrInvalidRecord);
+// numbers are big-endian so that keys sort numerically. The layout version
+// is stored under m/layout and checked by Open (ErrLayoutVersion).
+//
+//	r/<department>\x00<id>                     → latest version, CBOR credit.Record
+//	v/<department>\x00<id>\x00<version:be32>   → that version, CBOR credit.Record
+//	s/<subject>\x00<department>\x00<id>        → empty: subject index (latest subject only)
+//	i/<id>\x00<department>                     → empty: by-id index (FindRecord)
+//	o/<subject>                                → seq:be64: outbox marker, subject needs an index update
+//	a/<seq:be64>                               → CBOR AuditEntry (with Seq, Prev, Hash)
+//	a!head                                     → CBOR {seq, hash} of the last audit entry
+//	A/<pseudonym>\x00<seq:be64>                → empty: audit entries by subject pseudonym
+//	m/layout                                   → "1"
+//	m/oseq                                     → be64: last outbox sequence number handed out
+//	m/records                                  → be64: number of records (CountRecords)
+//
+// Reserved, documented here, implemented later in this package:
+//
+//	x/…   index state of the Raft FSM (index entries, regions, catalog, revocations)
+//	l/…   Raft log (hashicorp/raft LogStore), l/<index:be64>
+//	k/…   Raft stable store (StableStore: current term, last vote)
+//	b/…   objections
+//	p/…   repair applications
+//
+// A record's subject is the raw identifier (the district holds its own
+// records); the audit log and its A/ index hold only pseudonyms, and the
+// outbox's subjects are pseudonymized by a coordinator before anything
+// leaves the district. Values are CBOR in one Core Deterministic encode
+// mode and one strict, bounded decode mode, both built once (codec.go).
+//
+// # Durability
+//
+// An acknowledged write survives a crash and a power loss. Badger runs with
+// SyncWrites: a commit returns only after the memtable's write-ahead log
+// (and the value log, for values above the value threshold) has been
+// msync'ed to disk, and on restart Badger replays the WAL. SubmitRecords,
+// UpdateRecord, DeleteRecord, AckOutbox and AuditLog.Append therefore return
+// only once their transaction is on stable storage. (SyncWrites=false plus
+// DB.Sync after each batch is not equivalent: Sync flushes only the current
+// memtable's WAL, and a write that landed in a memtable rotated out just
+// before would ride on an unsynced WAL until that memtable is flushed.)
+//
+// Note that Badger logs, and does not return, an error from syncing the
+// value log (value.go), while it returns the WAL's. The preset's value
+// threshold (16 KiB) keeps records and audit entries in the WAL and LSM
+// tree, so their durability errors reach the caller.
+//
+// # Group commit
+//
+// A sync costs far more than the write it protects. Badger merges
+// concurrent commits into one write but still syncs the WAL once per
+// transaction, so this package coalesces itself: every record write
+// (SubmitRecords, UpdateRecord, DeleteRecord) is queued to one committer
+// goroutine, which takes everything waiting, plans it in one transaction
+// (reads see the writes planned before them, so two submissions of the same
+// key in one group are told apart correctly) and commits it with a single
+// sync, then answers every caller. Audit appends do the same through one
+// appender goroutine. A group or a large batch that would exceed half of
+// Badger's transaction limit (15 % of the memtable size) is split into
+// several transactions, each synced before anyone is answered; so on an
+// error some records of a batch may be stored, and resubmitting is safe
+// (they come back as duplicates). A record that does not fit in a
+// transaction on its own is refused (ErrRecordTooLarge). The committer is
+// the only writer of r/, v/, s/, i/ and the outbox sequence, so its
+// transactions do not conflict; AckOutbox's reads of o/ do conflict with a
+// newer marker and are retried, which is what keeps a newer marker.
+//
+// # Outbox
+//
+// Every record change marks its subject in the outbox (o/<subject> → a new,
+// strictly increasing sequence number, overwriting an older pending one) in
+// the same transaction as the change. The drainer (node/) reads
+// PendingSubjects, recomputes each subject's index summary from the current
+// records and proposes it through Raft, then calls AckOutbox, which deletes
+// a marker only if its sequence number is unchanged. Entries are absolute,
+// not deltas, so a repeated or late drain is harmless, and an acknowledged
+// record always reaches the index, whatever crashes or elections happen.
+//
+// # Audit log
+//
+// Entry n is stored under a/<n> with Prev = Hash of entry n-1 (zero for
+// n = 1) and Hash = SHA-256(Prev || CBOR(entry without Hash)). Verify walks
+// the chain and names the first changed, removed or reordered entry
+// (*AuditTamperError). Someone who can write the data directory and removes
+// the newest entries together with a rewound a!head leaves a valid shorter
+// chain: that is caught by the audit heads anchored periodically in Raft
+// (node/), not here.
+//
+// # Tuning
+//
+// Open uses a small-machine preset instead of Badger's defaults, which
+// assume a big server (5 × 64 MiB memtables, a 256 MiB block cache, an
+// unbounded index cache, 1 GiB value-log files): 3 × 16 MiB memtables,
+// 32 MiB block cache, 16 MiB index cache, 16 KiB value threshold, 64 MiB
+// value-log files (GC reclaims in smaller steps; the active file is never
+// reclaimed), 2 compactors (the minimum that keeps L0 compacting),
+// NumVersionsToKeep 1, SyncWrites on. Both caches are required, not just
+// advised: with encryption Badger panics in Open without a block cache and
+// at the first memtable flush without an index cache, so Open sets both
+// whatever the preset. docs/BENCHMARKS.md compares the preset with the
+// defaults.
+//
+// # Logging
+//
+// Nothing this package logs or returns contains an identifier or record
+// content. Badger's own warnings and errors are bridged to the slog.Logger
+// with their arguments redacted except numbers, and Badger errors from
+// operations on keys are returned with their text withheld (they can quote
+// a key); errors.Is and errors.As still reach them.
+package storage

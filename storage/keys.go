@@ -1,0 +1,138 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strings"
+)
+
+// Key families (see doc.go for the layout). Each key starts with one family
+// byte and '/', except the audit head, which is "a!head" so that it sorts
+// outside the "a/" range.
+const (
+	famRecord    = 'r' // r/<department>\x00<id> → latest version (CBOR credit.Record)
+	famVersion   = 'v' // v/<department>\x00<id>\x00<version:be32> → that version
+	famSubject   = 's' // s/<subject>\x00<department>\x00<id> → empty
+	famByID      = 'i' // i/<id>\x00<department> → empty
+	famOutbox    = 'o' // o/<subject> → seq:be64
+	famAudit     = 'a' // a/<seq:be64> → CBOR AuditEntry
+	famAuditSubj = 'A' // A/<pseudonym>\x00<seq:be64> → empty
+	famMeta      = 'm' // m/<name> → value
+
+	// Reserved for the lead (documented in doc.go, not implemented here).
+	famIndexState = 'x' // Raft FSM index state
+	famRaftLog    = 'l' // Raft log
+	famRaftStable = 'k' // Raft stable store
+	famObjection  = 'b' // objections
+	famRepair     = 'p' // repairs
+)
+
+// layoutVersion is the version of the key layout, stored under m/layout.
+const layoutVersion = "1"
+
+// maxKeyPart bounds each textual key part (department, id, subject).
+const maxKeyPart = 256
+
+var (
+	metaLayoutKey  = []byte("m/layout")
+	metaOutboxSeq  = []byte("m/oseq")
+	metaRecordsKey = []byte("m/records")
+	auditHeadKey   = []byte("a!head")
+)
+
+func prefix(fam byte, n int) []byte {
+	b := make([]byte, 0, 2+n)
+	return append(b, fam, '/')
+}
+
+// checkPart validates one textual key part.
+func checkPart(what, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: %s is empty", ErrInvalidRecord, what)
+	case len(s) > maxKeyPart:
+		return fmt.Errorf("%w: %s is longer than %d bytes", ErrInvalidRecord, what, maxKeyPart)
+	case strings.IndexByte(s, 0) >= 0:
+		return fmt.Errorf("%w: %s contains a NUL byte", ErrInvalidRecord, what)
+	}
+	return nil
+}
+
+func recordKey(dept, id string) []byte {
+	b := prefix(famRecord, len(dept)+1+len(id))
+	b = append(b, dept...)
+	b = append(b, 0)
+	return append(b, id...)
+}
+
+func versionPrefix(dept, id string) []byte {
+	b := prefix(famVersion, len(dept)+len(id)+6)
+	b = append(b, dept...)
+	b = append(b, 0)
+	b = append(b, id...)
+	return append(b, 0)
+}
+
+func versionKey(dept, id string, v int) []byte {
+	return binary.BigEndian.AppendUint32(versionPrefix(dept, id), uint32(v))
+}
+
+func subjectPrefix(subject string) []byte {
+	b := prefix(famSubject, len(subject)+1)
+	b = append(b, subject...)
+	return append(b, 0)
+}
+
+func subjectKey(subject, dept, id string) []byte {
+	b := subjectPrefix(subject)
+	b = append(b, dept...)
+	b = append(b, 0)
+	return append(b, id...)
+}
+
+// splitDeptID splits "<department>\x00<id>".
+func splitDeptID(rest []byte) (dept, id string, ok bool) {
+	i := bytes.IndexByte(rest, 0)
+	if i <= 0 || i == len(rest)-1 {
+		return "", "", false
+	}
+	return string(rest[:i]), string(rest[i+1:]), true
+}
+
+func idPrefix(id string) []byte {
+	b := prefix(famByID, len(id)+1)
+	b = append(b, id...)
+	return append(b, 0)
+}
+
+func idKey(id, dept string) []byte {
+	return append(idPrefix(id), dept...)
+}
+
+func outboxKey(subject string) []byte {
+	return append(prefix(famOutbox, len(subject)), subject...)
+}
+
+func auditKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(prefix(famAudit, 8), seq)
+}
+
+func auditSubjectPrefix(pseudonym string) []byte {
+	b := prefix(famAuditSubj, len(pseudonym)+9)
+	b = append(b, pseudonym...)
+	return append(b, 0)
+}
+
+func auditSubjectKey(pseudonym string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(auditSubjectPrefix(pseudonym), seq)
+}
+
+func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func parseBE64(b []byte) (uint64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("%w: counter is %d bytes, want 8", ErrCorrupt, len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
+}

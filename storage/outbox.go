@@ -1,0 +1,114 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// OutboxItem is a subject whose index entry must be recomputed and sent to
+// the Raft leader, with the sequence number of the latest change that
+// marked it.
+type OutboxItem struct {
+	Subject string
+	Seq     uint64
+}
+
+// PendingSubjects returns up to limit marked subjects (all when limit <= 0)
+// in subject order.
+//
+// The outbox holds no deltas: the drainer recomputes the subject's index
+// summary (flags and counts) from the records as they are now
+// (RecordsBySubject) and sends that absolute value, so sending it twice, or
+// after a later change already went out, is harmless. Then it calls
+// AckOutbox with the items it read.
+func (db *DB) PendingSubjects(limit int) ([]OutboxItem, error) {
+	var out []OutboxItem
+	p := []byte{famOutbox, '/'}
+	err := db.view(func(txn *badger.Txn) error {
+		errStop := errors.New("stop")
+		err := scanPrefix(txn, p, true, func(key, val []byte) error {
+			seq, err := parseBE64(val)
+			if err != nil {
+				return err
+			}
+			out = append(out, OutboxItem{Subject: string(key[len(p):]), Seq: seq})
+			if limit > 0 && len(out) >= limit {
+				return errStop
+			}
+			return nil
+		})
+		if err == errStop {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: outbox pending: %w", err)
+	}
+	return out, nil
+}
+
+// AckOutbox removes, in one synced transaction, the marker of each item
+// whose stored sequence number still equals the item's: a subject changed
+// again since it was read keeps its (newer) marker and is drained again.
+func (db *DB) AckOutbox(items []OutboxItem) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if err := db.enter(); err != nil {
+		return fmt.Errorf("storage: outbox ack: %w", err)
+	}
+	defer db.leave()
+	for attempt := 0; ; attempt++ {
+		err := db.raw.Update(func(txn *badger.Txn) error {
+			for _, it := range items {
+				key := outboxKey(it.Subject)
+				item, err := txn.Get(key)
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				v, err := item.ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				seq, err := parseBE64(v)
+				if err != nil {
+					return err
+				}
+				if seq == it.Seq {
+					if err := txn.Delete(key); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		// A conflict means a submission re-marked one of these subjects
+		// after we read it: read again, and that marker stays.
+		if errors.Is(err, badger.ErrConflict) && attempt < maxCommitRetries {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("storage: outbox ack: %w", engine(err))
+		}
+		return nil
+	}
+}
+
+// OutboxLen returns the number of marked subjects (a key-only scan).
+func (db *DB) OutboxLen() (int, error) {
+	n := 0
+	p := []byte{famOutbox, '/'}
+	err := db.view(func(txn *badger.Txn) error {
+		return scanPrefix(txn, p, false, func(_, _ []byte) error { n++; return nil })
+	})
+	if err != nil {
+		return 0, fmt.Errorf("storage: outbox len: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,45 @@
+package storage
+
+import (
+	"testing"
+)
+
+func TestOutboxAck(t *testing.T) {
+	db := openTest(t, Options{})
+	mustSubmit(t, db, testRecord("O1", 1), testRecord("O2", 2), testRecord("O3", 3))
+	if n, err := db.OutboxLen(); err != nil || n != 3 {
+		t.Fatalf("OutboxLen = %d, %v", n, err)
+	}
+	page, err := db.PendingSubjects(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 2 || page[0].Subject != testSubject(1) || page[1].Subject != testSubject(2) {
+		t.Fatalf("PendingSubjects(2) = %+v", page)
+	}
+	if page[0].Seq == page[1].Seq {
+		t.Fatalf("sequence numbers not distinct: %+v", page)
+	}
+	// Subject 1 changes after the drainer read it: its marker must stay.
+	mustSubmit(t, db, testRecord("O4", 1))
+	if err := db.AckOutbox(page); err != nil {
+		t.Fatal(err)
+	}
+	left := mustPending(t, db)
+	if len(left) != 2 || left[0].Subject != testSubject(1) || left[1].Subject != testSubject(3) {
+		t.Fatalf("after ack = %+v", left)
+	}
+	if left[0].Seq <= page[0].Seq {
+		t.Fatalf("newer marker has seq %d, not above %d", left[0].Seq, page[0].Seq)
+	}
+	// Acking twice, or acking a subject with no marker, is harmless.
+	if err := db.AckOutbox(append(page, OutboxItem{Subject: testSubject(9), Seq: 1})); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AckOutbox(left); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := db.OutboxLen(); n != 0 {
+		t.Fatalf("OutboxLen after acking everything = %d", n)
+	}
+}

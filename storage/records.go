@@ -1,0 +1,648 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"credfed/credit"
+)
+
+// Outcome is what SubmitRecords did with one record.
+type Outcome uint8
+
+// Outcomes of a submission, decided on (department, id).
+const (
+	// Accepted: the record was new and is now stored (version 1).
+	Accepted Outcome = iota + 1
+	// Duplicate: a record with this (department, id) and the same content
+	// (credit.Record.SameContent with the first or the latest version) is
+	// already stored; nothing was written.
+	Duplicate
+	// Conflict: a record with this (department, id) and other content is
+	// already stored; nothing was written. Err returns ErrConflict.
+	Conflict
+)
+
+// String returns "accepted", "duplicate" or "conflict".
+func (o Outcome) String() string {
+	switch o {
+	case Accepted:
+		return "accepted"
+	case Duplicate:
+		return "duplicate"
+	case Conflict:
+		return "conflict"
+	}
+	return fmt.Sprintf("Outcome(%d)", uint8(o))
+}
+
+// Err returns ErrConflict for Conflict and nil otherwise.
+func (o Outcome) Err() error {
+	if o == Conflict {
+		return ErrConflict
+	}
+	return nil
+}
+
+// maxGroupUnits bounds how many records one group commit gathers from the
+// queue before committing (a single large submission is not cut by it; it
+// is split by the transaction budget instead).
+const maxGroupUnits = 4096
+
+// maxCommitRetries bounds retries of a transaction that lost a conflict.
+const maxCommitRetries = 16
+
+type writeKind uint8
+
+const (
+	kindSubmit writeKind = iota
+	kindUpdate
+	kindDelete
+)
+
+// writeReq is one caller's write, queued to the committer.
+type writeReq struct {
+	kind     writeKind
+	recs     []credit.Record // submit: the records; update: the next version
+	enc      [][]byte        // their CBOR
+	dept, id string          // delete
+
+	outcomes []Outcome // submit, filled by the committer
+	err      error     // the request's error (update/delete: its single outcome)
+	done     chan struct{}
+}
+
+func (r *writeReq) units() int {
+	if r.kind == kindSubmit {
+		return len(r.recs)
+	}
+	return 1
+}
+
+// unit is one record's worth of work inside a request.
+type unit struct {
+	req *writeReq
+	i   int
+}
+
+// unitResult is the effect of a planned unit, applied to its request only
+// once the transaction holding it has committed.
+type unitResult struct {
+	outcome Outcome
+	err     error
+}
+
+// txnState accumulates a transaction's budget use and counters.
+type txnState struct {
+	seq     uint64
+	records int64
+	bytes   int64
+	count   int64
+}
+
+// op is one planned key change.
+type op struct {
+	key, val []byte
+	del      bool
+}
+
+// SubmitRecords stores new records, each already validated by the caller
+// (Department and District from the certificate, Version 1, Status set).
+// It returns one Outcome per record, in order.
+//
+// For each accepted record it writes, in one transaction, the latest-version
+// key, the version key, the subject index entry, the by-id entry and the
+// outbox marker of the subject. Every transaction is synced to disk before
+// SubmitRecords returns. Concurrent callers are coalesced into shared
+// transactions (one sync for all), and a large batch is split into several
+// transactions to stay under Badger's size limit: on error, some of the
+// records may already be stored, and submitting them again is safe
+// (duplicates). RecordedAt is set to the current time when zero.
+func (db *DB) SubmitRecords(recs []credit.Record) ([]Outcome, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	cp := make([]credit.Record, len(recs))
+	enc := make([][]byte, len(recs))
+	now := time.Now().UTC()
+	for i := range recs {
+		cp[i] = recs[i]
+		r := &cp[i]
+		if err := checkRecordKey(r); err != nil {
+			return nil, fmt.Errorf("storage: submit: record %d: %w", i, err)
+		}
+		if r.Version != 1 {
+			return nil, fmt.Errorf("storage: submit: record %d: %w: version must be 1", i, ErrInvalidRecord)
+		}
+		if r.RecordedAt.IsZero() {
+			r.RecordedAt = now
+		}
+		b, err := encodeRecord(r)
+		if err != nil {
+			return nil, fmt.Errorf("storage: submit: record %d: %w", i, err)
+		}
+		if !db.fits(r, b) {
+			return nil, fmt.Errorf("storage: submit: record %d: %w", i, ErrRecordTooLarge)
+		}
+		enc[i] = b
+	}
+	req := &writeReq{kind: kindSubmit, recs: cp, enc: enc, outcomes: make([]Outcome, len(cp))}
+	if err := db.write(req); err != nil {
+		return nil, fmt.Errorf("storage: submit: %w", err)
+	}
+	return req.outcomes, nil
+}
+
+// UpdateRecord stores next as a new version of the record (department, id)
+// — a correction or a status change. next.Version must be the stored latest
+// version + 1, else ErrConflict; ErrNotFound if there is no such record. In
+// one synced transaction it rewrites the latest-version key, adds the
+// version, moves the subject index entry if the subject changed (marking
+// both subjects in the outbox) and marks the subject in the outbox.
+// RecordedAt is set to the current time when zero.
+func (db *DB) UpdateRecord(next credit.Record) error {
+	if err := checkRecordKey(&next); err != nil {
+		return fmt.Errorf("storage: update: %w", err)
+	}
+	if next.Version < 2 || next.Version > math.MaxUint32 {
+		return fmt.Errorf("storage: update: %w: version must be the stored latest + 1", ErrConflict)
+	}
+	if next.RecordedAt.IsZero() {
+		next.RecordedAt = time.Now().UTC()
+	}
+	b, err := encodeRecord(&next)
+	if err != nil {
+		return fmt.Errorf("storage: update: %w", err)
+	}
+	if !db.fits(&next, b) {
+		return fmt.Errorf("storage: update: %w", ErrRecordTooLarge)
+	}
+	req := &writeReq{kind: kindUpdate, recs: []credit.Record{next}, enc: [][]byte{b}}
+	if err := db.write(req); err != nil {
+		return fmt.Errorf("storage: update: %w", err)
+	}
+	return nil
+}
+
+// DeleteRecord removes the record (department, id) for good — every version,
+// its subject and by-id index entries — and marks the subjects in the
+// outbox, in one synced transaction. It is what retention does when a
+// record's retention period ends. ErrNotFound if there is no such record.
+func (db *DB) DeleteRecord(department, id string) error {
+	if err := checkDeptID(department, id); err != nil {
+		return fmt.Errorf("storage: delete: %w", err)
+	}
+	req := &writeReq{kind: kindDelete, dept: department, id: id}
+	if err := db.write(req); err != nil {
+		return fmt.Errorf("storage: delete: %w", err)
+	}
+	return nil
+}
+
+// fits reports whether one record with its index entries stays within a
+// transaction's budget (the committer would refuse it otherwise).
+func (db *DB) fits(r *credit.Record, enc []byte) bool {
+	keys := 4*(len(r.Department)+len(r.ID)+len(r.Subject)) + 64
+	return int64(2*len(enc)+keys+6*32) <= db.budgetBytes
+}
+
+func checkRecordKey(r *credit.Record) error {
+	if err := checkDeptID(r.Department, r.ID); err != nil {
+		return err
+	}
+	return checkPart("subject", r.Subject)
+}
+
+func checkDeptID(department, id string) error {
+	if err := checkPart("department", department); err != nil {
+		return err
+	}
+	return checkPart("record id", id)
+}
+
+// write queues req to the committer and waits for it.
+func (db *DB) write(req *writeReq) error {
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	req.done = make(chan struct{})
+	db.writes <- req
+	<-req.done
+	return req.err
+}
+
+// committer is the single writer of records: it takes what is queued,
+// commits it in as few synced transactions as the budget allows and
+// answers every request of the group.
+func (db *DB) committer() {
+	defer close(db.writerDone)
+	for req := range db.writes {
+		group := []*writeReq{req}
+		n := req.units()
+	drain:
+		for n < maxGroupUnits {
+			select {
+			case r, ok := <-db.writes:
+				if !ok {
+					break drain
+				}
+				group = append(group, r)
+				n += r.units()
+			default:
+				break drain
+			}
+		}
+		db.commitGroup(group, n)
+		for _, r := range group {
+			close(r.done)
+		}
+	}
+}
+
+func (db *DB) commitGroup(group []*writeReq, n int) {
+	units := make([]unit, 0, n)
+	for _, r := range group {
+		for i := 0; i < r.units(); i++ {
+			units = append(units, unit{r, i})
+		}
+	}
+	for from := 0; from < len(units); {
+		next, err := db.commitFrom(units, from)
+		if err != nil {
+			for _, u := range units[from:] {
+				if u.req.err == nil {
+					u.req.err = err
+				}
+			}
+			return
+		}
+		from = next
+	}
+}
+
+// commitFrom commits one transaction holding units[from:next] and records
+// their results; it retries on a Badger conflict.
+func (db *DB) commitFrom(units []unit, from int) (int, error) {
+	for attempt := 0; ; attempt++ {
+		txn := db.raw.NewTransaction(true)
+		st := txnState{seq: db.outboxSeq, records: db.records.Load()}
+		next, results, err := db.build(txn, units, from, &st)
+		if err == nil {
+			err = txn.Commit()
+		}
+		txn.Discard()
+		// Sequence numbers handed out are never reused, even if the commit
+		// failed in a way that might surface after a restart.
+		db.outboxSeq = max(db.outboxSeq, st.seq)
+		if errors.Is(err, badger.ErrConflict) && attempt < maxCommitRetries {
+			continue
+		}
+		if err != nil {
+			return 0, engine(err)
+		}
+		db.records.Store(st.records)
+		for k, res := range results {
+			u := units[from+k]
+			if u.req.kind == kindSubmit {
+				u.req.outcomes[u.i] = res.outcome
+			} else {
+				u.req.err = res.err
+			}
+		}
+		return next, nil
+	}
+}
+
+// build plans units from units[from] on into txn until the budget is used;
+// it returns the index after the last unit placed and their results.
+func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int, []unitResult, error) {
+	seq0, records0 := st.seq, st.records
+	var results []unitResult
+	i := from
+	for ; i < len(units); i++ {
+		u := units[i]
+		ops, subjects, delta, res, err := db.plan(txn, u)
+		if err != nil {
+			return 0, nil, err
+		}
+		var size, count int64
+		for _, o := range ops {
+			size += int64(len(o.key)+len(o.val)) + 32
+		}
+		for _, s := range subjects {
+			size += int64(len(s)) + 2 + 8 + 32
+		}
+		count = int64(len(ops) + len(subjects))
+		if st.bytes+size > db.budgetBytes || st.count+count > db.budgetCount {
+			if i > from {
+				break // commit what we have; this unit starts the next txn
+			}
+			// Alone it does not fit: refuse it, write nothing for it.
+			results = append(results, unitResult{Conflict, ErrRecordTooLarge})
+			if u.req.kind == kindSubmit {
+				// A submission has no per-record error slot: fail the request.
+				u.req.err = fmt.Errorf("record %d: %w", u.i, ErrRecordTooLarge)
+			}
+			i++
+			break
+		}
+		for _, o := range ops {
+			if o.del {
+				err = txn.Delete(o.key)
+			} else {
+				err = txn.Set(o.key, o.val)
+			}
+			if err != nil {
+				return 0, nil, err
+			}
+		}
+		for _, s := range subjects {
+			st.seq++
+			if err := txn.Set(outboxKey(s), be64(st.seq)); err != nil {
+				return 0, nil, err
+			}
+		}
+		st.bytes += size
+		st.count += count
+		st.records += delta
+		results = append(results, res)
+	}
+	if st.seq != seq0 {
+		if err := txn.Set(metaOutboxSeq, be64(st.seq)); err != nil {
+			return 0, nil, err
+		}
+	}
+	if st.records != records0 {
+		if err := txn.Set(metaRecordsKey, be64(uint64(st.records))); err != nil {
+			return 0, nil, err
+		}
+	}
+	return i, results, nil
+}
+
+// plan reads what unit u needs through txn (which sees the writes already
+// planned into it) and returns the key changes, the subjects to mark in the
+// outbox, the change in the record count and the unit's result.
+func (db *DB) plan(txn *badger.Txn, u unit) (ops []op, subjects []string, delta int64, res unitResult, err error) {
+	r := u.req
+	switch r.kind {
+	case kindSubmit:
+		rec, enc := &r.recs[u.i], r.enc[u.i]
+		cur, found, err := getRecord(txn, recordKey(rec.Department, rec.ID))
+		if err != nil {
+			return nil, nil, 0, res, err
+		}
+		if found {
+			same := cur.SameContent(*rec)
+			if !same && cur.Version > 1 {
+				first, ok, err := getRecord(txn, versionKey(rec.Department, rec.ID, 1))
+				if err != nil {
+					return nil, nil, 0, res, err
+				}
+				same = ok && first.SameContent(*rec)
+			}
+			if same {
+				return nil, nil, 0, unitResult{outcome: Duplicate}, nil
+			}
+			return nil, nil, 0, unitResult{outcome: Conflict, err: ErrConflict}, nil
+		}
+		ops = []op{
+			{key: recordKey(rec.Department, rec.ID), val: enc},
+			{key: versionKey(rec.Department, rec.ID, 1), val: enc},
+			{key: subjectKey(rec.Subject, rec.Department, rec.ID), val: []byte{}},
+			{key: idKey(rec.ID, rec.Department), val: []byte{}},
+		}
+		return ops, []string{rec.Subject}, 1, unitResult{outcome: Accepted}, nil
+
+	case kindUpdate:
+		next, enc := &r.recs[0], r.enc[0]
+		cur, found, err := getRecord(txn, recordKey(next.Department, next.ID))
+		if err != nil {
+			return nil, nil, 0, res, err
+		}
+		if !found {
+			return nil, nil, 0, unitResult{err: ErrNotFound}, nil
+		}
+		if next.Version != cur.Version+1 {
+			return nil, nil, 0, unitResult{err: fmt.Errorf("%w: version must be the stored latest + 1", ErrConflict)}, nil
+		}
+		ops = []op{
+			{key: recordKey(next.Department, next.ID), val: enc},
+			{key: versionKey(next.Department, next.ID, next.Version), val: enc},
+		}
+		subjects = []string{next.Subject}
+		if cur.Subject != next.Subject {
+			ops = append(ops,
+				op{key: subjectKey(cur.Subject, cur.Department, cur.ID), del: true},
+				op{key: subjectKey(next.Subject, next.Department, next.ID), val: []byte{}})
+			subjects = append(subjects, cur.Subject)
+		}
+		return ops, subjects, 0, unitResult{}, nil
+
+	default: // kindDelete
+		cur, found, err := getRecord(txn, recordKey(r.dept, r.id))
+		if err != nil {
+			return nil, nil, 0, res, err
+		}
+		if !found {
+			return nil, nil, 0, unitResult{err: ErrNotFound}, nil
+		}
+		seen := map[string]bool{cur.Subject: true}
+		subjects = []string{cur.Subject}
+		err = scanPrefix(txn, versionPrefix(r.dept, r.id), true, func(key, val []byte) error {
+			v, err := decodeRecord(val)
+			if err != nil {
+				return err
+			}
+			ops = append(ops, op{key: key, del: true})
+			if !seen[v.Subject] {
+				seen[v.Subject] = true
+				subjects = append(subjects, v.Subject)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, nil, 0, res, err
+		}
+		for _, s := range subjects {
+			ops = append(ops, op{key: subjectKey(s, r.dept, r.id), del: true})
+		}
+		ops = append(ops,
+			op{key: recordKey(r.dept, r.id), del: true},
+			op{key: idKey(r.id, r.dept), del: true})
+		return ops, subjects, -1, unitResult{}, nil
+	}
+}
+
+// getRecord reads and decodes the record under key.
+func getRecord(txn *badger.Txn, key []byte) (credit.Record, bool, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return credit.Record{}, false, nil
+	}
+	if err != nil {
+		return credit.Record{}, false, engine(err)
+	}
+	var rec credit.Record
+	err = item.Value(func(v []byte) error {
+		var err error
+		rec, err = decodeRecord(v)
+		return err
+	})
+	if err != nil {
+		return credit.Record{}, false, engine(err)
+	}
+	return rec, true, nil
+}
+
+// scanPrefix calls fn with a copy of each key (and value, if withValues)
+// under prefix, in key order.
+func scanPrefix(txn *badger.Txn, prefix []byte, withValues bool, fn func(key, val []byte) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: withValues, PrefetchSize: 16})
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		var val []byte
+		if withValues {
+			var err error
+			if val, err = item.ValueCopy(nil); err != nil {
+				return engine(err)
+			}
+		}
+		if err := fn(item.KeyCopy(nil), val); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// view runs fn in a read transaction while the DB is open.
+func (db *DB) view(fn func(txn *badger.Txn) error) error {
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	return db.raw.View(fn)
+}
+
+// Record returns the latest version of the record (department, id), or
+// ErrNotFound.
+func (db *DB) Record(department, id string) (credit.Record, error) {
+	if err := checkDeptID(department, id); err != nil {
+		return credit.Record{}, fmt.Errorf("storage: record: %w", err)
+	}
+	var rec credit.Record
+	err := db.view(func(txn *badger.Txn) error {
+		r, found, err := getRecord(txn, recordKey(department, id))
+		if err != nil {
+			return err
+		}
+		if !found {
+			return ErrNotFound
+		}
+		rec = r
+		return nil
+	})
+	if err != nil {
+		return credit.Record{}, fmt.Errorf("storage: record: %w", err)
+	}
+	return rec, nil
+}
+
+// Versions returns every version of the record (department, id), oldest
+// first, or ErrNotFound.
+func (db *DB) Versions(department, id string) ([]credit.Record, error) {
+	if err := checkDeptID(department, id); err != nil {
+		return nil, fmt.Errorf("storage: versions: %w", err)
+	}
+	var out []credit.Record
+	err := db.view(func(txn *badger.Txn) error {
+		return scanPrefix(txn, versionPrefix(department, id), true, func(_, val []byte) error {
+			r, err := decodeRecord(val)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	if err == nil && len(out) == 0 {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: versions: %w", err)
+	}
+	return out, nil
+}
+
+// RecordsBySubject returns the latest version of every record about
+// subject held here, ordered by (department, id); none is not an error.
+func (db *DB) RecordsBySubject(subject string) ([]credit.Record, error) {
+	if err := checkPart("subject", subject); err != nil {
+		return nil, fmt.Errorf("storage: records by subject: %w", err)
+	}
+	var out []credit.Record
+	p := subjectPrefix(subject)
+	err := db.view(func(txn *badger.Txn) error {
+		return scanPrefix(txn, p, false, func(key, _ []byte) error {
+			dept, id, ok := splitDeptID(key[len(p):])
+			if !ok {
+				return fmt.Errorf("%w: malformed subject index key", ErrCorrupt)
+			}
+			r, found, err := getRecord(txn, recordKey(dept, id))
+			if err != nil {
+				return err
+			}
+			if !found {
+				return fmt.Errorf("%w: subject index names a missing record", ErrCorrupt)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: records by subject: %w", err)
+	}
+	return out, nil
+}
+
+// FindRecord returns the latest version of every record with this id, one
+// per department of the district that used it, or ErrNotFound.
+func (db *DB) FindRecord(id string) ([]credit.Record, error) {
+	if err := checkPart("record id", id); err != nil {
+		return nil, fmt.Errorf("storage: find record: %w", err)
+	}
+	var out []credit.Record
+	p := idPrefix(id)
+	err := db.view(func(txn *badger.Txn) error {
+		return scanPrefix(txn, p, false, func(key, _ []byte) error {
+			dept := string(key[len(p):])
+			r, found, err := getRecord(txn, recordKey(dept, id))
+			if err != nil {
+				return err
+			}
+			if !found {
+				return fmt.Errorf("%w: id index names a missing record", ErrCorrupt)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	if err == nil && len(out) == 0 {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: find record: %w", err)
+	}
+	return out, nil
+}
+
+// CountRecords returns the number of records stored (latest versions). It
+// is a counter kept in the same transactions as the records (m/records), so
+// it costs nothing to read.
+func (db *DB) CountRecords() int64 { return db.records.Load() }
