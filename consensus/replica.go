@@ -93,6 +93,7 @@ type Replica struct {
 	wal     *raftwal.WAL
 	walMeta *metadb.BoltMetaDB
 	trans   *raft.NetworkTransport
+	stream  *streamLayer
 
 	batcher *batcher
 
@@ -167,8 +168,9 @@ func Open(cfg Config) (*Replica, error) {
 		r.closeLog()
 		return nil, err
 	}
+	r.stream = newStreamLayer(cfg.Endpoint, cfg.Advertise)
 	r.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &streamLayer{ep: cfg.Endpoint, ln: cfg.Endpoint.RaftListener(), advertise: textAddr(cfg.Advertise)},
+		Stream:  r.stream,
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
 		Logger:  hlog,
@@ -493,6 +495,7 @@ func (r *Replica) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
 		close(r.done)
+		r.stream.stop() // abort dials to peers that are gone
 		if e := r.raft.Shutdown().Error(); e != nil {
 			err = e
 		}

@@ -24,6 +24,15 @@ type streamLayer struct {
 	ep        *exchange.Endpoint
 	ln        net.Listener
 	advertise net.Addr
+	// ctx bounds every dial; stop cancels it so that a shutdown does not
+	// wait for dials to peers that are gone.
+	ctx  context.Context
+	stop context.CancelFunc
+}
+
+func newStreamLayer(ep *exchange.Endpoint, advertise string) *streamLayer {
+	ctx, stop := context.WithCancel(context.Background())
+	return &streamLayer{ep: ep, ln: ep.RaftListener(), advertise: textAddr(advertise), ctx: ctx, stop: stop}
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -33,7 +42,7 @@ func (s *streamLayer) Close() error              { return s.ln.Close() }
 func (s *streamLayer) Addr() net.Addr            { return s.advertise }
 
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
 	return s.ep.DialRaft(ctx, string(addr))
 }

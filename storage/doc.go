@@ -1,8 +1,8 @@
 // Package storage is a node's durable state in one Badger v4 database:
 // personal public credit records with their versions and indexes, the
-// outbox of pending index updates, and the tamper-evident audit log; the
-// Raft FSM state, Raft log, objections and repairs have reserved key
-// families here too.
+// outbox of pending index updates, the tamper-evident audit log and the
+// district's cache of pseudonyms; the Raft FSM state lives here too, under
+// a family the consensus package owns.
 //
 // # Key layout (version 1)
 //
@@ -23,14 +23,21 @@
 //	m/layout                                   → "1"
 //	m/oseq                                     → be64: last outbox sequence number handed out
 //	m/records                                  → be64: number of records (CountRecords)
+//	n/<subject>                                → 16 bytes: the subject's pseudonym (pseudonyms.go)
 //
-// Reserved, documented here, implemented later in this package:
+// Owned by the consensus package, written only by its FSM through Badger():
 //
-//	x/…   index state of the Raft FSM (index entries, regions, catalog, revocations)
-//	l/…   Raft log (hashicorp/raft LogStore), l/<index:be64>
-//	k/…   Raft stable store (StableStore: current term, last vote)
+//	x/…   replicated state: index entries, regions, catalog versions,
+//	      revocations (layout in consensus/state.go)
+//
+// Reserved for later issues:
+//
 //	b/…   objections
 //	p/…   repair applications
+//
+// The Raft log and stable store are not in Badger: they are in raft-wal
+// files beside the database (consensus/), which measured about twice as
+// fast for raft's synced appends (docs/BENCHMARKS.md).
 //
 // A record's subject is the raw identifier (the district holds its own
 // records); the audit log and its A/ index hold only pseudonyms, and the

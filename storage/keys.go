@@ -20,12 +20,13 @@ const (
 	famAuditSubj = 'A' // A/<pseudonym>\x00<seq:be64> → empty
 	famMeta      = 'm' // m/<name> → value
 
-	// Reserved for the lead (documented in doc.go, not implemented here).
-	famIndexState = 'x' // Raft FSM index state
-	famRaftLog    = 'l' // Raft log
-	famRaftStable = 'k' // Raft stable store
-	famObjection  = 'b' // objections
-	famRepair     = 'p' // repairs
+	famPseudonym = 'n' // n/<subject> → pseudonym (16 bytes)
+
+	// Owned by the consensus package (see doc.go).
+	famIndexState = 'x' // Raft FSM replicated state
+	// Reserved for later issues.
+	famObjection = 'b' // objections
+	famRepair    = 'p' // repairs
 )
 
 // layoutVersion is the version of the key layout, stored under m/layout.

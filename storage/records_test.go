@@ -403,3 +403,24 @@ func TestClosedDB(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+func TestPseudonymCache(t *testing.T) {
+	db := openTest(t, Options{Dir: t.TempDir()})
+	subj := credit.SyntheticPerson(7, credit.NewDate(1985, 3, 1))
+	other := credit.SyntheticPerson(8, credit.NewDate(1985, 3, 1))
+	got, err := db.Pseudonyms([]string{subj, other})
+	if err != nil || len(got) != 0 {
+		t.Fatalf("empty cache: %v %v", got, err)
+	}
+	p := credit.Pseudonym{1, 2, 3}
+	if err := db.PutPseudonyms(map[string]credit.Pseudonym{subj: p}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = db.Pseudonyms([]string{subj, other})
+	if err != nil || len(got) != 1 || got[subj] != p {
+		t.Fatalf("cache: %v %v", got, err)
+	}
+	if err := db.PutPseudonyms(map[string]credit.Pseudonym{"": p}); err == nil {
+		t.Fatal("empty subject cached")
+	}
+}

@@ -1,0 +1,319 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"credfed/certs"
+)
+
+// Config is everything a node needs to run. docs/config.md documents each
+// field; the zero value of every optional field is the default that
+// withDefaults fills in.
+type Config struct {
+	// Federation is the federation's name, as in every certificate's URI.
+	Federation string `yaml:"federation"`
+	// Role is province, city or district.
+	Role certs.Role `yaml:"role"`
+	// Region is the node's region path, e.g. zhejiang/quzhou/kecheng.
+	Region string `yaml:"region"`
+	// Name is a display name (e.g. 柯城区); default: the region's last part.
+	Name string `yaml:"name"`
+	// DataDir holds the Badger database, the Raft log and snapshots.
+	DataDir string `yaml:"data_dir"`
+	// TestMode accepts identifiers of the reserved test province 99 and
+	// refuses nothing else differently. Never in production.
+	TestMode bool `yaml:"test_mode"`
+
+	Listen    ListenConfig    `yaml:"listen"`
+	Advertise AdvertiseConfig `yaml:"advertise"`
+	TLS       TLSConfig       `yaml:"tls"`
+
+	// EncryptionKeyFile holds the AES key (hex) that encrypts the data
+	// directory at rest; empty leaves it unencrypted.
+	EncryptionKeyFile string `yaml:"encryption_key_file"`
+	// PseudonymKeyFile holds the federation's pseudonym key; coordinators
+	// (province, city) only — a district refuses to start with one.
+	PseudonymKeyFile string `yaml:"pseudonym_key_file"`
+
+	Raft RaftConfig `yaml:"raft"`
+
+	// Coordinators are exchange addresses (host:port) of coordinator nodes
+	// a district asks for pseudonyms and forwards to before the registry
+	// has reached it; afterwards the registry is used.
+	Coordinators []string `yaml:"coordinators"`
+
+	// LookupTimeout bounds a cross-district lookup (default 5s).
+	LookupTimeout Duration `yaml:"lookup_timeout"`
+	// ShutdownTimeout bounds the graceful shutdown (default 15s).
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+
+	// Log sets the level (debug, info, warn, error; default info) and format
+	// (text or json; default text) of the node's log on standard error.
+	Log LogConfig `yaml:"log"`
+}
+
+// ListenConfig holds the listen addresses.
+type ListenConfig struct {
+	// Exchange is the UDP address of the exchange and of Raft (one port).
+	Exchange string `yaml:"exchange"`
+	// API is the TCP address of the HTTPS API.
+	API string `yaml:"api"`
+	// Metrics is the TCP address of the plain-HTTP /metrics, /healthz and
+	// /readyz listener; default 127.0.0.1:0 (loopback, any free port).
+	Metrics string `yaml:"metrics"`
+}
+
+// AdvertiseConfig holds the addresses other nodes and users reach this
+// node at, when they differ from the listen addresses (a wildcard listen,
+// NAT); empty means the listen address.
+type AdvertiseConfig struct {
+	Exchange string `yaml:"exchange"`
+	API      string `yaml:"api"`
+}
+
+// TLSConfig names the certificate files.
+type TLSConfig struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// RaftConfig tunes the node's part in Raft.
+type RaftConfig struct {
+	// Voter overrides the default (coordinators vote, districts do not).
+	Voter *bool `yaml:"voter"`
+	// Bootstrap starts a new federation on first start: this node (a
+	// province) becomes the only voter and registers BootstrapRegions and
+	// the catalog. Ignored when the data directory already holds Raft state.
+	Bootstrap bool `yaml:"bootstrap"`
+	// BootstrapCatalog is a catalog YAML file; empty means the embedded
+	// default catalog.
+	BootstrapCatalog string `yaml:"bootstrap_catalog"`
+	// BootstrapRegions are registered with the federation at bootstrap.
+	BootstrapRegions []RegionConfig `yaml:"bootstrap_regions"`
+	// SnapshotThreshold and TrailingLogs: see hashicorp/raft (defaults
+	// 8192 and 10240).
+	SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
+	TrailingLogs      uint64 `yaml:"trailing_logs"`
+}
+
+// RegionConfig is a region registered at bootstrap.
+type RegionConfig struct {
+	Path     string     `yaml:"path"`
+	Name     string     `yaml:"name"`
+	Role     certs.Role `yaml:"role"`
+	Exchange string     `yaml:"exchange"`
+	API      string     `yaml:"api"`
+	Voter    *bool      `yaml:"voter"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Duration is a time.Duration written as Go writes it ("5s", "1m30s").
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like 5s or 1m30s", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// ConfigError names the field of a refused configuration.
+type ConfigError struct {
+	Field   string
+	Message string
+}
+
+func (e *ConfigError) Error() string { return "config: " + e.Field + ": " + e.Message }
+
+// ErrConfig matches every *ConfigError.
+var ErrConfig = errors.New("config: invalid")
+
+// Is lets errors.Is(err, ErrConfig) match.
+func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
+
+func fieldErr(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// LoadConfig reads a YAML configuration file; unknown fields are refused.
+// Relative file paths in it are taken relative to the file's directory.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("config: %s: %w", path, err)
+	}
+	c.resolvePaths(filepath.Dir(path))
+	return c, nil
+}
+
+func (c *Config) resolvePaths(base string) {
+	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.EncryptionKeyFile,
+		&c.PseudonymKeyFile, &c.Raft.BootstrapCatalog} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+}
+
+// ApplyEnv overrides fields from CREDFED_* environment variables (see
+// docs/config.md): CREDFED_DATA_DIR, CREDFED_LISTEN_EXCHANGE,
+// CREDFED_LISTEN_API, CREDFED_LISTEN_METRICS, CREDFED_LOG_LEVEL,
+// CREDFED_TEST_MODE.
+func (c *Config) ApplyEnv(getenv func(string) string) error {
+	set := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	set("CREDFED_DATA_DIR", &c.DataDir)
+	set("CREDFED_LISTEN_EXCHANGE", &c.Listen.Exchange)
+	set("CREDFED_LISTEN_API", &c.Listen.API)
+	set("CREDFED_LISTEN_METRICS", &c.Listen.Metrics)
+	set("CREDFED_LOG_LEVEL", &c.Log.Level)
+	if v := getenv("CREDFED_TEST_MODE"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fieldErr("CREDFED_TEST_MODE", "%q is not true or false", v)
+		}
+		c.TestMode = b
+	}
+	return nil
+}
+
+// withDefaults fills in the defaults of optional fields.
+func (c Config) withDefaults() Config {
+	if c.Name == "" && c.Region != "" {
+		c.Name = c.Region[strings.LastIndexByte(c.Region, '/')+1:]
+	}
+	if c.Listen.Metrics == "" {
+		c.Listen.Metrics = "127.0.0.1:0"
+	}
+	if c.LookupTimeout <= 0 {
+		c.LookupTimeout = Duration(5 * time.Second)
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = Duration(15 * time.Second)
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	return c
+}
+
+// IsVoter says whether the node votes in Raft.
+func (c Config) IsVoter() bool {
+	if c.Raft.Voter != nil {
+		return *c.Raft.Voter
+	}
+	return c.Role.IsCoordinatorNode()
+}
+
+// Identity is the node identity its certificate must carry.
+func (c Config) Identity() certs.Identity {
+	return certs.Identity{Federation: c.Federation, Role: c.Role, Region: c.Region}
+}
+
+// Validate refuses a configuration the node cannot run with, naming the
+// field.
+func (c Config) Validate() error {
+	id := c.Identity()
+	switch {
+	case c.Federation == "":
+		return fieldErr("federation", "required")
+	case !c.Role.IsNode():
+		return fieldErr("role", "%q is not a node role (province, city or district)", c.Role)
+	case c.Region == "":
+		return fieldErr("region", "required")
+	}
+	if err := id.Validate(); err != nil {
+		return fieldErr("region", "%v", err)
+	}
+	if c.DataDir == "" {
+		return fieldErr("data_dir", "required")
+	}
+	for field, addr := range map[string]string{"listen.exchange": c.Listen.Exchange, "listen.api": c.Listen.API} {
+		if addr == "" {
+			return fieldErr(field, "required")
+		}
+	}
+	for field, addr := range map[string]string{
+		"listen.exchange": c.Listen.Exchange, "listen.api": c.Listen.API, "listen.metrics": c.Listen.Metrics,
+		"advertise.exchange": c.Advertise.Exchange, "advertise.api": c.Advertise.API,
+	} {
+		if addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			return fieldErr(field, "%q is not host:port", addr)
+		}
+	}
+	for i, a := range c.Coordinators {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fieldErr(fmt.Sprintf("coordinators[%d]", i), "%q is not host:port", a)
+		}
+	}
+	for field, path := range map[string]string{"tls.ca": c.TLS.CA, "tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key} {
+		if path == "" {
+			return fieldErr(field, "required")
+		}
+	}
+	if c.PseudonymKeyFile != "" && !c.Role.IsCoordinatorNode() {
+		return fieldErr("pseudonym_key_file", "only coordinator nodes (province, city) may hold the pseudonym key")
+	}
+	if c.PseudonymKeyFile == "" && c.Role.IsCoordinatorNode() {
+		return fieldErr("pseudonym_key_file", "required on a %s node: coordinators pseudonymize subjects", c.Role)
+	}
+	if c.Raft.Bootstrap && c.Role != certs.Province {
+		return fieldErr("raft.bootstrap", "only a province node starts a federation")
+	}
+	for i, r := range c.Raft.BootstrapRegions {
+		if err := certs.CheckRegion(r.Path); err != nil {
+			return fieldErr(fmt.Sprintf("raft.bootstrap_regions[%d].path", i), "%v", err)
+		}
+		if !r.Role.IsNode() {
+			return fieldErr(fmt.Sprintf("raft.bootstrap_regions[%d].role", i), "%q is not a node role", r.Role)
+		}
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fieldErr("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		return fieldErr("log.format", "%q is not text or json", c.Log.Format)
+	}
+	return nil
+}

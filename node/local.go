@@ -1,0 +1,452 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"credfed/certs"
+	"credfed/credit"
+	"credfed/storage"
+)
+
+// A local federation runs every node of a small federation in one process
+// on 127.0.0.1: the demo, and the end-to-end tests. Its directory holds
+// everything needed to start it again the same way:
+//
+//	DIR/ca.pem, ca-key.pem            the federation CA
+//	DIR/pseudonym.key                 the coordinators' pseudonym key
+//	DIR/clients/…                     user certificates (coordinator, operator, departments, portals)
+//	DIR/nodes/<name>/node.yaml        each node's configuration (also usable with `credfed node --config`)
+//	DIR/nodes/<name>/…                its certificate, key, encryption key and data directory
+//	DIR/local.json                    the layout: nodes in start order, client files
+
+// LocalSpec describes a local federation to create.
+type LocalSpec struct {
+	// Dir is the federation's directory; an existing one is resumed.
+	Dir string
+	// Federation is the federation's name (default "demo").
+	Federation string
+	// Districts is the number of district nodes (default 4), spread over
+	// the two cities.
+	Districts int
+	// Encrypt turns encryption at rest on (a key file per node).
+	Encrypt bool
+}
+
+// LocalNode is one node of a local federation.
+type LocalNode struct {
+	Name       string     `json:"name"`
+	Role       certs.Role `json:"role"`
+	Region     string     `json:"region"`
+	Title      string     `json:"title"`
+	ConfigPath string     `json:"config"`
+	Exchange   string     `json:"exchange"`
+	API        string     `json:"api"`
+	Metrics    string     `json:"metrics"`
+}
+
+// ClientFiles names a user certificate and its key.
+type ClientFiles struct {
+	Identity string `json:"identity"`
+	Cert     string `json:"cert"`
+	Key      string `json:"key"`
+}
+
+// LocalLayout is DIR/local.json.
+type LocalLayout struct {
+	Federation  string                 `json:"federation"`
+	CA          string                 `json:"ca"`
+	Nodes       []LocalNode            `json:"nodes"`
+	Coordinator ClientFiles            `json:"coordinator"`
+	Operator    ClientFiles            `json:"operator"`
+	Departments map[string]ClientFiles `json:"departments"` // by district node name
+	Portals     map[string]ClientFiles `json:"portals"`     // by district node name
+}
+
+// LocalFederation is a running local federation.
+type LocalFederation struct {
+	Dir    string
+	Layout LocalLayout
+	opts   Options
+
+	mu    sync.Mutex
+	nodes map[string]*Node
+}
+
+// demoCities and demoDistricts name the regions of a local federation.
+var (
+	demoProvince  = regionName{"zhejiang", "浙江省"}
+	demoCities    = []regionName{{"quzhou", "衢州市"}, {"hangzhou", "杭州市"}}
+	demoDistricts = [][]regionName{
+		{{"kecheng", "柯城区"}, {"qujiang", "衢江区"}, {"longyou", "龙游县"}, {"jiangshan", "江山市"}, {"changshan", "常山县"}, {"kaihua", "开化县"}},
+		{{"xihu", "西湖区"}, {"shangcheng", "上城区"}, {"gongshu", "拱墅区"}, {"binjiang", "滨江区"}, {"xiaoshan", "萧山区"}, {"yuhang", "余杭区"}},
+	}
+)
+
+type regionName struct{ short, title string }
+
+// DemoDepartment is the department whose certificate each district's
+// demo client uses.
+const DemoDepartment = "market-supervision"
+
+// CreateLocal creates a local federation's directory (CA, keys,
+// certificates, configurations with fixed loopback ports) unless it
+// exists, and returns its layout.
+func CreateLocal(spec LocalSpec) (LocalLayout, error) {
+	if spec.Federation == "" {
+		spec.Federation = "demo"
+	}
+	if spec.Districts <= 0 {
+		spec.Districts = 4
+	}
+	if spec.Districts > 12 {
+		return LocalLayout{}, fmt.Errorf("node: a local federation has at most 12 districts, not %d", spec.Districts)
+	}
+	if l, err := readLayout(spec.Dir); err == nil {
+		return l, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return LocalLayout{}, err
+	}
+	dir, err := filepath.Abs(spec.Dir)
+	if err != nil {
+		return LocalLayout{}, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return LocalLayout{}, err
+	}
+	ca, err := certs.LoadCA(dir)
+	if err != nil {
+		if ca, err = certs.NewCA(spec.Federation, 0); err != nil {
+			return LocalLayout{}, err
+		}
+		if err := ca.WriteFiles(dir); err != nil {
+			return LocalLayout{}, err
+		}
+	}
+	keyPath := filepath.Join(dir, "pseudonym.key")
+	if _, err := os.Stat(keyPath); err != nil {
+		key, err := credit.NewPseudonymKey()
+		if err != nil {
+			return LocalLayout{}, err
+		}
+		if err := credit.WritePseudonymKey(keyPath, key); err != nil {
+			return LocalLayout{}, err
+		}
+	}
+	l := LocalLayout{Federation: ca.Federation, CA: filepath.Join(dir, certs.CACertFile),
+		Departments: map[string]ClientFiles{}, Portals: map[string]ClientFiles{}}
+	// Regions: the province, two cities, districts alternating between them.
+	type plan struct {
+		name, region, title string
+		role                certs.Role
+	}
+	plans := []plan{{demoProvince.short, demoProvince.short, demoProvince.title, certs.Province}}
+	for _, c := range demoCities {
+		plans = append(plans, plan{c.short, demoProvince.short + "/" + c.short, c.title, certs.City})
+	}
+	for i := 0; i < spec.Districts; i++ {
+		city := i % len(demoCities)
+		d := demoDistricts[city][i/len(demoCities)]
+		plans = append(plans, plan{d.short, demoProvince.short + "/" + demoCities[city].short + "/" + d.short, d.title, certs.District})
+	}
+	for _, p := range plans {
+		ports, err := freePorts()
+		if err != nil {
+			return LocalLayout{}, err
+		}
+		l.Nodes = append(l.Nodes, LocalNode{Name: p.name, Role: p.role, Region: p.region, Title: p.title,
+			ConfigPath: filepath.Join(dir, "nodes", p.name, "node.yaml"),
+			Exchange:   ports[0], API: ports[1], Metrics: ports[2]})
+	}
+	for _, ln := range l.Nodes {
+		if err := writeNodeFiles(ca, dir, ln, l.Nodes, spec); err != nil {
+			return LocalLayout{}, err
+		}
+	}
+	issue := func(role certs.Role, region, inst, sub string) (ClientFiles, error) {
+		id := certs.Identity{Federation: ca.Federation, Role: role, Region: region, Institution: inst}
+		is, err := ca.Issue(certs.IssueRequest{Identity: id})
+		if err != nil {
+			return ClientFiles{}, err
+		}
+		cp, kp, err := is.WriteFiles(filepath.Join(dir, "clients", sub))
+		return ClientFiles{Identity: id.String(), Cert: cp, Key: kp}, err
+	}
+	if l.Coordinator, err = issue(certs.Coordinator, demoProvince.short, "credit-office", "coordinator"); err != nil {
+		return LocalLayout{}, err
+	}
+	if l.Operator, err = issue(certs.Operator, demoProvince.short, "operations", "operator"); err != nil {
+		return LocalLayout{}, err
+	}
+	for _, ln := range l.Nodes {
+		if ln.Role != certs.District {
+			continue
+		}
+		if l.Departments[ln.Name], err = issue(certs.Department, ln.Region, DemoDepartment, filepath.Join("department", ln.Name)); err != nil {
+			return LocalLayout{}, err
+		}
+		if l.Portals[ln.Name], err = issue(certs.Portal, ln.Region, "portal", filepath.Join("portal", ln.Name)); err != nil {
+			return LocalLayout{}, err
+		}
+	}
+	data, err := json.MarshalIndent(l, "", "  ")
+	if err != nil {
+		return LocalLayout{}, err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "local.json"), data, 0o600); err != nil {
+		return LocalLayout{}, err
+	}
+	return l, nil
+}
+
+func readLayout(dir string) (LocalLayout, error) {
+	var l LocalLayout
+	data, err := os.ReadFile(filepath.Join(dir, "local.json"))
+	if err != nil {
+		return l, err
+	}
+	if err := json.Unmarshal(data, &l); err != nil {
+		return l, fmt.Errorf("node: %s: %w", filepath.Join(dir, "local.json"), err)
+	}
+	return l, nil
+}
+
+// freePorts picks a free UDP port (exchange) and two free TCP ports (API,
+// metrics) on 127.0.0.1.
+func freePorts() ([3]string, error) {
+	var out [3]string
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return out, err
+	}
+	out[0] = pc.LocalAddr().String()
+	pc.Close()
+	for i := 1; i < 3; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return out, err
+		}
+		out[i] = ln.Addr().String()
+		ln.Close()
+	}
+	return out, nil
+}
+
+// writeNodeFiles issues a node's certificate and writes its configuration.
+func writeNodeFiles(ca *certs.CA, dir string, ln LocalNode, all []LocalNode, spec LocalSpec) error {
+	ndir := filepath.Dir(ln.ConfigPath)
+	id := certs.Identity{Federation: ca.Federation, Role: ln.Role, Region: ln.Region}
+	is, err := ca.Issue(certs.IssueRequest{Identity: id, Hosts: []string{"localhost", "127.0.0.1"}})
+	if err != nil {
+		return err
+	}
+	if _, _, err := is.WriteFiles(ndir); err != nil {
+		return err
+	}
+	cfg := Config{
+		Federation: ca.Federation, Role: ln.Role, Region: ln.Region, Name: ln.Title,
+		DataDir: "data", TestMode: true,
+		Listen: ListenConfig{Exchange: ln.Exchange, API: ln.API, Metrics: ln.Metrics},
+		TLS:    TLSConfig{CA: filepath.Join("..", "..", certs.CACertFile), Cert: ln.Name + ".pem", Key: ln.Name + "-key.pem"},
+	}
+	if ln.Role.IsCoordinatorNode() {
+		cfg.PseudonymKeyFile = filepath.Join("..", "..", "pseudonym.key")
+	}
+	for _, o := range all {
+		if o.Role.IsCoordinatorNode() {
+			cfg.Coordinators = append(cfg.Coordinators, o.Exchange)
+		}
+	}
+	if spec.Encrypt {
+		if _, err := writeEncryptionKey(filepath.Join(ndir, "encryption.key")); err != nil {
+			return err
+		}
+		cfg.EncryptionKeyFile = "encryption.key"
+	}
+	if ln.Role == certs.Province {
+		cfg.Raft.Bootstrap = true
+		for _, o := range all {
+			cfg.Raft.BootstrapRegions = append(cfg.Raft.BootstrapRegions, RegionConfig{
+				Path: o.Region, Name: o.Title, Role: o.Role, Exchange: o.Exchange, API: "https://" + o.API})
+		}
+	}
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	header := "# credfed node configuration, written by the local federation (see docs/config.md).\n"
+	return writeFileAtomic(ln.ConfigPath, append([]byte(header), data...), 0o600)
+}
+
+// StartLocal creates (or resumes) a local federation and starts every
+// node, province first.
+func StartLocal(spec LocalSpec, opts Options) (*LocalFederation, error) {
+	l, err := CreateLocal(spec)
+	if err != nil {
+		return nil, err
+	}
+	dir, _ := filepath.Abs(spec.Dir)
+	f := &LocalFederation{Dir: dir, Layout: l, opts: opts, nodes: map[string]*Node{}}
+	for _, ln := range l.Nodes {
+		if err := f.StartNode(ln.Name); err != nil {
+			f.Stop(context.Background())
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// StartNode starts (or restarts) one node from its configuration.
+func (f *LocalFederation) StartNode(name string) error {
+	ln, ok := f.node(name)
+	if !ok {
+		return fmt.Errorf("node: no node %q in the local federation", name)
+	}
+	cfg, err := LoadConfig(ln.ConfigPath)
+	if err != nil {
+		return err
+	}
+	opts := f.opts
+	if opts.Logger != nil {
+		opts.Logger = opts.Logger.With("node", ln.Name)
+	}
+	var n *Node
+	// A port just freed by a stopped node (or a previous run) can take a
+	// moment to be reusable.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err = Start(cfg, opts)
+		if err == nil || !isAddrInUse(err) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("node %s: %w", name, err)
+	}
+	f.mu.Lock()
+	f.nodes[name] = n
+	f.mu.Unlock()
+	return nil
+}
+
+func isAddrInUse(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "address already in use")
+}
+
+// StopNode shuts one node down gracefully.
+func (f *LocalFederation) StopNode(ctx context.Context, name string) error {
+	f.mu.Lock()
+	n := f.nodes[name]
+	delete(f.nodes, name)
+	f.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	return n.Shutdown(ctx)
+}
+
+// Node returns a running node by name.
+func (f *LocalFederation) Node(name string) *Node {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.nodes[name]
+}
+
+func (f *LocalFederation) node(name string) (LocalNode, bool) {
+	for _, ln := range f.Layout.Nodes {
+		if ln.Name == name {
+			return ln, true
+		}
+	}
+	return LocalNode{}, false
+}
+
+// Districts returns the names of the district nodes.
+func (f *LocalFederation) Districts() []string {
+	var out []string
+	for _, ln := range f.Layout.Nodes {
+		if ln.Role == certs.District {
+			out = append(out, ln.Name)
+		}
+	}
+	return out
+}
+
+// WaitReady waits until every running node is ready and has every region
+// of the federation in its Raft configuration's view.
+func (f *LocalFederation) WaitReady(ctx context.Context) error {
+	for {
+		ready := true
+		f.mu.Lock()
+		for _, n := range f.nodes {
+			if ok, _ := n.Ready(); !ok {
+				ready = false
+			}
+		}
+		f.mu.Unlock()
+		if ready {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node: local federation not ready: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Stop shuts every node down, districts first.
+func (f *LocalFederation) Stop(ctx context.Context) error {
+	var errs []error
+	for i := len(f.Layout.Nodes) - 1; i >= 0; i-- {
+		if err := f.StopNode(ctx, f.Layout.Nodes[i].Name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func writeEncryptionKey(path string) ([]byte, error) {
+	if _, err := os.Stat(path); err == nil {
+		return nil, nil
+	}
+	return storage.WriteEncryptionKeyFile(path)
+}

@@ -1,0 +1,154 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+
+	"credfed/certs"
+	"credfed/credit"
+	"credfed/storage"
+)
+
+// TestCoordinatorStateHoldsNoPersonalData looks through everything a city
+// node keeps — every Badger key and value, decoded by Badger (the files are
+// compressed, so a search of them would prove nothing), every Raft log
+// entry and every snapshot — for the raw identifier and the record text of
+// a subject that was submitted, indexed and looked up through that city.
+func TestCoordinatorStateHoldsNoPersonalData(t *testing.T) {
+	f := startLocal(t, LocalSpec{Districts: 2})
+	subject := credit.SyntheticPerson(31337, credit.NewDate(1966, 6, 6))
+	summary := "在经营场所销售过期食品被查获的完整经过"
+	for i, d := range f.Districts() {
+		files := f.Layout.Departments[d]
+		var ans submitAnswer
+		if code := newClient(t, f, &files).do("POST", apiURL(f, d, "/v1/records"), "application/json",
+			record("P-"+string(rune('a'+i)), subject, "FOOD-DRUG-PENALTY", summary), &ans); code != http.StatusOK {
+			t.Fatalf("submit: %d %+v", code, ans)
+		}
+	}
+	waitIndexed(t, f, subject, 2)
+
+	// A coordinator of the city looks the subject up through the city node.
+	ca, err := certs.LoadCA(f.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, err := ca.Issue(certs.IssueRequest{Identity: certs.Identity{Federation: ca.Federation, Role: certs.Coordinator,
+		Region: "zhejiang/quzhou", Institution: "city-credit-office"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, kp, err := is.WriteFiles(filepath.Join(t.TempDir(), "coord"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ans lookupAnswer
+	if code := newClient(t, f, &ClientFiles{Cert: cp, Key: kp}).do("POST", apiURL(f, "quzhou", "/v1/lookups"), "application/json",
+		map[string]string{"subject": subject, "purpose": "ADMIN-LICENSING", "user": "王五", "reference": "R-9"}, &ans); code != http.StatusOK {
+		t.Fatalf("lookup through the city: %d %+v", code, ans)
+	}
+	found := 0
+	for _, d := range ans.Districts {
+		for _, r := range d.Records {
+			if r.Summary == summary {
+				found++
+			}
+		}
+	}
+	if found != 2 {
+		t.Fatalf("the lookup returned %d records with the summary, want 2: %+v", found, ans)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.StopNode(ctx, "quzhou"); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(f.Dir, "nodes", "quzhou", "data")
+	needles := [][]byte{[]byte(subject), []byte(summary)}
+	check := func(where string, b []byte) {
+		t.Helper()
+		for _, n := range needles {
+			if bytes.Contains(b, n) {
+				t.Fatalf("%s holds personal data (%d bytes matched)", where, len(n))
+			}
+		}
+	}
+
+	// Badger: every key and value, decoded.
+	db, err := storage.Open(storage.Options{Dir: filepath.Join(data, "db"), GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs, auditEntries := 0, 0
+	err = db.Badger().View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			check("badger key "+string(item.Key()[:2]), item.Key())
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			check("badger value under "+string(item.Key()[:2]), v)
+			pairs++
+			if bytes.HasPrefix(item.Key(), []byte("a/")) {
+				auditEntries++
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pairs < 10 || auditEntries == 0 {
+		t.Fatalf("scanned %d pairs, %d audit entries: the scan looked at nothing", pairs, auditEntries)
+	}
+
+	// The Raft log, entry by entry.
+	meta := &metadb.BoltMetaDB{}
+	wal, err := raftwal.Open(filepath.Join(data, "raft", "wal"), raftwal.WithMetaStore(meta))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := wal.FirstIndex()
+	last, _ := wal.LastIndex()
+	commands := 0
+	for i := first; i <= last && last > 0; i++ {
+		var l raft.Log
+		if err := wal.GetLog(i, &l); err != nil {
+			t.Fatalf("log %d: %v", i, err)
+		}
+		check("raft log entry", l.Data)
+		if l.Type == raft.LogCommand {
+			commands++
+		}
+	}
+	wal.Close()
+	meta.Close()
+	if commands == 0 {
+		t.Fatal("the Raft log held no command: the scan looked at nothing")
+	}
+	// Snapshots, if any were taken.
+	filepath.Walk(filepath.Join(data, "raft", "snapshots"), func(path string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			b, err := os.ReadFile(path)
+			if err == nil {
+				check("snapshot "+filepath.Base(path), b)
+			}
+		}
+		return nil
+	})
+}
