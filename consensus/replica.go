@@ -271,7 +271,8 @@ func (r *Replica) WaitForLeader(ctx context.Context) error {
 
 // Bootstrap starts a new federation with this node (a province) as its
 // only voter, then registers the regions and the first catalog. On a
-// restart (Raft state on disk) it only waits for a leader.
+// restart (Raft state on disk) it does nothing: the other voters may not
+// be up yet, and the cluster elects a leader once they are.
 func (r *Replica) Bootstrap(ctx context.Context, regions []Region, catalog *credit.Catalog) error {
 	if r.cfg.Self.Role != certs.Province {
 		return fmt.Errorf("%w: only a province node starts a federation", ErrForbidden)
@@ -281,7 +282,9 @@ func (r *Replica) Bootstrap(ctx context.Context, regions []Region, catalog *cred
 	f := r.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 		Suffrage: raft.Voter, ID: raft.ServerID(r.cfg.Self.Region), Address: raft.ServerAddress(r.cfg.Advertise),
 	}}})
-	if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+	if err := f.Error(); errors.Is(err, raft.ErrCantBootstrap) {
+		return nil // a restart: the federation exists and elects without us waiting here
+	} else if err != nil {
 		return fmt.Errorf("consensus: bootstrap: %w", err)
 	}
 	if err := r.WaitForLeader(ctx); err != nil {

@@ -75,6 +75,8 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 		line := sc.Text()
 		lvl := slog.LevelInfo
 		switch {
+		case benignRaftWarning(line):
+			lvl = slog.LevelDebug
 		case strings.Contains(line, "[ERROR]"):
 			lvl = slog.LevelError
 		case strings.Contains(line, "[WARN]"):
@@ -88,3 +90,16 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = (*slogWriter)(nil)
+
+// benignRaftWarning recognizes raft warnings that are part of normal
+// operation (a follower that joins with an empty log makes the leader walk
+// back to the first entry it has), so they do not alarm operators.
+func benignRaftWarning(line string) bool {
+	for _, s := range []string{"appendEntries rejected, sending older logs", "failed to get previous log",
+		"not part of a stable configuration or a non-voter"} {
+		if strings.Contains(line, s) {
+			return true
+		}
+	}
+	return false
+}

@@ -317,9 +317,6 @@ func (f *LocalFederation) StartNode(name string) error {
 		return err
 	}
 	opts := f.opts
-	if opts.Logger != nil {
-		opts.Logger = opts.Logger.With("node", ln.Name)
-	}
 	var n *Node
 	// A port just freed by a stopped node (or a previous run) can take a
 	// moment to be reusable.

@@ -32,6 +32,11 @@ func usageErrorf(format string, args ...any) error {
 
 func commands() []*command {
 	return []*command{
+		demoCommand(),
+		nodeCommand(),
+		lookupCommand(),
+		recordsCommand(),
+		federationCommand(),
 		certsCommand(),
 	}
 }
