@@ -2,4 +2,87 @@
 // index of which districts hold something about a subject, the region
 // registry, the catalog and the certificate revocation list — in
 // hashicorp/raft, with the state itself in the node's Badger database.
+//
+// # Replicated state
+//
+// The FSM (fsm.go) is thin: it decodes each log entry, asks authz.go
+// whether the entry's proposer may issue it, and writes through a staging
+// writer (writer.go) so that a refused command changes nothing. The state
+// (state.go) lives under the x/ family of the node's Badger database, so an
+// index replica is bounded by disk, not RAM: index entries keyed by
+// (pseudonym, district) holding only counts and flags (credit.IndexSummary),
+// the region registry, every catalog version, revocations and suspensions,
+// and the applied index. Snapshots (snapshot.go) stream the x/ family from
+// a pinned read view; Restore drops it and rebuilds it, checking a SHA-256
+// trailer. Raft does not restore a snapshot on start (the state is on
+// disk); Open restores one only if the state is older than the newest
+// snapshot.
+//
+// # Commands
+//
+// A log entry is one type byte, then a CBOR envelope {proposer, actor, at,
+// body} (command.go). Types are numbered and append-only; a type with the
+// IgnoreUnknown bit may be skipped by an older binary, any other unknown
+// type stops the FSM. The proposer is the node that handed the command to
+// the leader, as the leader verified it over mTLS; the actor is the user
+// that node vouches for.
+//
+//	type             body              who may issue it
+//	index_batch      IndexBatch        each group: a registered district, for its own entries only
+//	region_put       Region            an operator of the region or above, relayed by a registered
+//	region_remove    RegionRemove      coordinator node (province or city) of the operator's region
+//	suspend          certs.Suspension  or above
+//	reinstate        Reinstate
+//	catalog_publish  CatalogPublish    an operator of a province region (next version only)
+//	revoke           certs.Revocation  an operator of a province region
+//	federation_init  FederationInit    a province node, once, for a registry that includes it
+//
+// A refused command is answered with a *RefusedError (ErrForbidden,
+// ErrInvalid, ErrConflict or ErrNotFound) that reaches the proposer,
+// across the exchange if it was forwarded.
+//
+// # Writes
+//
+// Followers forward writes to the leader over the exchange (forward.go):
+// consensus.apply for operator commands, consensus.index for a district's
+// index updates. The leader's batcher (batcher.go) coalesces the updates
+// that arrive while earlier entries are in flight into one log entry, so
+// the disk syncs per update fall as load rises. Index updates are
+// absolute, with the district's sequence number: a retried or late update
+// is ignored, so forwarding is idempotent. A district writes each accepted
+// record and its outbox marker in one synced Badger write (storage) and
+// its Publisher (publisher.go) drains the outbox to the leader, retrying
+// across leader changes and restarts, so an acknowledged record always
+// reaches the index.
+//
+// # Reads
+//
+// Lookup reads the local replica by default and returns the applied index
+// it reflects, so callers know how stale it may be. With strong set it is
+// linearizable: the leader records its commit index, confirms its
+// leadership with a quorum (VerifyLeader, never a lease), and the reader
+// waits until its own replica has applied that index (ReadIndex; a new
+// leader serves these only after a barrier of its term). Districts, which
+// are non-voters, read the same way through the leader.
+//
+// # Pseudonyms
+//
+// Only coordinators hold the pseudonym key; they serve pseudonymize
+// (pseudonym.go) to the other nodes, rate-limited per caller and counted
+// by role. Districts cache the pseudonyms of their subjects (storage).
+//
+// # Membership
+//
+// Coordinators are voters, districts non-voters. The registry decides:
+// the leader reconciles Raft's configuration with it (leader.go) — adding
+// a registered region's node as voter or non-voter, changing its address,
+// promoting or demoting it, removing the node of a removed region. A new
+// federation starts with Bootstrap on a province node.
+//
+// # Transport and log
+//
+// Raft runs over the exchange's QUIC stream layer (ALPN credfed-raft/1) on
+// the node's one UDP port, mutually authenticated with node certificates
+// (transport.go). The log and stable store are raft-wal files; Badger and
+// bbolt were measured slower for raft's synced appends (docs/BENCHMARKS.md).
 package consensus

@@ -27,39 +27,39 @@ type Config struct {
 	// Region is the node's region path, e.g. zhejiang/quzhou/kecheng.
 	Region string `yaml:"region"`
 	// Name is a display name (e.g. 柯城区); default: the region's last part.
-	Name string `yaml:"name"`
+	Name string `yaml:"name,omitempty"`
 	// DataDir holds the Badger database, the Raft log and snapshots.
 	DataDir string `yaml:"data_dir"`
 	// TestMode accepts identifiers of the reserved test province 99 and
 	// refuses nothing else differently. Never in production.
-	TestMode bool `yaml:"test_mode"`
+	TestMode bool `yaml:"test_mode,omitempty"`
 
 	Listen    ListenConfig    `yaml:"listen"`
-	Advertise AdvertiseConfig `yaml:"advertise"`
+	Advertise AdvertiseConfig `yaml:"advertise,omitempty"`
 	TLS       TLSConfig       `yaml:"tls"`
 
 	// EncryptionKeyFile holds the AES key (hex) that encrypts the data
 	// directory at rest; empty leaves it unencrypted.
-	EncryptionKeyFile string `yaml:"encryption_key_file"`
+	EncryptionKeyFile string `yaml:"encryption_key_file,omitempty"`
 	// PseudonymKeyFile holds the federation's pseudonym key; coordinators
 	// (province, city) only — a district refuses to start with one.
-	PseudonymKeyFile string `yaml:"pseudonym_key_file"`
+	PseudonymKeyFile string `yaml:"pseudonym_key_file,omitempty"`
 
-	Raft RaftConfig `yaml:"raft"`
+	Raft RaftConfig `yaml:"raft,omitempty"`
 
 	// Coordinators are exchange addresses (host:port) of coordinator nodes
 	// a district asks for pseudonyms and forwards to before the registry
 	// has reached it; afterwards the registry is used.
-	Coordinators []string `yaml:"coordinators"`
+	Coordinators []string `yaml:"coordinators,omitempty"`
 
 	// LookupTimeout bounds a cross-district lookup (default 5s).
-	LookupTimeout Duration `yaml:"lookup_timeout"`
+	LookupTimeout Duration `yaml:"lookup_timeout,omitempty"`
 	// ShutdownTimeout bounds the graceful shutdown (default 15s).
-	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	ShutdownTimeout Duration `yaml:"shutdown_timeout,omitempty"`
 
 	// Log sets the level (debug, info, warn, error; default info) and format
 	// (text or json; default text) of the node's log on standard error.
-	Log LogConfig `yaml:"log"`
+	Log LogConfig `yaml:"log,omitempty"`
 }
 
 // ListenConfig holds the listen addresses.
@@ -70,15 +70,15 @@ type ListenConfig struct {
 	API string `yaml:"api"`
 	// Metrics is the TCP address of the plain-HTTP /metrics, /healthz and
 	// /readyz listener; default 127.0.0.1:0 (loopback, any free port).
-	Metrics string `yaml:"metrics"`
+	Metrics string `yaml:"metrics,omitempty"`
 }
 
 // AdvertiseConfig holds the addresses other nodes and users reach this
 // node at, when they differ from the listen addresses (a wildcard listen,
 // NAT); empty means the listen address.
 type AdvertiseConfig struct {
-	Exchange string `yaml:"exchange"`
-	API      string `yaml:"api"`
+	Exchange string `yaml:"exchange,omitempty"`
+	API      string `yaml:"api,omitempty"`
 }
 
 // TLSConfig names the certificate files.
@@ -91,36 +91,36 @@ type TLSConfig struct {
 // RaftConfig tunes the node's part in Raft.
 type RaftConfig struct {
 	// Voter overrides the default (coordinators vote, districts do not).
-	Voter *bool `yaml:"voter"`
+	Voter *bool `yaml:"voter,omitempty"`
 	// Bootstrap starts a new federation on first start: this node (a
 	// province) becomes the only voter and registers BootstrapRegions and
 	// the catalog. Ignored when the data directory already holds Raft state.
-	Bootstrap bool `yaml:"bootstrap"`
+	Bootstrap bool `yaml:"bootstrap,omitempty"`
 	// BootstrapCatalog is a catalog YAML file; empty means the embedded
 	// default catalog.
-	BootstrapCatalog string `yaml:"bootstrap_catalog"`
+	BootstrapCatalog string `yaml:"bootstrap_catalog,omitempty"`
 	// BootstrapRegions are registered with the federation at bootstrap.
-	BootstrapRegions []RegionConfig `yaml:"bootstrap_regions"`
+	BootstrapRegions []RegionConfig `yaml:"bootstrap_regions,omitempty"`
 	// SnapshotThreshold and TrailingLogs: see hashicorp/raft (defaults
 	// 8192 and 10240).
-	SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
-	TrailingLogs      uint64 `yaml:"trailing_logs"`
+	SnapshotThreshold uint64 `yaml:"snapshot_threshold,omitempty"`
+	TrailingLogs      uint64 `yaml:"trailing_logs,omitempty"`
 }
 
 // RegionConfig is a region registered at bootstrap.
 type RegionConfig struct {
 	Path     string     `yaml:"path"`
-	Name     string     `yaml:"name"`
+	Name     string     `yaml:"name,omitempty"`
 	Role     certs.Role `yaml:"role"`
-	Exchange string     `yaml:"exchange"`
-	API      string     `yaml:"api"`
-	Voter    *bool      `yaml:"voter"`
+	Exchange string     `yaml:"exchange,omitempty"`
+	API      string     `yaml:"api,omitempty"`
+	Voter    *bool      `yaml:"voter,omitempty"`
 }
 
 // LogConfig configures logging.
 type LogConfig struct {
-	Level  string `yaml:"level"`
-	Format string `yaml:"format"`
+	Level  string `yaml:"level,omitempty"`
+	Format string `yaml:"format,omitempty"`
 }
 
 // Duration is a time.Duration written as Go writes it ("5s", "1m30s").

@@ -41,7 +41,18 @@ type LocalSpec struct {
 	Districts int
 	// Encrypt turns encryption at rest on (a key file per node).
 	Encrypt bool
+	// Compose writes configurations for docker-compose.yml instead of
+	// loopback: every node listens on 0.0.0.0 with fixed ports and is
+	// reached by its service name (the node's name).
+	Compose bool
 }
+
+// Fixed ports of a node in docker-compose.
+const (
+	ComposeExchangePort = "7443"
+	ComposeAPIPort      = "8443"
+	ComposeMetricsPort  = "9100"
+)
 
 // LocalNode is one node of a local federation.
 type LocalNode struct {
@@ -160,9 +171,12 @@ func CreateLocal(spec LocalSpec) (LocalLayout, error) {
 		plans = append(plans, plan{d.short, demoProvince.short + "/" + demoCities[city].short + "/" + d.short, d.title, certs.District})
 	}
 	for _, p := range plans {
-		ports, err := freePorts()
-		if err != nil {
-			return LocalLayout{}, err
+		ports := [3]string{p.name + ":" + ComposeExchangePort, p.name + ":" + ComposeAPIPort, p.name + ":" + ComposeMetricsPort}
+		if !spec.Compose {
+			var err error
+			if ports, err = freePorts(); err != nil {
+				return LocalLayout{}, err
+			}
 		}
 		l.Nodes = append(l.Nodes, LocalNode{Name: p.name, Role: p.role, Region: p.region, Title: p.title,
 			ConfigPath: filepath.Join(dir, "nodes", p.name, "node.yaml"),
@@ -199,6 +213,11 @@ func CreateLocal(spec LocalSpec) (LocalLayout, error) {
 			return LocalLayout{}, err
 		}
 	}
+	if spec.Compose {
+		if err := writePrometheusConfig(dir, l); err != nil {
+			return LocalLayout{}, err
+		}
+	}
 	data, err := json.MarshalIndent(l, "", "  ")
 	if err != nil {
 		return LocalLayout{}, err
@@ -207,6 +226,18 @@ func CreateLocal(spec LocalSpec) (LocalLayout, error) {
 		return LocalLayout{}, err
 	}
 	return l, nil
+}
+
+// writePrometheusConfig writes DIR/prometheus.yml, scraping every node's
+// metrics listener (docker-compose's prometheus service reads it).
+func writePrometheusConfig(dir string, l LocalLayout) error {
+	var b strings.Builder
+	b.WriteString("# Written by `credfed demo --compose --init-only`: scrape every node of the federation.\n")
+	b.WriteString("global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: credfed\n    static_configs:\n")
+	for _, n := range l.Nodes {
+		fmt.Fprintf(&b, "      - targets: [%q]\n        labels: {node: %q, role: %q}\n", n.Metrics, n.Name, n.Role)
+	}
+	return writeFileAtomic(filepath.Join(dir, "prometheus.yml"), []byte(b.String()), 0o644)
 }
 
 func readLayout(dir string) (LocalLayout, error) {
@@ -246,7 +277,11 @@ func freePorts() ([3]string, error) {
 func writeNodeFiles(ca *certs.CA, dir string, ln LocalNode, all []LocalNode, spec LocalSpec) error {
 	ndir := filepath.Dir(ln.ConfigPath)
 	id := certs.Identity{Federation: ca.Federation, Role: ln.Role, Region: ln.Region}
-	is, err := ca.Issue(certs.IssueRequest{Identity: id, Hosts: []string{"localhost", "127.0.0.1"}})
+	hosts := []string{"localhost", "127.0.0.1"}
+	if spec.Compose {
+		hosts = append(hosts, ln.Name)
+	}
+	is, err := ca.Issue(certs.IssueRequest{Identity: id, Hosts: hosts})
 	if err != nil {
 		return err
 	}
@@ -258,6 +293,11 @@ func writeNodeFiles(ca *certs.CA, dir string, ln LocalNode, all []LocalNode, spe
 		DataDir: "data", TestMode: true,
 		Listen: ListenConfig{Exchange: ln.Exchange, API: ln.API, Metrics: ln.Metrics},
 		TLS:    TLSConfig{CA: filepath.Join("..", "..", certs.CACertFile), Cert: ln.Name + ".pem", Key: ln.Name + "-key.pem"},
+	}
+	if spec.Compose {
+		cfg.Listen = ListenConfig{Exchange: "0.0.0.0:" + ComposeExchangePort, API: "0.0.0.0:" + ComposeAPIPort,
+			Metrics: "0.0.0.0:" + ComposeMetricsPort}
+		cfg.Advertise = AdvertiseConfig{Exchange: ln.Exchange, API: ln.API}
 	}
 	if ln.Role.IsCoordinatorNode() {
 		cfg.PseudonymKeyFile = filepath.Join("..", "..", "pseudonym.key")

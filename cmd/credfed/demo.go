@@ -36,11 +36,27 @@ Starting again with the same DIR resumes the same federation and data.`, stderr)
 	districts := fs.Int("districts", 4, "number of district nodes (1 to 12; only used when DIR is new)")
 	records := fs.Int("records", 3000, "synthetic records to load (only when DIR is new)")
 	verbose := fs.Bool("v", false, "log the nodes' info messages (default: warnings only)")
+	initOnly := fs.Bool("init-only", false, "create DIR (CA, certificates, keys, node configurations) and exit")
+	compose := fs.Bool("compose", false, "with --init-only: configurations for docker-compose.yml (nodes reached by service name)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
 	if *districts < 1 || *districts > 12 {
 		return usageErrorf("--districts must be 1 to 12")
+	}
+	if *compose && !*initOnly {
+		return usageErrorf("--compose writes configurations for docker-compose; use it with --init-only")
+	}
+	if *initOnly {
+		l, err := node.CreateLocal(node.LocalSpec{Dir: *dir, Districts: *districts, Encrypt: true, Compose: *compose})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "federation %s in %s: %d nodes\n", l.Federation, *dir, len(l.Nodes))
+		for _, n := range l.Nodes {
+			fmt.Fprintf(stdout, "  credfed node --config %s\n", n.ConfigPath)
+		}
+		return nil
 	}
 	level := slog.LevelWarn
 	if *verbose {
