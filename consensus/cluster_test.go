@@ -503,3 +503,35 @@ func TestCluster_PseudonymizeRateLimited(t *testing.T) {
 		t.Fatal("20 requests at once above a rate of 2/s were all served")
 	}
 }
+
+// TestCluster_PromoteAndDemote changes a district's voter flag in the
+// registry and waits for the leader to follow it in Raft's configuration.
+func TestCluster_PromoteAndDemote(t *testing.T) {
+	c := newCluster(t, clusterOptions{})
+	xihu := c.nodes["zhejiang/hangzhou/xihu"]
+	op := certs.Identity{Federation: fed, Role: certs.Operator, Region: "zhejiang", Institution: "ops"}
+	suffrage := func() string {
+		l := c.leader()
+		if l == nil {
+			return ""
+		}
+		servers, err := l.rep.Servers()
+		if err != nil {
+			return ""
+		}
+		for _, s := range servers {
+			if string(s.ID) == xihu.id.Region {
+				return s.Suffrage.String()
+			}
+		}
+		return "absent"
+	}
+	for _, voter := range []bool{true, false} {
+		if _, err := c.nodes["zhejiang"].rep.Apply(ctxT(t, 10*time.Second), CmdRegionPut, op,
+			Region{Path: xihu.id.Region, Role: certs.District, Exchange: xihu.addr, Voter: voter}); err != nil {
+			t.Fatal(err)
+		}
+		want := map[bool]string{true: "Voter", false: "Nonvoter"}[voter]
+		c.waitFor("xihu to be a "+want, func() bool { return suffrage() == want })
+	}
+}

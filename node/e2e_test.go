@@ -415,3 +415,45 @@ func ndjson(t *testing.T, items ...any) []byte {
 	}
 	return b.Bytes()
 }
+
+func TestMetricsListener(t *testing.T) {
+	f := startLocal(t, LocalSpec{Districts: 1})
+	n := f.Node(f.Districts()[0])
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + n.MetricsAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("healthz: %d %q", code, body)
+	}
+	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
+		t.Fatalf("readyz: %d %q", code, body)
+	}
+	code, body := get("/metrics")
+	if code != 200 {
+		t.Fatalf("metrics: %d", code)
+	}
+	names := 0
+	for _, line := range strings.Split(body, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		names++
+		if !strings.HasPrefix(line, "credfed_") {
+			t.Fatalf("metric not named credfed_…: %s", line)
+		}
+	}
+	for _, want := range []string{"credfed_consensus_applied_index", "credfed_exchange_", "credfed_go_goroutines", "credfed_node_info"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("no %s in /metrics", want)
+		}
+	}
+	if names < 20 {
+		t.Fatalf("only %d samples", names)
+	}
+}

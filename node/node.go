@@ -85,7 +85,9 @@ func Start(cfg Config, opts Options) (*Node, error) {
 		log = newLogger(cfg.Log)
 	}
 	n := &Node{cfg: cfg, log: log.With("node", cfg.Region), registry: prometheus.NewRegistry(), done: make(chan struct{})}
-	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every metric name starts with credfed_ (API.md), the runtime's too.
+	prometheus.WrapRegistererWithPrefix("credfed_", n.registry).MustRegister(
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.metrics = newMetrics(n.registry, cfg)
 	ok := false
 	defer func() {
