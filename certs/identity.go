@@ -100,6 +100,9 @@ func (id Identity) Validate() error {
 	return nil
 }
 
+// CheckFederation validates a federation name.
+func CheckFederation(name string) error { return checkName("federation", name) }
+
 // CheckRegion validates a region path.
 func CheckRegion(region string) error {
 	if region == "" {

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,7 +121,26 @@ func (n *Node) router(routes []route) http.Handler {
 			n.serveRoute(rt, w, r)
 		})
 	}
+	methods := map[string]bool{}
+	for _, rt := range routes {
+		methods[rt.method] = true
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// A known path with another method is 405 with Allow, not 404.
+		var allow []string
+		for m := range methods {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			slices.Sort(allow)
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeErrorStatus(w, http.StatusMethodNotAllowed, errorf(codeBadRequest, "%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+			return
+		}
 		writeError(w, errorf(codeNotFound, "no route %s %s", r.Method, r.URL.Path))
 	})
 	return mux
@@ -153,7 +173,10 @@ func (n *Node) serveRoute(rt route, w http.ResponseWriter, r *http.Request) {
 	}()
 	if err := rt.handle(w, r, c); err != nil {
 		var ae *apiError
-		if !errors.As(err, &ae) {
+		if errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &ae) {
+			ae = errorf(codeDeadlineExceeded, "the request's deadline passed before an answer")
+		}
+		if ae == nil && !errors.As(err, &ae) {
 			// Never the error's text: it may carry identifiers or content.
 			n.log.Error("API request failed", "route", rt.pattern, "error_type", fmt.Sprintf("%T", err))
 			ae = errorf(codeInternal, "internal error")
@@ -181,6 +204,10 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	if status == 0 {
 		status = http.StatusInternalServerError
 	}
+	writeErrorStatus(w, status, e)
+}
+
+func writeErrorStatus(w http.ResponseWriter, status int, e *apiError) {
 	writeJSON(w, status, map[string]*apiError{"error": e})
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -48,8 +49,8 @@ type Config struct {
 	Raft RaftConfig `yaml:"raft,omitempty"`
 
 	// Coordinators are exchange addresses (host:port) of coordinator nodes
-	// a district asks for pseudonyms and forwards to before the registry
-	// has reached it; afterwards the registry is used.
+	// a district asks for pseudonyms before the registry has reached it,
+	// and after the registered coordinators if none of them answers.
 	Coordinators []string `yaml:"coordinators,omitempty"`
 
 	// LookupTimeout bounds a cross-district lookup (default 5s).
@@ -157,6 +158,16 @@ func fieldErr(field, format string, args ...any) error {
 	return &ConfigError{Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
+// unknownField matches yaml.v3's error for a field KnownFields refuses.
+var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type (\S+)`)
+
+// sectionOf names the YAML section of each configuration type, to name an
+// unknown field by its whole path.
+var sectionOf = map[string]string{
+	"node.Config": "", "node.ListenConfig": "listen.", "node.AdvertiseConfig": "advertise.", "node.TLSConfig": "tls.",
+	"node.RaftConfig": "raft.", "node.RegionConfig": "raft.bootstrap_regions[].", "node.LogConfig": "log.",
+}
+
 // LoadConfig reads a YAML configuration file; unknown fields are refused.
 // Relative file paths in it are taken relative to the file's directory.
 func LoadConfig(path string) (Config, error) {
@@ -168,6 +179,9 @@ func LoadConfig(path string) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
+		if m := unknownField.FindStringSubmatch(err.Error()); m != nil {
+			return Config{}, fieldErr(sectionOf[m[3]]+m[2], "unknown field (%s, line %s)", path, m[1])
+		}
 		return Config{}, fmt.Errorf("config: %s: %w", path, err)
 	}
 	c.resolvePaths(filepath.Dir(path))
@@ -251,6 +265,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Federation == "":
 		return fieldErr("federation", "required")
+	case certs.CheckFederation(c.Federation) != nil:
+		return fieldErr("federation", "%v", certs.CheckFederation(c.Federation))
 	case !c.Role.IsNode():
 		return fieldErr("role", "%q is not a node role (province, city or district)", c.Role)
 	case c.Region == "":
@@ -262,20 +278,21 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return fieldErr("data_dir", "required")
 	}
-	for field, addr := range map[string]string{"listen.exchange": c.Listen.Exchange, "listen.api": c.Listen.API} {
-		if addr == "" {
-			return fieldErr(field, "required")
+	addrs := []struct{ field, addr string }{
+		{"listen.exchange", c.Listen.Exchange}, {"listen.api", c.Listen.API}, {"listen.metrics", c.Listen.Metrics},
+		{"advertise.exchange", c.Advertise.Exchange}, {"advertise.api", c.Advertise.API},
+	}
+	for _, a := range addrs[:2] {
+		if a.addr == "" {
+			return fieldErr(a.field, "required")
 		}
 	}
-	for field, addr := range map[string]string{
-		"listen.exchange": c.Listen.Exchange, "listen.api": c.Listen.API, "listen.metrics": c.Listen.Metrics,
-		"advertise.exchange": c.Advertise.Exchange, "advertise.api": c.Advertise.API,
-	} {
-		if addr == "" {
+	for _, a := range addrs {
+		if a.addr == "" {
 			continue
 		}
-		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
-			return fieldErr(field, "%q is not host:port", addr)
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
+			return fieldErr(a.field, "%q is not host:port", a.addr)
 		}
 	}
 	for i, a := range c.Coordinators {
@@ -283,9 +300,9 @@ func (c Config) Validate() error {
 			return fieldErr(fmt.Sprintf("coordinators[%d]", i), "%q is not host:port", a)
 		}
 	}
-	for field, path := range map[string]string{"tls.ca": c.TLS.CA, "tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key} {
-		if path == "" {
-			return fieldErr(field, "required")
+	for _, f := range []struct{ field, path string }{{"tls.ca", c.TLS.CA}, {"tls.cert", c.TLS.Cert}, {"tls.key", c.TLS.Key}} {
+		if f.path == "" {
+			return fieldErr(f.field, "required")
 		}
 	}
 	if c.PseudonymKeyFile != "" && !c.Role.IsCoordinatorNode() {

@@ -457,3 +457,51 @@ func TestMetricsListener(t *testing.T) {
 		t.Fatalf("only %d samples", names)
 	}
 }
+
+func TestPortalReadsAreAuditedAndErrorsAreTyped(t *testing.T) {
+	f := startLocal(t, LocalSpec{Districts: 1})
+	d := f.Districts()[0]
+	dept := f.Layout.Departments[d]
+	portalFiles := f.Layout.Portals[d]
+	dc, pc := newClient(t, f, &dept), newClient(t, f, &portalFiles)
+	subject := credit.SyntheticPerson(606, credit.NewDate(1988, 8, 8))
+	var ans submitAnswer
+	if code := dc.do("POST", apiURL(f, d, "/v1/records"), "application/json", record("PR-1", subject, "FOOD-DRUG-PENALTY", "s"), &ans); code != 200 {
+		t.Fatalf("submit: %d", code)
+	}
+	var e struct{ Error struct{ Code, Field string } }
+	// A portal must say how it verified the subject.
+	if code := pc.do("GET", apiURL(f, d, "/v1/records/PR-1"), "", nil, &e); code != 400 || e.Error.Field != "authentication" {
+		t.Fatalf("portal read without authentication: %d %+v", code, e)
+	}
+	if code := pc.do("GET", apiURL(f, d, "/v1/records/NOPE?authentication=A-1"), "", nil, &e); code != 404 || e.Error.Code != "not_found" {
+		t.Fatalf("portal read of an unknown record: %d %+v", code, e)
+	}
+	var rec struct{ ID, Status string }
+	if code := pc.do("GET", apiURL(f, d, "/v1/records/PR-1?authentication=实名认证-0001"), "", nil, &rec); code != 200 || rec.ID != "PR-1" {
+		t.Fatalf("portal read: %d %+v", code, rec)
+	}
+	p := f.Node("zhejiang").key.Pseudonym(subject).String()
+	entries, err := f.Node(d).Store().Audit().BySubject(p)
+	if err != nil || len(entries) != 1 || entries[0].Operation != "record.read" || entries[0].Authentication != "实名认证-0001" {
+		t.Fatalf("portal read audit: %+v %v", entries, err)
+	}
+	// A bad date in a correction names its field.
+	if code := dc.do("POST", apiURL(f, d, "/v1/records/PR-1/corrections"), "application/json",
+		map[string]string{"decided_on": "2026-02-30", "reason": "r"}, &e); code != 400 || e.Error.Field != "decided_on" {
+		t.Fatalf("correction with a bad date: %d %+v", code, e)
+	}
+	// A known path with another method is 405 with Allow.
+	req, _ := http.NewRequest("DELETE", apiURL(f, d, "/v1/records/PR-1"), nil)
+	resp, err := dc.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET" {
+		t.Fatalf("DELETE: %d Allow=%q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	if code := dc.do("GET", apiURL(f, d, "/v1/nothing"), "", nil, &e); code != 404 || e.Error.Code != "not_found" {
+		t.Fatalf("unknown path: %d %+v", code, e)
+	}
+}

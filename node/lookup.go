@@ -153,10 +153,12 @@ func (h *handlers) postLookup(w http.ResponseWriter, r *http.Request, c caller) 
 	defer cancel()
 	p := n.key.Pseudonym(subject.ID)
 	entries, applied, err := n.rep.Lookup(ctx, p, strong)
-	if err != nil {
-		if errors.Is(err, consensus.ErrNoLeader) || errors.Is(err, consensus.ErrStale) {
-			return errorf(codeUnavailable, "a strong read needs the Raft leader, which did not answer in time")
-		}
+	switch {
+	case errors.Is(err, consensus.ErrStale), errors.Is(err, context.DeadlineExceeded):
+		return errorf(codeDeadlineExceeded, "the strong read of the index did not complete before the lookup's deadline")
+	case errors.Is(err, consensus.ErrNoLeader), errors.Is(err, consensus.ErrClosed):
+		return errorf(codeUnavailable, "a strong read needs the Raft leader, and none is known")
+	case err != nil:
 		return err
 	}
 	out := lookupOutput{SubjectPseudonym: p.String(), Purpose: in.Purpose, Reference: in.Reference,

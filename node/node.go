@@ -253,8 +253,12 @@ func (n *Node) bootstrap() error {
 			return fmt.Errorf("node: raft.bootstrap_catalog: %w", err)
 		}
 	}
+	api := n.cfg.Advertise.API
+	if api == "" {
+		api = n.APIAddr()
+	}
 	self := consensus.Region{Path: n.cfg.Region, Name: n.cfg.Name, Role: n.cfg.Role,
-		Exchange: n.ExchangeAddr(), API: "https://" + n.APIAddr(), Voter: true}
+		Exchange: n.ExchangeAddr(), API: "https://" + api, Voter: true}
 	regions := []consensus.Region{self}
 	for _, r := range n.cfg.Raft.BootstrapRegions {
 		if r.Path == n.cfg.Region {

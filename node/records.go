@@ -280,34 +280,56 @@ func (h *handlers) getRecord(w http.ResponseWriter, r *http.Request, c caller) e
 		return err
 	}
 	id := r.PathValue("id")
+	if len(id) > credit.MaxRecordIDLength {
+		return fieldError(codeBadRequest, "id", "a record id has at most %d bytes", credit.MaxRecordIDLength)
+	}
 	dept := c.id.Institution
-	if c.id.Role == certs.Portal {
+	portal := c.id.Role == certs.Portal
+	authn := r.URL.Query().Get("authentication")
+	if portal {
+		// A portal shows a record to its subject: it must say how it
+		// verified the person, and the read is audited (DESIGN §5).
+		if authn == "" {
+			return fieldError(codeBadRequest, "authentication", "a portal names the real-name authentication of the subject (?authentication=REF)")
+		}
 		dept = r.URL.Query().Get("department")
 		if dept == "" {
 			found, err := h.n.db.FindRecord(id)
-			if err != nil {
-				return err
-			}
-			switch len(found) {
-			case 0:
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
 				return errorf(codeNotFound, "no record %q in %s", id, h.n.cfg.Region)
-			case 1:
-				dept = found[0].Department
-			default:
+			case err != nil:
+				return err
+			case len(found) > 1:
 				return errorf(codeConflict, "%d departments hold a record %q; name one with ?department=", len(found), id)
 			}
+			dept = found[0].Department
 		}
 	}
 	rec, err := h.n.db.Record(dept, id)
-	if errors.Is(err, storage.ErrNotFound) {
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
 		return errorf(codeNotFound, "no record %q of %s", id, dept)
-	}
-	if err != nil {
+	case errors.Is(err, storage.ErrInvalidRecord):
+		return errorf(codeBadRequest, "department or record id is malformed")
+	case err != nil:
 		return err
 	}
 	versions, err := h.n.db.Versions(dept, id)
 	if err != nil {
 		return err
+	}
+	if portal {
+		ps, err := h.n.resolvePseudonyms(r.Context(), []string{rec.Subject})
+		if err != nil {
+			return errorf(codeUnavailable, "the read cannot be audited now (no coordinator answered for the pseudonym); nothing was shown")
+		}
+		if err := h.audit(storage.AuditEntry{At: h.now().UTC(), Node: h.n.cfg.Region, Caller: c.id.String(),
+			Role: string(c.id.Role), Institution: c.id.Institution, Operation: "record.read",
+			Authentication: authn, Subject: ps[0].String(), District: h.n.cfg.Region,
+			Records: []string{dept + "/" + id}, Decision: storage.DecisionAllowed}); err != nil {
+			return err
+		}
 	}
 	cat := h.n.rep.State().Catalog()
 	v := viewOf(rec, cat)
@@ -318,9 +340,34 @@ func (h *handlers) getRecord(w http.ResponseWriter, r *http.Request, c caller) e
 	return nil
 }
 
+// correctionInput is a correction as JSON carries it; dates are parsed
+// here so that a bad one is refused naming its field.
 type correctionInput struct {
-	credit.Correction
-	Reason string `json:"reason"`
+	CatalogItem    *string `json:"catalog_item,omitempty"`
+	DecisionNumber *string `json:"decision_number,omitempty"`
+	OccurredOn     *string `json:"occurred_on,omitempty"`
+	DecidedOn      *string `json:"decided_on,omitempty"`
+	Summary        *string `json:"summary,omitempty"`
+	Reason         string  `json:"reason"`
+}
+
+func (in correctionInput) correction() (credit.Correction, *apiError) {
+	c := credit.Correction{CatalogItem: in.CatalogItem, DecisionNumber: in.DecisionNumber, Summary: in.Summary}
+	for _, d := range []struct {
+		field string
+		text  *string
+		dst   **credit.Date
+	}{{"occurred_on", in.OccurredOn, &c.OccurredOn}, {"decided_on", in.DecidedOn, &c.DecidedOn}} {
+		if d.text == nil {
+			continue
+		}
+		v, err := credit.ParseDate(*d.text)
+		if err != nil {
+			return c, fieldError(codeBadRequest, d.field, "must be a real day written YYYY-MM-DD")
+		}
+		*d.dst = &v
+	}
+	return c, nil
 }
 
 func (h *handlers) postCorrection(w http.ResponseWriter, r *http.Request, c caller) error {
@@ -343,7 +390,11 @@ func (h *handlers) postCorrection(w http.ResponseWriter, r *http.Request, c call
 	if err != nil {
 		return err
 	}
-	next, err := cat.Correct(prev, in.Correction, in.Reason, h.now(), h.parseOptions())
+	fields, aerr := in.correction()
+	if aerr != nil {
+		return aerr
+	}
+	next, err := cat.Correct(prev, fields, in.Reason, h.now(), h.parseOptions())
 	if err != nil {
 		return recordError(err)
 	}
