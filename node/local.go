@@ -222,7 +222,7 @@ func CreateLocal(spec LocalSpec) (LocalLayout, error) {
 	if err != nil {
 		return LocalLayout{}, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "local.json"), data, 0o600); err != nil {
+	if err := WriteFileAtomic(filepath.Join(dir, "local.json"), data, 0o600); err != nil {
 		return LocalLayout{}, err
 	}
 	return l, nil
@@ -237,7 +237,7 @@ func writePrometheusConfig(dir string, l LocalLayout) error {
 	for _, n := range l.Nodes {
 		fmt.Fprintf(&b, "      - targets: [%q]\n        labels: {node: %q, role: %q}\n", n.Metrics, n.Name, n.Role)
 	}
-	return writeFileAtomic(filepath.Join(dir, "prometheus.yml"), []byte(b.String()), 0o644)
+	return WriteFileAtomic(filepath.Join(dir, "prometheus.yml"), []byte(b.String()), 0o644)
 }
 
 func readLayout(dir string) (LocalLayout, error) {
@@ -325,7 +325,7 @@ func writeNodeFiles(ca *certs.CA, dir string, ln LocalNode, all []LocalNode, spe
 		return err
 	}
 	header := "# credfed node configuration, written by the local federation (see docs/config.md).\n"
-	return writeFileAtomic(ln.ConfigPath, append([]byte(header), data...), 0o600)
+	return WriteFileAtomic(ln.ConfigPath, append([]byte(header), data...), 0o600)
 }
 
 // StartLocal creates (or resumes) a local federation and starts every
@@ -454,7 +454,10 @@ func (f *LocalFederation) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+// WriteFileAtomic writes data to path through a synced temporary file and
+// a rename, creating the directory: a reader sees the old file or the new
+// one, never half of it.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}

@@ -91,7 +91,7 @@ Starting again with the same DIR resumes the same federation and data.`, stderr)
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Join(fed.Dir, "demo.json"), append(data, '\n')); err != nil {
+	if err := node.WriteFileAtomic(filepath.Join(fed.Dir, "demo.json"), append(data, '\n'), 0o644); err != nil {
 		return err
 	}
 	printDemoLines(stdout, fed, d)
@@ -150,7 +150,7 @@ func loadDemoData(ctx context.Context, fed *node.LocalFederation, m int, stdout 
 	}
 	fmt.Fprintf(stdout, "loaded %d synthetic records into %d districts\n", total, len(fed.Districts()))
 	data, _ := json.Marshal(showcase)
-	return showcase, writeAtomic(marker, data)
+	return showcase, node.WriteFileAtomic(marker, data, 0o600)
 }
 
 // waitShowcaseIndexed waits until the province's index lists the showcase
@@ -247,24 +247,4 @@ func shellDir(dir string) string {
 		return "'" + strings.ReplaceAll(dir, "'", `'\''`) + "'"
 	}
 	return dir
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
