@@ -18,6 +18,7 @@ import (
 	"credfed/certs"
 	"credfed/credit"
 	"credfed/exchange"
+	"credfed/storage"
 )
 
 // testCluster is a federation in one process: real Raft, real Badger in
@@ -44,6 +45,7 @@ type testNode struct {
 	voter bool
 	cert  *certs.Issued
 	revs  *certs.RevocationList
+	state *storage.StateDB
 	db    *badger.DB
 	ep    *exchange.Endpoint
 	rep   *Replica
@@ -117,13 +119,12 @@ func (c *testCluster) addNode(path string, role certs.Role) *testNode {
 func (c *testCluster) start(n *testNode) {
 	c.t.Helper()
 	n.revs = certs.NewRevocationList()
-	db, err := badger.Open(badger.DefaultOptions(filepath.Join(n.dir, "state")).WithLogger(nil).
-		WithSyncWrites(true).WithMemTableSize(8 << 20).WithNumMemtables(2).WithBlockCacheSize(8 << 20).
-		WithValueLogFileSize(64 << 20))
+	st, err := storage.OpenState(storage.Options{Dir: filepath.Join(n.dir, "state")})
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	n.db = db
+	n.state = st
+	n.db = st.Badger()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("CREDFED_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", n.id.Region)
@@ -150,7 +151,7 @@ func (c *testCluster) start(n *testNode) {
 	n.ep = ep
 	n.addr = ep.Addr().String()
 	cfg := Config{
-		Self: n.id, Advertise: n.addr, Dir: filepath.Join(n.dir, "raft"), DB: db, Endpoint: ep,
+		Self: n.id, Advertise: n.addr, Dir: filepath.Join(n.dir, "raft"), DB: n.db, Endpoint: ep,
 		Revocations: n.revs, Voter: n.voter, TestMode: true, Logger: logger,
 		Registerer:       prometheus.NewRegistry(),
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
@@ -178,7 +179,7 @@ func (c *testCluster) stop(n *testNode) {
 	n.up = false
 	n.rep.Close()
 	n.ep.Close()
-	n.db.Close()
+	n.state.Close()
 }
 
 func (c *testCluster) stopAll() {

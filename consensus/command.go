@@ -84,7 +84,12 @@ type Envelope struct {
 // stored one is ignored, so a retried batch is never applied twice and an
 // older update never overwrites a newer one. An entry whose summary counts
 // nothing means the district no longer shows anything for the subject.
+//
+// It is encoded as a CBOR array [pseudonym, district, summary, seq]: a log
+// entry holds thousands of them, and arrays are smaller and quicker to
+// decode than maps.
 type IndexUpdate struct {
+	_         struct{}            `cbor:",toarray"`
 	Pseudonym credit.Pseudonym    `cbor:"1,keyasint"`
 	District  string              `cbor:"2,keyasint"`
 	Summary   credit.IndexSummary `cbor:"3,keyasint"`

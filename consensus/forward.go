@@ -29,8 +29,12 @@ type applyRequest struct {
 	Body  cbor.RawMessage `cbor:"3,keyasint"`
 }
 
+// applyReply and indexReply say how a forwarded command ended: applied
+// (empty), refused by the FSM, or with an unknown outcome (the leader lost
+// its leadership after proposing: the command may still be applied).
 type applyReply struct {
 	Refused *wireRefusal `cbor:"1,keyasint,omitempty"`
+	Unknown bool         `cbor:"2,keyasint,omitempty"`
 }
 
 type indexRequest struct {
@@ -39,6 +43,7 @@ type indexRequest struct {
 
 type indexReply struct {
 	Refused *wireRefusal `cbor:"1,keyasint,omitempty"`
+	Unknown bool         `cbor:"2,keyasint,omitempty"`
 }
 
 type readIndexReply struct {
@@ -118,7 +123,11 @@ func (r *Replica) handleApply(ctx context.Context, req *exchange.Request) (any, 
 	}
 	f := r.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
 	if err := f.Error(); err != nil {
-		return nil, toExchange(raftError(err))
+		err = raftError(err)
+		if errors.Is(err, ErrOutcomeUnknown) {
+			return applyReply{Unknown: true}, nil
+		}
+		return nil, toExchange(err)
 	}
 	if e, ok := f.Response().(error); ok && e != nil {
 		return applyReply{Refused: toWire(e)}, nil
@@ -140,6 +149,9 @@ func (r *Replica) handleIndex(ctx context.Context, req *exchange.Request) (any, 
 	err := r.batcher.submit(ctx, req.Caller, in.Updates)
 	if w := toWire(err); w != nil {
 		return indexReply{Refused: w}, nil
+	}
+	if errors.Is(err, ErrOutcomeUnknown) {
+		return indexReply{Unknown: true}, nil
 	}
 	if err != nil {
 		return nil, toExchange(err)
@@ -163,8 +175,6 @@ func toExchange(err error) error {
 	switch {
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrClosed):
 		return exchange.Errorf(exchange.CodeUnavailable, "no leader")
-	case errors.Is(err, ErrOutcomeUnknown):
-		return exchange.Errorf(exchange.CodeUnavailable, "leadership lost; outcome unknown")
 	case errors.Is(err, ErrStale), errors.Is(err, context.DeadlineExceeded):
 		return exchange.Errorf(exchange.CodeDeadlineExceeded, "deadline passed")
 	}

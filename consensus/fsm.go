@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -68,7 +69,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			types[cmd.Type] = true
 			f.metrics.applied.WithLabelValues(cmd.Type.String()).Inc()
 		}
-		w.setUint(keyApplied, l.Index)
+		w.put(keyApplied, binary.BigEndian.AppendUint64(nil, l.Index))
 		last = l.Index
 	}
 	if last == applied {
@@ -109,10 +110,7 @@ func (f *FSM) applyCommand(w *writer, c Command, index uint64) any {
 				f.metrics.refused.WithLabelValues(c.Type.String()).Inc()
 				continue
 			}
-			for _, u := range g.Updates {
-				applyIndexUpdate(w, u, index)
-			}
-			w.keep()
+			applyIndexGroup(w, g, index)
 			f.metrics.indexUpdates.Add(float64(len(g.Updates)))
 		}
 		return res
@@ -166,13 +164,38 @@ func (f *FSM) refused(w *writer, c Command, err error) any {
 	return nil
 }
 
-func applyIndexUpdate(w *writer, u IndexUpdate, index uint64) {
-	key := entryKey(u.Pseudonym, u.District)
-	var old entryValue
-	if found := w.getCBOR(key, &old); found && old.Seq >= u.Seq {
-		return // a retried or older update: already reflected
+// applyIndexGroup writes the updates of one authorized group. An update
+// whose Seq is not above the entry's is ignored (a retry, or an older
+// update arriving late). The district's watermark — the highest Seq it
+// has had applied — spares most of those comparisons: every entry of the
+// district holds a Seq at or below it, so an update above it is newer
+// than its entry and is written without reading it. A publisher sends its
+// changes in sequence order, so only retries and races take the read.
+// Authorized updates cannot be refused any more: they are written past
+// the staging (put).
+func applyIndexGroup(w *writer, g IndexGroup, index uint64) {
+	wmKey := watermarkKey(g.Proposer.Region)
+	high := w.getUint(wmKey)
+	wm := high
+	for _, u := range g.Updates {
+		key := entryKey(u.Pseudonym, u.District)
+		if u.Seq <= high {
+			var old entryValue
+			if found := w.getCBOR(key, &old); found && old.Seq >= u.Seq {
+				continue
+			}
+		} else {
+			high = u.Seq
+		}
+		val, err := encMode.Marshal(entryValue{Summary: u.Summary, Seq: u.Seq, Index: index})
+		if err != nil {
+			panic(fmt.Sprintf("consensus: encode index entry: %v", err))
+		}
+		w.put(key, val)
 	}
-	w.setCBOR(key, entryValue{Summary: u.Summary, Seq: u.Seq, Index: index})
+	if high > wm {
+		w.put(wmKey, binary.BigEndian.AppendUint64(nil, high))
+	}
 }
 
 func (f *FSM) applyRegionPut(w *writer, c Command, r Region) error {

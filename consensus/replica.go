@@ -317,6 +317,9 @@ func (r *Replica) Apply(ctx context.Context, t CommandType, actor certs.Identity
 	if reply.Refused != nil {
 		return nil, reply.Refused.err()
 	}
+	if reply.Unknown {
+		return nil, ErrOutcomeUnknown
+	}
 	return nil, nil
 }
 
@@ -379,6 +382,9 @@ func (r *Replica) SubmitIndex(ctx context.Context, updates []IndexUpdate) error 
 	}
 	if reply.Refused != nil {
 		return reply.Refused.err()
+	}
+	if reply.Unknown {
+		return ErrOutcomeUnknown
 	}
 	return nil
 }

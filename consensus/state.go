@@ -22,6 +22,7 @@ import (
 //	x/c/<version:be32>             → credit.Catalog (CBOR), every version kept
 //	x/v/s/<serial, decimal>        → certs.Revocation (CBOR)
 //	x/v/i/<identity URI>           → certs.Suspension (CBOR)
+//	x/w/<district>                 → the highest Seq applied for the district (be64)
 //	x/m/applied                    → last applied log index (be64)
 //	x/m/catalog                    → current catalog version (be32)
 //	x/m/revocations                → revocation list version (be64)
@@ -36,6 +37,7 @@ var (
 	prefixCatalog     = []byte("x/c/")
 	prefixRevoked     = []byte("x/v/s/")
 	prefixSuspended   = []byte("x/v/i/")
+	prefixWatermark   = []byte("x/w/")
 	keyApplied        = []byte("x/m/applied")
 	keyCatalogVersion = []byte("x/m/catalog")
 	keyRevVersion     = []byte("x/m/revocations")
@@ -52,14 +54,20 @@ func entryPrefix(p credit.Pseudonym) []byte {
 	return append(append([]byte(nil), prefixEntry...), p[:]...)
 }
 
+func watermarkKey(district string) []byte {
+	return append(append([]byte(nil), prefixWatermark...), district...)
+}
+
 func regionKey(path string) []byte { return append(append([]byte(nil), prefixRegion...), path...) }
 
 func catalogKey(v int) []byte {
 	return binary.BigEndian.AppendUint32(append([]byte(nil), prefixCatalog...), uint32(v))
 }
 
-// entryValue is what the index keeps per (pseudonym, district).
+// entryValue is what the index keeps per (pseudonym, district), as a CBOR
+// array [summary, seq, index].
 type entryValue struct {
+	_       struct{}            `cbor:",toarray"`
 	Summary credit.IndexSummary `cbor:"1,keyasint"`
 	Seq     uint64              `cbor:"2,keyasint"`
 	Index   uint64              `cbor:"3,keyasint"` // log index that wrote it

@@ -98,6 +98,23 @@ func (w *writer) setUint32(key []byte, v uint32) { w.set(key, binary.BigEndian.A
 
 func (w *writer) delete(key []byte) { w.staged[string(key)] = stagedValue{deleted: true} }
 
+// put writes straight into the transaction, past the staging: for writes
+// that can no longer be refused (an authorized index group, the applied
+// index), which are most of the log. The key must not be staged.
+func (w *writer) put(key, val []byte) {
+	for {
+		err := w.txn.Set(key, val)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			w.renew()
+			continue
+		}
+		if err != nil {
+			panic(fmt.Sprintf("consensus: write state: %v", err))
+		}
+		return
+	}
+}
+
 // scanKeys calls fn for every existing key under prefix, staged writes
 // included, in key order.
 func (w *writer) scanKeys(prefix []byte, fn func(key []byte)) {

@@ -38,10 +38,11 @@ type Node struct {
 	verifier *certs.Verifier
 	key      credit.PseudonymKey // coordinators only
 
-	db  *storage.DB
-	ep  *exchange.Endpoint
-	rep *consensus.Replica
-	pub *consensus.Publisher // districts only
+	db    *storage.DB
+	state *storage.StateDB // the replicated state (consensus)
+	ep    *exchange.Endpoint
+	rep   *consensus.Replica
+	pub   *consensus.Publisher // districts only
 
 	apiLn      net.Listener
 	api        *http.Server
@@ -113,6 +114,11 @@ func Start(cfg Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.db = db
+	state, err := storage.OpenState(storage.Options{Dir: filepath.Join(cfg.DataDir, "state"), EncryptionKey: encKey, Logger: n.log})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.state = state
 	if cfg.PseudonymKeyFile != "" {
 		if n.key, err = credit.LoadPseudonymKey(cfg.PseudonymKeyFile); err != nil {
 			return nil, fmt.Errorf("node: pseudonym_key_file: %w", err)
@@ -132,7 +138,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	}
 	rep, err := consensus.Open(consensus.Config{
 		Self: cfg.Identity(), Advertise: advertise, Dir: filepath.Join(cfg.DataDir, "raft"),
-		DB: db.Badger(), Endpoint: ep, Revocations: n.revs, Voter: cfg.IsVoter(),
+		DB: state.Badger(), Endpoint: ep, Revocations: n.revs, Voter: cfg.IsVoter(),
 		PseudonymKey: n.key, TestMode: cfg.TestMode, Coordinators: cfg.Coordinators,
 		Logger: n.log, Registerer: n.registry,
 		HeartbeatTimeout: opts.RaftTiming.Heartbeat, ElectionTimeout: opts.RaftTiming.Election,
@@ -371,6 +377,11 @@ func (n *Node) closeAll() error {
 	if n.ep != nil {
 		if err := n.ep.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("exchange: %w", err))
+		}
+	}
+	if n.state != nil {
+		if err := n.state.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("state: %w", err))
 		}
 	}
 	if n.db != nil {

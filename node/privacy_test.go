@@ -85,36 +85,41 @@ func TestCoordinatorStateHoldsNoPersonalData(t *testing.T) {
 		}
 	}
 
-	// Badger: every key and value, decoded.
+	// Badger: every key and value of both databases (records and
+	// replicated state), decoded.
 	db, err := storage.Open(storage.Options{Dir: filepath.Join(data, "db"), GCInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pairs, auditEntries := 0, 0
-	err = db.Badger().View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.DefaultIteratorOptions)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			check("badger key "+string(item.Key()[:2]), item.Key())
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			check("badger value under "+string(item.Key()[:2]), v)
-			pairs++
-			if bytes.HasPrefix(item.Key(), []byte("a/")) {
-				auditEntries++
-			}
-		}
-		return nil
-	})
-	db.Close()
+	state, err := storage.OpenState(storage.Options{Dir: filepath.Join(data, "state")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pairs < 10 || auditEntries == 0 {
-		t.Fatalf("scanned %d pairs, %d audit entries: the scan looked at nothing", pairs, auditEntries)
+	counts := map[string]int{}
+	for name, bdb := range map[string]*badger.DB{"records": db.Badger(), "state": state.Badger()} {
+		err := bdb.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.DefaultIteratorOptions)
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				item := it.Item()
+				check(name+" key "+string(item.Key()[:2]), item.Key())
+				v, err := item.ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				check(name+" value under "+string(item.Key()[:2]), v)
+				counts[name+" "+string(item.Key()[:2])]++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	state.Close()
+	if counts["records a/"] == 0 || counts["state x/"] < 10 {
+		t.Fatalf("scanned %v: the scan looked at nothing", counts)
 	}
 
 	// The Raft log, entry by entry.

@@ -150,7 +150,13 @@ func (db *DB) load() error {
 			if err != nil {
 				return engine(err)
 			}
-			if string(v) != layoutVersion {
+			switch string(v) {
+			case layoutVersion:
+			case "1":
+				if err := migrateOutboxOrder(txn); err != nil {
+					return err
+				}
+			default:
 				return ErrLayoutVersion
 			}
 		}
@@ -180,6 +186,11 @@ func getCounter(txn *badger.Txn, key []byte) (uint64, error) {
 	}
 	return parseBE64(v)
 }
+
+// Badger returns the underlying database, for inspection (tools, tests
+// that look at every key). It stays valid until Close; writing through it
+// bypasses every guarantee of this package.
+func (db *DB) Badger() *badger.DB { return db.raw }
 
 // enter marks the start of a public operation; it fails once Close began.
 func (db *DB) enter() error {
@@ -260,4 +271,31 @@ func (db *DB) gcLoop(every time.Duration) {
 			}
 		}
 	}
+}
+
+// migrateOutboxOrder upgrades layout 1 to 2: it adds the O/ family (the
+// outbox in sequence order) for the markers already in o/.
+func migrateOutboxOrder(txn *badger.Txn) error {
+	p := []byte{famOutbox, '/'}
+	type marker struct {
+		subject string
+		seq     uint64
+	}
+	var ms []marker
+	if err := scanPrefix(txn, p, true, func(key, val []byte) error {
+		seq, err := parseBE64(val)
+		if err != nil {
+			return err
+		}
+		ms = append(ms, marker{string(key[len(p):]), seq})
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if err := txn.Set(outboxSeqKey(m.seq), []byte(m.subject)); err != nil {
+			return engine(err)
+		}
+	}
+	return engine(txn.Set(metaLayoutKey, []byte(layoutVersion)))
 }

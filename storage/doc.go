@@ -1,10 +1,10 @@
 // Package storage is a node's durable state in one Badger v4 database:
 // personal public credit records with their versions and indexes, the
 // outbox of pending index updates, the tamper-evident audit log and the
-// district's cache of pseudonyms; the Raft FSM state lives here too, under
-// a family the consensus package owns.
+// district's cache of pseudonyms; and, in a second database (StateDB), the
+// replicated state of the Raft FSM.
 //
-// # Key layout (version 1)
+// # Key layout (version 2)
 //
 // One Badger DB per node. Every key starts with a one-byte family and '/'
 // (the audit head is "a!head", outside the "a/" range). Textual parts are
@@ -17,6 +17,7 @@
 //	s/<subject>\x00<department>\x00<id>        → empty: subject index (latest subject only)
 //	i/<id>\x00<department>                     → empty: by-id index (FindRecord)
 //	o/<subject>                                → seq:be64: outbox marker, subject needs an index update
+//	O/<seq:be64>                               → subject: the same markers in sequence order (drain order)
 //	a/<seq:be64>                               → CBOR AuditEntry (with Seq, Prev, Hash)
 //	a!head                                     → CBOR {seq, hash} of the last audit entry
 //	A/<pseudonym>\x00<seq:be64>                → empty: audit entries by subject pseudonym
@@ -25,10 +26,12 @@
 //	m/records                                  → be64: number of records (CountRecords)
 //	n/<subject>                                → 16 bytes: the subject's pseudonym (pseudonyms.go)
 //
-// Owned by the consensus package, written only by its FSM through Badger():
+// The replicated state (Raft FSM) is in a second Badger database beside
+// this one, a StateDB (state.go), tuned for a single writer whose writes the
+// Raft log can rebuild; its only family is owned by the consensus package:
 //
-//	x/…   replicated state: index entries, regions, catalog versions,
-//	      revocations (layout in consensus/state.go)
+//	x/…   index entries, regions, catalog versions, revocations, the
+//	      applied index (layout in consensus/state.go)
 //
 // Reserved for later issues:
 //

@@ -16,6 +16,7 @@ const (
 	famSubject   = 's' // s/<subject>\x00<department>\x00<id> → empty
 	famByID      = 'i' // i/<id>\x00<department> → empty
 	famOutbox    = 'o' // o/<subject> → seq:be64
+	famOutboxSeq = 'O' // O/<seq:be64> → subject (the outbox in sequence order)
 	famAudit     = 'a' // a/<seq:be64> → CBOR AuditEntry
 	famAuditSubj = 'A' // A/<pseudonym>\x00<seq:be64> → empty
 	famMeta      = 'm' // m/<name> → value
@@ -30,7 +31,7 @@ const (
 )
 
 // layoutVersion is the version of the key layout, stored under m/layout.
-const layoutVersion = "1"
+const layoutVersion = "2"
 
 // maxKeyPart bounds each textual key part (department, id, subject).
 const maxKeyPart = 256
@@ -113,6 +114,10 @@ func idKey(id, dept string) []byte {
 
 func outboxKey(subject string) []byte {
 	return append(prefix(famOutbox, len(subject)), subject...)
+}
+
+func outboxSeqKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(prefix(famOutboxSeq, 8), seq)
 }
 
 func auditKey(seq uint64) []byte {

@@ -243,3 +243,38 @@ func TestValueLogGC(t *testing.T) {
 		t.Fatalf("in memory: %v", err)
 	}
 }
+
+func TestOpenStateEncrypted(t *testing.T) {
+	dir := t.TempDir()
+	key := make([]byte, 32)
+	key[0] = 7
+	s, err := OpenState(Options{Dir: dir, EncryptionKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Badger().Opts().SyncWrites || s.Badger().Opts().DetectConflicts {
+		t.Fatal("the state database syncs or detects conflicts")
+	}
+	if err := s.Badger().Update(func(txn *badger.Txn) error { return txn.Set([]byte("x/test"), []byte("v")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	other := make([]byte, 32)
+	if _, err := OpenState(Options{Dir: dir, EncryptionKey: other}); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("wrong key: %v", err)
+	}
+	s, err = OpenState(Options{Dir: dir, EncryptionKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Badger().View(func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte("x/test"))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("value lost across close: %v", err)
+	}
+}

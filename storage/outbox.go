@@ -16,7 +16,8 @@ type OutboxItem struct {
 }
 
 // PendingSubjects returns up to limit marked subjects (all when limit <= 0)
-// in subject order.
+// in the order they were marked (sequence order), so that a drainer sends a
+// district's changes in the order they happened.
 //
 // The outbox holds no deltas: the drainer recomputes the subject's index
 // summary (flags and counts) from the records as they are now
@@ -25,15 +26,15 @@ type OutboxItem struct {
 // AckOutbox with the items it read.
 func (db *DB) PendingSubjects(limit int) ([]OutboxItem, error) {
 	var out []OutboxItem
-	p := []byte{famOutbox, '/'}
+	p := []byte{famOutboxSeq, '/'}
 	err := db.view(func(txn *badger.Txn) error {
 		errStop := errors.New("stop")
 		err := scanPrefix(txn, p, true, func(key, val []byte) error {
-			seq, err := parseBE64(val)
+			seq, err := parseBE64(key[len(p):])
 			if err != nil {
 				return err
 			}
-			out = append(out, OutboxItem{Subject: string(key[len(p):]), Seq: seq})
+			out = append(out, OutboxItem{Subject: string(val), Seq: seq})
 			if limit > 0 && len(out) >= limit {
 				return errStop
 			}
@@ -82,6 +83,9 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 				}
 				if seq == it.Seq {
 					if err := txn.Delete(key); err != nil {
+						return err
+					}
+					if err := txn.Delete(outboxSeqKey(seq)); err != nil {
 						return err
 					}
 				}

@@ -25,12 +25,13 @@ func TestOutboxAck(t *testing.T) {
 	if err := db.AckOutbox(page); err != nil {
 		t.Fatal(err)
 	}
+	// Sequence order: subject 3 (marked third), then subject 1 (re-marked).
 	left := mustPending(t, db)
-	if len(left) != 2 || left[0].Subject != testSubject(1) || left[1].Subject != testSubject(3) {
+	if len(left) != 2 || left[0].Subject != testSubject(3) || left[1].Subject != testSubject(1) {
 		t.Fatalf("after ack = %+v", left)
 	}
-	if left[0].Seq <= page[0].Seq {
-		t.Fatalf("newer marker has seq %d, not above %d", left[0].Seq, page[0].Seq)
+	if left[1].Seq <= page[0].Seq {
+		t.Fatalf("newer marker has seq %d, not above %d", left[1].Seq, page[0].Seq)
 	}
 	// Acking twice, or acking a subject with no marker, is harmless.
 	if err := db.AckOutbox(append(page, OutboxItem{Subject: testSubject(9), Seq: 1})); err != nil {

@@ -9,11 +9,6 @@ import (
 	"credfed/credit"
 )
 
-// Badger returns the underlying database for the families another package
-// owns (the consensus package's x/ replicated state). It stays valid until
-// Close; never write outside your own family.
-func (db *DB) Badger() *badger.DB { return db.raw }
-
 func pseudonymKey(subject string) []byte {
 	return append(prefix(famPseudonym, len(subject)), subject...)
 }

@@ -363,7 +363,7 @@ func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int,
 		}
 		for _, s := range subjects {
 			st.seq++
-			if err := txn.Set(outboxKey(s), be64(st.seq)); err != nil {
+			if err := markOutbox(txn, s, st.seq); err != nil {
 				return 0, nil, err
 			}
 		}
@@ -646,3 +646,32 @@ func (db *DB) FindRecord(id string) ([]credit.Record, error) {
 // is a counter kept in the same transactions as the records (m/records), so
 // it costs nothing to read.
 func (db *DB) CountRecords() int64 { return db.records.Load() }
+
+// markOutbox marks subject in the outbox with seq, in both of its
+// families: o/<subject> (one marker per subject) and O/<seq> (the same
+// markers in sequence order, which is the order the drainer sends them in).
+// A previous marker of the subject is replaced.
+func markOutbox(txn *badger.Txn, subject string, seq uint64) error {
+	key := outboxKey(subject)
+	item, err := txn.Get(key)
+	switch {
+	case err == nil:
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		old, err := parseBE64(v)
+		if err != nil {
+			return err
+		}
+		if err := txn.Delete(outboxSeqKey(old)); err != nil {
+			return err
+		}
+	case !errors.Is(err, badger.ErrKeyNotFound):
+		return err
+	}
+	if err := txn.Set(key, be64(seq)); err != nil {
+		return err
+	}
+	return txn.Set(outboxSeqKey(seq), []byte(subject))
+}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"credfed/credit"
 )
 
@@ -241,7 +243,12 @@ func TestDeleteRecord(t *testing.T) {
 	}
 	// Both subjects the record ever had are marked for an index update.
 	pending := mustPending(t, db)
-	if len(pending) != 2 || pending[0].Subject != testSubject(1) || pending[1].Subject != testSubject(3) {
+	subjects := []string{}
+	for _, p := range pending {
+		subjects = append(subjects, p.Subject)
+	}
+	slices.Sort(subjects)
+	if len(subjects) != 2 || subjects[0] != testSubject(1) || subjects[1] != testSubject(3) {
 		t.Fatalf("outbox after delete = %+v", pending)
 	}
 	if n := db.CountRecords(); n != 1 {
@@ -380,7 +387,8 @@ func TestReopenKeepsCountersAndSequence(t *testing.T) {
 	}
 	mustSubmit(t, db, testRecord("R3", 1))
 	after := mustPending(t, db)
-	if after[0].Subject != testSubject(1) || after[0].Seq <= first[1].Seq {
+	// Sequence order: subject 2 (seq 2) first, then subject 1, re-marked.
+	if len(after) != 2 || after[1].Subject != testSubject(1) || after[1].Seq <= first[1].Seq {
 		t.Fatalf("outbox seq went back after reopen: before %+v, after %+v", first, after)
 	}
 }
@@ -422,5 +430,60 @@ func TestPseudonymCache(t *testing.T) {
 	}
 	if err := db.PutPseudonyms(map[string]credit.Pseudonym{"": p}); err == nil {
 		t.Fatal("empty subject cached")
+	}
+}
+
+func TestOutboxDrainsInSequenceOrder(t *testing.T) {
+	db := openTest(t, Options{Dir: t.TempDir()})
+	// Subjects marked in the order 3, 1, 2, then 3 again.
+	for i, n := range []int{3, 1, 2, 3} {
+		mustSubmit(t, db, testRecord(fmt.Sprintf("S%d", i), n))
+	}
+	got := mustPending(t, db)
+	want := []string{testSubject(1), testSubject(2), testSubject(3)}
+	if len(got) != 3 {
+		t.Fatalf("pending %+v", got)
+	}
+	for i, w := range want {
+		if got[i].Subject != w || (i > 0 && got[i].Seq <= got[i-1].Seq) {
+			t.Fatalf("pending not in sequence order: %+v", got)
+		}
+	}
+	if err := db.AckOutbox(got[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if rest := mustPending(t, db); len(rest) != 1 || rest[0] != got[2] {
+		t.Fatalf("after ack: %+v", rest)
+	}
+	if n, _ := db.OutboxLen(); n != 1 {
+		t.Fatalf("OutboxLen %d", n)
+	}
+}
+
+func TestOpenMigratesLayout1(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(Options{Dir: dir, GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSubmit(t, db, testRecord("M1", 1))
+	mustSubmit(t, db, testRecord("M2", 2))
+	// Make it a layout-1 directory: no O/ family, m/layout "1".
+	err = db.raw.Update(func(txn *badger.Txn) error {
+		for seq := uint64(1); seq <= 2; seq++ {
+			if err := txn.Delete(outboxSeqKey(seq)); err != nil {
+				return err
+			}
+		}
+		return txn.Set(metaLayoutKey, []byte("1"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db = openTest(t, Options{Dir: dir})
+	got := mustPending(t, db)
+	if len(got) != 2 || got[0].Subject != testSubject(1) || got[1].Subject != testSubject(2) {
+		t.Fatalf("pending after migration: %+v", got)
 	}
 }
