@@ -1,15 +1,17 @@
 // Package consensus keeps the small state the federation agrees on — the
 // index of which districts hold something about a subject, the region
 // registry, the catalog and the certificate revocation list — in
-// hashicorp/raft, with the state itself in the node's Badger database.
+// hashicorp/raft, with the state itself in a Badger database of the node.
 //
 // # Replicated state
 //
 // The FSM (fsm.go) is thin: it decodes each log entry, asks authz.go
 // whether the entry's proposer may issue it, and writes through a staging
 // writer (writer.go) so that a refused command changes nothing. The state
-// (state.go) lives under the x/ family of the node's Badger database, so an
-// index replica is bounded by disk, not RAM: index entries keyed by
+// (state.go) lives under the x/ family of the node's state database
+// (storage.OpenState: no sync per write, since the Raft log and snapshots
+// are the durable record), so an index replica is bounded by disk, not
+// RAM: index entries keyed by
 // (pseudonym, district) holding only counts and flags (credit.IndexSummary),
 // the region registry, every catalog version, revocations and suspensions,
 // and the applied index. Snapshots (snapshot.go) stream the x/ family from
@@ -49,7 +51,10 @@
 // that arrive while earlier entries are in flight into one log entry, so
 // the disk syncs per update fall as load rises. Index updates are
 // absolute, with the district's sequence number: a retried or late update
-// is ignored, so forwarding is idempotent. A district writes each accepted
+// is ignored, so forwarding is idempotent. Each district's highest applied
+// sequence number (its watermark) is replicated too: an update above it is
+// newer than its entry and is written without reading it, and since a
+// district's outbox drains in sequence order, that is nearly every update. A district writes each accepted
 // record and its outbox marker in one synced Badger write (storage) and
 // its Publisher (publisher.go) drains the outbox to the leader, retrying
 // across leader changes and restarts, so an acknowledged record always
