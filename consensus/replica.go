@@ -181,27 +181,13 @@ func Open(cfg Config) (*Replica, error) {
 	rc.BatchApplyCh = true
 	rc.NoSnapshotRestoreOnStart = true // the state is on disk; see catchUpFromSnapshot
 	rc.NoLegacyTelemetry = true
-	if cfg.HeartbeatTimeout > 0 {
-		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
-	}
-	if cfg.ElectionTimeout > 0 {
-		rc.ElectionTimeout = cfg.ElectionTimeout
-	}
-	if cfg.LeaderLeaseTimeout > 0 {
-		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
-	}
-	if cfg.CommitTimeout > 0 {
-		rc.CommitTimeout = cfg.CommitTimeout
-	}
-	if cfg.SnapshotThreshold > 0 {
-		rc.SnapshotThreshold = cfg.SnapshotThreshold
-	}
-	if cfg.TrailingLogs > 0 {
-		rc.TrailingLogs = cfg.TrailingLogs
-	}
-	if cfg.SnapshotInterval > 0 {
-		rc.SnapshotInterval = cfg.SnapshotInterval
-	}
+	override(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
+	override(&rc.ElectionTimeout, cfg.ElectionTimeout)
+	override(&rc.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout)
+	override(&rc.CommitTimeout, cfg.CommitTimeout)
+	override(&rc.SnapshotInterval, cfg.SnapshotInterval)
+	override(&rc.SnapshotThreshold, cfg.SnapshotThreshold)
+	override(&rc.TrailingLogs, cfg.TrailingLogs)
 	ra, err := raft.NewRaft(rc, r.fsm, wal, wal, snaps, r.trans)
 	if err != nil {
 		r.trans.Close()
@@ -530,3 +516,10 @@ func (r *Replica) closeLog() error {
 // options returns its arguments as a slice of their (possibly unexported)
 // type, so that optional ones can be appended.
 func options[O any](opts ...O) []O { return opts }
+
+// override sets *dst to v unless v is zero (keep raft's default).
+func override[T time.Duration | uint64](dst *T, v T) {
+	if v > 0 {
+		*dst = v
+	}
+}
