@@ -52,7 +52,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	root := &command{name: "credfed", summary: intro, sub: commands()}
-	err := dispatch(root, args, stdout, stderr)
+	err := dispatch(root, root.name, args, stdout, stderr)
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
@@ -65,31 +65,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func dispatch(c *command, args []string, stdout, stderr io.Writer) error {
+func dispatch(c *command, path string, args []string, stdout, stderr io.Writer) error {
 	if c.sub == nil {
 		return c.run(args, stdout, stderr)
 	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		printGroupHelp(c, stdout)
+		printGroupHelp(c, path, stdout)
 		if len(args) == 0 {
-			return usageErrorf("%s needs a subcommand", c.name)
+			return usageErrorf("%s needs a subcommand", path)
 		}
 		return nil
 	}
 	for _, s := range c.sub {
 		if s.name == args[0] {
-			return dispatch(s, args[1:], stdout, stderr)
+			return dispatch(s, path+" "+s.name, args[1:], stdout, stderr)
 		}
 	}
-	return usageErrorf("%s has no subcommand %q (see '%s --help')", c.name, args[0], c.name)
+	return usageErrorf("%s has no subcommand %q (see '%s --help')", path, args[0], path)
 }
 
-func printGroupHelp(c *command, w io.Writer) {
-	fmt.Fprintf(w, "%s\n\nUsage: %s <command> [flags]\n\nCommands:\n", c.summary, c.name)
+func printGroupHelp(c *command, path string, w io.Writer) {
+	fmt.Fprintf(w, "%s\n\nUsage: %s <command> [flags]\n\nCommands:\n", c.summary, path)
 	for _, s := range c.sub {
 		fmt.Fprintf(w, "  %-12s %s\n", s.name, firstLine(s.summary))
 	}
-	fmt.Fprintf(w, "\nRun '%s <command> --help' for the flags of a command.\n", c.name)
+	fmt.Fprintf(w, "\nRun '%s <command> --help' for the flags of a command.\n", path)
 }
 
 func firstLine(s string) string {
