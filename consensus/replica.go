@@ -498,6 +498,12 @@ func (r *Replica) Close() error {
 		if e := r.trans.Close(); e != nil && err == nil {
 			err = e
 		}
+		// Raft answers heartbeats on the transport's conn handlers, which
+		// outlive Shutdown and write the term to the log's stable store:
+		// close the log only once they have returned.
+		if !r.stream.closeInbound(5 * time.Second) {
+			r.log.Warn("raft conn handlers still running at close")
+		}
 		if e := r.closeLog(); e != nil && err == nil {
 			err = e
 		}

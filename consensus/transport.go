@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -28,18 +29,75 @@ type streamLayer struct {
 	// wait for dials to peers that are gone.
 	ctx  context.Context
 	stop context.CancelFunc
+
+	// Accepted conns, until raft's handler of each returns (it closes the
+	// conn). Raft answers heartbeats on those handlers, outside its main
+	// loop, and writes the term to the stable store when it does: the log
+	// may only close once they are all done (closeInbound).
+	mu      sync.Mutex
+	inbound map[*inboundConn]struct{}
+	wg      sync.WaitGroup
 }
 
 func newStreamLayer(ep *exchange.Endpoint, advertise string) *streamLayer {
 	ctx, stop := context.WithCancel(context.Background())
-	return &streamLayer{ep: ep, ln: ep.RaftListener(), advertise: textAddr(advertise), ctx: ctx, stop: stop}
+	return &streamLayer{ep: ep, ln: ep.RaftListener(), advertise: textAddr(advertise), ctx: ctx, stop: stop,
+		inbound: map[*inboundConn]struct{}{}}
+}
+
+// inboundConn is an accepted conn whose Close tells the stream layer that
+// raft's handler of it has returned.
+type inboundConn struct {
+	net.Conn
+	once sync.Once
+	s    *streamLayer
+}
+
+func (c *inboundConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.inbound, c)
+		c.s.mu.Unlock()
+		c.s.wg.Done()
+	})
+	return err
+}
+
+// closeInbound closes every accepted conn and waits (at most timeout) for
+// raft's handlers of them to return.
+func (s *streamLayer) closeInbound(timeout time.Duration) bool {
+	s.mu.Lock()
+	for c := range s.inbound {
+		c.Conn.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
-func (s *streamLayer) Accept() (net.Conn, error) { return s.ln.Accept() }
-func (s *streamLayer) Close() error              { return s.ln.Close() }
-func (s *streamLayer) Addr() net.Addr            { return s.advertise }
+func (s *streamLayer) Accept() (net.Conn, error) {
+	c, err := s.ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	ic := &inboundConn{Conn: c, s: s}
+	s.mu.Lock()
+	s.inbound[ic] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	return ic, nil
+}
+func (s *streamLayer) Close() error   { return s.ln.Close() }
+func (s *streamLayer) Addr() net.Addr { return s.advertise }
 
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -170,17 +171,19 @@ func CreateLocal(spec LocalSpec) (LocalLayout, error) {
 		d := demoDistricts[city][i/len(demoCities)]
 		plans = append(plans, plan{d.short, demoProvince.short + "/" + demoCities[city].short + "/" + d.short, d.title, certs.District})
 	}
+	ports := newPortPicker()
+	defer ports.release()
 	for _, p := range plans {
-		ports := [3]string{p.name + ":" + ComposeExchangePort, p.name + ":" + ComposeAPIPort, p.name + ":" + ComposeMetricsPort}
+		addrs := [3]string{p.name + ":" + ComposeExchangePort, p.name + ":" + ComposeAPIPort, p.name + ":" + ComposeMetricsPort}
 		if !spec.Compose {
 			var err error
-			if ports, err = freePorts(); err != nil {
+			if addrs, err = ports.pick(); err != nil {
 				return LocalLayout{}, err
 			}
 		}
 		l.Nodes = append(l.Nodes, LocalNode{Name: p.name, Role: p.role, Region: p.region, Title: p.title,
 			ConfigPath: filepath.Join(dir, "nodes", p.name, "node.yaml"),
-			Exchange:   ports[0], API: ports[1], Metrics: ports[2]})
+			Exchange:   addrs[0], API: addrs[1], Metrics: addrs[2]})
 	}
 	for _, ln := range l.Nodes {
 		if err := writeNodeFiles(ca, dir, ln, l.Nodes, spec); err != nil {
@@ -252,25 +255,42 @@ func readLayout(dir string) (LocalLayout, error) {
 	return l, nil
 }
 
-// freePorts picks a free UDP port (exchange) and two free TCP ports (API,
+// portPicker picks free loopback ports and holds them until release, so
+// that no two picks of one federation get the same port (a port closed
+// at once may be handed out again by the next bind).
+type portPicker struct {
+	held []io.Closer
+}
+
+func newPortPicker() *portPicker { return &portPicker{} }
+
+// pick returns a free UDP port (exchange) and two free TCP ports (API,
 // metrics) on 127.0.0.1.
-func freePorts() ([3]string, error) {
+func (p *portPicker) pick() ([3]string, error) {
 	var out [3]string
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		return out, err
 	}
+	p.held = append(p.held, pc)
 	out[0] = pc.LocalAddr().String()
-	pc.Close()
 	for i := 1; i < 3; i++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return out, err
 		}
+		p.held = append(p.held, ln)
 		out[i] = ln.Addr().String()
-		ln.Close()
 	}
 	return out, nil
+}
+
+// release frees the ports for the nodes to bind.
+func (p *portPicker) release() {
+	for _, c := range p.held {
+		c.Close()
+	}
+	p.held = nil
 }
 
 // writeNodeFiles issues a node's certificate and writes its configuration.
