@@ -22,12 +22,13 @@ var (
 	// ErrNotFound: the command names a region or identity that is not there.
 	ErrNotFound = errors.New("consensus: not found")
 
-	// ErrNoLeader: there is no leader to take the command right now; try
-	// again later.
+	// ErrNoLeader: there is no leader to take the command right now; it
+	// was certainly not applied. Try again later.
 	ErrNoLeader = errors.New("consensus: no leader")
-	// ErrOutcomeUnknown: leadership was lost after the command was handed
-	// to Raft; it may or may not be applied. Retry only idempotent commands.
-	ErrOutcomeUnknown = errors.New("consensus: outcome unknown (leadership lost)")
+	// ErrOutcomeUnknown: the command may or may not be applied: leadership
+	// was lost after it was handed to Raft, or the leader could not be
+	// reached or stopped answering. Retry only idempotent commands.
+	ErrOutcomeUnknown = errors.New("consensus: outcome unknown")
 	// ErrClosed: the replica is shutting down.
 	ErrClosed = errors.New("consensus: closed")
 	// ErrStale: a strong read could not be served before its deadline.

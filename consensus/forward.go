@@ -30,11 +30,14 @@ type applyRequest struct {
 }
 
 // applyReply and indexReply say how a forwarded command ended: applied
-// (empty), refused by the FSM, or with an unknown outcome (the leader lost
-// its leadership after proposing: the command may still be applied).
+// (empty), refused by the FSM, not taken because the node is not the
+// leader (certainly not applied: ask the leader), or with an unknown
+// outcome (the leader lost its leadership after proposing: the command
+// may still be applied).
 type applyReply struct {
-	Refused *wireRefusal `cbor:"1,keyasint,omitempty"`
-	Unknown bool         `cbor:"2,keyasint,omitempty"`
+	Refused   *wireRefusal `cbor:"1,keyasint,omitempty"`
+	Unknown   bool         `cbor:"2,keyasint,omitempty"`
+	NotLeader bool         `cbor:"3,keyasint,omitempty"`
 }
 
 type indexRequest struct {
@@ -42,12 +45,20 @@ type indexRequest struct {
 }
 
 type indexReply struct {
-	Refused *wireRefusal `cbor:"1,keyasint,omitempty"`
-	Unknown bool         `cbor:"2,keyasint,omitempty"`
+	Refused   *wireRefusal `cbor:"1,keyasint,omitempty"`
+	Unknown   bool         `cbor:"2,keyasint,omitempty"`
+	NotLeader bool         `cbor:"3,keyasint,omitempty"`
 }
 
 type readIndexReply struct {
-	Index uint64 `cbor:"1,keyasint"`
+	Index     uint64 `cbor:"1,keyasint"`
+	NotLeader bool   `cbor:"2,keyasint,omitempty"`
+}
+
+// notTaken reports whether err says that a command was certainly not
+// proposed (no leader here, or closing before proposing it).
+func notTaken(err error) bool {
+	return (errors.Is(err, ErrNoLeader) || errors.Is(err, ErrClosed)) && !errors.Is(err, ErrOutcomeUnknown)
 }
 
 // wireRefusal carries a *RefusedError back to the proposer.
@@ -99,11 +110,9 @@ func (r *Replica) registerHandlers() {
 	}
 }
 
-var errNotLeader = exchange.Errorf(exchange.CodeUnavailable, "not the leader")
-
 func (r *Replica) handleApply(ctx context.Context, req *exchange.Request) (any, error) {
 	if !r.IsLeader() {
-		return nil, errNotLeader
+		return applyReply{NotLeader: true}, nil
 	}
 	var in applyRequest
 	if err := req.Decode(&in); err != nil {
@@ -124,8 +133,11 @@ func (r *Replica) handleApply(ctx context.Context, req *exchange.Request) (any, 
 	f := r.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
 	if err := f.Error(); err != nil {
 		err = raftError(err)
-		if errors.Is(err, ErrOutcomeUnknown) {
+		switch {
+		case errors.Is(err, ErrOutcomeUnknown):
 			return applyReply{Unknown: true}, nil
+		case notTaken(err):
+			return applyReply{NotLeader: true}, nil
 		}
 		return nil, toExchange(err)
 	}
@@ -137,7 +149,7 @@ func (r *Replica) handleApply(ctx context.Context, req *exchange.Request) (any, 
 
 func (r *Replica) handleIndex(ctx context.Context, req *exchange.Request) (any, error) {
 	if !r.IsLeader() {
-		return nil, errNotLeader
+		return indexReply{NotLeader: true}, nil
 	}
 	var in indexRequest
 	if err := req.Decode(&in); err != nil {
@@ -150,8 +162,11 @@ func (r *Replica) handleIndex(ctx context.Context, req *exchange.Request) (any, 
 	if w := toWire(err); w != nil {
 		return indexReply{Refused: w}, nil
 	}
-	if errors.Is(err, ErrOutcomeUnknown) {
+	switch {
+	case errors.Is(err, ErrOutcomeUnknown):
 		return indexReply{Unknown: true}, nil
+	case notTaken(err):
+		return indexReply{NotLeader: true}, nil
 	}
 	if err != nil {
 		return nil, toExchange(err)
@@ -161,9 +176,12 @@ func (r *Replica) handleIndex(ctx context.Context, req *exchange.Request) (any, 
 
 func (r *Replica) handleReadIndex(ctx context.Context, req *exchange.Request) (any, error) {
 	if !r.IsLeader() {
-		return nil, errNotLeader
+		return readIndexReply{NotLeader: true}, nil
 	}
 	index, err := r.leaderReadIndex(ctx)
+	if notTaken(err) {
+		return readIndexReply{NotLeader: true}, nil
+	}
 	if err != nil {
 		return nil, toExchange(err)
 	}
@@ -189,7 +207,9 @@ func fromWire(err error) error {
 	}
 	switch e.Code {
 	case exchange.CodeUnavailable:
-		return fmt.Errorf("%w: %s", ErrNoLeader, e.Message)
+		// Unreachable, overloaded, or the connection lost while waiting
+		// for the answer: whether the leader took the request is unknown.
+		return fmt.Errorf("%w: %s", ErrOutcomeUnknown, e.Message)
 	case exchange.CodeDeadlineExceeded, exchange.CodeCanceled:
 		return fmt.Errorf("consensus: leader: %w: %s", context.DeadlineExceeded, e.Message)
 	case exchange.CodeForbidden, exchange.CodeUnauthenticated:

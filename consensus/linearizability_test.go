@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -27,9 +28,11 @@ import (
 // write of s sets it to max(state, s); a read returns the entry's Seq, 0 if
 // there is none).
 //
-// A write that returns an error has an unknown outcome (a timeout, a lost
-// leadership, a forward that reached a leader that then died: the entry may
-// still commit under the next leader), so it is recorded as never returning:
+// A write refused with ErrNoLeader was certainly not applied (no leader
+// took it) and is left out. A write that returns any other error has an
+// unknown outcome (a timeout, a lost leadership, a forward that reached a
+// leader that then died: the entry may still commit under the next
+// leader), so it is recorded as never returning:
 // its return time is after the end of the history, and the checker may put
 // its effect anywhere after its call, or nowhere visible. A failed read
 // constrains nothing and is left out. A checker timeout (porcupine.Unknown)
@@ -70,7 +73,7 @@ func TestLinearizability_LeaderKills(t *testing.T) {
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var writesOK, writesUnknown, readsOK, readsFailed atomic.Int64
+	var writesOK, writesUnknown, writesRefused, readsOK, readsFailed atomic.Int64
 	// Writers: three per district, sharing the keys of their district, so
 	// that writes of one key race (and a lower Seq may arrive last).
 	for d, dn := range districts {
@@ -94,6 +97,13 @@ func TestLinearizability_LeaderKills(t *testing.T) {
 					ret := h.now()
 					cancel()
 					in := linInput{write: true, seq: seq}
+					if errors.Is(err, ErrNoLeader) {
+						// Certainly not applied (no leader took it): not an
+						// operation of the history.
+						writesRefused.Add(1)
+						time.Sleep(time.Duration(10+rng.IntN(20)) * time.Millisecond)
+						continue
+					}
 					if err != nil {
 						h.add(3*d+w, linKey{k, d}, in, 0, call, -1, "write failed: "+err.Error())
 						writesUnknown.Add(1)
@@ -176,8 +186,8 @@ func TestLinearizability_LeaderKills(t *testing.T) {
 		}
 	}
 
-	t.Logf("history: %v, %d leader kill(s) (%v); writes: %d acknowledged, %d unknown; strong reads: %d answered, %d failed",
-		time.Since(start).Round(time.Millisecond), kills, killed, writesOK.Load(), writesUnknown.Load(), readsOK.Load(), readsFailed.Load())
+	t.Logf("history: %v, %d leader kill(s) (%v); writes: %d acknowledged, %d unknown, %d not taken (no leader); strong reads: %d answered, %d failed",
+		time.Since(start).Round(time.Millisecond), kills, killed, writesOK.Load(), writesUnknown.Load(), writesRefused.Load(), readsOK.Load(), readsFailed.Load())
 	if writesOK.Load() < 50 || readsOK.Load() < 50 {
 		t.Fatalf("history too thin to mean anything: %d writes, %d reads acknowledged", writesOK.Load(), readsOK.Load())
 	}

@@ -101,7 +101,7 @@ func (p *Publisher) run() {
 		p.mu.Unlock()
 		wait := time.Duration(0)
 		if err != nil {
-			if !errors.Is(err, ErrNoLeader) && !errors.Is(err, context.Canceled) {
+			if !errors.Is(err, ErrNoLeader) && !errors.Is(err, ErrOutcomeUnknown) && !errors.Is(err, context.Canceled) {
 				p.log.Warn("outbox not drained; will retry", "error", err, "retry_in", backoff)
 			}
 			wait = backoff

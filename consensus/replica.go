@@ -306,6 +306,9 @@ func (r *Replica) Apply(ctx context.Context, t CommandType, actor certs.Identity
 	if reply.Unknown {
 		return nil, ErrOutcomeUnknown
 	}
+	if reply.NotLeader {
+		return nil, fmt.Errorf("%w: the node asked is not the leader any more", ErrNoLeader)
+	}
 	return nil, nil
 }
 
@@ -334,7 +337,8 @@ func raftError(err error) error {
 	case errors.Is(err, raft.ErrLeadershipLost):
 		return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return ErrClosed
+		// The future may belong to a command already in the log.
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, ErrClosed)
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return fmt.Errorf("%w: %v", ErrNoLeader, err)
 	}
@@ -372,6 +376,9 @@ func (r *Replica) SubmitIndex(ctx context.Context, updates []IndexUpdate) error 
 	if reply.Unknown {
 		return ErrOutcomeUnknown
 	}
+	if reply.NotLeader {
+		return fmt.Errorf("%w: the node asked is not the leader any more", ErrNoLeader)
+	}
 	return nil
 }
 
@@ -402,6 +409,9 @@ func (r *Replica) ReadBarrier(ctx context.Context) error {
 		var reply readIndexReply
 		if err := r.callLeader(ctx, opReadIndex, struct{}{}, &reply); err != nil {
 			return err
+		}
+		if reply.NotLeader {
+			return fmt.Errorf("%w: the node asked is not the leader any more", ErrNoLeader)
 		}
 		index = reply.Index
 	}

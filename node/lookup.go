@@ -156,7 +156,7 @@ func (h *handlers) postLookup(w http.ResponseWriter, r *http.Request, c caller) 
 	switch {
 	case errors.Is(err, consensus.ErrStale), errors.Is(err, context.DeadlineExceeded):
 		return errorf(codeDeadlineExceeded, "the strong read of the index did not complete before the lookup's deadline")
-	case errors.Is(err, consensus.ErrNoLeader), errors.Is(err, consensus.ErrClosed):
+	case errors.Is(err, consensus.ErrNoLeader), errors.Is(err, consensus.ErrClosed), errors.Is(err, consensus.ErrOutcomeUnknown):
 		return errorf(codeUnavailable, "a strong read needs the Raft leader, and none is known")
 	case err != nil:
 		return err
