@@ -28,6 +28,7 @@ import (
 	"credfed/certs"
 	"credfed/credit"
 	"credfed/exchange"
+	"credfed/internal/wait"
 	"credfed/storage"
 )
 
@@ -249,10 +250,9 @@ func benchLatency(b *testing.B, rate int) {
 			}()
 		}
 		// Let the load reach its steady state.
-		deadline := time.Now().Add(10 * time.Second)
-		for background.Load() < int64(rate) && time.Now().Before(deadline) && !b.Failed() {
-			time.Sleep(10 * time.Millisecond)
-		}
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		wait.For(ctx, wait.Interval, func() bool { return background.Load() >= int64(rate) || b.Failed() })
+		cancel()
 	}
 	lat := make([]time.Duration, b.N)
 	b.ResetTimer()
@@ -290,17 +290,17 @@ func submitRetrying(ctx context.Context, r *Replica, ups []IndexUpdate, retries 
 // publisher does: updates are idempotent) while there is no leader or the
 // outcome is unknown; retries counts the retries.
 func sendRetrying(ctx context.Context, send func(context.Context, []IndexUpdate) error, ups []IndexUpdate, retries *atomic.Int64) error {
-	for {
-		err := send(ctx, ups)
-		var re *RefusedError
-		if err == nil || errors.As(err, &re) || ctx.Err() != nil {
-			return err
-		}
-		if retries != nil {
+	var err error
+	attempts := 0
+	wait.For(ctx, 20*time.Millisecond, func() bool { // paced while the cluster elects
+		if attempts++; attempts > 1 && retries != nil {
 			retries.Add(1)
 		}
-		time.Sleep(20 * time.Millisecond) // pacing while the cluster elects
-	}
+		err = send(ctx, ups)
+		var re *RefusedError
+		return err == nil || errors.As(err, &re) || ctx.Err() != nil
+	})
+	return err
 }
 
 // BenchmarkSnapshot: Persist and Restore of the replicated state holding
@@ -448,12 +448,11 @@ func BenchmarkNonVoterCatchUp(b *testing.B) {
 			Region{Path: path, Role: certs.District, Exchange: late.addr}); err != nil {
 			b.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Minute)
-		for late.rep.State().Applied() < target {
-			if time.Now().After(deadline) {
-				b.Fatalf("the late node applied %d of %d", late.rep.State().Applied(), target)
-			}
-			time.Sleep(5 * time.Millisecond)
+		caughtUp, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		err := wait.For(caughtUp, 5*time.Millisecond, func() bool { return late.rep.State().Applied() >= target })
+		cancel()
+		if err != nil {
+			b.Fatalf("the late node applied %d of %d", late.rep.State().Applied(), target)
 		}
 		el := time.Since(t0)
 		b.StopTimer()
@@ -748,12 +747,11 @@ func (c *benchCluster) waitAllApplied(index uint64) {
 
 func (c *benchCluster) waitFor(what string, cond func() bool) {
 	c.tb.Helper()
-	deadline := time.Now().Add(5 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			c.tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// A short interval: the throughput benchmark times this wait.
+	if err := wait.For(ctx, 2*time.Millisecond, cond); err != nil {
+		c.tb.Fatalf("timed out waiting for %s", what)
 	}
 }
 

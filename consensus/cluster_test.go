@@ -18,6 +18,7 @@ import (
 	"credfed/certs"
 	"credfed/credit"
 	"credfed/exchange"
+	"credfed/internal/wait"
 	"credfed/storage"
 )
 
@@ -130,8 +131,10 @@ func (c *testCluster) start(n *testNode) {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", n.id.Region)
 	}
 	var ep *exchange.Endpoint
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	// The port of the previous incarnation may take a moment to free.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	wait.For(ctx, 20*time.Millisecond, func() bool {
 		ep, err = exchange.New(exchange.Config{
 			Certificate: n.cert.TLSCertificate(),
 			Verifier:    certs.NewVerifier(c.ca.Cert, fed, n.revs),
@@ -139,12 +142,8 @@ func (c *testCluster) start(n *testNode) {
 			Logger:      logger,
 			Registerer:  prometheus.NewRegistry(),
 		})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		// The port of the previous incarnation may take a moment to free.
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil
+	})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -210,13 +209,7 @@ func (c *testCluster) waitLeader() *testNode {
 // waitFor polls cond until it holds or 20 s pass.
 func (c *testCluster) waitFor(what string, cond func() bool) {
 	c.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			c.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.Until(c.t, 20*time.Second, what, cond)
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
@@ -230,17 +223,13 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 func submit(t *testing.T, n *testNode, updates []IndexUpdate) error {
 	t.Helper()
 	ctx := ctxT(t, 20*time.Second)
-	for {
-		err := n.rep.SubmitIndex(ctx, updates)
-		if err == nil || ctx.Err() != nil {
-			return err
-		}
+	var err error
+	wait.For(ctx, 20*time.Millisecond, func() bool {
+		err = n.rep.SubmitIndex(ctx, updates)
 		var re *RefusedError
-		if errors.As(err, &re) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil || errors.As(err, &re) || ctx.Err() != nil
+	})
+	return err
 }
 
 func entriesOn(n *testNode, p credit.Pseudonym) []IndexEntry {

@@ -17,6 +17,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"credfed/credit"
+	"credfed/internal/wait"
 )
 
 // TestLinearizability_LeaderKills records a concurrent history of index
@@ -101,19 +102,25 @@ func TestLinearizability_LeaderKills(t *testing.T) {
 						// Certainly not applied (no leader took it): not an
 						// operation of the history.
 						writesRefused.Add(1)
-						time.Sleep(time.Duration(10+rng.IntN(20)) * time.Millisecond)
+						if !wait.Pause(stop, time.Duration(10+rng.IntN(20))*time.Millisecond) {
+							return
+						}
 						continue
 					}
 					if err != nil {
 						h.add(3*d+w, linKey{k, d}, in, 0, call, -1, "write failed: "+err.Error())
 						writesUnknown.Add(1)
 						// Pace retries while there is no leader.
-						time.Sleep(time.Duration(10+rng.IntN(20)) * time.Millisecond)
+						if !wait.Pause(stop, time.Duration(10+rng.IntN(20))*time.Millisecond) {
+							return
+						}
 						continue
 					}
 					h.add(3*d+w, linKey{k, d}, in, 0, call, ret, "")
 					writesOK.Add(1)
-					time.Sleep(time.Duration(rng.IntN(4)) * time.Millisecond) // pacing
+					if !wait.Pause(stop, time.Duration(rng.IntN(4))*time.Millisecond) { // pacing
+						return
+					}
 				}
 			}()
 		}
@@ -137,7 +144,9 @@ func TestLinearizability_LeaderKills(t *testing.T) {
 				} else {
 					readsFailed.Add(1)
 				}
-				time.Sleep(time.Duration(rng.IntN(4)) * time.Millisecond) // pacing
+				if !wait.Pause(stop, time.Duration(rng.IntN(4))*time.Millisecond) { // pacing
+					return
+				}
 			}
 		}()
 	}

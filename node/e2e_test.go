@@ -16,6 +16,7 @@ import (
 
 	"credfed/certs"
 	"credfed/credit"
+	"credfed/internal/wait"
 	"credfed/storage"
 )
 
@@ -158,8 +159,7 @@ func waitIndexed(t *testing.T, f *LocalFederation, subject string, n int) {
 	t.Helper()
 	prov := f.Node("zhejiang")
 	p := prov.key.Pseudonym(subject)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	wait.Until(t, 30*time.Second, fmt.Sprintf("the index to list the subject at %d districts", n), func() bool {
 		entries, _, err := prov.rep.State().Lookup(p)
 		held := 0
 		for _, e := range entries {
@@ -167,14 +167,8 @@ func waitIndexed(t *testing.T, f *LocalFederation, subject string, n int) {
 				held++
 			}
 		}
-		if err == nil && held >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("index lists the subject at %d districts, want %d", held, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && held >= n
+	})
 }
 
 func TestLookupAcrossDistricts(t *testing.T) {
@@ -240,8 +234,7 @@ func TestLookupAcrossDistricts(t *testing.T) {
 	if err := f.StartNode(xihu); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	wait.Until(t, 30*time.Second, "the restarted district to answer again", func() bool {
 		ans = lookupAnswer{}
 		coord.do("POST", apiURL(f, "zhejiang", "/v1/lookups"), "application/json", lookup, &ans)
 		ok := 0
@@ -250,14 +243,8 @@ func TestLookupAcrossDistricts(t *testing.T) {
 				ok++
 			}
 		}
-		if ok == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after restart: %+v", ans.Districts)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return ok == 2
+	})
 
 	// The answering districts audited the lookup (pseudonym only).
 	p := f.Node("zhejiang").key.Pseudonym(subject).String()

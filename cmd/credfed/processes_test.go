@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"credfed/credit"
+	"credfed/internal/wait"
 	"credfed/node"
 )
 
@@ -86,21 +88,21 @@ func TestNodesAsSeparateProcesses(t *testing.T) {
 	}
 	hc := demoHTTPClient(t, d, demoCert{layout.Coordinator.Cert, layout.Coordinator.Key})
 	lookup, _ := json.Marshal(map[string]string{"subject": subject, "purpose": "ADMIN-LICENSING", "user": "t", "reference": "MP-1"})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	var last string
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = wait.For(ctx, 100*time.Millisecond, func() bool {
 		resp, err := hc.Post("https://"+layout.Nodes[0].API+"/v1/lookups", "application/json", bytes.NewReader(lookup))
 		if err != nil {
 			t.Fatal(err)
 		}
 		out, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode == 200 && districtsWithRecords(t, out) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lookup across processes: %d %s", resp.StatusCode, out)
-		}
-		time.Sleep(100 * time.Millisecond)
+		last = fmt.Sprintf("%d %s", resp.StatusCode, out)
+		return resp.StatusCode == 200 && districtsWithRecords(t, out) == 2
+	})
+	if err != nil {
+		t.Fatalf("lookup across processes: %s", last)
 	}
 	// SIGTERM: each process shuts down gracefully and exits 0.
 	for i := len(procs) - 1; i >= 0; i-- {
@@ -121,18 +123,12 @@ func TestNodesAsSeparateProcesses(t *testing.T) {
 // waitHTTP polls url until it answers 200 or the timeout passes.
 func waitHTTP(t *testing.T, url string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	wait.Until(t, timeout, url+" to answer 200", func() bool {
 		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after %v (last: %v)", url, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 }
