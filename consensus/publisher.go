@@ -48,8 +48,12 @@ type Publisher struct {
 
 // StartPublisher starts draining src (a district node only).
 func (r *Replica) StartPublisher(src Outbox, resolve PseudonymResolver) *Publisher {
+	now := r.cfg.Now
+	if now == nil {
+		now = time.Now
+	}
 	p := &Publisher{r: r, src: src, resolve: resolve, log: r.log.With("component", "publisher"),
-		now: time.Now, batch: 1000, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		now: now, batch: 1000, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	p.wg.Add(1)
 	go p.run()
 	return p

@@ -55,6 +55,9 @@ type Config struct {
 	// requests per second (default 50, bursts of 100, up to
 	// MaxPseudonymBatch identifiers each).
 	PseudonymRate float64
+	// Now is the clock that dates the publisher's summaries (which records
+	// are displayed today); nil is time.Now. Tests move it.
+	Now func() time.Time
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer

@@ -44,8 +44,9 @@ func TestDeadlineTravels(t *testing.T) {
 	d := <-got
 	// The server counts the remaining time (whole milliseconds) from the
 	// stream's arrival: it may trail the caller's deadline by the one-way
-	// delay, and is not much earlier.
-	if d.After(want.Add(50*time.Millisecond)) || d.Before(want.Add(-200*time.Millisecond)) {
+	// delay (generous here: a loaded 2-core machine under -race can pause a
+	// goroutine for tens of milliseconds), and is not much earlier.
+	if d.After(want.Add(500*time.Millisecond)) || d.Before(want.Add(-200*time.Millisecond)) {
 		t.Errorf("handler deadline %v, caller's %v", d, want)
 	}
 }

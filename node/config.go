@@ -57,6 +57,10 @@ type Config struct {
 	LookupTimeout Duration `yaml:"lookup_timeout,omitempty"`
 	// ShutdownTimeout bounds the graceful shutdown (default 15s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout,omitempty"`
+	// SweepInterval is how often a district looks for records whose display
+	// period has ended and refreshes their subjects' index entries (default
+	// 1h).
+	SweepInterval Duration `yaml:"sweep_interval,omitempty"`
 
 	// Log sets the level (debug, info, warn, error; default info) and format
 	// (text or json; default text) of the node's log on standard error.
@@ -235,6 +239,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = Duration(15 * time.Second)
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = Duration(time.Hour)
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"

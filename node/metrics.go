@@ -18,6 +18,8 @@ type metrics struct {
 	lookupDistrict *prometheus.CounterVec
 	answered       *prometheus.CounterVec
 	auditFailures  prometheus.Counter
+	sweeps         *prometheus.CounterVec
+	sweptSubjects  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, c Config) *metrics {
@@ -44,12 +46,19 @@ func newMetrics(reg prometheus.Registerer, c Config) *metrics {
 		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "credfed_audit_failures_total", Help: "Operations refused because their audit entry could not be written.",
 		}),
+		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credfed_display_sweeps_total", Help: "Display-period sweeps of this district, by result (ok, error).",
+		}, []string{"result"}),
+		sweptSubjects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "credfed_display_swept_subjects_total", Help: "Subjects queued for an index refresh because a record's display period ended.",
+		}),
 	}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "credfed_node_info", Help: "The node's role and region (always 1).",
 	}, []string{"role", "region"})
 	info.WithLabelValues(string(c.Role), c.Region).Set(1)
-	reg.MustRegister(m.apiRequests, m.apiLatency, m.records, m.lookups, m.lookupDistrict, m.answered, m.auditFailures, info)
+	reg.MustRegister(m.apiRequests, m.apiLatency, m.records, m.lookups, m.lookupDistrict, m.answered, m.auditFailures,
+		m.sweeps, m.sweptSubjects, info)
 	return m
 }
 

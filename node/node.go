@@ -43,6 +43,10 @@ type Node struct {
 	ep    *exchange.Endpoint
 	rep   *consensus.Replica
 	pub   *consensus.Publisher // districts only
+	now   func() time.Time     // the clock of record dates (Options.Now)
+
+	sweepStop chan struct{} // districts only: stops the display sweeper
+	sweepDone chan struct{}
 
 	apiLn      net.Listener
 	api        *http.Server
@@ -85,7 +89,10 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	if log == nil {
 		log = newLogger(cfg.Log)
 	}
-	n := &Node{cfg: cfg, log: log.With("node", cfg.Region), registry: prometheus.NewRegistry(), done: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log.With("node", cfg.Region), registry: prometheus.NewRegistry(), done: make(chan struct{}), now: opts.Now}
+	if n.now == nil {
+		n.now = time.Now
+	}
 	// Every metric name starts with credfed_ (API.md), the runtime's too.
 	prometheus.WrapRegistererWithPrefix("credfed_", n.registry).MustRegister(
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -109,7 +116,8 @@ func Start(cfg Config, opts Options) (*Node, error) {
 			return nil, fmt.Errorf("node: encryption_key_file: %w", err)
 		}
 	}
-	db, err := storage.Open(storage.Options{Dir: filepath.Join(cfg.DataDir, "db"), EncryptionKey: encKey, Logger: n.log})
+	db, err := storage.Open(storage.Options{Dir: filepath.Join(cfg.DataDir, "db"), EncryptionKey: encKey, Logger: n.log,
+		Boundaries: n.displayBoundaries})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -144,6 +152,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 		HeartbeatTimeout: opts.RaftTiming.Heartbeat, ElectionTimeout: opts.RaftTiming.Election,
 		LeaderLeaseTimeout: opts.RaftTiming.LeaderLease, CommitTimeout: opts.RaftTiming.Commit,
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
+		Now: n.now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -152,6 +161,8 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	n.registerExchange()
 	if cfg.Role == certs.District {
 		n.pub = rep.StartPublisher(db, n.resolvePseudonyms)
+		n.sweepStop, n.sweepDone = make(chan struct{}), make(chan struct{})
+		go n.sweeper(time.Duration(cfg.SweepInterval), n.sweepStop, n.sweepDone)
 	}
 	if err := n.serve(opts); err != nil {
 		return nil, err
@@ -215,11 +226,7 @@ func (n *Node) serve(opts Options) error {
 	}
 	n.apiLn = apiLn
 	tlsCfg := n.verifier.ServerConfig(n.cert, certs.OptionalClientCert, "h2", "http/1.1")
-	now := opts.Now
-	if now == nil {
-		now = time.Now
-	}
-	h := &handlers{n: n, now: now}
+	h := &handlers{n: n, now: n.now}
 	n.api = &http.Server{
 		Handler:           n.router(h.routes()),
 		TLSConfig:         tlsCfg,
@@ -365,6 +372,10 @@ func (n *Node) closeAll() error {
 	var errs []error
 	if n.api != nil {
 		n.api.Close()
+	}
+	if n.sweepStop != nil {
+		close(n.sweepStop)
+		<-n.sweepDone
 	}
 	if n.pub != nil {
 		n.pub.Stop()

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"credfed/credit"
 	"github.com/dgraph-io/badger/v4/skl"
 )
 
@@ -37,6 +39,8 @@ type DB struct {
 	budgetCount int64
 
 	records atomic.Int64 // number of records, mirrors m/records
+
+	boundaries func(credit.Record) []credit.Date // Options.Boundaries
 
 	writes     chan *writeReq
 	writerDone chan struct{}
@@ -74,6 +78,7 @@ func Open(opts Options) (*DB, error) {
 		log:        opts.logger(),
 		writes:     make(chan *writeReq, 1024),
 		writerDone: make(chan struct{}),
+		boundaries: opts.Boundaries,
 	}
 	// Badger: maxBatchSize = 15 % of MemTableSize, maxBatchCount =
 	// maxBatchSize / skl.MaxNodeSize (db.go, checkAndSetOptions).

@@ -22,6 +22,7 @@ const (
 	famMeta      = 'm' // m/<name> → value
 
 	famPseudonym = 'n' // n/<subject> → pseudonym (16 bytes)
+	famDue       = 'e' // e/<date:be32, offset>…<subject> → empty (due.go)
 
 	// Owned by the consensus package (see doc.go).
 	famIndexState = 'x' // Raft FSM replicated state
@@ -40,6 +41,7 @@ var (
 	metaLayoutKey  = []byte("m/layout")
 	metaOutboxSeq  = []byte("m/oseq")
 	metaRecordsKey = []byte("m/records")
+	metaDueKey     = []byte("m/due")
 	auditHeadKey   = []byte("a!head")
 )
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"credfed/credit"
 )
 
 // Options configures Open. The zero value of every field but Dir is usable.
@@ -42,6 +44,14 @@ type Options struct {
 	// GCInterval is how often the background value-log GC runs. Zero means
 	// 10 minutes; a negative value disables the loop (call CollectGarbage).
 	GCInterval time.Duration
+
+	// Boundaries, when set, returns the days on which a record's index
+	// summary changes by the passing of time alone — the end of its display
+	// period. Each record written (submitted or a new version) gets a due
+	// marker for each day, in the same transaction, and ReleaseDue moves the
+	// subjects of past days into the outbox (due.go). It depends on the
+	// catalog, so it must be safe to call from the committer goroutine.
+	Boundaries func(credit.Record) []credit.Date
 
 	// baseline selects badger.DefaultOptions (plus SyncWrites) instead of
 	// the small-machine preset; benchmarks compare the two.

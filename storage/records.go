@@ -62,6 +62,7 @@ const (
 	kindSubmit writeKind = iota
 	kindUpdate
 	kindDelete
+	kindRelease
 )
 
 // writeReq is one caller's write, queued to the committer.
@@ -70,6 +71,9 @@ type writeReq struct {
 	recs     []credit.Record // submit: the records; update: the next version
 	enc      [][]byte        // their CBOR
 	dept, id string          // delete
+	through  credit.Date     // release: the last day released
+	limit    int             // release: at most this many due keys
+	released int             // release: subjects marked, set by the committer
 
 	outcomes []Outcome // submit, filled by the committer
 	err      error     // the request's error (update/delete: its single outcome)
@@ -92,8 +96,9 @@ type unit struct {
 // unitResult is the effect of a planned unit, applied to its request only
 // once the transaction holding it has committed.
 type unitResult struct {
-	outcome Outcome
-	err     error
+	outcome  Outcome
+	err      error
+	released int
 }
 
 // txnState accumulates a transaction's budget use and counters.
@@ -308,9 +313,12 @@ func (db *DB) commitFrom(units []unit, from int) (int, error) {
 		db.records.Store(st.records)
 		for k, res := range results {
 			u := units[from+k]
-			if u.req.kind == kindSubmit {
+			switch u.req.kind {
+			case kindSubmit:
 				u.req.outcomes[u.i] = res.outcome
-			} else {
+			case kindRelease:
+				u.req.released = res.released
+			default:
 				u.req.err = res.err
 			}
 		}
@@ -343,7 +351,7 @@ func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int,
 				break // commit what we have; this unit starts the next txn
 			}
 			// Alone it does not fit: refuse it, write nothing for it.
-			results = append(results, unitResult{Conflict, ErrRecordTooLarge})
+			results = append(results, unitResult{outcome: Conflict, err: ErrRecordTooLarge})
 			if u.req.kind == kindSubmit {
 				// A submission has no per-record error slot: fail the request.
 				u.req.err = fmt.Errorf("record %d: %w", u.i, ErrRecordTooLarge)
@@ -417,6 +425,7 @@ func (db *DB) plan(txn *badger.Txn, u unit) (ops []op, subjects []string, delta 
 			{key: subjectKey(rec.Subject, rec.Department, rec.ID), val: []byte{}},
 			{key: idKey(rec.ID, rec.Department), val: []byte{}},
 		}
+		ops = db.appendDue(ops, rec)
 		return ops, []string{rec.Subject}, 1, unitResult{outcome: Accepted}, nil
 
 	case kindUpdate:
@@ -435,6 +444,7 @@ func (db *DB) plan(txn *badger.Txn, u unit) (ops []op, subjects []string, delta 
 			{key: recordKey(next.Department, next.ID), val: enc},
 			{key: versionKey(next.Department, next.ID, next.Version), val: enc},
 		}
+		ops = db.appendDue(ops, next)
 		subjects = []string{next.Subject}
 		if cur.Subject != next.Subject {
 			ops = append(ops,
@@ -443,6 +453,10 @@ func (db *DB) plan(txn *badger.Txn, u unit) (ops []op, subjects []string, delta 
 			subjects = append(subjects, cur.Subject)
 		}
 		return ops, subjects, 0, unitResult{}, nil
+
+	case kindRelease:
+		ops, subjects, err = planRelease(txn, r.through, r.limit)
+		return ops, subjects, 0, unitResult{released: len(subjects)}, err
 
 	default: // kindDelete
 		cur, found, err := getRecord(txn, recordKey(r.dept, r.id))
