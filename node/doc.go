@@ -1,6 +1,10 @@
 // Package node composes one credfed node — storage, the exchange, Raft and
 // the local HTTPS API — and owns the order in which they start and stop.
 // It serves the local users (departments, coordinators, portals,
-// operators), answers other nodes' lookups, drains the outbox into the
-// replicated index and exposes the node's metrics.
+// operators), answers other nodes' lookups and exposes the node's metrics.
+//
+// A district node also runs two background jobs: the publisher, which
+// drains the outbox into the replicated index (consensus.Publisher), and
+// the display sweep (sweep.go), which queues a subject for an index refresh
+// when one of its records stops being displayed.
 package node

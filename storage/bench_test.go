@@ -203,3 +203,55 @@ func reportAnonRSS(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSubmitDue: the cost of the display sweep's due markers on
+// intake (small preset, batches of 1,000): the same submissions with and
+// without Options.Boundaries, in one run.
+func BenchmarkSubmitDue(b *testing.B) {
+	for _, due := range []bool{false, true} {
+		b.Run(fmt.Sprintf("markers=%v", due), func(b *testing.B) {
+			opts := Options{EncryptionKey: testKey(3)}
+			if due {
+				opts.Boundaries = tenDays
+			}
+			db := openTest(b, opts)
+			next := 0
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				recs := benchRecords("D", 1000, 1<<30, &next)
+				for j := range recs {
+					recs[j].DecidedOn += credit.Date(next % 365) // spread the due days
+				}
+				b.StartTimer()
+				if _, err := db.SubmitRecords(recs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			reportRecords(b, 1000)
+		})
+	}
+}
+
+// BenchmarkReleaseDue: a sweep releasing the markers of 10,000 subjects
+// (10 synced transactions of at most 1,024 markers, each marking its
+// subjects in the outbox).
+func BenchmarkReleaseDue(b *testing.B) {
+	const subjects = 10000
+	db := openTest(b, Options{EncryptionKey: testKey(3), Boundaries: tenDays})
+	next := 0
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		recs := benchRecords("R", subjects, 1<<30, &next)
+		if _, err := db.SubmitRecords(recs); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		n, err := db.ReleaseDue(recs[0].DecidedOn + 10)
+		if err != nil || n != subjects {
+			b.Fatalf("released %d, %v", n, err)
+		}
+	}
+	b.ReportMetric(float64(b.N*subjects)/b.Elapsed().Seconds(), "subjects/s")
+}
