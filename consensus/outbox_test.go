@@ -164,7 +164,7 @@ func TestOutbox_AcceptedWithoutLeaderReachesIndex(t *testing.T) {
 		})
 	}
 	// A strong read agrees, and the publisher's last pass succeeded.
-	e, _, err := c.nodes["zhejiang/hangzhou/xihu"].rep.Lookup(ctxT(t, 10*time.Second), c.key.Pseudonym(subject(subjects-1)), true)
+	e, err := strongLookup(t, c.nodes["zhejiang/hangzhou/xihu"], c.key.Pseudonym(subject(subjects-1)))
 	if err != nil || len(e) != 1 || e[0].Summary != want[subjects-1] {
 		t.Fatalf("strong read: %+v, %v", e, err)
 	}

@@ -233,11 +233,14 @@ func (e *Endpoint) call(ctx context.Context, peer Peer, op string, meta Meta, re
 	if !validOpName(op) {
 		return "", Errorf(CodeBadRequest, "invalid operation name %q", op)
 	}
+	// Encoded before dialing, so that a request that cannot be sent never
+	// opens a connection.
 	frame, err := e.encodeRequest(ctx, op, meta, req)
 	if err != nil {
 		return "", err
 	}
-	defer frame.free()
+	encodedAt := time.Now()
+	defer func() { frame.free() }()
 
 	var role certs.Role
 	for attempt := 0; ; attempt++ {
@@ -248,6 +251,16 @@ func (e *Endpoint) call(ctx context.Context, peer Peer, op string, meta Meta, re
 		role = ci.peer.Role
 		if err := checkPeer(ci, peer); err != nil {
 			return role, err
+		}
+		// The envelope carries the time remaining: after a handshake (or a
+		// retry) it is re-encoded, or the server would grant the time the
+		// handshake already used.
+		if _, has := ctx.Deadline(); has && time.Since(encodedAt) > time.Millisecond {
+			frame.free()
+			if frame, err = e.encodeRequest(ctx, op, meta, req); err != nil {
+				return role, err
+			}
+			encodedAt = time.Now()
 		}
 		err = e.roundTrip(ctx, ci, label, frame.b, resp)
 		if err != nil && attempt == 0 && retryable(ci, err) {

@@ -39,11 +39,11 @@ func TestFanOut(t *testing.T) {
 		denying.peer(),
 	}
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second) // room for three handshakes on a loaded machine
 	defer cancel()
 	results := coordinator.FanOut(ctx, peers, "lookup", Meta{Purpose: "check"}, echoReq{Subject: "x", N: 1},
 		func() any { return new(echoResp) })
-	if el := time.Since(start); el > 5*time.Second { // the deadline bounds the whole fan-out
+	if el := time.Since(start); el > 6*time.Second { // the deadline bounds the whole fan-out
 		t.Errorf("fan-out took %v", el)
 	}
 	want := []Status{StatusOK, StatusUnreachable, StatusTimeout, StatusDenied}

@@ -148,9 +148,16 @@ type lookupAnswer struct {
 	Error *struct{ Code, Message, Field string } `json:"error"`
 }
 
+// recentDecision is the decision date of the records tests submit: a few
+// days ago, so that they are displayed whenever the tests run (every item
+// is displayed for months at least); fixed dates would age out of their
+// display periods and break the tests a year later.
+var recentDecision = credit.TodayAt(time.Now()) - 4
+
 func record(id, subject, item, summary string) map[string]string {
-	return map[string]string{"id": id, "subject": subject, "catalog_item": item, "decision_number": "浙市监罚〔2026〕" + id,
-		"occurred_on": "2026-03-02", "decided_on": "2026-03-10", "summary": summary}
+	return map[string]string{"id": id, "subject": subject, "catalog_item": item,
+		"decision_number": fmt.Sprintf("浙市监罚〔%d〕%s", recentDecision.Time().Year(), id),
+		"occurred_on":     (recentDecision - 8).String(), "decided_on": recentDecision.String(), "summary": summary}
 }
 
 // waitIndexed waits until the coordinator's index lists the subject at n
@@ -418,9 +425,11 @@ func TestMetricsListener(t *testing.T) {
 	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
 		t.Fatalf("healthz: %d %q", code, body)
 	}
-	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
-		t.Fatalf("readyz: %d %q", code, body)
-	}
+	// Ready needs a known leader, which a stalled moment can take away.
+	wait.Until(t, 20*time.Second, "/readyz to answer ready", func() bool {
+		code, body := get("/readyz")
+		return code == 200 && body == "ready\n"
+	})
 	code, body := get("/metrics")
 	if code != 200 {
 		t.Fatalf("metrics: %d", code)

@@ -21,7 +21,7 @@ func (c *testClock) set(t time.Time)      { c.ns.Store(t.UnixNano()) }
 func (c *testClock) setDay(d credit.Date) { c.set(d.Time().Add(12 * time.Hour)) }
 
 func TestDisplaySweepRefreshesTheIndex(t *testing.T) {
-	decided := credit.NewDate(2026, 3, 10) // the decision date record() uses
+	decided := recentDecision // the decision date record() uses
 	clock := &testClock{}
 	clock.setDay(decided + 5)
 	f, err := StartLocal(LocalSpec{Dir: t.TempDir(), Districts: 2}, Options{Logger: testLogger(), RaftTiming: fastRaft, Now: clock.Now})

@@ -75,7 +75,9 @@ func TestNodesAsSeparateProcesses(t *testing.T) {
 		}
 		files := layout.Departments[n.Name]
 		hc := demoHTTPClient(t, d, demoCert{files.Cert, files.Key})
-		body := fmt.Sprintf(`{"id":"P-%d","subject":"%s","catalog_item":"FOOD-DRUG-PENALTY","decision_number":"罚〔2026〕%d号","occurred_on":"2026-02-01","decided_on":"2026-02-03","summary":"多进程测试"}`, i, subject, i)
+		decided := credit.TodayAt(time.Now()) - 3 // within the display period whenever the test runs
+		body := fmt.Sprintf(`{"id":"P-%d","subject":"%s","catalog_item":"FOOD-DRUG-PENALTY","decision_number":"罚〔2026〕%d号","occurred_on":"%s","decided_on":"%s","summary":"多进程测试"}`,
+			i, subject, i, (decided - 2).String(), decided.String())
 		resp, err := hc.Post("https://"+n.API+"/v1/records", "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
