@@ -404,6 +404,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.log.Info("restored replicated state from snapshot", "applied_index", applied)
+	f.metrics.restores.Inc()
 	if f.onApplied != nil {
 		f.onApplied(map[CommandType]bool{CmdFederationInit: true})
 	}

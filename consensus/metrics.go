@@ -19,6 +19,7 @@ type metrics struct {
 	pseudonymized    *prometheus.CounterVec
 	outboxLag        prometheus.Gauge
 	isLeader         prometheus.Gauge
+	restores         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -62,10 +63,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "credfed_consensus_leader", Help: "1 while this node leads the Raft cluster.",
 		}),
+		restores: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "credfed_consensus_snapshot_restores_total", Help: "Snapshots restored into this replica's state (catching up from the leader, or at start).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.applied, m.refused, m.indexUpdates, m.appliedIndex, m.applyDuration, m.snapshotDuration,
-			m.snapshotBytes, m.batchUpdates, m.forwarded, m.pseudonymized, m.outboxLag, m.isLeader)
+			m.snapshotBytes, m.batchUpdates, m.forwarded, m.pseudonymized, m.outboxLag, m.isLeader, m.restores)
 	}
 	return m
 }
