@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"credfed/certs"
@@ -62,7 +63,12 @@ Starting again with the same DIR resumes the same federation and data.`, stderr)
 	if *verbose {
 		level = slog.LevelInfo
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// Once Ctrl-C stops the nodes one after the other, the Raft leader
+	// reports every peer that went away; those reports say nothing the
+	// user does not know, so they are dropped while stopping (kept with -v).
+	var stopping atomic.Bool
+	logger := slog.New(quietWhileStopping{Handler: slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}),
+		stopping: &stopping, keep: *verbose})
 	fmt.Fprintf(stdout, "starting the demo federation in %s …\n", *dir)
 	fed, err := node.StartLocal(node.LocalSpec{Dir: *dir, Districts: *districts, Encrypt: true},
 		node.Options{Logger: logger, RaftTiming: demoRaftTiming})
@@ -70,9 +76,12 @@ Starting again with the same DIR resumes the same federation and data.`, stderr)
 		return err
 	}
 	defer func() {
+		stopping.Store(true)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		fed.Stop(ctx)
+		if err := fed.Stop(ctx); err != nil {
+			fmt.Fprintf(stderr, "stopping the demo federation: %v\n", err)
+		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -247,4 +256,37 @@ func shellDir(dir string) string {
 		return "'" + strings.ReplaceAll(dir, "'", `'\''`) + "'"
 	}
 	return dir
+}
+
+// quietWhileStopping drops the consensus component's log records once
+// stopping is set, unless keep.
+type quietWhileStopping struct {
+	slog.Handler
+	stopping  *atomic.Bool
+	keep      bool
+	consensus bool // records carry component=consensus
+}
+
+func (h quietWhileStopping) Handle(ctx context.Context, r slog.Record) error {
+	if h.consensus && !h.keep && h.stopping.Load() {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h quietWhileStopping) WithAttrs(attrs []slog.Attr) slog.Handler {
+	c := h
+	c.Handler = h.Handler.WithAttrs(attrs)
+	for _, a := range attrs {
+		if a.Key == "component" && a.Value.String() == "consensus" {
+			c.consensus = true
+		}
+	}
+	return c
+}
+
+func (h quietWhileStopping) WithGroup(name string) slog.Handler {
+	c := h
+	c.Handler = h.Handler.WithGroup(name)
+	return c
 }
