@@ -57,9 +57,9 @@ type Config struct {
 	LookupTimeout Duration `yaml:"lookup_timeout,omitempty"`
 	// ShutdownTimeout bounds the graceful shutdown (default 15s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout,omitempty"`
-	// SweepInterval is how often a district looks for records whose display
-	// period has ended and refreshes their subjects' index entries (default
-	// 1h).
+	// SweepInterval is how often a district deletes records whose retention
+	// period has ended and refreshes the index entries of subjects whose
+	// records' display or retention ended (default 1h).
 	SweepInterval Duration `yaml:"sweep_interval,omitempty"`
 
 	// Log sets the level (debug, info, warn, error; default info) and format

@@ -5,6 +5,7 @@
 //
 // A district node also runs two background jobs: the publisher, which
 // drains the outbox into the replicated index (consensus.Publisher), and
-// the display sweep (sweep.go), which queues a subject for an index refresh
-// when one of its records stops being displayed.
+// the sweep (sweep.go), which queues a subject for an index refresh when
+// one of its records stops being displayed, and deletes records whose
+// retention period has ended.
 package node

@@ -20,6 +20,8 @@ type metrics struct {
 	auditFailures  prometheus.Counter
 	sweeps         *prometheus.CounterVec
 	sweptSubjects  prometheus.Counter
+	// retentionDeleted counts records deleted at the end of retention.
+	retentionDeleted prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, c Config) *metrics {
@@ -47,10 +49,13 @@ func newMetrics(reg prometheus.Registerer, c Config) *metrics {
 			Name: "credfed_audit_failures_total", Help: "Operations refused because their audit entry could not be written.",
 		}),
 		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "credfed_display_sweeps_total", Help: "Display-period sweeps of this district, by result (ok, error).",
+			Name: "credfed_sweeps_total", Help: "Display and retention sweeps of this district, by result (ok, error).",
 		}, []string{"result"}),
 		sweptSubjects: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "credfed_display_swept_subjects_total", Help: "Subjects queued for an index refresh because a record's display period ended.",
+			Name: "credfed_sweep_subjects_refreshed_total", Help: "Subjects queued for an index refresh because a record's display or retention period ended.",
+		}),
+		retentionDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "credfed_sweep_records_deleted_total", Help: "Records deleted because their retention period ended.",
 		}),
 	}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -58,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, c Config) *metrics {
 	}, []string{"role", "region"})
 	info.WithLabelValues(string(c.Role), c.Region).Set(1)
 	reg.MustRegister(m.apiRequests, m.apiLatency, m.records, m.lookups, m.lookupDistrict, m.answered, m.auditFailures,
-		m.sweeps, m.sweptSubjects, info)
+		m.sweeps, m.sweptSubjects, m.retentionDeleted, info)
 	return m
 }
 

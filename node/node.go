@@ -45,8 +45,9 @@ type Node struct {
 	pub   *consensus.Publisher // districts only
 	now   func() time.Time     // the clock of record dates (Options.Now)
 
-	sweepStop chan struct{} // districts only: stops the display sweeper
+	sweepStop chan struct{} // districts only: stops the sweeper
 	sweepDone chan struct{}
+	sweepMu   sync.Mutex // one Sweep at a time
 
 	apiLn      net.Listener
 	api        *http.Server
@@ -117,7 +118,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 		}
 	}
 	db, err := storage.Open(storage.Options{Dir: filepath.Join(cfg.DataDir, "db"), EncryptionKey: encKey, Logger: n.log,
-		Boundaries: n.displayBoundaries})
+		Boundaries: n.recordBoundaries})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

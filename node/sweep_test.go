@@ -9,6 +9,7 @@ import (
 
 	"credfed/credit"
 	"credfed/internal/wait"
+	"credfed/storage"
 )
 
 // testClock is a clock a test moves; every node of a local federation
@@ -20,7 +21,7 @@ func (c *testClock) Now() time.Time       { return time.Unix(0, c.ns.Load()) }
 func (c *testClock) set(t time.Time)      { c.ns.Store(t.UnixNano()) }
 func (c *testClock) setDay(d credit.Date) { c.set(d.Time().Add(12 * time.Hour)) }
 
-func TestDisplaySweepRefreshesTheIndex(t *testing.T) {
+func TestSweepRefreshesTheIndexAndDeletesAtRetentionEnd(t *testing.T) {
 	decided := recentDecision // the decision date record() uses
 	clock := &testClock{}
 	clock.setDay(decided + 5)
@@ -57,24 +58,21 @@ func TestDisplaySweepRefreshesTheIndex(t *testing.T) {
 	ordinary, _ := cat.Item("FOOD-DRUG-PENALTY")
 	ends := credit.DisplayUntil(credit.Record{DecidedOn: decided}, ordinary)
 
-	// The day before the ordinary penalty's display ends, nothing is due.
-	clock.setDay(ends - 1)
-	for _, d := range []string{kecheng, xihu} {
-		if n, err := f.Node(d).SweepDisplay(context.Background()); err != nil || n != 0 {
-			t.Fatalf("%s sweep the day before: %d, %v", d, n, err)
+	sweep := func(d string, want SweepResult, when string) {
+		t.Helper()
+		if got, err := f.Node(d).Sweep(context.Background()); err != nil || got != want {
+			t.Fatalf("%s sweep %s: %+v, %v; want %+v", d, when, got, err, want)
 		}
 	}
+	// The day before the ordinary penalty's display ends, nothing is due.
+	clock.setDay(ends - 1)
+	sweep(kecheng, SweepResult{}, "the day before")
+	sweep(xihu, SweepResult{}, "the day before")
 	// On that day the district holding it queues the subject, once.
 	clock.setDay(ends)
-	if n, err := f.Node(kecheng).SweepDisplay(context.Background()); err != nil || n != 1 {
-		t.Fatalf("kecheng sweep on the day: %d, %v", n, err)
-	}
-	if n, err := f.Node(kecheng).SweepDisplay(context.Background()); err != nil || n != 0 {
-		t.Fatalf("kecheng second sweep: %d, %v", n, err)
-	}
-	if n, err := f.Node(xihu).SweepDisplay(context.Background()); err != nil || n != 0 {
-		t.Fatalf("xihu sweep on the day: %d, %v", n, err)
-	}
+	sweep(kecheng, SweepResult{Subjects: 1}, "on the day")
+	sweep(kecheng, SweepResult{}, "again on the day")
+	sweep(xihu, SweepResult{}, "on the day")
 
 	// The index stops pointing at kecheng; xihu still holds the serious one.
 	prov := f.Node("zhejiang")
@@ -98,4 +96,61 @@ func TestDisplaySweepRefreshesTheIndex(t *testing.T) {
 	if len(ans.Districts) != 1 || ans.Districts[0].District != f.Node(xihu).cfg.Region || ans.Districts[0].Status != "ok" || len(ans.Districts[0].Records) != 1 {
 		t.Fatalf("lookup after the ordinary penalty's display ended: %+v", ans.Districts)
 	}
+
+	// The record stays for the subject and its collector until its
+	// retention ends; then the sweep deletes it, audited first.
+	kechengDept := f.Layout.Departments[kecheng]
+	dept := newClient(t, f, &kechengDept)
+	if code := dept.do("GET", apiURL(f, kecheng, "/v1/records/SW-"+kecheng), "", nil, nil); code != http.StatusOK {
+		t.Fatalf("the collector's read after the display ended: %d", code)
+	}
+	retained := credit.RetentionEnd(credit.Record{DecidedOn: decided}, ordinary)
+	clock.setDay(retained - 1)
+	sweep(kecheng, SweepResult{}, "the day before the retention ends")
+	clock.setDay(retained)
+	sweep(kecheng, SweepResult{Subjects: 1, Deleted: 1}, "when the retention ends")
+	sweep(kecheng, SweepResult{}, "again when the retention ends")
+	if code := dept.do("GET", apiURL(f, kecheng, "/v1/records/SW-"+kecheng), "", nil, nil); code != http.StatusNotFound {
+		t.Fatalf("the collector's read after the retention ended: %d, want 404", code)
+	}
+	entries, err := f.Node(kecheng).Store().Audit().BySubject(p.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deletion *storage.AuditEntry
+	for i := range entries {
+		if entries[i].Operation == "record.delete" {
+			deletion = &entries[i]
+		}
+	}
+	if deletion == nil || deletion.Reason != "retention_ended" || len(deletion.Records) != 1 || deletion.Institution != DemoDepartment {
+		t.Fatalf("no audited deletion at kecheng: %+v", entries)
+	}
+	if err := f.Node(kecheng).Store().Audit().Verify(); err != nil {
+		t.Fatal(err)
+	}
+	// xihu's serious penalty: its display (three years) has ended by now,
+	// and its retention ends with the ordinary one's if the catalog gives
+	// both the same retention period.
+	serious, _ := cat.Item("FOOD-SAFETY-SERIOUS")
+	wantXihu := SweepResult{Subjects: 1}
+	if credit.RetentionEnd(credit.Record{DecidedOn: decided}, serious) <= retained {
+		wantXihu.Deleted = 1
+	}
+	sweep(xihu, wantXihu, "when the ordinary penalty's retention ends")
+	if n := f.Node(xihu).Store().CountRecords(); n != int64(1-wantXihu.Deleted) {
+		t.Fatalf("xihu holds %d records, want %d", n, 1-wantXihu.Deleted)
+	}
+	wait.Until(t, 30*time.Second, "no district to hold the subject", func() bool {
+		entries, _, err := prov.rep.State().Lookup(p)
+		if err != nil {
+			return false
+		}
+		for _, e := range entries {
+			if e.Holds() {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -21,7 +21,7 @@
 //	a/<seq:be64>                               → CBOR AuditEntry (with Seq, Prev, Hash)
 //	a!head                                     → CBOR {seq, hash} of the last audit entry
 //	A/<pseudonym>\x00<seq:be64>                → empty: audit entries by subject pseudonym
-//	e/<day:be32, offset 2^31><subject>         → empty: due marker, the subject's display changes that day (due.go)
+//	e/<day:be32, offset 2^31><subject>         → empty: due marker, a display or retention period of the subject's ends that day (due.go)
 //	m/layout                                   → "2"
 //	m/due                                      → the catalog version the due markers were built with
 //	m/oseq                                     → be64: last outbox sequence number handed out

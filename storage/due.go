@@ -11,24 +11,38 @@ import (
 	"credfed/credit"
 )
 
-// Due markers: the days on which a subject's index summary changes with
-// nothing written — a record's display period ends, so the index entry of
-// its subject must be recomputed. Each record write adds one marker per
-// boundary day (Options.Boundaries) in the same transaction:
+// Due markers: the days on which a subject's records change with nothing
+// written — a record's display period ends (its subject's index entry must
+// be recomputed) or its retention period ends (the record is to be
+// deleted). Each record write adds one marker per boundary day that
+// Options.Boundaries returns (the node returns one: the display's end) in
+// the same transaction, and releasing markers may add the subject's next
+// ones (the node adds the next day anything of the subject ends, such as a
+// retention end), so a subject carries a marker for its next event only:
 //
 //	e/<day:be32 offset by 2^31><subject> → empty
 //
 // The day comes first so that the markers of every past day are one range
-// scan; the subject is the rest of the key. A marker is only a reminder:
-// ReleaseDue deletes the markers up to a day and marks their subjects in the
-// outbox, in one synced transaction through the committer, and the
-// publisher then recomputes each summary from the subject's records. A stale
-// marker (the record was corrected, deleted, or the catalog changed its
-// display period) costs one needless recomputation, never a wrong entry,
+// scan; the subject is the rest of the key. A marker is a durable reminder,
+// consumed like the outbox: DueSubjects reads the markers up to a day, the
+// caller does what the day requires (the node deletes records past their
+// retention), and ReleaseDue then deletes those markers and marks their
+// subjects in the outbox, in one synced transaction through the committer,
+// for the publisher to recompute each summary from the subject's records.
+// A crash in between leaves the markers, and the work is done again
+// (deleting a deleted record is ErrNotFound, a no-op for the caller).
+// A stale marker (the record was corrected, deleted, or the catalog changed
+// its periods) costs one needless recomputation, never a wrong entry,
 // because the summary is always computed from the records themselves.
 
-// maxReleaseBatch bounds the markers ReleaseDue handles per transaction.
+// maxReleaseBatch bounds the markers one ReleaseDue transaction holds.
 const maxReleaseBatch = 1024
+
+// DueItem is one due marker: a subject whose records change on Day.
+type DueItem struct {
+	Day     credit.Date
+	Subject string
+}
 
 // dayKeyPart encodes a day so that big-endian bytes sort like the days,
 // negative (before 1970) ones included.
@@ -51,53 +65,77 @@ func (db *DB) appendDue(ops []op, rec *credit.Record) []op {
 	return ops
 }
 
-// planRelease plans the deletion of up to limit due markers of days up to
-// through and returns the distinct subjects to mark in the outbox.
-func planRelease(txn *badger.Txn, through credit.Date, limit int) ([]op, []string, error) {
+// DueSubjects returns up to limit due markers (at most a thousand when
+// limit <= 0 or above) of days up to and including through, oldest day
+// first. It changes nothing: pass what was handled to ReleaseDue.
+func (db *DB) DueSubjects(through credit.Date, limit int) ([]DueItem, error) {
+	if limit <= 0 || limit > maxReleaseBatch {
+		limit = maxReleaseBatch
+	}
 	pfx := prefix(famDue, 0)
 	end := binary.BigEndian.AppendUint32(prefix(famDue, 4), dayKeyPart(through)+1)
-	opts := badger.DefaultIteratorOptions
-	opts.PrefetchValues = false
-	opts.Prefix = pfx
-	it := txn.NewIterator(opts)
-	defer it.Close()
-	var ops []op
-	var subjects []string
-	seen := map[string]bool{}
-	for it.Seek(pfx); it.ValidForPrefix(pfx) && len(ops) < limit; it.Next() {
-		key := it.Item().KeyCopy(nil)
-		if bytes.Compare(key, end) >= 0 {
-			break
+	var out []DueItem
+	err := db.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = pfx
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(pfx); it.ValidForPrefix(pfx) && len(out) < limit; it.Next() {
+			key := it.Item().Key()
+			if bytes.Compare(key, end) >= 0 {
+				break
+			}
+			if len(key) <= len(pfx)+4 {
+				return fmt.Errorf("%w: due marker without a subject", ErrCorrupt)
+			}
+			day := credit.Date(int64(binary.BigEndian.Uint32(key[len(pfx):])) - 1<<31)
+			out = append(out, DueItem{Day: day, Subject: string(key[len(pfx)+4:])})
 		}
-		if len(key) <= len(pfx)+4 {
-			return nil, nil, fmt.Errorf("%w: due marker without a subject", ErrCorrupt)
-		}
-		ops = append(ops, op{key: key, del: true})
-		if s := string(key[len(pfx)+4:]); !seen[s] {
-			seen[s] = true
-			subjects = append(subjects, s)
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: due subjects: %w", engine(err))
 	}
-	return ops, subjects, nil
+	return out, nil
 }
 
-// ReleaseDue moves the subjects of every due marker of a day up to and
-// including through into the outbox and deletes those markers, in synced
-// transactions of at most a thousand markers, and returns how many subjects
-// it marked. Run it once a day or more often (it is cheap when nothing is
-// due); a subject due on several days is marked once.
-func (db *DB) ReleaseDue(through credit.Date) (int, error) {
-	total := 0
-	for {
-		req := &writeReq{kind: kindRelease, through: through, limit: maxReleaseBatch}
-		if err := db.write(req); err != nil {
-			return total, fmt.Errorf("storage: release due: %w", err)
-		}
-		total += req.released
-		if req.released == 0 {
-			return total, nil
+// ReleaseDue deletes the markers of items, adds the markers of next (the
+// subjects' next due days, if any) and marks the items' subjects (each
+// once) in the outbox, in one synced transaction, and returns how many
+// subjects it marked. Items come from DueSubjects; releasing one twice is
+// harmless (the subject is marked again, which costs one recomputation).
+func (db *DB) ReleaseDue(items, next []DueItem) (int, error) {
+	if len(items) == 0 && len(next) == 0 {
+		return 0, nil
+	}
+	if len(items) > maxReleaseBatch || len(next) > maxReleaseBatch {
+		return 0, fmt.Errorf("storage: release due: %d items and %d next, at most %d each at a time", len(items), len(next), maxReleaseBatch)
+	}
+	req := &writeReq{kind: kindRelease, due: items, next: next}
+	if err := db.write(req); err != nil {
+		return 0, fmt.Errorf("storage: release due: %w", err)
+	}
+	return req.released, nil
+}
+
+// planRelease plans the deletion of the items' markers and the addition of
+// the next ones, and returns the distinct subjects to mark in the outbox.
+func planRelease(items, next []DueItem) ([]op, []string) {
+	ops := make([]op, 0, len(items)+len(next))
+	var subjects []string
+	seen := make(map[string]bool, len(items))
+	for _, it := range items {
+		ops = append(ops, op{key: dueKey(it.Day, it.Subject), del: true})
+		if !seen[it.Subject] {
+			seen[it.Subject] = true
+			subjects = append(subjects, it.Subject)
 		}
 	}
+	for _, it := range next {
+		ops = append(ops, op{key: dueKey(it.Day, it.Subject), val: []byte{}})
+	}
+	return ops, subjects
 }
 
 // DueVersion returns the version RebuildDue last recorded ("" if the

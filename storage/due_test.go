@@ -27,11 +27,28 @@ func drainOutbox(t *testing.T, db *DB) []string {
 	return subjects
 }
 
+// releaseThrough releases every marker up to a day, as the node's sweep
+// does, and returns how many subjects were marked.
+func releaseThrough(db *DB, through credit.Date) (int, error) {
+	total := 0
+	for {
+		items, err := db.DueSubjects(through, 0)
+		if err != nil || len(items) == 0 {
+			return total, err
+		}
+		n, err := db.ReleaseDue(items, nil)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 func mustRelease(t *testing.T, db *DB, through credit.Date) int {
 	t.Helper()
-	n, err := db.ReleaseDue(through)
+	n, err := releaseThrough(db, through)
 	if err != nil {
-		t.Fatalf("ReleaseDue: %v", err)
+		t.Fatalf("release: %v", err)
 	}
 	return n
 }
@@ -72,6 +89,41 @@ func TestReleaseDueMarksSubjectsWhoseDisplayEnded(t *testing.T) {
 	}
 	if left := rawKeys(t, db, "e/"); len(left) != 1 {
 		t.Fatalf("due markers left: %d, want 1 (subject 3)", len(left))
+	}
+}
+
+func TestDueSubjectsReadsWithoutConsuming(t *testing.T) {
+	db := openTest(t, Options{Boundaries: tenDays})
+	d := credit.NewDate(1969, 12, 25) // days before 1970 are negative
+	mustSubmit(t, db, decidedOn(testRecord("X1", 1), d), decidedOn(testRecord("X2", 2), d+1), decidedOn(testRecord("X3", 3), d+2))
+	drainOutbox(t, db)
+	items, err := db.DueSubjects(d+11, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []DueItem{{d + 10, testSubject(1)}, {d + 11, testSubject(2)}}
+	if !slices.Equal(items, want) {
+		t.Fatalf("DueSubjects = %+v, want %+v", items, want)
+	}
+	// Reading consumed nothing: a crash before ReleaseDue loses no work.
+	if again, err := db.DueSubjects(d+11, 1); err != nil || !slices.Equal(again, want[:1]) {
+		t.Fatalf("DueSubjects again (limit 1) = %+v, %v", again, err)
+	}
+	if n, err := db.OutboxLen(); err != nil || n != 0 {
+		t.Fatalf("reading due markers marked %d subjects (%v)", n, err)
+	}
+	// Releasing subject 1 chains its next due day.
+	if n, err := db.ReleaseDue(items, []DueItem{{d + 500, testSubject(1)}}); err != nil || n != 2 {
+		t.Fatalf("ReleaseDue = %d, %v", n, err)
+	}
+	if left, err := db.DueSubjects(d+100, 0); err != nil || len(left) != 1 || left[0].Subject != testSubject(3) {
+		t.Fatalf("left after the release: %+v, %v", left, err)
+	}
+	if left, err := db.DueSubjects(d+500, 0); err != nil || len(left) != 2 || left[1] != (DueItem{d + 500, testSubject(1)}) {
+		t.Fatalf("the chained marker: %+v, %v", left, err)
+	}
+	if _, err := db.ReleaseDue(make([]DueItem, maxReleaseBatch+1), nil); err == nil {
+		t.Fatal("ReleaseDue took more items than one transaction holds")
 	}
 }
 
@@ -123,8 +175,8 @@ func TestRebuildDueCoversRecordsWrittenWithoutBoundaries(t *testing.T) {
 	if _, err := plain.SubmitRecords([]credit.Record{decidedOn(testRecord("P1", 1), d), decidedOn(testRecord("P2", 2), d+1)}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := plain.ReleaseDue(d + 100); err != nil || n != 0 {
-		t.Fatalf("without Boundaries ReleaseDue = %d, %v", n, err)
+	if n, err := releaseThrough(plain, d+100); err != nil || n != 0 {
+		t.Fatalf("without Boundaries a release marked %d, %v", n, err)
 	}
 	if err := plain.RebuildDue("v1"); err == nil {
 		t.Fatal("RebuildDue without Boundaries succeeded")
@@ -160,7 +212,10 @@ func TestReleaseDueAfterClose(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.ReleaseDue(credit.NewDate(2026, 1, 1)); !errors.Is(err, ErrClosed) {
+	if _, err := db.DueSubjects(credit.NewDate(2026, 1, 1), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("DueSubjects after Close: %v", err)
+	}
+	if _, err := db.ReleaseDue([]DueItem{{Day: 1, Subject: testSubject(1)}}, nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("ReleaseDue after Close: %v", err)
 	}
 }

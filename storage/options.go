@@ -45,12 +45,12 @@ type Options struct {
 	// 10 minutes; a negative value disables the loop (call CollectGarbage).
 	GCInterval time.Duration
 
-	// Boundaries, when set, returns the days on which a record's index
-	// summary changes by the passing of time alone — the end of its display
-	// period. Each record written (submitted or a new version) gets a due
-	// marker for each day, in the same transaction, and ReleaseDue moves the
-	// subjects of past days into the outbox (due.go). It depends on the
-	// catalog, so it must be safe to call from the committer goroutine.
+	// Boundaries, when set, returns the days on which a record changes by
+	// the passing of time alone (the node returns the end of its display
+	// period; later days are chained by ReleaseDue's next). Each record
+	// written (submitted or a new version) gets a due marker for each day,
+	// in the same transaction (due.go). It depends on the catalog, so it
+	// must be safe to call from the committer goroutine.
 	Boundaries func(credit.Record) []credit.Date
 
 	// baseline selects badger.DefaultOptions (plus SyncWrites) instead of

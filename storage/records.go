@@ -71,8 +71,8 @@ type writeReq struct {
 	recs     []credit.Record // submit: the records; update: the next version
 	enc      [][]byte        // their CBOR
 	dept, id string          // delete
-	through  credit.Date     // release: the last day released
-	limit    int             // release: at most this many due keys
+	due      []DueItem       // release: the due markers to release
+	next     []DueItem       // release: the due markers to add
 	released int             // release: subjects marked, set by the committer
 
 	outcomes []Outcome // submit, filled by the committer
@@ -455,8 +455,8 @@ func (db *DB) plan(txn *badger.Txn, u unit) (ops []op, subjects []string, delta 
 		return ops, subjects, 0, unitResult{}, nil
 
 	case kindRelease:
-		ops, subjects, err = planRelease(txn, r.through, r.limit)
-		return ops, subjects, 0, unitResult{released: len(subjects)}, err
+		ops, subjects = planRelease(r.due, r.next)
+		return ops, subjects, 0, unitResult{released: len(subjects)}, nil
 
 	default: // kindDelete
 		cur, found, err := getRecord(txn, recordKey(r.dept, r.id))
