@@ -18,7 +18,9 @@ type IndexSummary struct {
 	// record.
 	HasDisputed bool `json:"has_disputed" cbor:"7,keyasint,omitempty"`
 	// DisplayUntil is the latest end of display among the counted records:
-	// the first day on which the summary must have been recomputed.
+	// from that day on the entry holds nothing. (The counts change earlier,
+	// on each record's own end; the district's sweep recomputes the summary
+	// on each of those days.)
 	DisplayUntil Date `json:"display_until,omitzero" cbor:"8,keyasint,omitempty"`
 	// Repaired counts repaired records still within their display period,
 	// which only repair review and objection handling may see. They are in

@@ -49,6 +49,9 @@ type Node struct {
 	sweepDone chan struct{}
 	sweepMu   sync.Mutex // one Sweep at a time
 
+	oldCatalogsMu sync.Mutex
+	oldCatalogs   map[int]*credit.Catalog // earlier catalog versions the sweep needed
+
 	apiLn      net.Listener
 	api        *http.Server
 	metricsLn  net.Listener

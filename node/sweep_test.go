@@ -3,10 +3,14 @@ package node
 import (
 	"context"
 	"net/http"
+	"slices"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"credfed/certs"
+	"credfed/consensus"
 	"credfed/credit"
 	"credfed/internal/wait"
 	"credfed/storage"
@@ -153,4 +157,74 @@ func TestSweepRefreshesTheIndexAndDeletesAtRetentionEnd(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestSweepAfterACatalogDropsAnItem: a new catalog without a record's item
+// triggers a rebuild of the markers, and the record is still deleted when
+// the retention of the catalog it was accepted under ends.
+func TestSweepAfterACatalogDropsAnItem(t *testing.T) {
+	decided := recentDecision
+	clock := &testClock{}
+	clock.setDay(decided + 5)
+	f, err := StartLocal(LocalSpec{Dir: t.TempDir(), Districts: 1}, Options{Logger: testLogger(), RaftTiming: fastRaft, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		f.Stop(ctx)
+	})
+	ready, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.WaitReady(ready); err != nil {
+		t.Fatal(err)
+	}
+	district := f.Districts()[0]
+	dn := f.Node(district)
+	subject := credit.SyntheticPerson(6161, credit.NewDate(1985, 2, 3))
+	files := f.Layout.Departments[district]
+	var ans submitAnswer
+	if code := newClient(t, f, &files).do("POST", apiURL(f, district, "/v1/records"), "application/json",
+		record("DROP-1", subject, "FOOD-DRUG-PENALTY", "catalog change"), &ans); code != http.StatusOK || ans.Results[0].Status != "accepted" {
+		t.Fatalf("submit: %d %+v", code, ans)
+	}
+	waitIndexed(t, f, subject, 1)
+	if _, err := dn.Sweep(context.Background()); err != nil { // records the markers' catalog version
+		t.Fatal(err)
+	}
+	v1 := dn.rep.State().Catalog()
+	item, _ := v1.Item("FOOD-DRUG-PENALTY")
+
+	// Version 2 drops the item (and the classification rules naming it).
+	v2 := credit.DefaultCatalog()
+	v2.Version = v1.Version + 1
+	v2.Items = slices.DeleteFunc(v2.Items, func(it credit.Item) bool { return it.Code == item.Code })
+	v2.Rules = slices.DeleteFunc(v2.Rules, func(r credit.ClassificationRule) bool { return r.Item == item.Code })
+	op := certs.Identity{Federation: f.Layout.Federation, Role: certs.Operator, Region: "zhejiang", Institution: "ops"}
+	ctx, cancelApply := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancelApply()
+	if _, err := f.Node("zhejiang").rep.Apply(ctx, consensus.CmdCatalogPublish, op, consensus.CatalogPublish{Catalog: v2}); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 20*time.Second, "the district to have catalog version 2", func() bool {
+		return dn.rep.State().Catalog().Version == v2.Version
+	})
+
+	// The sweep rebuilds the markers under the new catalog; nothing is due.
+	if got, err := dn.Sweep(context.Background()); err != nil || got != (SweepResult{}) {
+		t.Fatalf("sweep after the new catalog: %+v, %v", got, err)
+	}
+	if v, err := dn.Store().DueVersion(); err != nil || v != strconv.Itoa(v2.Version) {
+		t.Fatalf("markers built for catalog %q (%v), want %d", v, err, v2.Version)
+	}
+	// At the end of the retention of the catalog it was accepted under, the
+	// record goes.
+	clock.setDay(credit.RetentionEnd(credit.Record{DecidedOn: decided}, item))
+	if got, err := dn.Sweep(context.Background()); err != nil || got.Deleted != 1 {
+		t.Fatalf("sweep at the retention end: %+v, %v", got, err)
+	}
+	if n := dn.Store().CountRecords(); n != 0 {
+		t.Fatalf("the district still holds %d records", n)
+	}
 }

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -32,7 +33,7 @@ func drainOutbox(t *testing.T, db *DB) []string {
 func releaseThrough(db *DB, through credit.Date) (int, error) {
 	total := 0
 	for {
-		items, err := db.DueSubjects(through, 0)
+		items, err := db.DueSubjects(through, nil, 0)
 		if err != nil || len(items) == 0 {
 			return total, err
 		}
@@ -97,33 +98,68 @@ func TestDueSubjectsReadsWithoutConsuming(t *testing.T) {
 	d := credit.NewDate(1969, 12, 25) // days before 1970 are negative
 	mustSubmit(t, db, decidedOn(testRecord("X1", 1), d), decidedOn(testRecord("X2", 2), d+1), decidedOn(testRecord("X3", 3), d+2))
 	drainOutbox(t, db)
-	items, err := db.DueSubjects(d+11, 0)
+	items, err := db.DueSubjects(d+11, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []DueItem{{d + 10, testSubject(1)}, {d + 11, testSubject(2)}}
-	if !slices.Equal(items, want) {
+	want := []DueItem{{Day: d + 10, Subject: testSubject(1)}, {Day: d + 11, Subject: testSubject(2)}}
+	if !sameDue(items, want) {
 		t.Fatalf("DueSubjects = %+v, want %+v", items, want)
 	}
 	// Reading consumed nothing: a crash before ReleaseDue loses no work.
-	if again, err := db.DueSubjects(d+11, 1); err != nil || !slices.Equal(again, want[:1]) {
+	if again, err := db.DueSubjects(d+11, nil, 1); err != nil || !sameDue(again, want[:1]) {
 		t.Fatalf("DueSubjects again (limit 1) = %+v, %v", again, err)
+	}
+	// After a marker, the scan goes on past it.
+	if rest, err := db.DueSubjects(d+11, &items[0], 0); err != nil || !sameDue(rest, want[1:]) {
+		t.Fatalf("DueSubjects after the first = %+v, %v", rest, err)
 	}
 	if n, err := db.OutboxLen(); err != nil || n != 0 {
 		t.Fatalf("reading due markers marked %d subjects (%v)", n, err)
 	}
 	// Releasing subject 1 chains its next due day.
-	if n, err := db.ReleaseDue(items, []DueItem{{d + 500, testSubject(1)}}); err != nil || n != 2 {
+	if n, err := db.ReleaseDue(items, []DueItem{{Day: d + 500, Subject: testSubject(1)}}); err != nil || n != 2 {
 		t.Fatalf("ReleaseDue = %d, %v", n, err)
 	}
-	if left, err := db.DueSubjects(d+100, 0); err != nil || len(left) != 1 || left[0].Subject != testSubject(3) {
+	if left, err := db.DueSubjects(d+100, nil, 0); err != nil || len(left) != 1 || left[0].Subject != testSubject(3) {
 		t.Fatalf("left after the release: %+v, %v", left, err)
 	}
-	if left, err := db.DueSubjects(d+500, 0); err != nil || len(left) != 2 || left[1] != (DueItem{d + 500, testSubject(1)}) {
+	if left, err := db.DueSubjects(d+500, nil, 0); err != nil || !sameDue(left[1:], []DueItem{{Day: d + 500, Subject: testSubject(1)}}) {
 		t.Fatalf("the chained marker: %+v, %v", left, err)
 	}
 	if _, err := db.ReleaseDue(make([]DueItem, maxReleaseBatch+1), nil); err == nil {
 		t.Fatal("ReleaseDue took more items than one transaction holds")
+	}
+}
+
+// sameDue compares markers by day and subject.
+func sameDue(a, b []DueItem) bool {
+	return slices.EqualFunc(a, b, func(x, y DueItem) bool { return x.Day == y.Day && x.Subject == y.Subject })
+}
+
+// TestReleaseKeepsAMarkerRewrittenMeanwhile: a record written between
+// DueSubjects and ReleaseDue that sets the same marker keeps it.
+func TestReleaseKeepsAMarkerRewrittenMeanwhile(t *testing.T) {
+	db := openTest(t, Options{Boundaries: tenDays})
+	d := credit.NewDate(2026, 4, 1)
+	mustSubmit(t, db, decidedOn(testRecord("W1", 1), d))
+	items, err := db.DueSubjects(d+10, nil, 0)
+	if err != nil || len(items) != 1 {
+		t.Fatalf("DueSubjects = %+v, %v", items, err)
+	}
+	mustSubmit(t, db, decidedOn(testRecord("W2", 1), d)) // same subject, same day
+	if n, err := db.ReleaseDue(items, nil); err != nil || n != 1 {
+		t.Fatalf("ReleaseDue = %d, %v", n, err)
+	}
+	if left, err := db.DueSubjects(d+10, nil, 0); err != nil || !sameDue(left, items) {
+		t.Fatalf("the marker W2 set is gone: %+v, %v", left, err)
+	}
+	again, _ := db.DueSubjects(d+10, nil, 0)
+	if n, err := db.ReleaseDue(again, nil); err != nil || n != 1 {
+		t.Fatalf("second ReleaseDue = %d, %v", n, err)
+	}
+	if left, err := db.DueSubjects(d+10, nil, 0); err != nil || len(left) != 0 {
+		t.Fatalf("markers left after releasing what was read: %+v, %v", left, err)
 	}
 }
 
@@ -178,7 +214,7 @@ func TestRebuildDueCoversRecordsWrittenWithoutBoundaries(t *testing.T) {
 	if n, err := releaseThrough(plain, d+100); err != nil || n != 0 {
 		t.Fatalf("without Boundaries a release marked %d, %v", n, err)
 	}
-	if err := plain.RebuildDue("v1"); err == nil {
+	if err := plain.RebuildDue(context.Background(), "v1"); err == nil {
 		t.Fatal("RebuildDue without Boundaries succeeded")
 	}
 	if err := plain.Close(); err != nil {
@@ -190,7 +226,15 @@ func TestRebuildDueCoversRecordsWrittenWithoutBoundaries(t *testing.T) {
 		t.Fatalf("DueVersion before a rebuild = %q, %v", v, err)
 	}
 	drainOutbox(t, db)
-	if err := db.RebuildDue("catalog-7"); err != nil {
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := db.RebuildDue(cancelled, "catalog-7"); err == nil {
+		t.Fatal("a cancelled rebuild succeeded")
+	}
+	if v, err := db.DueVersion(); err != nil || v != "" {
+		t.Fatalf("a cancelled rebuild recorded version %q (%v)", v, err)
+	}
+	if err := db.RebuildDue(context.Background(), "catalog-7"); err != nil {
 		t.Fatal(err)
 	}
 	if v, err := db.DueVersion(); err != nil || v != "catalog-7" {
@@ -212,7 +256,7 @@ func TestReleaseDueAfterClose(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.DueSubjects(credit.NewDate(2026, 1, 1), 0); !errors.Is(err, ErrClosed) {
+	if _, err := db.DueSubjects(credit.NewDate(2026, 1, 1), nil, 0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("DueSubjects after Close: %v", err)
 	}
 	if _, err := db.ReleaseDue([]DueItem{{Day: 1, Subject: testSubject(1)}}, nil); !errors.Is(err, ErrClosed) {
@@ -227,5 +271,28 @@ func TestDayKeysSortLikeDays(t *testing.T) {
 		if string(a) >= string(b) {
 			t.Fatalf("key of %v does not sort before key of %v", days[i-1], days[i])
 		}
+	}
+}
+
+// TestReleaseTooLargeIsAnError: a release that does not fit one
+// transaction fails loudly instead of releasing nothing in silence.
+func TestReleaseTooLargeIsAnError(t *testing.T) {
+	db := openTest(t, Options{Boundaries: tenDays})
+	d := credit.NewDate(2026, 5, 4)
+	recs := make([]credit.Record, 50)
+	for i := range recs {
+		recs[i] = decidedOn(testRecord(fmt.Sprintf("L%d", i), i), d)
+	}
+	mustSubmit(t, db, recs...)
+	items, err := db.DueSubjects(d+10, nil, 0)
+	if err != nil || len(items) != 50 {
+		t.Fatalf("DueSubjects = %d, %v", len(items), err)
+	}
+	db.budgetBytes = 512 // far less than 50 markers and outbox marks need
+	if n, err := db.ReleaseDue(items, nil); !errors.Is(err, ErrRecordTooLarge) || n != 0 {
+		t.Fatalf("an oversized release = %d, %v", n, err)
+	}
+	if left, err := db.DueSubjects(d+10, nil, 0); err != nil || len(left) != 50 {
+		t.Fatalf("the refused release changed the markers: %d left, %v", len(left), err)
 	}
 }

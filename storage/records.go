@@ -317,7 +317,7 @@ func (db *DB) commitFrom(units []unit, from int) (int, error) {
 			case kindSubmit:
 				u.req.outcomes[u.i] = res.outcome
 			case kindRelease:
-				u.req.released = res.released
+				u.req.released, u.req.err = res.released, res.err
 			default:
 				u.req.err = res.err
 			}
@@ -455,8 +455,8 @@ func (db *DB) plan(txn *badger.Txn, u unit) (ops []op, subjects []string, delta 
 		return ops, subjects, 0, unitResult{}, nil
 
 	case kindRelease:
-		ops, subjects = planRelease(r.due, r.next)
-		return ops, subjects, 0, unitResult{released: len(subjects)}, nil
+		ops, subjects, err = planRelease(txn, r.due, r.next)
+		return ops, subjects, 0, unitResult{released: len(subjects)}, err
 
 	default: // kindDelete
 		cur, found, err := getRecord(txn, recordKey(r.dept, r.id))
