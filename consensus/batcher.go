@@ -112,7 +112,7 @@ func (b *batcher) propose(reqs []*indexReq, n int) {
 	f := b.r.raft.Apply(data, 10*time.Second)
 	go func() {
 		defer func() { <-b.slots }()
-		if err := f.Error(); err != nil {
+		if err := b.r.await(f); err != nil {
 			b.finish(reqs, nil, raftError(err))
 			return
 		}

@@ -131,7 +131,7 @@ func (r *Replica) handleApply(ctx context.Context, req *exchange.Request) (any, 
 		return nil, exchange.Errorf(exchange.CodeBadRequest, "command does not encode")
 	}
 	f := r.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
-	if err := f.Error(); err != nil {
+	if err := r.await(f); err != nil {
 		err = raftError(err)
 		switch {
 		case errors.Is(err, ErrOutcomeUnknown):

@@ -40,7 +40,7 @@ func (r *Replica) leaderLoop() {
 // strong reads on this leader.
 func (r *Replica) confirmLeadership(ready chan struct{}) {
 	for attempt := 0; ; attempt++ {
-		err := r.raft.Barrier(10 * time.Second).Error()
+		err := r.await(r.raft.Barrier(10 * time.Second))
 		if err == nil {
 			close(ready)
 			r.reconcile()
@@ -91,7 +91,7 @@ func (r *Replica) reconcile() {
 		var f raft.IndexFuture
 		switch {
 		case ok && s.Address != addr:
-			if err := r.raft.RemoveServer(id, 0, timeout).Error(); err != nil {
+			if err := r.await(r.raft.RemoveServer(id, 0, timeout)); err != nil {
 				r.log.Warn("reconcile: remove server to change its address", "server", id, "error", err)
 				continue
 			}
@@ -104,7 +104,7 @@ func (r *Replica) reconcile() {
 			f = r.raft.DemoteVoter(id, 0, timeout)
 		}
 		if f != nil {
-			if err := f.Error(); err != nil {
+			if err := r.await(f); err != nil {
 				r.log.Warn("reconcile: configuration change failed", "server", id, "error", err)
 			} else {
 				r.log.Info("reconcile: configuration changed", "server", id, "voter", reg.Voter, "address", addr)
@@ -113,7 +113,7 @@ func (r *Replica) reconcile() {
 	}
 	for id := range current {
 		if !wanted[id] && id != self {
-			if err := r.raft.RemoveServer(id, 0, timeout).Error(); err != nil {
+			if err := r.await(r.raft.RemoveServer(id, 0, timeout)); err != nil {
 				r.log.Warn("reconcile: remove server", "server", id, "error", err)
 			} else {
 				r.log.Info("reconcile: removed server of a removed region", "server", id)

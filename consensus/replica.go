@@ -322,7 +322,7 @@ func (r *Replica) propose(ctx context.Context, t CommandType, proposer, actor ce
 		return nil, err
 	}
 	f := r.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
-	if err := f.Error(); err != nil {
+	if err := r.await(f); err != nil {
 		return nil, raftError(err)
 	}
 	res := f.Response()
@@ -330,6 +330,30 @@ func (r *Replica) propose(ctx context.Context, t CommandType, proposer, actor ce
 		return nil, e
 	}
 	return res, nil
+}
+
+// await waits for a raft future, or until the replica closes, whichever
+// comes first. hashicorp/raft (v1.8) leaves an Apply or configuration
+// change future unanswered for good if it shuts down while the entry sits
+// in the FSM's queue (runFSM returns without draining fsmMutateCh, and those
+// futures have no ShutdownCh), and a loop of ours blocked on one hung Close
+// (seen once in the cluster tests under heavy load). On close await answers
+// raft.ErrRaftShutdown, which raftError maps to "outcome unknown, closed";
+// the goroutine left behind ends if raft ever answers.
+func (r *Replica) await(f raft.Future) error {
+	res := make(chan error, 1)
+	go func() { res <- f.Error() }()
+	select {
+	case err := <-res:
+		return err
+	case <-r.done:
+		select {
+		case err := <-res: // answered after all
+			return err
+		default:
+			return raft.ErrRaftShutdown
+		}
+	}
 }
 
 // raftError maps hashicorp/raft's errors onto ours.
@@ -435,7 +459,7 @@ func (r *Replica) leaderReadIndex(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("%w: leader not ready: %v", ErrStale, ctx.Err())
 	}
 	index := r.raft.CommitIndex()
-	if err := r.raft.VerifyLeader().Error(); err != nil {
+	if err := r.await(r.raft.VerifyLeader()); err != nil {
 		return 0, raftError(err)
 	}
 	return index, nil
@@ -490,7 +514,7 @@ func (r *Replica) Stats() map[string]string { return r.raft.Stats() }
 // Servers returns Raft's current configuration.
 func (r *Replica) Servers() ([]raft.Server, error) {
 	f := r.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+	if err := r.await(f); err != nil {
 		return nil, raftError(err)
 	}
 	return f.Configuration().Servers, nil
