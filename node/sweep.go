@@ -149,10 +149,13 @@ func (n *Node) Sweep(ctx context.Context) (SweepResult, error) {
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
-		released, err := n.db.ReleaseDue(done, next)
+		released, relErr := n.db.ReleaseDue(done, next)
 		res.Subjects += released
-		if err != nil {
-			return res, fmt.Errorf("node: sweep: %w", err)
+		if relErr != nil {
+			return res, fmt.Errorf("node: sweep: %w", relErr)
+		}
+		if errors.Is(err, errSweepGaveUp) {
+			break
 		}
 	}
 	if firstErr != nil {
@@ -160,6 +163,15 @@ func (n *Node) Sweep(ctx context.Context) (SweepResult, error) {
 	}
 	return res, nil
 }
+
+// errSweepGaveUp: so many subjects in a row failed that the cause is
+// likely not theirs (no coordinator answers for pseudonyms, the audit log
+// cannot be written): the sweep stops and the next one tries again, rather
+// than waiting out every remaining subject's failure.
+var errSweepGaveUp = errors.New("too many subjects in a row could not be settled; the sweep stopped early")
+
+// maxFailuresInARow is when the sweep gives up (errSweepGaveUp).
+const maxFailuresInARow = 8
 
 // settle deletes the records of the items' subjects whose retention
 // period ended by today, each after its audit entry is durable (an
@@ -170,20 +182,27 @@ func (n *Node) Sweep(ctx context.Context) (SweepResult, error) {
 // the first error.
 func (n *Node) settle(ctx context.Context, items []storage.DueItem, cat *credit.Catalog, today credit.Date) (done, next []storage.DueItem, deleted, failed int, firstErr error) {
 	outcome := map[string]bool{} // subject → settled
+	inARow := 0
 	for _, item := range items {
 		if _, seen := outcome[item.Subject]; seen {
 			continue
+		}
+		if inARow >= maxFailuresInARow {
+			firstErr = fmt.Errorf("%w (%v)", errSweepGaveUp, firstErr)
+			break // the rest stays for the next sweep
 		}
 		soonest, d, err := n.settleSubject(ctx, item.Subject, cat, today)
 		deleted += d
 		outcome[item.Subject] = err == nil
 		if err != nil {
 			failed++
+			inARow++
 			if firstErr == nil {
 				firstErr = err
 			}
 			continue
 		}
+		inARow = 0
 		if soonest != 0 {
 			next = append(next, storage.DueItem{Day: soonest, Subject: item.Subject})
 		}

@@ -2,12 +2,15 @@ package node
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"credfed/certs"
 	"credfed/consensus"
@@ -226,5 +229,62 @@ func TestSweepAfterACatalogDropsAnItem(t *testing.T) {
 	}
 	if n := dn.Store().CountRecords(); n != 0 {
 		t.Fatalf("the district still holds %d records", n)
+	}
+}
+
+// TestSweepGoesOnPastASubjectThatFails: a subject whose records cannot be
+// read keeps its markers and is reported, and the others are swept.
+func TestSweepGoesOnPastASubjectThatFails(t *testing.T) {
+	clock := &testClock{}
+	clock.setDay(recentDecision + 5)
+	f, err := StartLocal(LocalSpec{Dir: t.TempDir(), Districts: 1}, Options{Logger: testLogger(), RaftTiming: fastRaft, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		f.Stop(ctx)
+	})
+	ready, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.WaitReady(ready); err != nil {
+		t.Fatal(err)
+	}
+	district := f.Districts()[0]
+	dn := f.Node(district)
+	broken := credit.SyntheticPerson(7171, credit.NewDate(1990, 6, 6))
+	fine := credit.SyntheticPerson(7272, credit.NewDate(1991, 7, 7))
+	files := f.Layout.Departments[district]
+	var ans submitAnswer
+	if code := newClient(t, f, &files).do("POST", apiURL(f, district, "/v1/records"), "application/json",
+		[]any{record("BRK-1", broken, "FOOD-DRUG-PENALTY", "x"), record("FIN-1", fine, "FOOD-DRUG-PENALTY", "y")}, &ans); code != http.StatusOK {
+		t.Fatalf("submit: %d %+v", code, ans)
+	}
+	waitIndexed(t, f, broken, 1)
+	waitIndexed(t, f, fine, 1)
+	// Damage one subject: its subject index now names a missing record.
+	if err := dn.Store().Badger().Update(func(txn *badger.Txn) error {
+		return txn.Delete([]byte("r/" + DemoDepartment + "\x00BRK-1"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	cat := dn.rep.State().Catalog()
+	item, _ := cat.Item("FOOD-DRUG-PENALTY")
+	clock.setDay(credit.DisplayUntil(credit.Record{DecidedOn: recentDecision}, item))
+	got, err := dn.Sweep(context.Background())
+	if !errors.Is(err, storage.ErrCorrupt) || got.Subjects != 1 || got.Failed != 1 {
+		t.Fatalf("sweep with one damaged subject: %+v, %v", got, err)
+	}
+	// The other subject was refreshed: its entry stops holding.
+	prov := f.Node("zhejiang")
+	wait.Until(t, 30*time.Second, "the sound subject's entry to stop holding", func() bool {
+		entries, _, err := prov.rep.State().Lookup(prov.key.Pseudonym(fine))
+		return err == nil && len(entries) == 1 && !entries[0].Holds()
+	})
+	// The damaged one keeps its marker for the next sweep.
+	if again, err := dn.Sweep(context.Background()); !errors.Is(err, storage.ErrCorrupt) || again.Failed != 1 || again.Subjects != 0 {
+		t.Fatalf("second sweep: %+v, %v", again, err)
 	}
 }
