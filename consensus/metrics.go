@@ -20,6 +20,7 @@ type metrics struct {
 	outboxLag        prometheus.Gauge
 	isLeader         prometheus.Gauge
 	restores         prometheus.Counter
+	outboxUnreadable prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -63,13 +64,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "credfed_consensus_leader", Help: "1 while this node leads the Raft cluster.",
 		}),
+		outboxUnreadable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "credfed_consensus_outbox_unreadable_total", Help: "Times the publisher left an outbox subject marked because its records could not be read (a damaged store).",
+		}),
 		restores: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "credfed_consensus_snapshot_restores_total", Help: "Snapshots restored into this replica's state (catching up from the leader, or at start).",
 		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.applied, m.refused, m.indexUpdates, m.appliedIndex, m.applyDuration, m.snapshotDuration,
-			m.snapshotBytes, m.batchUpdates, m.forwarded, m.pseudonymized, m.outboxLag, m.isLeader, m.restores)
+			m.snapshotBytes, m.batchUpdates, m.forwarded, m.pseudonymized, m.outboxLag, m.isLeader, m.restores, m.outboxUnreadable)
 	}
 	return m
 }

@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -14,7 +15,7 @@ import (
 // Outbox is what a district's publisher reads: the subjects whose index
 // entries changed (storage.DB implements it).
 type Outbox interface {
-	PendingSubjects(limit int) ([]storage.OutboxItem, error)
+	PendingSubjectsAfter(after uint64, limit int) ([]storage.OutboxItem, error)
 	AckOutbox(items []storage.OutboxItem) error
 	OutboxLen() (int, error)
 	RecordsBySubject(subject string) ([]credit.Record, error)
@@ -130,50 +131,95 @@ func (p *Publisher) run() {
 	}
 }
 
-// Drain publishes until the outbox is empty or an error stops it.
+// Drain publishes until the outbox is empty or an error stops it. A
+// subject whose records cannot be read (a damaged store) stays marked and
+// does not hold the others back: Drain goes on past it and, once the rest
+// is out, reports it as an ErrUnreadableSubjects error (counted in
+// credfed_consensus_outbox_unreadable_total; the publisher retries it).
 func (p *Publisher) Drain(ctx context.Context) error {
+	var after uint64
+	skipped := 0
+	var firstSkip error
 	for {
-		n, err := p.pass(ctx)
+		n, last, skip, err := p.pass(ctx, after)
 		if n, lenErr := p.src.OutboxLen(); lenErr == nil {
 			p.r.metrics.outboxLag.Set(float64(n))
 		}
-		if err != nil || n == 0 {
+		if skip.count > 0 {
+			skipped += skip.count
+			p.r.metrics.outboxUnreadable.Add(float64(skip.count))
+			if firstSkip == nil {
+				firstSkip = skip.err
+			}
+		}
+		if err != nil {
 			return err
 		}
+		if n == 0 {
+			if skipped > 0 {
+				return fmt.Errorf("%w: %d subjects left marked: %w", ErrUnreadableSubjects, skipped, firstSkip)
+			}
+			return nil
+		}
+		after = last
 	}
 }
 
-// pass publishes one batch and returns how many subjects it handled.
-func (p *Publisher) pass(ctx context.Context) (int, error) {
-	items, err := p.src.PendingSubjects(p.batch)
+// skips counts the subjects a pass left marked because their records could
+// not be read, and the first such error.
+type skips struct {
+	count int
+	err   error
+}
+
+// pass publishes one batch of the subjects marked after the sequence
+// number after, and returns how many it read, the last sequence number
+// read and the subjects it had to leave marked.
+func (p *Publisher) pass(ctx context.Context, after uint64) (int, uint64, skips, error) {
+	var skip skips
+	items, err := p.src.PendingSubjectsAfter(after, p.batch)
 	if err != nil || len(items) == 0 {
-		return 0, err
+		return 0, after, skip, err
 	}
+	last := items[len(items)-1].Seq
 	cat := p.r.state.Catalog()
 	if cat == nil {
-		return 0, ErrNoLeader // the catalog has not replicated here yet
+		return 0, after, skip, ErrNoLeader // the catalog has not replicated here yet
 	}
-	subjects := make([]string, len(items))
-	for i, it := range items {
+	var readable []storage.OutboxItem
+	var records [][]credit.Record
+	for _, it := range items {
+		recs, err := p.src.RecordsBySubject(it.Subject)
+		if err != nil {
+			skip.count++
+			if skip.err == nil {
+				skip.err = err
+			}
+			continue
+		}
+		readable = append(readable, it)
+		records = append(records, recs)
+	}
+	if len(readable) == 0 {
+		return len(items), last, skip, nil
+	}
+	subjects := make([]string, len(readable))
+	for i, it := range readable {
 		subjects[i] = it.Subject
 	}
 	pseudonyms, err := p.resolve(ctx, subjects)
 	if err != nil {
-		return 0, err
+		return 0, after, skip, err
 	}
 	today := credit.TodayAt(p.now())
 	district := p.r.cfg.Self.Region
-	updates := make([]IndexUpdate, len(items))
-	for i, it := range items {
-		recs, err := p.src.RecordsBySubject(it.Subject)
-		if err != nil {
-			return 0, err
-		}
+	updates := make([]IndexUpdate, len(readable))
+	for i, it := range readable {
 		updates[i] = IndexUpdate{Pseudonym: pseudonyms[i], District: district,
-			Summary: credit.Summarize(recs, cat, today), Seq: it.Seq}
+			Summary: credit.Summarize(records[i], cat, today), Seq: it.Seq}
 	}
 	if err := p.r.SubmitIndex(ctx, updates); err != nil {
-		return 0, err
+		return 0, after, skip, err
 	}
-	return len(items), p.src.AckOutbox(items)
+	return len(items), last, skip, p.src.AckOutbox(readable)
 }

@@ -287,4 +287,24 @@ func TestSweepGoesOnPastASubjectThatFails(t *testing.T) {
 	if again, err := dn.Sweep(context.Background()); !errors.Is(err, storage.ErrCorrupt) || again.Failed != 1 || again.Subjects != 0 {
 		t.Fatalf("second sweep: %+v, %v", again, err)
 	}
+
+	// Nor does it hold the outbox back: a new record of the damaged subject
+	// is marked first, one of the sound subject after it, and the sound one
+	// reaches the index while the damaged one stays marked.
+	today := credit.TodayAt(clock.Now())
+	for _, r := range []map[string]string{record("BRK-2", broken, "FOOD-DRUG-PENALTY", "x"), record("FIN-2", fine, "FOOD-DRUG-PENALTY", "y")} {
+		r["occurred_on"], r["decided_on"] = (today - 3).String(), (today - 1).String()
+		ans = submitAnswer{}
+		if code := newClient(t, f, &files).do("POST", apiURL(f, district, "/v1/records"), "application/json", r, &ans); code != http.StatusOK {
+			t.Fatalf("submit %s: %d %+v", r["id"], code, ans)
+		}
+	}
+	wait.Until(t, 30*time.Second, "the sound subject's new record in the index", func() bool {
+		entries, _, err := prov.rep.State().Lookup(prov.key.Pseudonym(fine))
+		return err == nil && len(entries) == 1 && entries[0].Summary.Negative == 1
+	})
+	pending, err := dn.Store().PendingSubjects(0)
+	if err != nil || len(pending) != 1 || pending[0].Subject != broken {
+		t.Fatalf("outbox after the sound subject went out: %d items, %v (want the damaged subject alone)", len(pending), err)
+	}
 }

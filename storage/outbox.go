@@ -25,25 +25,37 @@ type OutboxItem struct {
 // after a later change already went out, is harmless. Then it calls
 // AckOutbox with the items it read.
 func (db *DB) PendingSubjects(limit int) ([]OutboxItem, error) {
+	return db.PendingSubjectsAfter(0, limit)
+}
+
+// PendingSubjectsAfter is PendingSubjects from the first marker whose
+// sequence number is above after: a drainer that leaves a subject marked
+// (it could not handle it) goes on past it.
+func (db *DB) PendingSubjectsAfter(after uint64, limit int) ([]OutboxItem, error) {
 	var out []OutboxItem
 	p := []byte{famOutboxSeq, '/'}
+	start := outboxSeqKey(after + 1)
 	err := db.view(func(txn *badger.Txn) error {
-		errStop := errors.New("stop")
-		err := scanPrefix(txn, p, true, func(key, val []byte) error {
-			seq, err := parseBE64(key[len(p):])
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = p
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(start); it.ValidForPrefix(p); it.Next() {
+			item := it.Item()
+			seq, err := parseBE64(item.Key()[len(p):])
 			if err != nil {
 				return err
 			}
-			out = append(out, OutboxItem{Subject: string(val), Seq: seq})
-			if limit > 0 && len(out) >= limit {
-				return errStop
+			subject, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
 			}
-			return nil
-		})
-		if err == errStop {
-			return nil
+			out = append(out, OutboxItem{Subject: string(subject), Seq: seq})
+			if limit > 0 && len(out) >= limit {
+				return nil
+			}
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: outbox pending: %w", err)

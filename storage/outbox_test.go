@@ -44,3 +44,23 @@ func TestOutboxAck(t *testing.T) {
 		t.Fatalf("OutboxLen after acking everything = %d", n)
 	}
 }
+
+func TestPendingSubjectsAfter(t *testing.T) {
+	db := openTest(t, Options{})
+	mustSubmit(t, db, testRecord("PA1", 1), testRecord("PA2", 2), testRecord("PA3", 3))
+	all := mustPending(t, db)
+	if len(all) != 3 {
+		t.Fatalf("pending = %+v", all)
+	}
+	rest, err := db.PendingSubjectsAfter(all[0].Seq, 0)
+	if err != nil || len(rest) != 2 || rest[0] != all[1] || rest[1] != all[2] {
+		t.Fatalf("after the first = %+v, %v", rest, err)
+	}
+	one, err := db.PendingSubjectsAfter(all[0].Seq, 1)
+	if err != nil || len(one) != 1 || one[0] != all[1] {
+		t.Fatalf("after the first, limit 1 = %+v, %v", one, err)
+	}
+	if none, err := db.PendingSubjectsAfter(all[2].Seq, 0); err != nil || len(none) != 0 {
+		t.Fatalf("after the last = %+v, %v", none, err)
+	}
+}
