@@ -240,19 +240,30 @@ func transient(err error) bool {
 		errors.Is(err, context.DeadlineExceeded)
 }
 
+// whileLeaderless repeats call (each with 5 s) until its error is not
+// transient or 20 s pass, and returns its last error.
+func whileLeaderless(t *testing.T, call func(ctx context.Context) error) error {
+	t.Helper()
+	ctx := ctxT(t, 20*time.Second)
+	var err error
+	wait.For(ctx, 20*time.Millisecond, func() bool {
+		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		err = call(callCtx)
+		return !transient(err) || ctx.Err() != nil
+	})
+	return err
+}
+
 // apply applies a command through n, repeating it while the cluster has no
 // leader (a loaded machine can stall a leader past its lease). Commands
 // used with it must be idempotent.
 func apply(t *testing.T, n *testNode, typ CommandType, actor certs.Identity, body any) (any, error) {
 	t.Helper()
-	ctx := ctxT(t, 20*time.Second)
 	var res any
-	var err error
-	wait.For(ctx, 20*time.Millisecond, func() bool {
-		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		res, err = n.rep.Apply(callCtx, typ, actor, body)
-		return !transient(err) || ctx.Err() != nil
+	err := whileLeaderless(t, func(ctx context.Context) (err error) {
+		res, err = n.rep.Apply(ctx, typ, actor, body)
+		return err
 	})
 	return res, err
 }
@@ -261,14 +272,10 @@ func apply(t *testing.T, n *testNode, typ CommandType, actor certs.Identity, bod
 // leader.
 func strongLookup(t *testing.T, n *testNode, p credit.Pseudonym) ([]IndexEntry, error) {
 	t.Helper()
-	ctx := ctxT(t, 20*time.Second)
 	var e []IndexEntry
-	var err error
-	wait.For(ctx, 20*time.Millisecond, func() bool {
-		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		e, _, err = n.rep.Lookup(callCtx, p, true)
-		return !transient(err) || ctx.Err() != nil
+	err := whileLeaderless(t, func(ctx context.Context) (err error) {
+		e, _, err = n.rep.Lookup(ctx, p, true)
+		return err
 	})
 	return e, err
 }

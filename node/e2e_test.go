@@ -33,10 +33,18 @@ func testLogger() *slog.Logger {
 // startLocal runs a local federation for a test and stops it at the end.
 func startLocal(t *testing.T, spec LocalSpec) *LocalFederation {
 	t.Helper()
+	return startLocalWith(t, spec, Options{})
+}
+
+// startLocalWith is startLocal with options (a test clock); the logger and
+// Raft timing are the tests' own.
+func startLocalWith(t *testing.T, spec LocalSpec, opts Options) *LocalFederation {
+	t.Helper()
 	if spec.Dir == "" {
 		spec.Dir = t.TempDir()
 	}
-	f, err := StartLocal(spec, Options{Logger: testLogger(), RaftTiming: fastRaft})
+	opts.Logger, opts.RaftTiming = testLogger(), fastRaft
+	f, err := StartLocal(spec, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

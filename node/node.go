@@ -45,9 +45,9 @@ type Node struct {
 	pub   *consensus.Publisher // districts only
 	now   func() time.Time     // the clock of record dates (Options.Now)
 
-	sweepStop chan struct{} // districts only: stops the sweeper
-	sweepDone chan struct{}
-	sweepMu   sync.Mutex // one Sweep at a time
+	stopSweeper context.CancelFunc // districts only
+	sweepDone   chan struct{}
+	sweepMu     sync.Mutex // one Sweep at a time
 
 	oldCatalogsMu sync.Mutex
 	oldCatalogs   map[int]*credit.Catalog // earlier catalog versions the sweep needed
@@ -165,8 +165,10 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	n.registerExchange()
 	if cfg.Role == certs.District {
 		n.pub = rep.StartPublisher(db, n.resolvePseudonyms)
-		n.sweepStop, n.sweepDone = make(chan struct{}), make(chan struct{})
-		go n.sweeper(time.Duration(cfg.SweepInterval), n.sweepStop, n.sweepDone)
+		var life context.Context
+		life, n.stopSweeper = context.WithCancel(context.Background())
+		n.sweepDone = make(chan struct{})
+		go n.sweeper(life, time.Duration(cfg.SweepInterval), n.sweepDone)
 	}
 	if err := n.serve(opts); err != nil {
 		return nil, err
@@ -377,8 +379,8 @@ func (n *Node) closeAll() error {
 	if n.api != nil {
 		n.api.Close()
 	}
-	if n.sweepStop != nil {
-		close(n.sweepStop)
+	if n.stopSweeper != nil {
+		n.stopSweeper()
 		<-n.sweepDone
 	}
 	if n.pub != nil {

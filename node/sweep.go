@@ -224,6 +224,7 @@ func (n *Node) settleSubject(ctx context.Context, subject string, cat *credit.Ca
 		return 0, 0, err
 	}
 	var soonest credit.Date
+	var pseudonym string
 	deleted := 0
 	for _, r := range recs {
 		it, ok := n.itemOf(cat, r)
@@ -240,13 +241,16 @@ func (n *Node) settleSubject(ctx context.Context, subject string, cat *credit.Ca
 			}
 			continue
 		}
-		ps, err := n.resolvePseudonyms(ctx, []string{r.Subject})
-		if err != nil {
-			return 0, deleted, fmt.Errorf("retention deletion waits for the subject's pseudonym (audit): %w", err)
+		if pseudonym == "" { // once per subject, only if something is deleted
+			ps, err := n.resolvePseudonyms(ctx, []string{subject})
+			if err != nil {
+				return 0, deleted, fmt.Errorf("retention deletion waits for the subject's pseudonym (audit): %w", err)
+			}
+			pseudonym = ps[0].String()
 		}
 		if _, err := n.db.Audit().Append(storage.AuditEntry{At: n.now().UTC(), Node: n.cfg.Region,
 			Role: string(n.cfg.Role), Operation: "record.delete", Reason: "retention_ended",
-			Institution: r.Department, Subject: ps[0].String(), District: n.cfg.Region,
+			Institution: r.Department, Subject: pseudonym, District: n.cfg.Region,
 			Records: []string{r.Department + "/" + r.ID}, Decision: storage.DecisionAllowed}); err != nil {
 			n.metrics.auditFailures.Inc()
 			return 0, deleted, err
@@ -261,20 +265,14 @@ func (n *Node) settleSubject(ctx context.Context, subject string, cat *credit.Ca
 	return soonest, deleted, nil
 }
 
-// sweeper runs Sweep at start and every interval until stop closes.
-func (n *Node) sweeper(interval time.Duration, stop <-chan struct{}, done chan<- struct{}) {
+// sweeper runs Sweep at start and every interval until life ends, which
+// also cancels a sweep under way.
+func (n *Node) sweeper(life context.Context, interval time.Duration, done chan<- struct{}) {
 	defer close(done)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), interval)
-		go func() {
-			select {
-			case <-stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		ctx, cancel := context.WithTimeout(life, interval)
 		res, err := n.Sweep(ctx)
 		cancel()
 		if err != nil {
@@ -287,7 +285,7 @@ func (n *Node) sweeper(interval time.Duration, stop <-chan struct{}, done chan<-
 			}
 		}
 		select {
-		case <-stop:
+		case <-life.Done():
 			return
 		case <-tick.C:
 		}

@@ -28,36 +28,40 @@ func (c *testClock) Now() time.Time       { return time.Unix(0, c.ns.Load()) }
 func (c *testClock) set(t time.Time)      { c.ns.Store(t.UnixNano()) }
 func (c *testClock) setDay(d credit.Date) { c.set(d.Time().Add(12 * time.Hour)) }
 
+// clockAt returns a test clock at noon of day d.
+func clockAt(d credit.Date) *testClock {
+	c := &testClock{}
+	c.setDay(d)
+	return c
+}
+
+// submitAt submits records (one, or an array) as the district's department
+// and fails the test unless every one is accepted.
+func submitAt(t *testing.T, f *LocalFederation, district string, body any) {
+	t.Helper()
+	files := f.Layout.Departments[district]
+	var ans submitAnswer
+	code := newClient(t, f, &files).do("POST", apiURL(f, district, "/v1/records"), "application/json", body, &ans)
+	if code != http.StatusOK {
+		t.Fatalf("submit at %s: %d %+v", district, code, ans)
+	}
+	for _, r := range ans.Results {
+		if r.Status != "accepted" {
+			t.Fatalf("submit at %s: %+v", district, ans)
+		}
+	}
+}
+
 func TestSweepRefreshesTheIndexAndDeletesAtRetentionEnd(t *testing.T) {
 	decided := recentDecision // the decision date record() uses
-	clock := &testClock{}
-	clock.setDay(decided + 5)
-	f, err := StartLocal(LocalSpec{Dir: t.TempDir(), Districts: 2}, Options{Logger: testLogger(), RaftTiming: fastRaft, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		f.Stop(ctx)
-	})
-	ready, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := f.WaitReady(ready); err != nil {
-		t.Fatal(err)
-	}
+	clock := clockAt(decided + 5)
+	f := startLocalWith(t, LocalSpec{Districts: 2}, Options{Now: clock.Now})
 	kecheng, xihu := f.Districts()[0], f.Districts()[1]
 	subject := credit.SyntheticPerson(5151, credit.NewDate(1979, 8, 1))
 	// An ordinary penalty (displayed a year) at one district, a serious one
 	// (three years) at the other.
 	for d, item := range map[string]string{kecheng: "FOOD-DRUG-PENALTY", xihu: "FOOD-SAFETY-SERIOUS"} {
-		files := f.Layout.Departments[d]
-		var ans submitAnswer
-		code := newClient(t, f, &files).do("POST", apiURL(f, d, "/v1/records"), "application/json",
-			record("SW-"+d, subject, item, "display sweep"), &ans)
-		if code != http.StatusOK || ans.Results[0].Status != "accepted" {
-			t.Fatalf("submit at %s: %d %+v", d, code, ans)
-		}
+		submitAt(t, f, d, record("SW-"+d, subject, item, "display sweep"))
 	}
 	waitIndexed(t, f, subject, 2)
 
@@ -167,31 +171,12 @@ func TestSweepRefreshesTheIndexAndDeletesAtRetentionEnd(t *testing.T) {
 // the retention of the catalog it was accepted under ends.
 func TestSweepAfterACatalogDropsAnItem(t *testing.T) {
 	decided := recentDecision
-	clock := &testClock{}
-	clock.setDay(decided + 5)
-	f, err := StartLocal(LocalSpec{Dir: t.TempDir(), Districts: 1}, Options{Logger: testLogger(), RaftTiming: fastRaft, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		f.Stop(ctx)
-	})
-	ready, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := f.WaitReady(ready); err != nil {
-		t.Fatal(err)
-	}
+	clock := clockAt(decided + 5)
+	f := startLocalWith(t, LocalSpec{Districts: 1}, Options{Now: clock.Now})
 	district := f.Districts()[0]
 	dn := f.Node(district)
 	subject := credit.SyntheticPerson(6161, credit.NewDate(1985, 2, 3))
-	files := f.Layout.Departments[district]
-	var ans submitAnswer
-	if code := newClient(t, f, &files).do("POST", apiURL(f, district, "/v1/records"), "application/json",
-		record("DROP-1", subject, "FOOD-DRUG-PENALTY", "catalog change"), &ans); code != http.StatusOK || ans.Results[0].Status != "accepted" {
-		t.Fatalf("submit: %d %+v", code, ans)
-	}
+	submitAt(t, f, district, record("DROP-1", subject, "FOOD-DRUG-PENALTY", "catalog change"))
 	waitIndexed(t, f, subject, 1)
 	if _, err := dn.Sweep(context.Background()); err != nil { // records the markers' catalog version
 		t.Fatal(err)
@@ -235,32 +220,13 @@ func TestSweepAfterACatalogDropsAnItem(t *testing.T) {
 // TestSweepGoesOnPastASubjectThatFails: a subject whose records cannot be
 // read keeps its markers and is reported, and the others are swept.
 func TestSweepGoesOnPastASubjectThatFails(t *testing.T) {
-	clock := &testClock{}
-	clock.setDay(recentDecision + 5)
-	f, err := StartLocal(LocalSpec{Dir: t.TempDir(), Districts: 1}, Options{Logger: testLogger(), RaftTiming: fastRaft, Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		f.Stop(ctx)
-	})
-	ready, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := f.WaitReady(ready); err != nil {
-		t.Fatal(err)
-	}
+	clock := clockAt(recentDecision + 5)
+	f := startLocalWith(t, LocalSpec{Districts: 1}, Options{Now: clock.Now})
 	district := f.Districts()[0]
 	dn := f.Node(district)
 	broken := credit.SyntheticPerson(7171, credit.NewDate(1990, 6, 6))
 	fine := credit.SyntheticPerson(7272, credit.NewDate(1991, 7, 7))
-	files := f.Layout.Departments[district]
-	var ans submitAnswer
-	if code := newClient(t, f, &files).do("POST", apiURL(f, district, "/v1/records"), "application/json",
-		[]any{record("BRK-1", broken, "FOOD-DRUG-PENALTY", "x"), record("FIN-1", fine, "FOOD-DRUG-PENALTY", "y")}, &ans); code != http.StatusOK {
-		t.Fatalf("submit: %d %+v", code, ans)
-	}
+	submitAt(t, f, district, []any{record("BRK-1", broken, "FOOD-DRUG-PENALTY", "x"), record("FIN-1", fine, "FOOD-DRUG-PENALTY", "y")})
 	waitIndexed(t, f, broken, 1)
 	waitIndexed(t, f, fine, 1)
 	// Damage one subject: its subject index now names a missing record.
@@ -294,10 +260,7 @@ func TestSweepGoesOnPastASubjectThatFails(t *testing.T) {
 	today := credit.TodayAt(clock.Now())
 	for _, r := range []map[string]string{record("BRK-2", broken, "FOOD-DRUG-PENALTY", "x"), record("FIN-2", fine, "FOOD-DRUG-PENALTY", "y")} {
 		r["occurred_on"], r["decided_on"] = (today - 3).String(), (today - 1).String()
-		ans = submitAnswer{}
-		if code := newClient(t, f, &files).do("POST", apiURL(f, district, "/v1/records"), "application/json", r, &ans); code != http.StatusOK {
-			t.Fatalf("submit %s: %d %+v", r["id"], code, ans)
-		}
+		submitAt(t, f, district, r)
 	}
 	wait.Until(t, 30*time.Second, "the sound subject's new record in the index", func() bool {
 		entries, _, err := prov.rep.State().Lookup(prov.key.Pseudonym(fine))

@@ -108,8 +108,9 @@ func (db *DB) DueSubjects(through credit.Date, after *DueItem, limit int) ([]Due
 			d := DueItem{Day: credit.Date(int64(binary.BigEndian.Uint32(key[len(pfx):])) - 1<<31),
 				Subject: string(key[len(pfx)+4:])}
 			if err := it.Item().Value(func(v []byte) error {
-				d.stamp, _ = parseBE64(v) // unreadable reads as 0, which no stamp written is
-				return nil
+				var err error
+				d.stamp, err = parseBE64(v)
+				return err
 			}); err != nil {
 				return err
 			}
@@ -152,18 +153,12 @@ func planRelease(txn *badger.Txn, items, next []DueItem) ([]op, []string, error)
 	seen := make(map[string]bool, len(items))
 	for _, it := range items {
 		key := dueKey(it.Day, it.Subject)
-		cur, err := txn.Get(key)
-		switch {
-		case err == nil:
-			v, err := cur.ValueCopy(nil)
-			if err != nil {
-				return nil, nil, err
-			}
-			if stamp, _ := parseBE64(v); stamp == it.stamp {
-				ops = append(ops, op{key: key, del: true})
-			}
-		case !errors.Is(err, badger.ErrKeyNotFound):
+		stamp, found, err := getBE64(txn, key)
+		if err != nil {
 			return nil, nil, err
+		}
+		if found && stamp == it.stamp {
+			ops = append(ops, op{key: key, del: true})
 		}
 		if !seen[it.Subject] {
 			seen[it.Subject] = true

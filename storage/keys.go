@@ -3,8 +3,11 @@ package storage
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // Key families (see doc.go for the layout). Each key starts with one family
@@ -137,6 +140,23 @@ func auditSubjectKey(pseudonym string, seq uint64) []byte {
 }
 
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// getBE64 reads the big-endian counter stored under key in txn (outbox
+// sequence numbers, due-marker stamps); found is false when there is none.
+func getBE64(txn *badger.Txn, key []byte) (v uint64, found bool, err error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	err = item.Value(func(b []byte) error {
+		v, err = parseBE64(b)
+		return err
+	})
+	return v, err == nil, err
+}
 
 func parseBE64(b []byte) (uint64, error) {
 	if len(b) != 8 {

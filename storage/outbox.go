@@ -78,22 +78,11 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 		err := db.raw.Update(func(txn *badger.Txn) error {
 			for _, it := range items {
 				key := outboxKey(it.Subject)
-				item, err := txn.Get(key)
-				if errors.Is(err, badger.ErrKeyNotFound) {
-					continue
-				}
+				seq, found, err := getBE64(txn, key)
 				if err != nil {
 					return err
 				}
-				v, err := item.ValueCopy(nil)
-				if err != nil {
-					return err
-				}
-				seq, err := parseBE64(v)
-				if err != nil {
-					return err
-				}
-				if seq == it.Seq {
+				if found && seq == it.Seq {
 					if err := txn.Delete(key); err != nil {
 						return err
 					}

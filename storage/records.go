@@ -667,22 +667,14 @@ func (db *DB) CountRecords() int64 { return db.records.Load() }
 // A previous marker of the subject is replaced.
 func markOutbox(txn *badger.Txn, subject string, seq uint64) error {
 	key := outboxKey(subject)
-	item, err := txn.Get(key)
-	switch {
-	case err == nil:
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		old, err := parseBE64(v)
-		if err != nil {
-			return err
-		}
+	old, found, err := getBE64(txn, key)
+	if err != nil {
+		return err
+	}
+	if found {
 		if err := txn.Delete(outboxSeqKey(old)); err != nil {
 			return err
 		}
-	case !errors.Is(err, badger.ErrKeyNotFound):
-		return err
 	}
 	if err := txn.Set(key, be64(seq)); err != nil {
 		return err
