@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"credfed/internal/atomicfile"
 )
 
 // File names of the CA inside a certificate directory.
@@ -153,30 +155,10 @@ func loadKeyFile(path string) (*ecdsa.PrivateKey, error) {
 	return ec, nil
 }
 
-// writeFileAtomic writes through a temporary file and a rename, so a reader
-// never sees half a key.
+// writeFileAtomic writes through a temporary file, a rename and a
+// directory sync, so a reader never sees half a key.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("certs: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("certs: %w", err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("certs: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("certs: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("certs: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.Write(path, data, perm); err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
 	return nil

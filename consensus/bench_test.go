@@ -576,7 +576,6 @@ func dirSize(dir string) int64 {
 type benchCluster struct {
 	tb     testing.TB
 	ca     *certs.CA
-	key    credit.PseudonymKey
 	opts   benchOptions
 	nodes  []*benchNode
 	byPath map[string]*benchNode
@@ -605,11 +604,7 @@ func newBenchCluster(tb testing.TB, o benchOptions) *benchCluster {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	key, err := credit.NewPseudonymKey()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c := &benchCluster{tb: tb, ca: ca, key: key, opts: o, byPath: map[string]*benchNode{}}
+	c := &benchCluster{tb: tb, ca: ca, opts: o, byPath: map[string]*benchNode{}}
 	// The first TempDir call registers the removal of every later one:
 	// make it before the cluster's own cleanup, which must run first.
 	tb.TempDir()
@@ -670,12 +665,9 @@ func (c *benchCluster) startNode(path string, role certs.Role) *benchNode {
 	n.addr = n.ep.Addr().String()
 	cfg := Config{
 		Self: id, Advertise: n.addr, Dir: filepath.Join(n.dir, "raft"), DB: n.db, Endpoint: n.ep,
-		Revocations: revs, Voter: role.IsCoordinatorNode(), TestMode: true, Logger: logger,
+		Revocations: revs, Voter: role.IsCoordinatorNode(), Logger: logger,
 		Registerer: prometheus.NewRegistry(), MaxBatchUpdates: c.opts.maxBatch,
 		TrailingLogs: c.opts.trailingLogs, LogSegmentSize: c.opts.segmentSize,
-	}
-	if role.IsCoordinatorNode() {
-		cfg.PseudonymKey = c.key
 	}
 	if n.rep, err = Open(cfg); err != nil {
 		tb.Fatal(err)

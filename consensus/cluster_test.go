@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,7 +27,6 @@ import (
 type testCluster struct {
 	t     *testing.T
 	ca    *certs.CA
-	key   credit.PseudonymKey
 	nodes map[string]*testNode
 	opts  clusterOptions
 }
@@ -36,7 +34,6 @@ type testCluster struct {
 type clusterOptions struct {
 	snapshotThreshold uint64
 	trailingLogs      uint64
-	pseudonymRate     float64
 	segmentSize       int
 }
 
@@ -71,11 +68,7 @@ func newCluster(t *testing.T, opts clusterOptions) *testCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := credit.NewPseudonymKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &testCluster{t: t, ca: ca, key: key, nodes: map[string]*testNode{}, opts: opts}
+	c := &testCluster{t: t, ca: ca, nodes: map[string]*testNode{}, opts: opts}
 	for _, r := range clusterRegions {
 		c.addNode(r.path, r.role)
 	}
@@ -152,15 +145,12 @@ func (c *testCluster) start(n *testNode) {
 	n.addr = ep.Addr().String()
 	cfg := Config{
 		Self: n.id, Advertise: n.addr, Dir: filepath.Join(n.dir, "raft"), DB: n.db, Endpoint: ep,
-		Revocations: n.revs, Voter: n.voter, TestMode: true, Logger: logger,
+		Revocations: n.revs, Voter: n.voter, Logger: logger,
 		Registerer:       prometheus.NewRegistry(),
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
 		LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		SnapshotThreshold: c.opts.snapshotThreshold, TrailingLogs: c.opts.trailingLogs,
-		SnapshotInterval: 200 * time.Millisecond, PseudonymRate: c.opts.pseudonymRate, LogSegmentSize: c.opts.segmentSize,
-	}
-	if n.id.Role.IsCoordinatorNode() {
-		cfg.PseudonymKey = c.key
+		SnapshotInterval: 200 * time.Millisecond, LogSegmentSize: c.opts.segmentSize,
 	}
 	rep, err := Open(cfg)
 	if err != nil {
@@ -524,44 +514,6 @@ func TestCluster_LateNonVoterCatchesUpBySnapshot(t *testing.T) {
 		}
 		return true
 	})
-}
-
-func TestCluster_PseudonymizeRateLimited(t *testing.T) {
-	c := newCluster(t, clusterOptions{pseudonymRate: 2})
-	kecheng := c.nodes["zhejiang/quzhou/kecheng"]
-	id := credit.SyntheticPerson(1, credit.NewDate(1990, 1, 1))
-	got, err := kecheng.rep.Pseudonymize(ctxT(t, 10*time.Second), []string{id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got[0] != c.key.Pseudonym(id) {
-		t.Fatal("pseudonym differs from the coordinators' key")
-	}
-	// Invalid identifiers are refused by position, without echoing them.
-	_, err = kecheng.rep.Pseudonymize(ctxT(t, 10*time.Second), []string{"110105194912310021"})
-	var re *RefusedError
-	if !errors.As(err, &re) || !errors.Is(err, ErrInvalid) {
-		t.Fatalf("invalid identifier: %v", err)
-	}
-	if strings.Contains(err.Error(), "110105194912310021") {
-		t.Fatal("the refusal echoes the identifier")
-	}
-	// Far above the rate (2/s, burst 4): some calls are refused, none is
-	// served unboundedly.
-	refused := 0
-	for i := 0; i < 20; i++ {
-		var reply pseudonymizeReply
-		err := kecheng.ep.Call(ctxT(t, 10*time.Second), exchange.Peer{Addr: c.nodes["zhejiang/quzhou"].addr},
-			opPseudonymize, exchange.Meta{}, pseudonymizeRequest{IDs: []string{id}}, &reply)
-		if errors.Is(err, exchange.ErrTooManyRequests) {
-			refused++
-		} else if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if refused == 0 {
-		t.Fatal("20 requests at once above a rate of 2/s were all served")
-	}
 }
 
 // TestCluster_PromoteAndDemote changes a district's voter flag in the

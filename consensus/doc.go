@@ -55,10 +55,10 @@
 // sequence number (its watermark) is replicated too: an update above it is
 // newer than its entry and is written without reading it, and since a
 // district's outbox drains in sequence order, that is nearly every update. A district writes each accepted
-// record and its outbox marker in one synced Badger write (storage) and
-// its Publisher (publisher.go) drains the outbox to the leader, retrying
-// across leader changes and restarts, so an acknowledged record always
-// reaches the index.
+// record and its outbox marker in one synced Badger write (storage), and
+// its publisher (package publish) drains the outbox through SubmitIndex,
+// retrying across leader changes and restarts, so an acknowledged record
+// always reaches the index.
 //
 // # Reads
 //
@@ -69,12 +69,6 @@
 // waits until its own replica has applied that index (ReadIndex; a new
 // leader serves these only after a barrier of its term). Districts, which
 // are non-voters, read the same way through the leader.
-//
-// # Pseudonyms
-//
-// Only coordinators hold the pseudonym key; they serve pseudonymize
-// (pseudonym.go) to the other nodes, rate-limited per caller and counted
-// by role. Districts cache the pseudonyms of their subjects (storage).
 //
 // # Membership
 //

@@ -33,10 +33,6 @@ var (
 	ErrClosed = errors.New("consensus: closed")
 	// ErrStale: a strong read could not be served before its deadline.
 	ErrStale = errors.New("consensus: could not catch up for a strong read")
-	// ErrUnreadableSubjects: the publisher left subjects in the outbox
-	// because their records could not be read (a damaged store); the
-	// others were published.
-	ErrUnreadableSubjects = errors.New("consensus: outbox subjects whose records cannot be read")
 )
 
 // RefusedError is a command refused by the FSM. Its message names no

@@ -103,11 +103,6 @@ func (r *Replica) registerHandlers() {
 	ep.Handle(opApply, r.handleApply)
 	ep.Handle(opIndex, r.handleIndex, exchange.AllowRoles(certs.District))
 	ep.Handle(opReadIndex, r.handleReadIndex)
-	if r.cfg.PseudonymKey.Valid() {
-		ep.Handle(opPseudonymize, r.handlePseudonymize,
-			exchange.RateLimit(r.cfg.PseudonymRate, int(2*r.cfg.PseudonymRate)),
-			exchange.MaxBody(MaxPseudonymBatch*64))
-	}
 }
 
 func (r *Replica) handleApply(ctx context.Context, req *exchange.Request) (any, error) {

@@ -16,11 +16,8 @@ type metrics struct {
 	snapshotBytes    prometheus.Gauge
 	batchUpdates     prometheus.Histogram
 	forwarded        *prometheus.CounterVec
-	pseudonymized    *prometheus.CounterVec
-	outboxLag        prometheus.Gauge
 	isLeader         prometheus.Gauge
 	restores         prometheus.Counter
-	outboxUnreadable prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -55,17 +52,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_consensus_forwarded_total", Help: "Requests forwarded to the leader, by operation and outcome.",
 		}, []string{"op", "outcome"}),
-		pseudonymized: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "credfed_consensus_pseudonyms_total", Help: "Identifiers pseudonymized for other nodes, by caller role.",
-		}, []string{"role"}),
-		outboxLag: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "credfed_consensus_outbox_pending", Help: "Subjects whose index entry is not yet in the replicated index (districts).",
-		}),
 		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "credfed_consensus_leader", Help: "1 while this node leads the Raft cluster.",
-		}),
-		outboxUnreadable: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "credfed_consensus_outbox_unreadable_total", Help: "Times the publisher left an outbox subject marked because its records could not be read (a damaged store).",
 		}),
 		restores: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "credfed_consensus_snapshot_restores_total", Help: "Snapshots restored into this replica's state (catching up from the leader, or at start).",
@@ -73,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.applied, m.refused, m.indexUpdates, m.appliedIndex, m.applyDuration, m.snapshotDuration,
-			m.snapshotBytes, m.batchUpdates, m.forwarded, m.pseudonymized, m.outboxLag, m.isLeader, m.restores, m.outboxUnreadable)
+			m.snapshotBytes, m.batchUpdates, m.forwarded, m.isLeader, m.restores)
 	}
 	return m
 }

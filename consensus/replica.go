@@ -44,21 +44,6 @@ type Config struct {
 	Revocations *certs.RevocationList
 	// Voter says whether this node may vote (coordinators).
 	Voter bool
-	// PseudonymKey is the federation's pseudonym key; coordinators only.
-	PseudonymKey credit.PseudonymKey
-	// TestMode accepts the reserved test province in pseudonymize requests.
-	TestMode bool
-	// Coordinators are exchange addresses of coordinator nodes to ask for
-	// pseudonyms before the registry names them.
-	Coordinators []string
-	// PseudonymRate limits each caller of pseudonymize to this many
-	// requests per second (default 50, bursts of 100, up to
-	// MaxPseudonymBatch identifiers each).
-	PseudonymRate float64
-	// Now is the clock that dates the publisher's summaries (which records
-	// are displayed today); nil is time.Now. Tests move it.
-	Now func() time.Time
-
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 
@@ -83,8 +68,8 @@ type Config struct {
 
 // Replica is this node's part in the federation's Raft cluster: the
 // replicated state, the Raft instance, and the services around them (write
-// forwarding, index batching, strong reads, pseudonyms, membership
-// reconciliation on the leader).
+// forwarding, index batching, strong reads, membership reconciliation on
+// the leader).
 type Replica struct {
 	cfg     Config
 	log     *slog.Logger
@@ -131,9 +116,6 @@ func Open(cfg Config) (*Replica, error) {
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4
-	}
-	if cfg.PseudonymRate <= 0 {
-		cfg.PseudonymRate = 50
 	}
 	log := cfg.Logger.With("component", "consensus")
 	r := &Replica{cfg: cfg, log: log, metrics: newMetrics(cfg.Registerer), done: make(chan struct{}),

@@ -18,7 +18,6 @@ type metrics struct {
 	lookupDistrict *prometheus.CounterVec
 	answered       *prometheus.CounterVec
 	auditFailures  prometheus.Counter
-	sweeps         *prometheus.CounterVec
 	sweptSubjects  prometheus.Counter
 	// retentionDeleted counts records deleted at the end of retention.
 	retentionDeleted prometheus.Counter
@@ -48,9 +47,6 @@ func newMetrics(reg prometheus.Registerer, c Config) *metrics {
 		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "credfed_audit_failures_total", Help: "Operations refused because their audit entry could not be written.",
 		}),
-		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "credfed_sweeps_total", Help: "Display and retention sweeps of this district, by result (ok, error).",
-		}, []string{"result"}),
 		sweptSubjects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "credfed_sweep_subjects_refreshed_total", Help: "Subjects queued for an index refresh because a record's display or retention period ended.",
 		}),
@@ -63,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, c Config) *metrics {
 	}, []string{"role", "region"})
 	info.WithLabelValues(string(c.Role), c.Region).Set(1)
 	reg.MustRegister(m.apiRequests, m.apiLatency, m.records, m.lookups, m.lookupDistrict, m.answered, m.auditFailures,
-		m.sweeps, m.sweptSubjects, m.retentionDeleted, info)
+		m.sweptSubjects, m.retentionDeleted, info)
 	return m
 }
 

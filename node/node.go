@@ -22,6 +22,9 @@ import (
 	"credfed/consensus"
 	"credfed/credit"
 	"credfed/exchange"
+	"credfed/jobs"
+	"credfed/pseudonym"
+	"credfed/publish"
 	"credfed/storage"
 )
 
@@ -42,12 +45,12 @@ type Node struct {
 	state *storage.StateDB // the replicated state (consensus)
 	ep    *exchange.Endpoint
 	rep   *consensus.Replica
-	pub   *consensus.Publisher // districts only
-	now   func() time.Time     // the clock of record dates (Options.Now)
+	pub   *publish.Publisher // districts only
+	jobs  *jobs.Runner
+	names *pseudonym.Resolver
+	now   func() time.Time // the clock of record dates (Options.Now)
 
-	stopSweeper context.CancelFunc // districts only
-	sweepDone   chan struct{}
-	sweepMu     sync.Mutex // one Sweep at a time
+	sweepMu sync.Mutex // one Sweep at a time
 
 	oldCatalogsMu sync.Mutex
 	oldCatalogs   map[int]*credit.Catalog // earlier catalog versions the sweep needed
@@ -151,24 +154,40 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	rep, err := consensus.Open(consensus.Config{
 		Self: cfg.Identity(), Advertise: advertise, Dir: filepath.Join(cfg.DataDir, "raft"),
 		DB: state.Badger(), Endpoint: ep, Revocations: n.revs, Voter: cfg.IsVoter(),
-		PseudonymKey: n.key, TestMode: cfg.TestMode, Coordinators: cfg.Coordinators,
 		Logger: n.log, Registerer: n.registry,
 		HeartbeatTimeout: opts.RaftTiming.Heartbeat, ElectionTimeout: opts.RaftTiming.Election,
 		LeaderLeaseTimeout: opts.RaftTiming.LeaderLease, CommitTimeout: opts.RaftTiming.Commit,
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
-		Now: n.now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.rep = rep
+	n.names = pseudonym.NewResolver(pseudonym.ResolverConfig{Self: cfg.Identity(), Key: n.key, TestMode: cfg.TestMode,
+		Endpoint: ep, Registry: rep.State(), Coordinators: cfg.Coordinators, Cache: db, Logger: n.log})
+	if n.key.Valid() {
+		if err := pseudonym.Serve(ep, pseudonym.ServeConfig{Key: n.key, TestMode: cfg.TestMode, Registerer: n.registry}); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
 	n.registerExchange()
+	n.jobs = jobs.NewRunner(db, n.log, n.registry)
 	if cfg.Role == certs.District {
-		n.pub = rep.StartPublisher(db, n.resolvePseudonyms)
-		var life context.Context
-		life, n.stopSweeper = context.WithCancel(context.Background())
-		n.sweepDone = make(chan struct{})
-		go n.sweeper(life, time.Duration(cfg.SweepInterval), n.sweepDone)
+		n.pub = publish.New(publish.Config{District: cfg.Region, Outbox: db, Index: replicaIndex{rep},
+			Resolve: n.names.Resolve, Now: n.now, Registerer: n.registry})
+		if err := n.jobs.Start(n.pub.Job()); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		interval := time.Duration(cfg.SweepInterval)
+		if err := n.jobs.Start(jobs.Job{Name: "sweep", Interval: interval, Run: func(ctx context.Context, p *jobs.Progress) error {
+			res, err := n.Sweep(ctx)
+			p.Set("subjects_refreshed", int64(res.Subjects))
+			p.Set("records_deleted", int64(res.Deleted))
+			p.Set("subjects_failed", int64(res.Failed))
+			return err
+		}}); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
 	}
 	if err := n.serve(opts); err != nil {
 		return nil, err
@@ -297,38 +316,25 @@ func (n *Node) bootstrap() error {
 	return nil
 }
 
-// resolvePseudonyms returns subjects' pseudonyms from the district's cache,
-// asking a coordinator for the missing ones.
+// replicaIndex is the replica as the publisher's index.
+type replicaIndex struct{ rep *consensus.Replica }
+
+func (r replicaIndex) SubmitIndex(ctx context.Context, u []consensus.IndexUpdate) error {
+	return r.rep.SubmitIndex(ctx, u)
+}
+
+func (r replicaIndex) Catalog() *credit.Catalog { return r.rep.State().Catalog() }
+
+// notifyPublisher tells a district's publisher that the outbox has news.
+func (n *Node) notifyPublisher() {
+	if n.pub != nil {
+		n.jobs.Wake(publish.JobName)
+	}
+}
+
+// resolvePseudonyms returns subjects' pseudonyms.
 func (n *Node) resolvePseudonyms(ctx context.Context, subjects []string) ([]credit.Pseudonym, error) {
-	cached, err := n.db.Pseudonyms(subjects)
-	if err != nil {
-		return nil, err
-	}
-	var missing []string
-	for _, s := range subjects {
-		if _, ok := cached[s]; !ok {
-			missing = append(missing, s)
-		}
-	}
-	if len(missing) > 0 {
-		ps, err := n.rep.Pseudonymize(ctx, missing)
-		if err != nil {
-			return nil, err
-		}
-		fresh := make(map[string]credit.Pseudonym, len(missing))
-		for i, s := range missing {
-			fresh[s] = ps[i]
-			cached[s] = ps[i]
-		}
-		if err := n.db.PutPseudonyms(fresh); err != nil {
-			n.log.Warn("caching pseudonyms failed", "error", err)
-		}
-	}
-	out := make([]credit.Pseudonym, len(subjects))
-	for i, s := range subjects {
-		out[i] = cached[s]
-	}
-	return out, nil
+	return n.names.Resolve(ctx, subjects)
 }
 
 // Ready reports whether the node serves and knows the federation: a leader
@@ -379,12 +385,8 @@ func (n *Node) closeAll() error {
 	if n.api != nil {
 		n.api.Close()
 	}
-	if n.stopSweeper != nil {
-		n.stopSweeper()
-		<-n.sweepDone
-	}
-	if n.pub != nil {
-		n.pub.Stop()
+	if n.jobs != nil {
+		n.jobs.Stop()
 	}
 	if n.rep != nil {
 		if err := n.rep.Close(); err != nil {

@@ -152,9 +152,7 @@ func (h *handlers) postRecords(w http.ResponseWriter, r *http.Request, c caller)
 				res.Error = fieldError(codeConflict, "id", "record %q was submitted before with other content; send a correction instead", accepted[k].ID)
 			}
 		}
-		if h.n.pub != nil {
-			h.n.pub.Notify()
-		}
+		h.n.notifyPublisher()
 	}
 	rejected := 0
 	for _, res := range results {
@@ -403,9 +401,7 @@ func (h *handlers) postCorrection(w http.ResponseWriter, r *http.Request, c call
 	} else if err != nil {
 		return err
 	}
-	if h.n.pub != nil {
-		h.n.pub.Notify()
-	}
+	h.n.notifyPublisher()
 	writeJSON(w, http.StatusOK, viewOf(next, cat))
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"credfed/credit"
 	"credfed/storage"
@@ -122,7 +121,7 @@ func (n *Node) Sweep(ctx context.Context) (SweepResult, error) {
 	defer func() {
 		if res.Subjects > 0 {
 			n.metrics.sweptSubjects.Add(float64(res.Subjects))
-			n.pub.Notify()
+			n.notifyPublisher()
 		}
 		if res.Deleted > 0 {
 			n.metrics.retentionDeleted.Add(float64(res.Deleted))
@@ -263,31 +262,4 @@ func (n *Node) settleSubject(ctx context.Context, subject string, cat *credit.Ca
 		}
 	}
 	return soonest, deleted, nil
-}
-
-// sweeper runs Sweep at start and every interval until life ends, which
-// also cancels a sweep under way.
-func (n *Node) sweeper(life context.Context, interval time.Duration, done chan<- struct{}) {
-	defer close(done)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		ctx, cancel := context.WithTimeout(life, interval)
-		res, err := n.Sweep(ctx)
-		cancel()
-		if err != nil {
-			n.metrics.sweeps.WithLabelValues("error").Inc()
-			n.log.Warn("sweep failed; it runs again at the next interval", "error", err)
-		} else {
-			n.metrics.sweeps.WithLabelValues("ok").Inc()
-			if res.Subjects > 0 || res.Deleted > 0 {
-				n.log.Info("sweep done", "subjects_refreshed", res.Subjects, "records_deleted", res.Deleted)
-			}
-		}
-		select {
-		case <-life.Done():
-			return
-		case <-tick.C:
-		}
-	}
 }

@@ -26,6 +26,7 @@ const (
 
 	famPseudonym = 'n' // n/<subject> → pseudonym (16 bytes)
 	famDue       = 'e' // e/<date:be32, offset>…<subject> → empty (due.go)
+	famJob       = 'j' // j/<job name> → the job's saved status and progress (jobs.go)
 
 	// Owned by the consensus package (see doc.go).
 	famIndexState = 'x' // Raft FSM replicated state

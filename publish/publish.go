@@ -1,0 +1,212 @@
+// Package publish drains a district's outbox into the replicated index: it
+// recomputes each pending subject's summary from the records as they are
+// now, has a coordinator pseudonymize the subject, forwards the updates to
+// the Raft leader and acknowledges them only once applied.
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"credfed/consensus"
+	"credfed/credit"
+	"credfed/jobs"
+	"credfed/storage"
+)
+
+// Errors a drain reports (the job runner logs them, the status shows them).
+var (
+	// ErrNoCatalog: the federation's catalog has not reached this district
+	// yet, so no summary can be computed.
+	ErrNoCatalog = errors.New("publish: the federation's catalog has not reached this district yet")
+	// ErrUnreadableSubjects: subjects stay in the outbox because their
+	// records cannot be read (a damaged store); the others were published.
+	ErrUnreadableSubjects = errors.New("publish: outbox subjects whose records cannot be read")
+)
+
+// Outbox is what the publisher drains (storage.DB implements it).
+type Outbox interface {
+	PendingSubjectsAfter(after uint64, limit int) ([]storage.OutboxItem, error)
+	AckOutbox(items []storage.OutboxItem) error
+	OutboxLen() (int, error)
+	RecordsBySubject(subject string) ([]credit.Record, error)
+}
+
+// Index is where the updates go (the node's Raft replica).
+type Index interface {
+	// SubmitIndex hands this district's updates to the leader and returns
+	// once they are applied or refused.
+	SubmitIndex(ctx context.Context, updates []consensus.IndexUpdate) error
+	// Catalog is the replicated catalog, nil before it has arrived.
+	Catalog() *credit.Catalog
+}
+
+// Resolver returns the pseudonyms of canonical identifiers, in order.
+type Resolver func(ctx context.Context, subjects []string) ([]credit.Pseudonym, error)
+
+// Config configures a Publisher.
+type Config struct {
+	// District is this district's region path.
+	District string
+	Outbox   Outbox
+	Index    Index
+	Resolve  Resolver
+	// Now dates the summaries (which records are displayed today); nil is
+	// time.Now.
+	Now func() time.Time
+	// Batch is how many subjects one pass publishes (default 1000).
+	Batch      int
+	Registerer prometheus.Registerer
+}
+
+// Publisher publishes a district's outbox. An acknowledged record is in
+// the outbox in the same synced write as the record, and leaves it only
+// once its subject's entry is applied, so it reaches the index whatever
+// happens in between: no leader, a leader change, a restart.
+type Publisher struct {
+	cfg        Config
+	pending    prometheus.Gauge
+	unreadable prometheus.Counter
+}
+
+// New returns a publisher; run it with the job runner (Job) and drain it
+// once more at shutdown (Drain).
+func New(cfg Config) *Publisher {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 1000
+	}
+	p := &Publisher{cfg: cfg,
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "credfed_outbox_pending", Help: "Subjects whose index entry this district has not yet published.",
+		}),
+		unreadable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "credfed_outbox_unreadable_total", Help: "Times the publisher left an outbox subject marked because its records could not be read (a damaged store).",
+		}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(p.pending, p.unreadable)
+	}
+	return p
+}
+
+// JobName is the publisher's name in the job runner.
+const JobName = "publish"
+
+// Job is the publisher as a background job: a drain every second and
+// whenever the runner is woken (a record was written), retried after 50 ms
+// to 5 s on failure. Failures are logged once they last 30 s: a district
+// that starts before the federation has a leader waits in silence only
+// that long.
+func (p *Publisher) Job() jobs.Job {
+	return jobs.Job{Name: JobName, Interval: time.Second, Timeout: 30 * time.Second,
+		RetryMin: 50 * time.Millisecond, RetryMax: 5 * time.Second, Patience: 30 * time.Second,
+		Run: func(ctx context.Context, pr *jobs.Progress) error {
+			n, err := p.drain(ctx)
+			pr.Set("published", int64(n))
+			return err
+		}}
+}
+
+// Drain publishes until the outbox is empty or an error stops it. A
+// subject whose records cannot be read stays marked and does not hold the
+// others back: Drain goes on past it and, once the rest is out, reports it
+// (ErrUnreadableSubjects).
+func (p *Publisher) Drain(ctx context.Context) error {
+	_, err := p.drain(ctx)
+	return err
+}
+
+func (p *Publisher) drain(ctx context.Context) (int, error) {
+	var after uint64
+	skipped, published := 0, 0
+	var firstSkip error
+	for {
+		n, last, skip, err := p.pass(ctx, after)
+		if l, lenErr := p.cfg.Outbox.OutboxLen(); lenErr == nil {
+			p.pending.Set(float64(l))
+		}
+		if skip.count > 0 {
+			skipped += skip.count
+			p.unreadable.Add(float64(skip.count))
+			if firstSkip == nil {
+				firstSkip = skip.err
+			}
+		}
+		if err != nil {
+			return published, err
+		}
+		if n == 0 {
+			if skipped > 0 {
+				return published, fmt.Errorf("%w: %d subjects left marked: %w", ErrUnreadableSubjects, skipped, firstSkip)
+			}
+			return published, nil
+		}
+		published += n - skip.count
+		after = last
+	}
+}
+
+// skips counts the subjects a pass left marked because their records could
+// not be read, and the first such error.
+type skips struct {
+	count int
+	err   error
+}
+
+// pass publishes one batch of the subjects marked after the sequence
+// number after, and returns how many it read, the last sequence number
+// read and the subjects it had to leave marked.
+func (p *Publisher) pass(ctx context.Context, after uint64) (int, uint64, skips, error) {
+	var skip skips
+	items, err := p.cfg.Outbox.PendingSubjectsAfter(after, p.cfg.Batch)
+	if err != nil || len(items) == 0 {
+		return 0, after, skip, err
+	}
+	last := items[len(items)-1].Seq
+	cat := p.cfg.Index.Catalog()
+	if cat == nil {
+		return 0, after, skip, ErrNoCatalog
+	}
+	var readable []storage.OutboxItem
+	var records [][]credit.Record
+	for _, it := range items {
+		recs, err := p.cfg.Outbox.RecordsBySubject(it.Subject)
+		if err != nil {
+			skip.count++
+			if skip.err == nil {
+				skip.err = err
+			}
+			continue
+		}
+		readable = append(readable, it)
+		records = append(records, recs)
+	}
+	if len(readable) == 0 {
+		return len(items), last, skip, nil
+	}
+	subjects := make([]string, len(readable))
+	for i, it := range readable {
+		subjects[i] = it.Subject
+	}
+	pseudonyms, err := p.cfg.Resolve(ctx, subjects)
+	if err != nil {
+		return 0, after, skip, fmt.Errorf("publish: pseudonyms of %d subjects: %w", len(subjects), err)
+	}
+	today := credit.TodayAt(p.cfg.Now())
+	updates := make([]consensus.IndexUpdate, len(readable))
+	for i, it := range readable {
+		updates[i] = consensus.IndexUpdate{Pseudonym: pseudonyms[i], District: p.cfg.District,
+			Summary: credit.Summarize(records[i], cat, today), Seq: it.Seq}
+	}
+	if err := p.cfg.Index.SubmitIndex(ctx, updates); err != nil {
+		return 0, after, skip, fmt.Errorf("publish: %d index updates: %w", len(updates), err)
+	}
+	return len(items), last, skip, p.cfg.Outbox.AckOutbox(readable)
+}
