@@ -66,6 +66,10 @@ type ParseOptions struct {
 	// TestMode accepts the reserved test province 99 in region codes. Only
 	// the demo and tests set it; production refuses 99.
 	TestMode bool
+	// TestOnly accepts the reserved test province 99 and nothing else: a
+	// real identifier is refused, so no real person's record can enter a
+	// demonstration or test federation. It implies TestMode.
+	TestOnly bool
 	// Today bounds birth dates from above. The zero value means the current
 	// date in China Standard Time (UTC+8).
 	Today Date
@@ -120,10 +124,12 @@ const nationalRegion = "100000"
 func checkProvince(region string, opt ParseOptions, allowNational bool) error {
 	p := region[:2]
 	switch {
+	case opt.TestOnly && p != TestProvince:
+		return idErr(RuleProvince, "this federation is test-only: it accepts identifiers of the reserved test province 99, not real ones (province code %s)", p)
 	case provinces[p]:
 		return nil
 	case p == TestProvince:
-		if opt.TestMode {
+		if opt.TestMode || opt.TestOnly {
 			return nil
 		}
 		return idErr(RuleProvince, "province code 99 is the reserved test province, accepted only in test mode")

@@ -341,3 +341,29 @@ func TestParseOptionsZeroTodayIsNow(t *testing.T) {
 		t.Error("birth in two days accepted")
 	}
 }
+
+// TestParseSubjectTestOnly: a test-only federation (the demo) takes the
+// reserved province 99 and refuses every real identifier, persons and
+// organizations alike, naming the rule and not the identifier.
+func TestParseSubjectTestOnly(t *testing.T) {
+	only := ParseOptions{Today: today, TestOnly: true}
+	for _, id := range []string{SyntheticPerson(7, NewDate(1980, time.May, 1)), SyntheticOrganization(7)} {
+		if _, err := ParseSubject(id, only); err != nil {
+			t.Errorf("synthetic %s refused: %v", id, err)
+		}
+	}
+	for _, id := range append(append([]string{}, validPersons...), validOrgs...) {
+		_, err := ParseSubject(id, only)
+		var ie *IdentifierError
+		if !errors.As(err, &ie) || ie.Rule != RuleProvince || !strings.Contains(ie.Message, "test-only") {
+			t.Errorf("real %s: %v, want a test-only refusal", id, err)
+			continue
+		}
+		if strings.Contains(err.Error(), id) || strings.Contains(err.Error(), id[2:]) {
+			t.Errorf("the refusal quotes the identifier: %v", err)
+		}
+		if _, err := ParseSubject(id, test); err != nil {
+			t.Errorf("test mode refuses the real %s: %v", id, err)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"credfed/certs"
+	"credfed/credit"
 )
 
 // Config is everything a node needs to run. docs/config.md documents each
@@ -34,6 +35,10 @@ type Config struct {
 	// TestMode accepts identifiers of the reserved test province 99 and
 	// refuses nothing else differently. Never in production.
 	TestMode bool `yaml:"test_mode,omitempty"`
+	// TestOnly accepts identifiers of the reserved test province 99 and
+	// refuses real ones, so that no real person's record can enter the
+	// federation (the demo runs so). It implies TestMode.
+	TestOnly bool `yaml:"test_only,omitempty"`
 
 	Listen    ListenConfig    `yaml:"listen"`
 	Advertise AdvertiseConfig `yaml:"advertise,omitempty"`
@@ -250,6 +255,12 @@ func (c Config) withDefaults() Config {
 		c.Log.Format = "text"
 	}
 	return c
+}
+
+// Identifiers returns the identifier rules of the node (ParseOptions
+// without Today).
+func (c Config) Identifiers() credit.ParseOptions {
+	return credit.ParseOptions{TestMode: c.TestMode || c.TestOnly, TestOnly: c.TestOnly}
 }
 
 // IsVoter says whether the node votes in Raft.

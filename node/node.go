@@ -18,14 +18,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"credfed/api"
+	"credfed/audit"
 	"credfed/certs"
 	"credfed/consensus"
 	"credfed/credit"
 	"credfed/exchange"
+	"credfed/httpapi"
+	"credfed/intake"
 	"credfed/jobs"
+	"credfed/lookup"
 	"credfed/pseudonym"
 	"credfed/publish"
 	"credfed/storage"
+	"credfed/sweep"
 )
 
 // Node is one running credfed node.
@@ -33,7 +39,7 @@ type Node struct {
 	cfg      Config
 	log      *slog.Logger
 	registry *prometheus.Registry
-	metrics  *metrics
+	now      func() time.Time // the node's clock of record dates (Options.Now)
 
 	cert     tls.Certificate
 	caCert   *x509.Certificate
@@ -45,15 +51,14 @@ type Node struct {
 	state *storage.StateDB // the replicated state (consensus)
 	ep    *exchange.Endpoint
 	rep   *consensus.Replica
-	pub   *publish.Publisher // districts only
-	jobs  *jobs.Runner
-	names *pseudonym.Resolver
-	now   func() time.Time // the clock of record dates (Options.Now)
 
-	sweepMu sync.Mutex // one Sweep at a time
-
-	oldCatalogsMu sync.Mutex
-	oldCatalogs   map[int]*credit.Catalog // earlier catalog versions the sweep needed
+	names   *pseudonym.Resolver
+	audit   *audit.Recorder
+	jobs    *jobs.Runner
+	pub     *publish.Publisher // districts only
+	sweeper *sweep.Sweeper     // districts only
+	records *intake.Service
+	lookups *lookup.Service
 
 	apiLn      net.Listener
 	api        *http.Server
@@ -85,8 +90,13 @@ type RaftTiming struct {
 }
 
 // Start validates cfg, opens the node's storage, joins the exchange and
-// Raft, and serves the API and metrics. It returns once everything
-// listens; the node may still be waiting for a leader (see /readyz).
+// Raft, starts the services and background jobs, and serves the API and
+// metrics. It returns once everything listens; the node may still be
+// waiting for a leader (see /readyz).
+//
+// The order: trust (CA, certificate), the replicated state and the
+// exchange, Raft, the records database, the services, the jobs, the
+// listeners; Shutdown undoes it in reverse.
 func Start(cfg Config, opts Options) (*Node, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -103,7 +113,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	// Every metric name starts with credfed_ (API.md), the runtime's too.
 	prometheus.WrapRegistererWithPrefix("credfed_", n.registry).MustRegister(
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n.metrics = newMetrics(n.registry, cfg)
+	registerInfo(n.registry, cfg)
 	ok := false
 	defer func() {
 		if !ok {
@@ -113,83 +123,13 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	if err := n.loadTrust(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("node: data_dir: %w", err)
-	}
-	var encKey []byte
-	if cfg.EncryptionKeyFile != "" {
-		var err error
-		if encKey, err = storage.LoadEncryptionKey(cfg.EncryptionKeyFile); err != nil {
-			return nil, fmt.Errorf("node: encryption_key_file: %w", err)
-		}
-	}
-	db, err := storage.Open(storage.Options{Dir: filepath.Join(cfg.DataDir, "db"), EncryptionKey: encKey, Logger: n.log,
-		Boundaries: n.recordBoundaries})
-	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	n.db = db
-	state, err := storage.OpenState(storage.Options{Dir: filepath.Join(cfg.DataDir, "state"), EncryptionKey: encKey, Logger: n.log})
-	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	n.state = state
-	if cfg.PseudonymKeyFile != "" {
-		if n.key, err = credit.LoadPseudonymKey(cfg.PseudonymKeyFile); err != nil {
-			return nil, fmt.Errorf("node: pseudonym_key_file: %w", err)
-		}
-	}
-	ep, err := exchange.New(exchange.Config{
-		Certificate: n.cert, Verifier: n.verifier, Addr: cfg.Listen.Exchange,
-		Logger: n.log, Registerer: n.registry,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("node: listen.exchange: %w", err)
-	}
-	n.ep = ep
-	advertise, err := advertised(cfg.Advertise.Exchange, ep.Addr().String(), "advertise.exchange")
-	if err != nil {
+	if err := n.openConsensus(opts); err != nil {
 		return nil, err
 	}
-	rep, err := consensus.Open(consensus.Config{
-		Self: cfg.Identity(), Advertise: advertise, Dir: filepath.Join(cfg.DataDir, "raft"),
-		DB: state.Badger(), Endpoint: ep, Revocations: n.revs, Voter: cfg.IsVoter(),
-		Logger: n.log, Registerer: n.registry,
-		HeartbeatTimeout: opts.RaftTiming.Heartbeat, ElectionTimeout: opts.RaftTiming.Election,
-		LeaderLeaseTimeout: opts.RaftTiming.LeaderLease, CommitTimeout: opts.RaftTiming.Commit,
-		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
+	if err := n.startServices(); err != nil {
+		return nil, err
 	}
-	n.rep = rep
-	n.names = pseudonym.NewResolver(pseudonym.ResolverConfig{Self: cfg.Identity(), Key: n.key, TestMode: cfg.TestMode,
-		Endpoint: ep, Registry: rep.State(), Coordinators: cfg.Coordinators, Cache: db, Logger: n.log})
-	if n.key.Valid() {
-		if err := pseudonym.Serve(ep, pseudonym.ServeConfig{Key: n.key, TestMode: cfg.TestMode, Registerer: n.registry}); err != nil {
-			return nil, fmt.Errorf("node: %w", err)
-		}
-	}
-	n.registerExchange()
-	n.jobs = jobs.NewRunner(db, n.log, n.registry)
-	if cfg.Role == certs.District {
-		n.pub = publish.New(publish.Config{District: cfg.Region, Outbox: db, Index: replicaIndex{rep},
-			Resolve: n.names.Resolve, Now: n.now, Registerer: n.registry})
-		if err := n.jobs.Start(n.pub.Job()); err != nil {
-			return nil, fmt.Errorf("node: %w", err)
-		}
-		interval := time.Duration(cfg.SweepInterval)
-		if err := n.jobs.Start(jobs.Job{Name: "sweep", Interval: interval, Run: func(ctx context.Context, p *jobs.Progress) error {
-			res, err := n.Sweep(ctx)
-			p.Set("subjects_refreshed", int64(res.Subjects))
-			p.Set("records_deleted", int64(res.Deleted))
-			p.Set("subjects_failed", int64(res.Failed))
-			return err
-		}}); err != nil {
-			return nil, fmt.Errorf("node: %w", err)
-		}
-	}
-	if err := n.serve(opts); err != nil {
+	if err := n.serve(); err != nil {
 		return nil, err
 	}
 	if cfg.Raft.Bootstrap {
@@ -198,12 +138,12 @@ func Start(cfg Config, opts Options) (*Node, error) {
 		}
 	}
 	ok = true
-	n.log.Info("node started", "role", cfg.Role, "exchange", advertise, "api", n.APIAddr(), "metrics", n.MetricsAddr())
+	n.log.Info("node started", "role", cfg.Role, "exchange", n.ExchangeAddr(), "api", n.APIAddr(), "metrics", n.MetricsAddr())
 	return n, nil
 }
 
-// loadTrust reads the CA and the node's certificate and checks that the
-// certificate is the configured node's.
+// loadTrust reads the CA, the node's certificate and the keys, and checks
+// that the certificate is the configured node's.
 func (n *Node) loadTrust() error {
 	c := n.cfg
 	ca, err := certs.LoadCertFile(c.TLS.CA)
@@ -224,8 +164,123 @@ func (n *Node) loadTrust() error {
 	if id != c.Identity() {
 		return fieldErr("tls.cert", "certificate is for %s, but this node is configured as %s", id, c.Identity())
 	}
+	if c.PseudonymKeyFile != "" {
+		if n.key, err = credit.LoadPseudonymKey(c.PseudonymKeyFile); err != nil {
+			return fmt.Errorf("node: pseudonym_key_file: %w", err)
+		}
+	}
 	return nil
 }
+
+// encryptionKey returns the key of the data directory, nil if none.
+func (n *Node) encryptionKey() ([]byte, error) {
+	if n.cfg.EncryptionKeyFile == "" {
+		return nil, nil
+	}
+	k, err := storage.LoadEncryptionKey(n.cfg.EncryptionKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("node: encryption_key_file: %w", err)
+	}
+	return k, nil
+}
+
+// openConsensus opens the state database, the exchange and Raft.
+func (n *Node) openConsensus(opts Options) error {
+	cfg := n.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("node: data_dir: %w", err)
+	}
+	encKey, err := n.encryptionKey()
+	if err != nil {
+		return err
+	}
+	if n.state, err = storage.OpenState(storage.Options{Dir: filepath.Join(cfg.DataDir, "state"), EncryptionKey: encKey, Logger: n.log}); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.ep, err = exchange.New(exchange.Config{Certificate: n.cert, Verifier: n.verifier, Addr: cfg.Listen.Exchange,
+		Logger: n.log, Registerer: n.registry})
+	if err != nil {
+		return fmt.Errorf("node: listen.exchange: %w", err)
+	}
+	advertise, err := advertised(cfg.Advertise.Exchange, n.ep.Addr().String(), "advertise.exchange")
+	if err != nil {
+		return err
+	}
+	n.rep, err = consensus.Open(consensus.Config{
+		Self: cfg.Identity(), Advertise: advertise, Dir: filepath.Join(cfg.DataDir, "raft"),
+		DB: n.state.Badger(), Endpoint: n.ep, Revocations: n.revs, Voter: cfg.IsVoter(),
+		Logger: n.log, Registerer: n.registry,
+		HeartbeatTimeout: opts.RaftTiming.Heartbeat, ElectionTimeout: opts.RaftTiming.Election,
+		LeaderLeaseTimeout: opts.RaftTiming.LeaderLease, CommitTimeout: opts.RaftTiming.Commit,
+		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
+	})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	return nil
+}
+
+// startServices opens the records database and starts the services and
+// the background jobs.
+func (n *Node) startServices() error {
+	cfg := n.cfg
+	encKey, err := n.encryptionKey()
+	if err != nil {
+		return err
+	}
+	state := n.rep.State()
+	periods := sweep.NewPeriods(state)
+	n.db, err = storage.Open(storage.Options{Dir: filepath.Join(cfg.DataDir, "db"), EncryptionKey: encKey, Logger: n.log,
+		Boundaries: periods.Boundaries})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.audit = audit.New(n.db.Audit(), cfg.Region, n.now, n.log, n.registry)
+	n.names = pseudonym.NewResolver(pseudonym.ResolverConfig{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
+		Endpoint: n.ep, Registry: state, Coordinators: cfg.Coordinators, Cache: n.db, Logger: n.log})
+	if n.key.Valid() {
+		if err := pseudonym.Serve(n.ep, pseudonym.ServeConfig{Key: n.key, Identifiers: cfg.Identifiers(), Registerer: n.registry}); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
+	n.lookups = lookup.New(lookup.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
+		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Catalog: state.Catalog, Audit: n.audit, Now: n.now,
+		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
+	n.jobs = jobs.NewRunner(n.db, n.log, n.registry)
+	wake := func() { n.jobs.Wake(publish.JobName) }
+	// On a coordinator the records service only refuses: records are kept
+	// by districts.
+	n.records = intake.New(intake.Config{Self: cfg.Identity(), Store: n.db, Catalog: state.Catalog,
+		Identifiers: cfg.Identifiers(), Now: n.now, Notify: wake, Registerer: n.registry})
+	if cfg.Role != certs.District {
+		return nil
+	}
+	n.pub = publish.New(publish.Config{District: cfg.Region, Outbox: n.db, Index: replicaIndex{n.rep},
+		Resolve: n.names.Resolve, Now: n.now, Registerer: n.registry})
+	n.sweeper = sweep.New(sweep.Config{District: cfg.Region, Store: n.db, Catalogs: state, Periods: periods,
+		Resolve: n.names.Resolve, Audit: n.audit, Notify: wake, Now: n.now, Logger: n.log, Registerer: n.registry})
+	for _, j := range []jobs.Job{n.pub.Job(), n.sweeper.Job(time.Duration(cfg.SweepInterval))} {
+		if err := n.jobs.Start(j); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
+	return nil
+}
+
+// replicaIndex is the replica as the services see the index.
+type replicaIndex struct{ rep *consensus.Replica }
+
+func (r replicaIndex) SubmitIndex(ctx context.Context, u []consensus.IndexUpdate) error {
+	return r.rep.SubmitIndex(ctx, u)
+}
+
+func (r replicaIndex) Catalog() *credit.Catalog { return r.rep.State().Catalog() }
+
+func (r replicaIndex) Lookup(ctx context.Context, p credit.Pseudonym, strong bool) ([]consensus.IndexEntry, uint64, error) {
+	return r.rep.Lookup(ctx, p, strong)
+}
+
+func (r replicaIndex) Region(path string) (consensus.Region, bool) { return r.rep.State().Region(path) }
 
 // advertised returns the address to advertise: the configured one, or
 // the listen address if it names a host.
@@ -244,17 +299,17 @@ func advertised(configured, listen, field string) (string, error) {
 }
 
 // serve starts the HTTPS API and the metrics listener.
-func (n *Node) serve(opts Options) error {
+func (n *Node) serve() error {
 	apiLn, err := net.Listen("tcp", n.cfg.Listen.API)
 	if err != nil {
 		return fmt.Errorf("node: listen.api: %w", err)
 	}
 	n.apiLn = apiLn
-	tlsCfg := n.verifier.ServerConfig(n.cert, certs.OptionalClientCert, "h2", "http/1.1")
-	h := &handlers{n: n, now: n.now}
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Now: n.now,
+		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{
-		Handler:           n.router(h.routes()),
-		TLSConfig:         tlsCfg,
+		Handler:           h,
+		TLSConfig:         n.verifier.ServerConfig(n.cert, certs.OptionalClientCert, "h2", "http/1.1"),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
@@ -269,7 +324,7 @@ func (n *Node) serve(opts Options) error {
 		return fmt.Errorf("node: listen.metrics: %w", err)
 	}
 	n.metricsLn = mLn
-	n.metricsSrv = &http.Server{Handler: n.metricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+	n.metricsSrv = &http.Server{Handler: httpapi.MetricsHandler(n.registry, n.Ready), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := n.metricsSrv.Serve(mLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("metrics server stopped", "error", err)
@@ -316,27 +371,6 @@ func (n *Node) bootstrap() error {
 	return nil
 }
 
-// replicaIndex is the replica as the publisher's index.
-type replicaIndex struct{ rep *consensus.Replica }
-
-func (r replicaIndex) SubmitIndex(ctx context.Context, u []consensus.IndexUpdate) error {
-	return r.rep.SubmitIndex(ctx, u)
-}
-
-func (r replicaIndex) Catalog() *credit.Catalog { return r.rep.State().Catalog() }
-
-// notifyPublisher tells a district's publisher that the outbox has news.
-func (n *Node) notifyPublisher() {
-	if n.pub != nil {
-		n.jobs.Wake(publish.JobName)
-	}
-}
-
-// resolvePseudonyms returns subjects' pseudonyms.
-func (n *Node) resolvePseudonyms(ctx context.Context, subjects []string) ([]credit.Pseudonym, error) {
-	return n.names.Resolve(ctx, subjects)
-}
-
 // Ready reports whether the node serves and knows the federation: a leader
 // and a catalog.
 func (n *Node) Ready() (bool, string) {
@@ -352,9 +386,70 @@ func (n *Node) Ready() (bool, string) {
 	return true, "ready"
 }
 
+// Catalog is the replicated catalog, nil before it has arrived.
+func (n *Node) Catalog() *credit.Catalog { return n.rep.State().Catalog() }
+
+// Federation is the node's view of the federation (GET /v1/federation).
+func (n *Node) Federation(ctx context.Context) (api.Federation, error) {
+	st := n.rep.Stats()
+	state := n.rep.State()
+	leaderRegion, _ := n.rep.Leader()
+	ready, why := n.Ready()
+	v := api.Federation{
+		Federation: n.cfg.Federation,
+		Node: api.NodeStatus{Name: n.cfg.Name, Role: string(n.cfg.Role), Region: n.cfg.Region, Exchange: n.ExchangeAddr(),
+			Ready: ready, Status: why},
+		Raft: api.RaftStatus{State: st["state"], Leader: leaderRegion, Term: st["term"], CommitIndex: st["commit_index"],
+			AppliedIndex: st["applied_index"], LastLogIndex: st["last_log_index"], Voter: n.cfg.IsVoter()},
+		Index:   api.IndexStatus{AppliedIndex: state.Applied()},
+		Regions: []api.Region{},
+	}
+	if cat := state.Catalog(); cat != nil {
+		v.CatalogVersion = cat.Version
+	}
+	if n.cfg.Role == certs.District {
+		v.Index.OutboxLength, _ = n.db.OutboxLen()
+	}
+	suffrage := map[string]string{}
+	if servers, err := n.rep.Servers(); err == nil {
+		for _, s := range servers {
+			suffrage[string(s.ID)] = map[bool]string{true: "voter", false: "nonvoter"}[s.Suffrage.String() == "Voter"]
+		}
+	}
+	for _, reg := range state.Regions() {
+		raft := suffrage[reg.Path]
+		if raft == "" {
+			raft = "absent"
+		}
+		v.Regions = append(v.Regions, api.Region{Path: reg.Path, Name: reg.Name, Role: string(reg.Role), Exchange: reg.Exchange,
+			API: reg.API, Voter: reg.Voter, Raft: raft})
+	}
+	for _, j := range n.jobs.Status() {
+		js := api.JobStatus{Name: j.Name, State: j.State(), Runs: j.Runs, Failures: j.Failures, LastError: j.LastError,
+			Progress: j.Progress}
+		if !j.LastRun.IsZero() {
+			js.LastRun = j.LastRun.Format(time.RFC3339)
+		}
+		if !j.LastSuccess.IsZero() {
+			js.LastSuccess = j.LastSuccess.Format(time.RFC3339)
+		}
+		v.Jobs = append(v.Jobs, js)
+	}
+	return v, nil
+}
+
+// Sweep runs a district's display and retention sweep now (it also runs
+// every sweep_interval).
+func (n *Node) Sweep(ctx context.Context) (sweep.Result, error) {
+	if n.sweeper == nil {
+		return sweep.Result{}, nil // coordinators hold no records
+	}
+	return n.sweeper.Sweep(ctx)
+}
+
 // Shutdown stops the node gracefully: it stops accepting API requests and
 // lets those in flight finish, drains the outbox if a leader is reachable,
-// then leaves Raft and closes the exchange and the database. ctx bounds
+// then leaves Raft and closes the exchange and the databases. ctx bounds
 // the whole (Config.ShutdownTimeout is the usual budget).
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutdownOnce.Do(func() {
@@ -364,6 +459,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			if err := n.api.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("API: %w", err))
 			}
+		}
+		if n.jobs != nil {
+			n.jobs.Stop()
 		}
 		if n.pub != nil {
 			dctx, cancel := context.WithTimeout(ctx, time.Duration(n.cfg.ShutdownTimeout)/3)
@@ -385,6 +483,14 @@ func (n *Node) closeAll() error {
 	if n.api != nil {
 		n.api.Close()
 	}
+	if n.metricsSrv != nil {
+		n.metricsSrv.Close()
+	} else if n.metricsLn != nil {
+		n.metricsLn.Close()
+	}
+	if n.api == nil && n.apiLn != nil {
+		n.apiLn.Close()
+	}
 	if n.jobs != nil {
 		n.jobs.Stop()
 	}
@@ -398,23 +504,15 @@ func (n *Node) closeAll() error {
 			errs = append(errs, fmt.Errorf("exchange: %w", err))
 		}
 	}
-	if n.state != nil {
-		if err := n.state.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("state: %w", err))
-		}
-	}
 	if n.db != nil {
 		if err := n.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("storage: %w", err))
 		}
 	}
-	if n.metricsSrv != nil {
-		n.metricsSrv.Close()
-	} else if n.metricsLn != nil {
-		n.metricsLn.Close()
-	}
-	if n.api == nil && n.apiLn != nil {
-		n.apiLn.Close()
+	if n.state != nil {
+		if err := n.state.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("state: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -443,11 +541,14 @@ func (n *Node) Config() Config { return n.cfg }
 // Replica returns the node's Raft replica.
 func (n *Node) Replica() *consensus.Replica { return n.rep }
 
-// Store returns the node's database.
+// Store returns the node's records database.
 func (n *Node) Store() *storage.DB { return n.db }
 
 // Registry returns the node's Prometheus registry.
 func (n *Node) Registry() *prometheus.Registry { return n.registry }
+
+// Jobs returns the statuses of the node's background jobs.
+func (n *Node) Jobs() []jobs.Status { return n.jobs.Status() }
 
 func newLogger(c LogConfig) *slog.Logger {
 	var level slog.Level

@@ -52,8 +52,9 @@ type reply struct {
 
 // ServeConfig is what a coordinator needs to serve pseudonyms.
 type ServeConfig struct {
-	Key      credit.PseudonymKey
-	TestMode bool
+	Key credit.PseudonymKey
+	// Identifiers are the identifier rules of the federation (test mode).
+	Identifiers credit.ParseOptions
 	// Rate limits each caller's requests per second (default DefaultRate).
 	Rate       float64
 	Registerer prometheus.Registerer
@@ -77,7 +78,7 @@ func Serve(ep *exchange.Endpoint, cfg ServeConfig) error {
 			return fmt.Errorf("pseudonym: %w", err)
 		}
 	}
-	opt := credit.ParseOptions{TestMode: cfg.TestMode}
+	opt := cfg.Identifiers
 	ep.Handle(Op, func(ctx context.Context, req *exchange.Request) (any, error) {
 		var in request
 		if err := req.Decode(&in); err != nil {
@@ -136,10 +137,10 @@ type ResolverConfig struct {
 	Self certs.Identity
 	// Key, on a coordinator, computes pseudonyms here; empty asks
 	// coordinators over the exchange.
-	Key      credit.PseudonymKey
-	TestMode bool
-	Endpoint *exchange.Endpoint
-	Registry Registry
+	Key         credit.PseudonymKey
+	Identifiers credit.ParseOptions
+	Endpoint    *exchange.Endpoint
+	Registry    Registry
 	// Coordinators are exchange addresses to ask after the registered
 	// coordinators (and before the registry has reached this node).
 	Coordinators []string
@@ -169,7 +170,7 @@ func NewResolver(cfg ResolverConfig) *Resolver {
 // configured ones). Errors match ErrNoCoordinator or ErrRefused.
 func (r *Resolver) Resolve(ctx context.Context, subjects []string) ([]credit.Pseudonym, error) {
 	if r.cfg.Key.Valid() {
-		return compute(r.cfg.Key, subjects, credit.ParseOptions{TestMode: r.cfg.TestMode})
+		return compute(r.cfg.Key, subjects, r.cfg.Identifiers)
 	}
 	cached := map[string]credit.Pseudonym{}
 	if r.cfg.Cache != nil {

@@ -1,4 +1,4 @@
-package main
+package localfed
 
 import (
 	"fmt"
@@ -6,25 +6,15 @@ import (
 	"sort"
 	"time"
 
+	"credfed/api"
 	"credfed/credit"
 )
 
-// demoRecord is a synthetic record as the API takes it.
-type demoRecord struct {
-	ID             string `json:"id"`
-	Subject        string `json:"subject"`
-	CatalogItem    string `json:"catalog_item"`
-	DecisionNumber string `json:"decision_number,omitempty"`
-	OccurredOn     string `json:"occurred_on"`
-	DecidedOn      string `json:"decided_on"`
-	Summary        string `json:"summary"`
-}
-
-// syntheticRecords spreads m records over the districts, deterministically.
+// SyntheticRecords spreads m records over the districts, deterministically.
 // Every identifier is in the reserved test province 99, so no record can be
 // a real person's. The showcase subject has a record in every district;
 // about a third of the others have records in more than one district.
-func syntheticRecords(cat *credit.Catalog, districts []string, m int, today credit.Date) (map[string][]demoRecord, demoSubject) {
+func SyntheticRecords(cat *credit.Catalog, districts []string, m int, today credit.Date) (map[string][]api.RecordInput, Showcase) {
 	rng := rand.New(rand.NewPCG(2026, 11))
 	var items []credit.Item
 	for _, it := range cat.Items {
@@ -38,7 +28,7 @@ func syntheticRecords(cat *credit.Catalog, districts []string, m int, today cred
 		birth := credit.NewDate(1950+i%50, time.Month(1+i%12), 1+i%28)
 		return credit.SyntheticPerson(i+1, birth)
 	}
-	out := map[string][]demoRecord{}
+	out := map[string][]api.RecordInput{}
 	seq := map[string]int{}
 	add := func(district, subject string) {
 		it := items[rng.IntN(len(items))]
@@ -50,7 +40,7 @@ func syntheticRecords(cat *credit.Catalog, districts []string, m int, today cred
 		occurred := decided.AddDays(-rng.IntN(60))
 		seq[district]++
 		n := seq[district]
-		r := demoRecord{
+		r := api.RecordInput{
 			ID:          fmt.Sprintf("%s-%05d", district, n),
 			Subject:     subject,
 			CatalogItem: it.Code,
@@ -63,7 +53,7 @@ func syntheticRecords(cat *credit.Catalog, districts []string, m int, today cred
 		}
 		out[district] = append(out[district], r)
 	}
-	showcase := demoSubject{Subject: person(0)}
+	showcase := Showcase{Subject: person(0)}
 	for _, d := range districts {
 		add(d, showcase.Subject)
 		showcase.Districts = append(showcase.Districts, d)

@@ -1,4 +1,4 @@
-package node
+package httpapi
 
 import (
 	"go/ast"
@@ -122,7 +122,7 @@ var pathParam = regexp.MustCompile(`\{([^}]+)\}`)
 // documenting one the router does not serve, fails here.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	ops, components := loadOpenAPI(t)
-	routes := (&handlers{}).routes()
+	routes := (&Server{}).routes()
 	if len(routes) == 0 {
 		t.Fatal("routes() is empty")
 	}
@@ -178,12 +178,12 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 }
 
-// metricsPatterns returns the patterns metricsHandler registers, read from
-// node/metrics.go's source: http.ServeMux cannot list its patterns.
+// metricsPatterns returns the patterns MetricsHandler registers, read from
+// health.go's source: http.ServeMux cannot list its patterns.
 func metricsPatterns(t *testing.T) []string {
 	t.Helper()
 	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "metrics.go", nil, 0)
+	f, err := parser.ParseFile(fset, "health.go", nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func metricsPatterns(t *testing.T) []string {
 	found := false
 	for _, d := range f.Decls {
 		fn, ok := d.(*ast.FuncDecl)
-		if !ok || fn.Name.Name != "metricsHandler" {
+		if !ok || fn.Name.Name != "MetricsHandler" {
 			continue
 		}
 		found = true
@@ -206,7 +206,7 @@ func metricsPatterns(t *testing.T) []string {
 			}
 			lit, ok := call.Args[0].(*ast.BasicLit)
 			if !ok || lit.Kind != token.STRING {
-				t.Errorf("metrics.go:%d: metricsHandler registers a pattern that is not a string literal; update this test", fset.Position(call.Pos()).Line)
+				t.Errorf("health.go:%d: MetricsHandler registers a pattern that is not a string literal; update this test", fset.Position(call.Pos()).Line)
 				return true
 			}
 			s, err := strconv.Unquote(lit.Value)
@@ -218,13 +218,13 @@ func metricsPatterns(t *testing.T) []string {
 		})
 	}
 	if !found {
-		t.Fatal("metrics.go has no metricsHandler")
+		t.Fatal("health.go has no MetricsHandler")
 	}
 	return patterns
 }
 
 // TestOpenAPIMetricsListener holds the documented metrics-listener paths
-// to the patterns of metricsHandler, and checks with real requests that
+// to the patterns of MetricsHandler, and checks with real requests that
 // each documented path is served.
 func TestOpenAPIMetricsListener(t *testing.T) {
 	ops, _ := loadOpenAPI(t)
@@ -244,17 +244,17 @@ func TestOpenAPIMetricsListener(t *testing.T) {
 	patterns := metricsPatterns(t)
 	for _, p := range patterns {
 		if !strings.Contains(p, " ") {
-			t.Errorf("metricsHandler pattern %q has no method; document it with one", p)
+			t.Errorf("MetricsHandler pattern %q has no method; document it with one", p)
 		}
 	}
 	slices.Sort(documented)
 	slices.Sort(patterns)
 	if !slices.Equal(documented, patterns) {
-		t.Errorf("metrics listener: %s documents %v, metricsHandler serves %v", openAPIPath, documented, patterns)
+		t.Errorf("metrics listener: %s documents %v, MetricsHandler serves %v", openAPIPath, documented, patterns)
 	}
 
 	// A node that is not serving: /readyz answers 503 without reaching Raft.
-	h := (&Node{registry: prometheus.NewRegistry()}).metricsHandler()
+	h := MetricsHandler(prometheus.NewRegistry(), func() (bool, string) { return false, "not serving" })
 	for _, key := range documented {
 		method, path, _ := strings.Cut(key, " ")
 		rec := httptest.NewRecorder()

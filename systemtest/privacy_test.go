@@ -1,9 +1,8 @@
-package node
+package systemtest
 
 import (
 	"bytes"
 	"context"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,9 +13,10 @@ import (
 	raftwal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 
-	"credfed/certs"
+	"credfed/api"
 	"credfed/credit"
-	"credfed/internal/wait"
+	"credfed/localfed"
+	"credfed/node"
 	"credfed/storage"
 )
 
@@ -26,47 +26,20 @@ import (
 // entry and every snapshot — for the raw identifier and the record text of
 // a subject that was submitted, indexed and looked up through that city.
 func TestCoordinatorStateHoldsNoPersonalData(t *testing.T) {
-	f := startLocal(t, LocalSpec{Districts: 2})
+	f := startFed(t, localfed.Spec{Districts: 2}, node.Options{})
 	subject := credit.SyntheticPerson(31337, credit.NewDate(1966, 6, 6))
 	summary := "在经营场所销售过期食品被查获的完整经过"
 	for i, d := range f.Districts() {
-		files := f.Layout.Departments[d]
-		var ans submitAnswer
-		if code := newClient(t, f, &files).do("POST", apiURL(f, d, "/v1/records"), "application/json",
-			record("P-"+string(rune('a'+i)), subject, "FOOD-DRUG-PENALTY", summary), &ans); code != http.StatusOK {
-			t.Fatalf("submit: %d %+v", code, ans)
-		}
+		submit(t, f, d, record("P-"+string(rune('a'+i)), subject, "FOOD-DRUG-PENALTY", summary))
 	}
 	waitIndexed(t, f, subject, 2)
 
-	// A coordinator of the city looks the subject up through the city node
-	// (a strong read: the city's replica may not have the entries yet).
-	ca, err := certs.LoadCA(f.Dir)
+	// The city's coordinator looks the subject up through the city node (a
+	// strong read: the city's replica may not have the entries yet).
+	ans, err := lookupUntil(t, clientOf(t, f, "quzhou", f.Layout.Coordinators["quzhou"]),
+		api.LookupRequest{Subject: subject, Purpose: "ADMIN-LICENSING", User: "王五", Reference: "R-9", Consistency: api.ConsistencyStrong})
 	if err != nil {
-		t.Fatal(err)
-	}
-	is, err := ca.Issue(certs.IssueRequest{Identity: certs.Identity{Federation: ca.Federation, Role: certs.Coordinator,
-		Region: "zhejiang/quzhou", Institution: "city-credit-office"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp, kp, err := is.WriteFiles(filepath.Join(t.TempDir(), "coord"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ans lookupAnswer
-	client := newClient(t, f, &ClientFiles{Cert: cp, Key: kp})
-	code := 0
-	// A strong read needs a leader: 503 while an election runs (a loaded
-	// machine can stall the leader past its lease), so ask until it is 200.
-	wait.Until(t, 20*time.Second, "a strong lookup through the city", func() bool {
-		ans = lookupAnswer{}
-		code = client.do("POST", apiURL(f, "quzhou", "/v1/lookups"), "application/json",
-			map[string]string{"subject": subject, "purpose": "ADMIN-LICENSING", "user": "王五", "reference": "R-9", "consistency": "strong"}, &ans)
-		return code != http.StatusServiceUnavailable
-	})
-	if code != http.StatusOK {
-		t.Fatalf("lookup through the city: %d %+v", code, ans)
+		t.Fatalf("lookup through the city: %v", err)
 	}
 	found := 0
 	for _, d := range ans.Districts {

@@ -1,0 +1,30 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"credfed/api"
+	"credfed/credit"
+	"credfed/fault"
+)
+
+// catalog returns the replicated catalog or an unavailable refusal.
+func (s *Server) catalog() (*credit.Catalog, error) {
+	if c := s.cfg.Cluster.Catalog(); c != nil {
+		return c, nil
+	}
+	return nil, fault.New(fault.Unavailable, "this node has not received the federation's catalog yet")
+}
+
+func (s *Server) getCatalog(w http.ResponseWriter, r *http.Request, c caller) error {
+	cat, err := s.catalog()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.Catalog{
+		Version: cat.Version, Items: cat.Items, Purposes: cat.Purposes, Lists: cat.Lists,
+		Scenarios: cat.Scenarios, Domains: cat.Domains, Occupations: cat.Occupations,
+		Rules: cat.Rules, Levels: cat.Levels,
+	})
+	return nil
+}

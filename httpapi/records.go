@@ -1,0 +1,208 @@
+package httpapi
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+
+	"credfed/api"
+	"credfed/credit"
+	"credfed/fault"
+	"credfed/intake"
+)
+
+// recordTimeLayout is how record times are shown (RFC 3339, milliseconds).
+const recordTimeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// recordView is a record as the API shows it; cat, if set, dates the end
+// of its display period.
+func recordView(r credit.Record, cat *credit.Catalog) api.Record {
+	v := api.Record{
+		ID: r.ID, Subject: r.Subject, CatalogItem: r.CatalogItem, DecisionNumber: r.DecisionNumber,
+		OccurredOn: r.OccurredOn.String(), DecidedOn: r.DecidedOn.String(), Summary: r.Summary, Department: r.Department,
+		District: r.District, Polarity: string(r.Polarity), Severity: string(r.Severity), LegalBasis: r.LegalBasis,
+		Status: string(r.Status), Version: r.Version, CatalogVersion: r.CatalogVersion,
+		RecordedAt: r.RecordedAt.UTC().Format(recordTimeLayout), Reason: r.Reason,
+	}
+	if cat != nil {
+		if it, ok := cat.Item(r.CatalogItem); ok {
+			v.DisplayUntil = credit.DisplayUntil(r, it).String()
+		}
+	}
+	return v
+}
+
+// postRecords accepts one record, a JSON array of records, or NDJSON
+// (Content-Type application/x-ndjson). Every item is answered; the answer
+// is sent only after the accepted ones are durable: 200 when every item is
+// accepted or a duplicate, 207 when some are rejected, 400 when all are.
+func (s *Server) postRecords(w http.ResponseWriter, r *http.Request, c caller) error {
+	items, err := readRecordItems(r)
+	if err != nil {
+		return err
+	}
+	subs := make([]intake.Submission, len(items))
+	for i, raw := range items {
+		subs[i] = submission(raw)
+	}
+	results, err := s.cfg.Records.Submit(r.Context(), c.id, subs)
+	if err != nil {
+		return err
+	}
+	out := api.SubmitAnswer{Results: make([]api.RecordResult, len(results))}
+	rejected := 0
+	for i, res := range results {
+		out.Results[i] = api.RecordResult{Index: i, ID: res.ID, Status: string(res.Status)}
+		if res.Status == intake.Rejected {
+			rejected++
+			out.Results[i].Error = errorOf(res.Err)
+			if out.Results[i].Error == nil {
+				out.Results[i].Error = &api.Error{Code: api.CodeInternal, Message: "record refused"}
+			}
+		}
+	}
+	status := http.StatusOK
+	switch {
+	case rejected == len(results):
+		status = http.StatusBadRequest
+	case rejected > 0:
+		status = http.StatusMultiStatus
+	}
+	writeJSON(w, status, out)
+	return nil
+}
+
+// readRecordItems splits the body into raw JSON values, one per record.
+func readRecordItems(r *http.Request) ([]json.RawMessage, error) {
+	var items []json.RawMessage
+	tooMany := fault.New(fault.BadRequest, "at most %d records per request", intake.MaxRecordsPerRequest)
+	if mt := mediaType(r); mt == "application/x-ndjson" || mt == "application/jsonl" {
+		sc := bufio.NewScanner(r.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := bytes.TrimSpace(sc.Bytes())
+			if len(line) == 0 {
+				continue
+			}
+			items = append(items, append(json.RawMessage(nil), line...))
+			if len(items) > intake.MaxRecordsPerRequest {
+				return nil, tooMany
+			}
+		}
+		if err := sc.Err(); err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return nil, fault.New(fault.BadRequest, "request body is larger than %d bytes", tooBig.Limit)
+			}
+			return nil, fault.New(fault.BadRequest, "record %d of the NDJSON body is on a line longer than 1 MiB, or unreadable", len(items)+1)
+		}
+	} else {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, jsonError(err)
+		}
+		body = bytes.TrimSpace(body)
+		switch {
+		case len(body) == 0:
+			return nil, fault.New(fault.BadRequest, "request body is empty")
+		case body[0] == '[':
+			if err := json.Unmarshal(body, &items); err != nil {
+				return nil, jsonError(err)
+			}
+			if len(items) > intake.MaxRecordsPerRequest {
+				return nil, tooMany
+			}
+		default:
+			items = []json.RawMessage{body}
+		}
+	}
+	if len(items) == 0 {
+		return nil, fault.New(fault.BadRequest, "no records in the request")
+	}
+	return items, nil
+}
+
+// submission reads one submitted record; what cannot be read is a
+// submission with its refusal.
+func submission(raw json.RawMessage) intake.Submission {
+	var in api.RecordInput
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return intake.Submission{Err: jsonError(err)}
+	}
+	sub := intake.Submission{Department: in.Department, District: in.District,
+		Record: credit.Record{ID: in.ID, Subject: in.Subject, CatalogItem: in.CatalogItem,
+			DecisionNumber: in.DecisionNumber, Summary: in.Summary}}
+	for _, d := range []struct {
+		field string
+		text  string
+		dst   *credit.Date
+	}{{"occurred_on", in.OccurredOn, &sub.Record.OccurredOn}, {"decided_on", in.DecidedOn, &sub.Record.DecidedOn}} {
+		if d.text == "" {
+			sub.Err = fault.Field(fault.BadRequest, d.field, "required (YYYY-MM-DD)")
+			return sub
+		}
+		v, err := credit.ParseDate(d.text)
+		if err != nil {
+			sub.Err = fault.Field(fault.BadRequest, d.field, "must be a real day written YYYY-MM-DD")
+			return sub
+		}
+		*d.dst = v
+	}
+	return sub
+}
+
+func (s *Server) getRecord(w http.ResponseWriter, r *http.Request, c caller) error {
+	rec, versions, err := s.cfg.Records.Record(r.Context(), c.id, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	v := recordView(rec, s.cfg.Cluster.Catalog())
+	for _, old := range versions {
+		v.Versions = append(v.Versions, recordView(old, nil))
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (s *Server) postCorrection(w http.ResponseWriter, r *http.Request, c caller) error {
+	var in api.Correction
+	if err := decodeJSON(r, &in); err != nil {
+		return err
+	}
+	corr := credit.Correction{CatalogItem: in.CatalogItem, DecisionNumber: in.DecisionNumber, Summary: in.Summary}
+	for _, d := range []struct {
+		field string
+		text  *string
+		dst   **credit.Date
+	}{{"occurred_on", in.OccurredOn, &corr.OccurredOn}, {"decided_on", in.DecidedOn, &corr.DecidedOn}} {
+		if d.text == nil {
+			continue
+		}
+		v, err := credit.ParseDate(*d.text)
+		if err != nil {
+			return fault.Field(fault.BadRequest, d.field, "must be a real day written YYYY-MM-DD")
+		}
+		*d.dst = &v
+	}
+	next, err := s.cfg.Records.Correct(r.Context(), c.id, r.PathValue("id"), corr, in.Reason)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, recordView(next, s.cfg.Cluster.Catalog()))
+	return nil
+}
+
+// mediaType returns the request's content type without parameters.
+func mediaType(r *http.Request) string {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return ""
+	}
+	return mt
+}

@@ -1,0 +1,190 @@
+// Package httpapi is a node's HTTPS API: the route table, who each route
+// admits, the JSON edge of every resource (one file each) and the mapping
+// of the services' refusals onto the API's error codes. It speaks to the
+// services through the small interfaces below and never touches storage,
+// Raft or the exchange itself.
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"credfed/api"
+	"credfed/certs"
+	"credfed/credit"
+	"credfed/intake"
+	"credfed/lookup"
+)
+
+// Records is the records service of a district (intake.Service).
+type Records interface {
+	// Submit validates and writes submissions of the calling department;
+	// every one is answered in order.
+	Submit(ctx context.Context, caller certs.Identity, subs []intake.Submission) ([]intake.Result, error)
+	// Record returns one of the calling department's records and its
+	// older versions.
+	Record(ctx context.Context, caller certs.Identity, id string) (credit.Record, []credit.Record, error)
+	// Correct writes a new version of one of the caller's records.
+	Correct(ctx context.Context, caller certs.Identity, id string, c credit.Correction, reason string) (credit.Record, error)
+}
+
+// Lookups is the federated lookup (lookup.Service).
+type Lookups interface {
+	// Lookup looks a subject up across the districts; allowed or refused,
+	// it is audited before it returns.
+	Lookup(ctx context.Context, caller certs.Identity, req lookup.Request) (lookup.Answer, error)
+}
+
+// Cluster is the node and its place in the federation (node.Node).
+type Cluster interface {
+	// Federation is GET /v1/federation's answer.
+	Federation(ctx context.Context) (api.Federation, error)
+	// Catalog is the replicated catalog, nil before it has arrived.
+	Catalog() *credit.Catalog
+}
+
+// Config is what the API serves.
+type Config struct {
+	Cluster Cluster
+	Records Records
+	Lookups Lookups
+	// Now is the node's clock (record views: display periods); nil is
+	// time.Now.
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Server is the API's handler.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	handler  http.Handler
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New builds the API.
+func New(cfg Config) *Server {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credfed_api_requests_total", Help: "HTTP API requests by route and answer code.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "credfed_api_request_seconds", Help: "HTTP API latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.requests, s.latency)
+	}
+	s.handler = s.router(s.routes())
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// route is one method and path of the API.
+type route struct {
+	method  string
+	pattern string // net/http pattern path, e.g. /v1/records/{id}
+	access  access
+	// maxBody bounds the request body (default 1 MiB).
+	maxBody int64
+	handle  func(w http.ResponseWriter, r *http.Request, c caller) error
+}
+
+// routes is the API; docs/openapi.yaml documents the same list (a test
+// compares them).
+func (s *Server) routes() []route {
+	return []route{
+		{method: "GET", pattern: "/v1/catalog", access: anyCertificate, handle: s.getCatalog},
+		{method: "GET", pattern: "/v1/federation", access: anyCertificate, handle: s.getFederation},
+		{method: "POST", pattern: "/v1/records", access: roles(certs.Department), maxBody: 64 << 20, handle: s.postRecords},
+		{method: "GET", pattern: "/v1/records/{id}", access: roles(certs.Department), handle: s.getRecord},
+		{method: "POST", pattern: "/v1/records/{id}/corrections", access: roles(certs.Department), handle: s.postCorrection},
+		// Lookups admit any certificate so that a refusal (a department
+		// trying to look someone up) is audited like any other lookup; the
+		// service admits coordinators only.
+		{method: "POST", pattern: "/v1/lookups", access: anyCertificate, handle: s.postLookup},
+	}
+}
+
+// router builds the HTTP handler of the API from routes.
+func (s *Server) router(routes []route) http.Handler {
+	mux := http.NewServeMux()
+	methods := map[string]bool{}
+	for _, rt := range routes {
+		mux.HandleFunc(rt.method+" "+rt.pattern, func(w http.ResponseWriter, r *http.Request) {
+			s.serveRoute(rt, w, r)
+		})
+		methods[rt.method] = true
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// A known path with another method is 405 with Allow, not 404.
+		var allow []string
+		for m := range methods {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			slices.Sort(allow)
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeErrorStatus(w, http.StatusMethodNotAllowed, &api.Error{Code: api.CodeBadRequest,
+				Message: fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", "))})
+			return
+		}
+		writeError(w, &api.Error{Code: api.CodeNotFound, Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
+	})
+	return mux
+}
+
+func (s *Server) serveRoute(rt route, w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	c := callerOf(r)
+	code := "ok"
+	name := rt.method + " " + rt.pattern
+	defer func() {
+		s.requests.WithLabelValues(name, code).Inc()
+		s.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	}()
+	if e := rt.access.admits(c); e != nil {
+		code = e.Code
+		writeError(w, e)
+		return
+	}
+	max := rt.maxBody
+	if max == 0 {
+		max = 1 << 20
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, max)
+	defer func() {
+		if p := recover(); p != nil {
+			code = api.CodeInternal
+			s.log.Error("API handler panicked", "route", rt.pattern, "panic", fmt.Sprint(p))
+			writeError(w, &api.Error{Code: api.CodeInternal, Message: "internal error"})
+		}
+	}()
+	if err := rt.handle(w, r, c); err != nil {
+		e := s.apiError(rt, err)
+		code = e.Code
+		writeError(w, e)
+	}
+}

@@ -1,0 +1,286 @@
+// Package intake is a district's records service: departments submit
+// records and corrections, validated against the catalog and written with
+// their outbox entries, and read their own records back.
+package intake
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"credfed/certs"
+	"credfed/credit"
+	"credfed/fault"
+	"credfed/storage"
+)
+
+// MaxRecordsPerRequest bounds one submission.
+const MaxRecordsPerRequest = 10000
+
+// Store is where a district keeps its records (storage.DB implements it).
+type Store interface {
+	// SubmitRecords writes the records and their outbox markers durably.
+	SubmitRecords(recs []credit.Record) ([]storage.Outcome, error)
+	// Record returns the latest version of (department, id):
+	// storage.ErrNotFound if none, storage.ErrInvalidRecord for a
+	// malformed department or id.
+	Record(department, id string) (credit.Record, error)
+	// Versions returns the older versions of (department, id).
+	Versions(department, id string) ([]credit.Record, error)
+	// UpdateRecord writes a new version: storage.ErrConflict if the
+	// record changed meanwhile.
+	UpdateRecord(next credit.Record) error
+}
+
+// Config configures the service of one district node.
+type Config struct {
+	// Self is the node's identity (a district).
+	Self  certs.Identity
+	Store Store
+	// Catalog is the replicated catalog, nil before it has arrived.
+	Catalog func() *credit.Catalog
+	// Identifiers are the federation's identifier rules (test mode).
+	Identifiers credit.ParseOptions
+	// Now is the clock of record dates; nil is time.Now.
+	Now func() time.Time
+	// Notify is called after records were written (the publisher wakes).
+	Notify     func()
+	Registerer prometheus.Registerer
+}
+
+// Service is a district's records service.
+type Service struct {
+	cfg       Config
+	submitted *prometheus.CounterVec
+}
+
+// New returns the records service.
+func New(cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Notify == nil {
+		cfg.Notify = func() {}
+	}
+	s := &Service{cfg: cfg, submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "credfed_records_submitted_total", Help: "Submitted records by outcome (accepted, duplicate, rejected).",
+	}, []string{"outcome"})}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.submitted)
+	}
+	return s
+}
+
+// Status is the fate of one submitted record.
+type Status string
+
+// Statuses.
+const (
+	Accepted  Status = "accepted"
+	Duplicate Status = "duplicate"
+	Rejected  Status = "rejected"
+)
+
+// Submission is one record as submitted. Record holds the submitter's
+// fields; Department and District are what the submitter named, if
+// anything (they must repeat the certificate's). Err, if set, is why the
+// edge could not read the item: it is answered rejected with that error.
+type Submission struct {
+	Record               credit.Record
+	Department, District string
+	Err                  error
+}
+
+// Result is the fate of one submission: Err is a *fault.Error when
+// rejected.
+type Result struct {
+	ID     string
+	Status Status
+	Err    error
+}
+
+// Submit validates and writes records of the calling department. Every
+// submission is answered; the answer returns only once the accepted ones
+// are durable (synced) together with their outbox entries. An error is
+// returned only when nothing could be decided (no catalog, a failed
+// write); a refused record is a Result.
+func (s *Service) Submit(ctx context.Context, caller certs.Identity, subs []Submission) ([]Result, error) {
+	if err := s.collector(caller); err != nil {
+		return nil, err
+	}
+	cat, err := s.catalog()
+	if err != nil {
+		return nil, err
+	}
+	if len(subs) > MaxRecordsPerRequest {
+		return nil, fault.New(fault.BadRequest, "at most %d records per request", MaxRecordsPerRequest)
+	}
+	results := make([]Result, len(subs))
+	var accepted []credit.Record
+	var acceptedAt []int
+	now := s.cfg.Now()
+	opt := s.parseOptions()
+	for i, sub := range subs {
+		res := &results[i]
+		res.ID = sub.Record.ID
+		err := sub.Err
+		if err == nil {
+			err = s.checkCollector(sub, caller)
+		}
+		rec := sub.Record
+		if err == nil {
+			rec.Department, rec.District = caller.Institution, s.cfg.Self.Region
+			rec, err = cat.Accept(rec, now, opt)
+			err = refusal(err)
+		}
+		if err != nil {
+			res.Status, res.Err = Rejected, err
+			continue
+		}
+		accepted = append(accepted, rec)
+		acceptedAt = append(acceptedAt, i)
+	}
+	if len(accepted) > 0 {
+		outcomes, err := s.cfg.Store.SubmitRecords(accepted)
+		if err != nil {
+			return nil, err
+		}
+		for k, o := range outcomes {
+			res := &results[acceptedAt[k]]
+			switch o {
+			case storage.Accepted:
+				res.Status = Accepted
+			case storage.Duplicate:
+				res.Status = Duplicate
+			default:
+				res.Status = Rejected
+				res.Err = fault.Field(fault.Conflict, "id", "record %q was submitted before with other content; send a correction instead", accepted[k].ID)
+			}
+		}
+		s.cfg.Notify()
+	}
+	for _, res := range results {
+		s.submitted.WithLabelValues(string(res.Status)).Inc()
+	}
+	return results, nil
+}
+
+// Record returns one of the calling department's records and its older
+// versions.
+func (s *Service) Record(ctx context.Context, caller certs.Identity, id string) (credit.Record, []credit.Record, error) {
+	if err := s.collector(caller); err != nil {
+		return credit.Record{}, nil, err
+	}
+	if len(id) > credit.MaxRecordIDLength {
+		return credit.Record{}, nil, fault.Field(fault.BadRequest, "id", "a record id has at most %d bytes", credit.MaxRecordIDLength)
+	}
+	rec, err := s.cfg.Store.Record(caller.Institution, id)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return rec, nil, fault.New(fault.NotFound, "no record %q of %s", id, caller.Institution)
+	case errors.Is(err, storage.ErrInvalidRecord):
+		return rec, nil, fault.New(fault.BadRequest, "the record id is malformed")
+	case err != nil:
+		return rec, nil, err
+	}
+	versions, err := s.cfg.Store.Versions(caller.Institution, id)
+	if err != nil {
+		return rec, nil, err
+	}
+	return rec, versions, nil
+}
+
+// Correct writes a new version of one of the calling department's records
+// and returns it.
+func (s *Service) Correct(ctx context.Context, caller certs.Identity, id string, c credit.Correction, reason string) (credit.Record, error) {
+	if err := s.collector(caller); err != nil {
+		return credit.Record{}, err
+	}
+	cat, err := s.catalog()
+	if err != nil {
+		return credit.Record{}, err
+	}
+	prev, err := s.cfg.Store.Record(caller.Institution, id)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return prev, fault.New(fault.NotFound, "no record %q of %s", id, caller.Institution)
+	case errors.Is(err, storage.ErrInvalidRecord):
+		return prev, fault.New(fault.BadRequest, "the record id is malformed")
+	case err != nil:
+		return prev, err
+	}
+	next, err := cat.Correct(prev, c, reason, s.cfg.Now(), s.parseOptions())
+	if err != nil {
+		return prev, refusal(err)
+	}
+	if err := s.cfg.Store.UpdateRecord(next); errors.Is(err, storage.ErrConflict) {
+		return prev, fault.New(fault.Conflict, "record %q changed meanwhile; read it again and resend the correction", id)
+	} else if err != nil {
+		return prev, err
+	}
+	s.cfg.Notify()
+	return next, nil
+}
+
+// collector refuses a caller who may not act on this node's records: a
+// department of another district, or any caller of a node that keeps no
+// records.
+func (s *Service) collector(caller certs.Identity) error {
+	self := s.cfg.Self
+	switch {
+	case self.Role != certs.District:
+		return fault.New(fault.Forbidden, "records are kept by district nodes; this is a %s node", self.Role)
+	case caller.Role != certs.Department:
+		return fault.New(fault.Forbidden, "records are submitted and read by the departments that collect them, not by a %s", caller.Role)
+	case caller.Region != self.Region:
+		return fault.New(fault.Forbidden, "a %s of %s may not act on the node of %s", caller.Role, caller.Region, self.Region)
+	}
+	return nil
+}
+
+// checkCollector refuses a submission that names a collector other than
+// the certificate's: whoever collects a record is responsible for it.
+func (s *Service) checkCollector(sub Submission, caller certs.Identity) error {
+	if sub.Department != "" && sub.Department != caller.Institution {
+		return fault.Field(fault.Forbidden, "department", "the department is %s, from the client certificate; a record cannot be submitted in the name of %s", caller.Institution, sub.Department)
+	}
+	if sub.District != "" && sub.District != s.cfg.Self.Region {
+		return fault.Field(fault.Forbidden, "district", "this node keeps the records of %s, not %s", s.cfg.Self.Region, sub.District)
+	}
+	return nil
+}
+
+func (s *Service) catalog() (*credit.Catalog, error) {
+	if c := s.cfg.Catalog(); c != nil {
+		return c, nil
+	}
+	return nil, fault.New(fault.Unavailable, "this node has not received the federation's catalog yet")
+}
+
+func (s *Service) parseOptions() credit.ParseOptions {
+	opt := s.cfg.Identifiers
+	opt.Today = credit.TodayAt(s.cfg.Now())
+	return opt
+}
+
+// refusal turns credit's validation errors, whose messages are built to be
+// shown (no identifier, no content), into refusals.
+func refusal(err error) error {
+	if err == nil {
+		return nil
+	}
+	var fe *credit.FieldError
+	if errors.As(err, &fe) {
+		kind := fault.BadRequest
+		switch fe.Code {
+		case credit.CodeInvalidIdentifier:
+			kind = fault.InvalidIdentifier
+		case credit.CodeUnknownCatalogItem:
+			kind = fault.UnknownCatalogItem
+		}
+		return &fault.Error{Kind: kind, Field: fe.Field, Message: fe.Message, Cause: err}
+	}
+	return fault.Wrap(fault.BadRequest, err, "record refused")
+}

@@ -1,0 +1,185 @@
+package localfed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"credfed/credit"
+	"credfed/node"
+)
+
+// Federation is a local federation running in this process.
+type Federation struct {
+	Dir    string
+	Layout Layout
+	opts   node.Options
+
+	mu    sync.Mutex
+	nodes map[string]*node.Node
+}
+
+// Start creates (or resumes) a local federation and starts every node,
+// province first.
+func Start(spec Spec, opts node.Options) (*Federation, error) {
+	l, err := Create(spec)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(spec.Dir)
+	if err != nil {
+		return nil, err
+	}
+	f := &Federation{Dir: dir, Layout: l, opts: opts, nodes: map[string]*node.Node{}}
+	for _, ln := range l.Nodes {
+		if err := f.StartNode(ln.Name); err != nil {
+			f.Stop(context.Background())
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// StartNode starts (or restarts) one node from its configuration.
+func (f *Federation) StartNode(name string) error {
+	ln, ok := f.Layout.Node(name)
+	if !ok {
+		return fmt.Errorf("localfed: no node %q in the local federation", name)
+	}
+	cfg, err := node.LoadConfig(ln.ConfigPath)
+	if err != nil {
+		return err
+	}
+	var n *node.Node
+	// A port just freed by a stopped node (or a previous run) can take a
+	// moment to be reusable.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	poll(ctx, 50*time.Millisecond, func() bool {
+		n, err = node.Start(cfg, f.opts)
+		return err == nil || !isAddrInUse(err)
+	})
+	if err != nil {
+		return fmt.Errorf("node %s: %w", name, err)
+	}
+	f.mu.Lock()
+	f.nodes[name] = n
+	f.mu.Unlock()
+	return nil
+}
+
+func isAddrInUse(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "address already in use")
+}
+
+// StopNode shuts one node down gracefully.
+func (f *Federation) StopNode(ctx context.Context, name string) error {
+	f.mu.Lock()
+	n := f.nodes[name]
+	delete(f.nodes, name)
+	f.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	return n.Shutdown(ctx)
+}
+
+// Node returns a running node by name, nil if it is not running.
+func (f *Federation) Node(name string) *node.Node {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.nodes[name]
+}
+
+// Districts returns the names of the district nodes.
+func (f *Federation) Districts() []string { return f.Layout.Districts() }
+
+// Province is the name of the province node.
+func (f *Federation) Province() string { return f.Layout.Nodes[0].Name }
+
+// WaitReady waits until every running node is ready.
+func (f *Federation) WaitReady(ctx context.Context) error {
+	err := poll(ctx, 20*time.Millisecond, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, n := range f.nodes {
+			if ok, _ := n.Ready(); !ok {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("localfed: the federation is not ready: %w", err)
+	}
+	return nil
+}
+
+// Holders returns how many districts the province's index lists as
+// holding something about the subject (read from its local replica).
+func (f *Federation) Holders(subject string) (int, error) {
+	key, err := credit.LoadPseudonymKey(filepath.Join(f.Dir, "pseudonym.key"))
+	if err != nil {
+		return 0, err
+	}
+	prov := f.Node(f.Province())
+	if prov == nil {
+		return 0, errors.New("localfed: the province node is not running")
+	}
+	entries, _, err := prov.Replica().State().Lookup(key.Pseudonym(subject))
+	if err != nil {
+		return 0, err
+	}
+	held := 0
+	for _, e := range entries {
+		if e.Holds() {
+			held++
+		}
+	}
+	return held, nil
+}
+
+// WaitIndexed waits until the province's index lists the subject (a
+// canonical identifier) at n districts or more.
+func (f *Federation) WaitIndexed(ctx context.Context, subject string, n int) error {
+	held := 0
+	err := poll(ctx, 20*time.Millisecond, func() bool {
+		var err error
+		held, err = f.Holders(subject)
+		return err == nil && held >= n
+	})
+	if err != nil {
+		return fmt.Errorf("localfed: the index lists the subject at %d districts, not %d: %w", held, n, err)
+	}
+	return nil
+}
+
+// Stop shuts every node down, districts first.
+func (f *Federation) Stop(ctx context.Context) error {
+	var errs []error
+	for i := len(f.Layout.Nodes) - 1; i >= 0; i-- {
+		if err := f.StopNode(ctx, f.Layout.Nodes[i].Name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// poll calls cond every interval until it returns true (nil) or ctx ends
+// (ctx's error).
+func poll(ctx context.Context, interval time.Duration, cond func() bool) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
