@@ -209,7 +209,7 @@ func (c *Config) resolvePaths(base string) {
 // ApplyEnv overrides fields from CREDFED_* environment variables (see
 // docs/config.md): CREDFED_DATA_DIR, CREDFED_LISTEN_EXCHANGE,
 // CREDFED_LISTEN_API, CREDFED_LISTEN_METRICS, CREDFED_LOG_LEVEL,
-// CREDFED_TEST_MODE.
+// CREDFED_TEST_MODE, CREDFED_TEST_ONLY.
 func (c *Config) ApplyEnv(getenv func(string) string) error {
 	set := func(name string, dst *string) {
 		if v := getenv(name); v != "" {
@@ -221,12 +221,17 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 	set("CREDFED_LISTEN_API", &c.Listen.API)
 	set("CREDFED_LISTEN_METRICS", &c.Listen.Metrics)
 	set("CREDFED_LOG_LEVEL", &c.Log.Level)
-	if v := getenv("CREDFED_TEST_MODE"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return fieldErr("CREDFED_TEST_MODE", "%q is not true or false", v)
+	for _, b := range []struct {
+		name string
+		dst  *bool
+	}{{"CREDFED_TEST_MODE", &c.TestMode}, {"CREDFED_TEST_ONLY", &c.TestOnly}} {
+		if v := getenv(b.name); v != "" {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return fieldErr(b.name, "%q is not true or false", v)
+			}
+			*b.dst = on
 		}
-		c.TestMode = b
 	}
 	return nil
 }

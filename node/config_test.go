@@ -212,12 +212,13 @@ func TestConfigApplyEnv(t *testing.T) {
 	env := map[string]string{
 		"CREDFED_DATA_DIR": "/srv/credfed", "CREDFED_LISTEN_EXCHANGE": "127.0.0.1:1", "CREDFED_LISTEN_API": "127.0.0.1:2",
 		"CREDFED_LISTEN_METRICS": "127.0.0.1:3", "CREDFED_LOG_LEVEL": "debug", "CREDFED_TEST_MODE": "true",
+		"CREDFED_TEST_ONLY": "1",
 	}
 	if err := c.ApplyEnv(func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
 	}
 	if c.DataDir != "/srv/credfed" || c.Listen.Exchange != "127.0.0.1:1" || c.Listen.API != "127.0.0.1:2" ||
-		c.Listen.Metrics != "127.0.0.1:3" || c.Log.Level != "debug" || !c.TestMode {
+		c.Listen.Metrics != "127.0.0.1:3" || c.Log.Level != "debug" || !c.TestMode || !c.TestOnly || !c.Identifiers().TestOnly {
 		t.Errorf("ApplyEnv did not override: %+v", c)
 	}
 	// An empty variable changes nothing.
@@ -234,5 +235,9 @@ func TestConfigApplyEnv(t *testing.T) {
 	var ce *ConfigError
 	if !errors.As(err, &ce) || ce.Field != "CREDFED_TEST_MODE" {
 		t.Errorf("CREDFED_TEST_MODE=yes: %v, want a *ConfigError naming CREDFED_TEST_MODE", err)
+	}
+	// test_only implies test_mode.
+	if opt := (Config{TestOnly: true}).Identifiers(); !opt.TestMode || !opt.TestOnly {
+		t.Errorf("test_only alone gives %+v", opt)
 	}
 }

@@ -1,0 +1,151 @@
+package publish
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"credfed/consensus"
+	"credfed/credit"
+	"credfed/internal/wait"
+	"credfed/jobs"
+	"credfed/storage"
+)
+
+// index is a test double of the Raft replica: a catalog that may be
+// missing, and a submit that may fail.
+type index struct {
+	mu      sync.Mutex
+	cat     *credit.Catalog
+	fail    error
+	applied []consensus.IndexUpdate
+}
+
+func (x *index) SubmitIndex(ctx context.Context, u []consensus.IndexUpdate) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.fail != nil {
+		return x.fail
+	}
+	x.applied = append(x.applied, u...)
+	return nil
+}
+
+func (x *index) Catalog() *credit.Catalog {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.cat
+}
+
+func (x *index) set(cat *credit.Catalog, fail error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.cat, x.fail = cat, fail
+}
+
+// logs collects log lines, safe for concurrent writes.
+type logs struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func resolve(ctx context.Context, subjects []string) ([]credit.Pseudonym, error) {
+	out := make([]credit.Pseudonym, len(subjects))
+	for i := range subjects {
+		out[i][0] = byte(i + 1)
+	}
+	return out, nil
+}
+
+// district is a real records store holding one accepted record.
+func district(t *testing.T) *storage.DB {
+	t.Helper()
+	db, err := storage.Open(storage.Options{Dir: t.TempDir(), GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	today := credit.TodayAt(time.Now())
+	rec, err := credit.DefaultCatalog().Accept(credit.Record{ID: "P-1", Subject: credit.SyntheticPerson(1, credit.NewDate(1980, 1, 1)),
+		CatalogItem: "FOOD-DRUG-PENALTY", DecisionNumber: "X〔2026〕1", OccurredOn: today - 9, DecidedOn: today - 2,
+		Summary: "s", Department: "market-supervision", District: "zhejiang/quzhou/kecheng"}, time.Now(), credit.ParseOptions{TestMode: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SubmitRecords([]credit.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// TestStalledPublisherSaysWhy: a district whose publisher cannot publish
+// — no catalog yet, then a leader that cannot be reached — used to wait in
+// silence (both were taken for "no leader" and logged at no level). Each
+// cause is now the job's error, in its status and, once it has lasted the
+// job's patience, in a warning that names it; once the cause is gone the
+// outbox drains.
+func TestStalledPublisherSaysWhy(t *testing.T) {
+	db := district(t)
+	x := &index{}
+	p := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: db, Index: x, Resolve: resolve})
+	if err := p.Drain(context.Background()); !errors.Is(err, ErrNoCatalog) {
+		t.Fatalf("drain without a catalog: %v", err)
+	}
+
+	var out logs
+	r := jobs.NewRunner(nil, slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelWarn})), nil)
+	defer r.Stop()
+	job := p.Job()
+	job.Patience, job.RetryMin, job.RetryMax = 0, time.Millisecond, 5*time.Millisecond
+	if err := r.Start(job); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 5*time.Second, "a warning naming the missing catalog", func() bool {
+		return strings.Contains(out.String(), "background job failing") && strings.Contains(out.String(), "catalog has not reached")
+	})
+	status := func() jobs.Status { return r.Status()[0] }
+	if st := status(); st.Failures == 0 || !strings.Contains(st.LastError, "catalog") {
+		t.Fatalf("status %+v", st)
+	}
+
+	// The catalog arrives; the leader is unreachable (the exchange's
+	// "unavailable", which consensus reports as an unknown outcome).
+	unreachable := fmt.Errorf("%w: unavailable: dial 127.0.0.1:7443: no answer", consensus.ErrOutcomeUnknown)
+	x.set(credit.DefaultCatalog(), unreachable)
+	wait.Until(t, 5*time.Second, "the status to name the unreachable leader", func() bool {
+		return strings.Contains(status().LastError, "outcome unknown")
+	})
+	if n, err := db.OutboxLen(); err != nil || n != 1 {
+		t.Fatalf("outbox %d (%v) while the leader is unreachable, want 1", n, err)
+	}
+
+	x.set(credit.DefaultCatalog(), nil)
+	wait.Until(t, 5*time.Second, "the outbox to drain", func() bool {
+		n, err := db.OutboxLen()
+		return err == nil && n == 0
+	})
+	wait.Until(t, 5*time.Second, "the job to recover", func() bool { return status().Failures == 0 })
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.applied) != 1 || x.applied[0].District != "zhejiang/quzhou/kecheng" || x.applied[0].Summary.Negative != 1 {
+		t.Fatalf("published %+v", x.applied)
+	}
+}
