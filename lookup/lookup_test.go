@@ -44,7 +44,9 @@ func (o oneEntry) Lookup(ctx context.Context, p credit.Pseudonym, strong bool) (
 	return []consensus.IndexEntry{{District: o.region.Path, Summary: credit.IndexSummary{Negative: 1}, Seq: 1, Index: 7}}, 7, nil
 }
 
-func (o oneEntry) Region(path string) (consensus.Region, bool) { return o.region, path == o.region.Path }
+func (o oneEntry) Region(path string) (consensus.Region, bool) {
+	return o.region, path == o.region.Path
+}
 
 // TestAnswerNamingAnotherDistrictIsDropped: a district (here a hostile
 // one, behind a real endpoint with its own node certificate) answers a
