@@ -1,31 +1,53 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"credfed/api"
 	"credfed/certs"
 )
 
 // caller is who is calling the API: the verified client certificate's
-// identity, or nobody.
+// identity, or nobody; refused says why a certificate that the handshake
+// verified is no longer good (revoked, suspended or expired since).
 type caller struct {
-	id     certs.Identity
-	authed bool
+	id      certs.Identity
+	authed  bool
+	refused string
 }
 
 // callerOf reads the identity of a client certificate that the TLS
-// handshake verified (certs.Verifier.ServerConfig with OptionalClientCert).
-func callerOf(r *http.Request) caller {
+// handshake verified (certs.Verifier.ServerConfig with OptionalClientCert)
+// and checks it again, as of this request, against the revocation list and
+// its validity period.
+func (s *Server) callerOf(r *http.Request) caller {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return caller{}
 	}
 	id, err := certs.PeerIdentity(*r.TLS)
 	if err != nil {
 		return caller{}
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	if time.Now().After(leaf.NotAfter) { // real time: Config.Now is the clock of record dates
+		return caller{id: id, refused: "the client certificate has expired"}
+	}
+	if s.cfg.Revocations != nil {
+		if err := s.cfg.Revocations.Check(leaf, id); err != nil {
+			var ve *certs.VerifyError
+			msg := "the client certificate is revoked or suspended"
+			if errors.As(err, &ve) && ve.Reason == certs.ErrSuspended {
+				msg = "the client certificate's identity is suspended"
+			} else if errors.As(err, &ve) && ve.Reason == certs.ErrRevoked {
+				msg = "the client certificate is revoked"
+			}
+			return caller{id: id, refused: msg}
+		}
 	}
 	return caller{id: id, authed: true}
 }
@@ -48,6 +70,9 @@ var (
 func (a access) admits(c caller) *api.Error {
 	if a.public {
 		return nil
+	}
+	if c.refused != "" {
+		return &api.Error{Code: api.CodeUnauthenticated, Message: c.refused}
 	}
 	if !c.authed {
 		return &api.Error{Code: api.CodeUnauthenticated, Message: "this route needs a client certificate of the federation"}

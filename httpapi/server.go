@@ -7,6 +7,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -50,11 +51,22 @@ type Cluster interface {
 	Catalog() *credit.Catalog
 }
 
+// Revocations is the federation's replicated revocation list
+// (certs.RevocationList).
+type Revocations interface {
+	// Check returns the refusal of a revoked or suspended certificate.
+	Check(cert *x509.Certificate, id certs.Identity) error
+}
+
 // Config is what the API serves.
 type Config struct {
 	Cluster Cluster
 	Records Records
 	Lookups Lookups
+	// Revocations is checked on every request: TLS checks a client
+	// certificate at the handshake only, and a keep-alive connection
+	// outlives a revocation.
+	Revocations Revocations
 	// Now is the node's clock (record views: display periods); nil is
 	// time.Now.
 	Now        func() time.Time
@@ -158,7 +170,7 @@ func (s *Server) router(routes []route) http.Handler {
 
 func (s *Server) serveRoute(rt route, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	c := callerOf(r)
+	c := s.callerOf(r)
 	code := "ok"
 	name := rt.method + " " + rt.pattern
 	defer func() {

@@ -305,7 +305,7 @@ func (n *Node) serve() error {
 		return fmt.Errorf("node: listen.api: %w", err)
 	}
 	n.apiLn = apiLn
-	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Now: n.now,
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Revocations: n.revs, Now: n.now,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{
 		Handler:           h,
