@@ -92,7 +92,7 @@
 //
 // Every record change marks its subject in the outbox (o/<subject> → a new,
 // strictly increasing sequence number, overwriting an older pending one) in
-// the same transaction as the change. The drainer (node/) reads
+// the same transaction as the change. The publisher (package publish) reads
 // PendingSubjects, recomputes each subject's index summary from the current
 // records and proposes it through Raft, then calls AckOutbox, which deletes
 // a marker only if its sequence number is unchanged. Entries are absolute,
@@ -106,8 +106,8 @@
 // the chain and names the first changed, removed or reordered entry
 // (*AuditTamperError). Someone who can write the data directory and removes
 // the newest entries together with a rewound a!head leaves a valid shorter
-// chain: that is caught by the audit heads anchored periodically in Raft
-// (node/), not here.
+// chain: catching that needs the audit heads anchored elsewhere (planned:
+// anchored periodically in Raft), not here.
 //
 // # Tuning
 //
