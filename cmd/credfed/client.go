@@ -1,202 +1,151 @@
 package main
 
 import (
-	"bytes"
-	"crypto/tls"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"credfed/api"
 	"credfed/certs"
+	"credfed/localfed"
 )
 
-// demoFile is DIR/demo.json (API.md): how to reach a demo federation.
-type demoFile struct {
-	Federation string       `json:"federation"`
-	CA         string       `json:"ca"`
-	Console    string       `json:"console,omitempty"`
-	Nodes      []demoNode   `json:"nodes"`
-	Clients    demoClients  `json:"clients"`
-	Showcase   *demoSubject `json:"showcase,omitempty"`
+// demoRoles are the certificates of a demo a client command may use (--as).
+var demoRoles = []string{"coordinator", "operator", "department", "portal"}
+
+// connection is how a client command reaches a node: --addr, --ca, --cert
+// and --key, each falling back to its CREDFED_* variable, or --demo DIR with
+// --node and --as.
+type connection struct {
+	flags               *pflag.FlagSet
+	addr, ca, cert, key string
+	demo, node, as      string
+	timeout             time.Duration
 }
 
-type demoNode struct {
-	Name     string `json:"name"`
-	Role     string `json:"role"`
-	Region   string `json:"region"`
-	API      string `json:"api"`
-	Exchange string `json:"exchange"`
-	Metrics  string `json:"metrics"`
-}
-
-type demoCert struct {
-	Cert string `json:"cert"`
-	Key  string `json:"key"`
-}
-
-type demoClients struct {
-	Coordinator demoCert            `json:"coordinator"`
-	Operator    demoCert            `json:"operator"`
-	Department  map[string]demoCert `json:"department"`
-	Portal      map[string]demoCert `json:"portal"`
-}
-
-// demoSubject is a synthetic subject with records in several districts,
-// for the lines the demo prints.
-type demoSubject struct {
-	Subject   string   `json:"subject"`
-	Districts []string `json:"districts"`
-}
-
-// clientFlags are the connection flags every API client command shares.
-type clientFlags struct {
-	api, ca, cert, key string
-	demo, nodeName, as string
-	timeout            time.Duration
-}
-
-func (c *clientFlags) register(fs *flag.FlagSet, defaultAs string) {
-	fs.StringVar(&c.api, "api", "", "node API base URL, e.g. https://127.0.0.1:8443")
-	fs.StringVar(&c.ca, "ca", "", "federation CA certificate (PEM)")
-	fs.StringVar(&c.cert, "cert", "", "client certificate (PEM)")
-	fs.StringVar(&c.key, "key", "", "client certificate's key (PEM)")
-	fs.StringVar(&c.demo, "demo", "", "a demo directory: take --api, --ca, --cert and --key from its demo.json")
-	fs.StringVar(&c.nodeName, "node", "", "with --demo: the node to call (default: the province for coordinators and operators, the first district otherwise)")
-	fs.StringVar(&c.as, "as", defaultAs, "with --demo: whose certificate to use: coordinator, operator, department or portal")
-	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "how long to wait for an answer")
-}
-
-// client builds an HTTPS client and the API base URL from the flags.
-func (c *clientFlags) client() (*http.Client, string, error) {
-	if c.demo != "" {
-		if err := c.fromDemo(); err != nil {
-			return nil, "", err
+// addConnectionFlags declares the connection flags on cmd; defaultAs is the
+// demo certificate the command uses unless --as says otherwise.
+func addConnectionFlags(cmd *cobra.Command, defaultAs string) *connection {
+	c := &connection{flags: cmd.Flags()}
+	fs := cmd.Flags()
+	fs.StringVar(&c.addr, "addr", "", "node API base `URL`, e.g. https://127.0.0.1:8443 (default $"+api.EnvAddr+")")
+	fs.StringVar(&c.addr, "api", "", "old name of --addr")
+	_ = fs.MarkHidden("api")
+	fs.StringVar(&c.ca, "ca", "", "federation CA certificate `FILE` (PEM) (default $"+api.EnvCACert+")")
+	fs.StringVar(&c.cert, "cert", "", "client certificate `FILE` (PEM) (default $"+api.EnvClientCert+")")
+	fs.StringVar(&c.key, "key", "", "client certificate's key `FILE` (PEM) (default $"+api.EnvClientKey+")")
+	fs.StringVar(&c.demo, "demo", "", "take the node and the certificate from `DIR`/demo.json, a demo's directory")
+	fs.StringVar(&c.node, "node", "", "with --demo: the node to call, by `NAME` (default: the province for coordinators and operators, the first district otherwise)")
+	fs.StringVar(&c.as, "as", defaultAs, "with --demo: whose certificate to use, a `ROLE`: coordinator, operator, department or portal")
+	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "how long to wait for each answer")
+	_ = cmd.MarkFlagDirname("demo")
+	_ = cmd.MarkFlagFilename("ca", "pem")
+	_ = cmd.MarkFlagFilename("cert", "pem")
+	_ = cmd.MarkFlagFilename("key", "pem")
+	_ = cmd.RegisterFlagCompletionFunc("as", cobra.FixedCompletions(demoRoles, cobra.ShellCompDirectiveNoFileComp))
+	// --node completes with the nodes of the --demo given before it.
+	_ = cmd.RegisterFlagCompletionFunc("node", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if c.demo == "" {
+			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-	}
-	if c.api == "" || c.ca == "" {
-		return nil, "", usageErrorf("name the node with --api and --ca (and --cert/--key), or use --demo DIR")
-	}
-	pool, err := certs.LoadPool(c.ca)
-	if err != nil {
-		return nil, "", err
-	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
-	if c.cert != "" || c.key != "" {
-		pair, err := certs.LoadKeyPair(c.cert, c.key)
+		d, err := localfed.ReadDemoFile(c.demo)
 		if err != nil {
-			return nil, "", err
+			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	hc := &http.Client{Timeout: c.timeout, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}
-	return hc, strings.TrimSuffix(c.api, "/"), nil
+		var names []cobra.Completion
+		for _, n := range d.Nodes {
+			names = append(names, cobra.CompletionWithDesc(n.Name, n.Role+" "+n.Region))
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	})
+	return c
 }
 
-func readDemoFile(dir string) (demoFile, error) {
-	var d demoFile
-	data, err := os.ReadFile(filepath.Join(dir, "demo.json"))
-	if err != nil {
-		return d, fmt.Errorf("%w (is `credfed demo --dir %s` running?)", err, dir)
+// client returns the API client the flags describe. Flags win over the
+// CREDFED_* variables (a --cert or --key flag takes the pair from the
+// flags); --demo excludes the other connection flags and the variables.
+func (c *connection) client() (*api.Client, error) {
+	if c.demo != "" {
+		return c.demoClient()
 	}
-	return d, json.Unmarshal(data, &d)
+	if c.flags.Changed("node") || c.flags.Changed("as") {
+		return nil, usageErrorf("--node and --as pick a node and a certificate of a demo: use them with --demo DIR")
+	}
+	cfg := api.ConfigFromEnv(os.Getenv)
+	if c.addr != "" {
+		cfg.Address = c.addr
+	}
+	if c.ca != "" {
+		cfg.CACert = c.ca
+	}
+	if c.cert != "" || c.key != "" {
+		cfg.ClientCert, cfg.ClientKey = c.cert, c.key
+	}
+	cfg.Timeout = c.timeout
+	if cfg.Address == "" || cfg.CACert == "" {
+		return nil, usageErrorf("name the node with --addr and --ca (or %s and %s), with --cert and --key for your certificate, or use --demo DIR",
+			api.EnvAddr, api.EnvCACert)
+	}
+	if (cfg.ClientCert == "") != (cfg.ClientKey == "") {
+		return nil, usageErrorf("a client certificate needs both --cert and --key (or %s and %s)", api.EnvClientCert, api.EnvClientKey)
+	}
+	return api.NewClient(cfg)
 }
 
-func (c *clientFlags) fromDemo() error {
-	d, err := readDemoFile(c.demo)
+func (c *connection) demoClient() (*api.Client, error) {
+	for _, name := range []string{"addr", "api", "ca", "cert", "key"} {
+		if c.flags.Changed(name) {
+			return nil, usageErrorf("--demo takes the node and the certificates from DIR/demo.json: leave out --%s", name)
+		}
+	}
+	if !slices.Contains(demoRoles, c.as) {
+		return nil, usageErrorf("--as must be one of %s, not %q", strings.Join(demoRoles, ", "), c.as)
+	}
+	d, err := localfed.ReadDemoFile(c.demo)
 	if err != nil {
+		return nil, fmt.Errorf("%w (start the demo with `credfed demo --dir %s`, or write it with `credfed demo --dir %s --init-only`)",
+			err, shellQuote(c.demo), shellQuote(c.demo))
+	}
+	if c.node != "" {
+		n, ok := demoNode(d, c.node)
+		if !ok {
+			var names []string
+			for _, n := range d.Nodes {
+				names = append(names, n.Name)
+			}
+			return nil, usageErrorf("the demo has no node %q (its nodes: %s)", c.node, strings.Join(names, ", "))
+		}
+		switch {
+		case c.as == "coordinator" && !certs.Role(n.Role).IsCoordinatorNode():
+			return nil, usageErrorf("coordinators look subjects up through a coordinator node (province or city); %s is a %s", n.Name, n.Role)
+		case (c.as == "department" || c.as == "portal") && n.Role != string(certs.District):
+			return nil, usageErrorf("%ss belong to districts; %s is a %s", c.as, n.Name, n.Role)
+		}
+	}
+	return d.Client(c.node, c.as, c.timeout)
+}
+
+func demoNode(d localfed.DemoFile, name string) (localfed.DemoNode, bool) {
+	for _, n := range d.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return localfed.DemoNode{}, false
+}
+
+// printJSON prints an API answer as the node sent it.
+func printJSON(w io.Writer, raw json.RawMessage) error {
+	if _, err := w.Write(raw); err != nil {
 		return err
 	}
-	var n *demoNode
-	for i := range d.Nodes {
-		switch {
-		case c.nodeName != "" && d.Nodes[i].Name == c.nodeName,
-			c.nodeName == "" && (c.as == "coordinator" || c.as == "operator") && d.Nodes[i].Role == "province",
-			c.nodeName == "" && (c.as == "department" || c.as == "portal") && d.Nodes[i].Role == "district":
-			if n == nil {
-				n = &d.Nodes[i]
-			}
-		}
-	}
-	if n == nil {
-		return usageErrorf("demo has no node %q", c.nodeName)
-	}
-	var cert demoCert
-	switch c.as {
-	case "coordinator":
-		cert = d.Clients.Coordinator
-	case "operator":
-		cert = d.Clients.Operator
-	case "department":
-		cert = d.Clients.Department[n.Name]
-	case "portal":
-		cert = d.Clients.Portal[n.Name]
-	default:
-		return usageErrorf("--as must be coordinator, operator, department or portal")
-	}
-	if cert.Cert == "" {
-		return usageErrorf("demo has no %s certificate for node %s", c.as, n.Name)
-	}
-	if c.api == "" {
-		c.api = n.API
-	}
-	if c.ca == "" {
-		c.ca = d.CA
-	}
-	if c.cert == "" {
-		c.cert, c.key = cert.Cert, cert.Key
-	}
-	return nil
-}
-
-// apiError is the API's error body.
-type apiError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-		Field   string `json:"field"`
-	} `json:"error"`
-}
-
-// call sends a request and decodes a 2xx JSON answer into out; any other
-// answer becomes an error naming the API's code and message.
-func call(hc *http.Client, method, url, contentType string, body []byte, out any) (int, error) {
-	req, err := http.NewRequest(method, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode/100 != 2 && !(resp.StatusCode == http.StatusBadRequest && out != nil && bytes.Contains(data, []byte(`"results"`))) {
-		var e apiError
-		if json.Unmarshal(data, &e) == nil && e.Error.Code != "" {
-			msg := e.Error.Code + ": " + e.Error.Message
-			if e.Error.Field != "" {
-				msg += " (field " + e.Error.Field + ")"
-			}
-			return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, msg)
-		}
-		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, strings.TrimSpace(string(data)))
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: answer is not JSON: %w", method, url, err)
-		}
-	}
-	return resp.StatusCode, nil
+	_, err := io.WriteString(w, "\n")
+	return err
 }

@@ -1,66 +1,98 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"credfed/api"
 	"credfed/certs"
-	"credfed/credit"
+	"credfed/internal/wait"
+	"credfed/localfed"
 	"credfed/node"
 )
 
-func demoCommand() *command {
-	return &command{name: "demo", summary: "Run a whole federation on this machine, with synthetic data.", run: runDemo}
+// demoOptions are the flags of `credfed demo`.
+type demoOptions struct {
+	dir       string
+	districts int
+	records   int
+	verbose   bool
+	initOnly  bool
+	compose   bool
 }
 
-func runDemo(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", "credfed demo [--dir DIR] [--districts N] [--records M]",
-		`Starts a federation on 127.0.0.1 in this process: a certificate authority
+const defaultDemoDir = "credfed-demo"
+
+func demoCommand() *cobra.Command {
+	var o demoOptions
+	cmd := &cobra.Command{
+		Use:   "demo [--dir DIR] [--districts N] [--records M] [-v] [--init-only [--compose]]",
+		Short: "Run a whole federation on this machine, with synthetic data.",
+		Long: `Starts a federation on 127.0.0.1 in this process: a certificate authority
 and every certificate, one province node, two city nodes and N district
 nodes, with real Raft, QUIC with mutual TLS, and Badger (encrypted at rest).
-Loads M synthetic records whose identifiers use the reserved test province
-99 (so none can be a real person's), some subjects in several districts.
-When every node serves it writes DIR/demo.json, prints ready-to-paste curl
-and credfed lines, then "credfed demo ready", and runs until interrupted.
-Starting again with the same DIR resumes the same federation and data.`, stderr)
-	dir := fs.String("dir", "credfed-demo", "directory of the demo federation (created if missing)")
-	districts := fs.Int("districts", 4, "number of district nodes (1 to 12; only used when DIR is new)")
-	records := fs.Int("records", 3000, "synthetic records to load (only when DIR is new)")
-	verbose := fs.Bool("v", false, "log the nodes' info messages (default: warnings only)")
-	initOnly := fs.Bool("init-only", false, "create DIR (CA, certificates, keys, node configurations) and exit")
-	compose := fs.Bool("compose", false, "with --init-only: configurations for docker-compose.yml (nodes reached by service name)")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
+As soon as the nodes serve it writes DIR/demo.json (how to reach every node,
+with which certificates: what --demo DIR reads), then loads M synthetic
+records through the districts' APIs. Their identifiers use the reserved
+test province 99, so none can be a real person's; some subjects have
+records in several districts. When the index lists the showcase subject at
+every district it adds it to demo.json, prints ready-to-paste curl and
+credfed lines, then "credfed demo ready", and runs until interrupted.
+Starting again with the same DIR resumes the same federation and data.
+
+With --init-only it only writes DIR (CA, certificates, keys, one
+configuration per node, demo.json) and prints how to start each node as its
+own process (credfed node --config …) and how to load the synthetic data
+into them once they serve (credfed demo load).`,
+		Example: `  credfed demo
+  credfed demo --dir /tmp/fed --districts 2 --records 500 -v
+
+  # the same federation as separate processes:
+  credfed demo --dir fed --init-only
+  credfed node --config fed/nodes/zhejiang/node.yaml &   # … one per node
+  credfed demo load --dir fed`,
+		Args: noSubcommand,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDemo(cmd, o) },
 	}
-	if *districts < 1 || *districts > 12 {
-		return usageErrorf("--districts must be 1 to 12")
+	fs := cmd.Flags()
+	fs.StringVar(&o.dir, "dir", defaultDemoDir, "directory (`DIR`) of the demo federation (created if missing)")
+	fs.IntVar(&o.districts, "districts", 4, fmt.Sprintf("number (`N`) of district nodes, 1 to %d (only used when DIR is new)", localfed.MaxDistricts))
+	fs.IntVar(&o.records, "records", 3000, "how many (`M`) synthetic records to load (only when DIR is new)")
+	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log the nodes' info messages (default: warnings only)")
+	fs.BoolVar(&o.initOnly, "init-only", false, "write DIR (CA, certificates, keys, node configurations, demo.json) and exit")
+	fs.BoolVar(&o.compose, "compose", false, "with --init-only: configurations for docker-compose.yml (nodes reached by service name)")
+	_ = cmd.MarkFlagDirname("dir")
+	cmd.AddCommand(demoLoadCommand())
+	return cmd
+}
+
+func runDemo(cmd *cobra.Command, o demoOptions) error {
+	if o.districts < 1 || o.districts > localfed.MaxDistricts {
+		return usageErrorf("--districts must be 1 to %d", localfed.MaxDistricts)
 	}
-	if *compose && !*initOnly {
+	if o.records < 0 {
+		return usageErrorf("--records cannot be negative")
+	}
+	if o.compose && !o.initOnly {
 		return usageErrorf("--compose writes configurations for docker-compose; use it with --init-only")
 	}
-	if *initOnly {
-		l, err := node.CreateLocal(node.LocalSpec{Dir: *dir, Districts: *districts, Encrypt: true, Compose: *compose})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "federation %s in %s: %d nodes\n", l.Federation, *dir, len(l.Nodes))
-		for _, n := range l.Nodes {
-			fmt.Fprintf(stdout, "  credfed node --config %s\n", n.ConfigPath)
-		}
-		return nil
+	if o.initOnly {
+		return initDemo(cmd, o)
 	}
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	level := slog.LevelWarn
-	if *verbose {
+	if o.verbose {
 		level = slog.LevelInfo
 	}
 	// Once Ctrl-C stops the nodes one after the other, the Raft leader
@@ -68,44 +100,63 @@ Starting again with the same DIR resumes the same federation and data.`, stderr)
 	// user does not know, so they are dropped while stopping (kept with -v).
 	var stopping atomic.Bool
 	logger := slog.New(quietWhileStopping{Handler: slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}),
-		stopping: &stopping, keep: *verbose})
-	fmt.Fprintf(stdout, "starting the demo federation in %s …\n", *dir)
-	fed, err := node.StartLocal(node.LocalSpec{Dir: *dir, Districts: *districts, Encrypt: true},
+		stopping: &stopping, keep: o.verbose})
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	// A demo.json with a showcase says the data was loaded on an earlier start.
+	prev, _ := localfed.ReadDemoFile(o.dir)
+	fmt.Fprintf(stdout, "starting the demo federation in %s …\n", o.dir)
+	fed, err := localfed.Start(localfed.Spec{Dir: o.dir, Districts: o.districts, Encrypt: true},
 		node.Options{Logger: logger, RaftTiming: demoRaftTiming})
 	if err != nil {
 		return err
 	}
 	defer func() {
 		stopping.Store(true)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := fed.Stop(ctx); err != nil {
+		if err := fed.Stop(sctx); err != nil {
 			fmt.Fprintf(stderr, "stopping the demo federation: %v\n", err)
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	interrupted := func(err error) error {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stdout, "interrupted: stopping the demo federation …")
+			return nil
+		}
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := fed.WaitReady(ctx); err != nil {
+	if err := fed.WaitReady(sctx); err != nil {
+		return interrupted(err)
+	}
+	// demo.json as soon as the nodes serve, so that clients can use it
+	// while the data loads.
+	d := fed.Layout.Demo(prev.Showcase)
+	if err := localfed.WriteDemoFile(fed.Dir, d); err != nil {
 		return err
 	}
-	showcase, err := loadDemoData(ctx, fed, *records, stdout)
+	showcase, err := localfed.LoadData(sctx, fed.Dir, o.records)
 	if err != nil {
+		return interrupted(err)
+	}
+	if prev.Showcase == nil {
+		fmt.Fprintf(stdout, "loaded %d synthetic records into %d districts\n", max(o.records, len(fed.Districts())), len(fed.Districts()))
+	} else {
+		fmt.Fprintln(stdout, "resuming: the synthetic data is already in the districts")
+	}
+	if err := fed.WaitIndexed(sctx, showcase.Subject, len(showcase.Districts)); err != nil {
+		return interrupted(err)
+	}
+	d.Showcase = &showcase
+	if err := localfed.WriteDemoFile(fed.Dir, d); err != nil {
 		return err
 	}
-	if err := waitShowcaseIndexed(ctx, fed, showcase); err != nil {
-		return err
-	}
-	d := demoJSON(fed, showcase)
-	data, err := json.MarshalIndent(d, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := node.WriteFileAtomic(filepath.Join(fed.Dir, "demo.json"), append(data, '\n'), 0o644); err != nil {
-		return err
-	}
-	printDemoLines(stdout, fed, d)
+	printDemoLines(stdout, selfName(), o.dir, d)
 	fmt.Fprintln(stdout, "credfed demo ready")
-	waitForSignal()
+	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping the demo federation …")
 	return nil
 }
@@ -115,113 +166,160 @@ Starting again with the same DIR resumes the same federation and data.`, stderr)
 var demoRaftTiming = node.RaftTiming{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond,
 	LeaderLease: 250 * time.Millisecond, Commit: 10 * time.Millisecond}
 
-// loadDemoData submits the synthetic records once (a marker file remembers
-// it) through each district's API with its department certificate.
-func loadDemoData(ctx context.Context, fed *node.LocalFederation, m int, stdout io.Writer) (demoSubject, error) {
-	marker := filepath.Join(fed.Dir, "demo-data.json")
-	var showcase demoSubject
-	if data, err := os.ReadFile(marker); err == nil {
-		return showcase, json.Unmarshal(data, &showcase)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return showcase, err
-	}
-	cat := fed.Node(fed.Layout.Nodes[0].Name).Replica().State().Catalog()
-	byDistrict, showcase := syntheticRecords(cat, fed.Districts(), m, credit.TodayAt(time.Now()))
-	total := 0
-	for _, name := range fed.Districts() {
-		files := fed.Layout.Departments[name]
-		cf := clientFlags{api: "https://" + fed.Node(name).APIAddr(), ca: fed.Layout.CA, cert: files.Cert, key: files.Key, timeout: time.Minute}
-		hc, api, err := cf.client()
-		if err != nil {
-			return showcase, err
-		}
-		recs := byDistrict[name]
-		for start := 0; start < len(recs); start += submitBatch {
-			var body bytes.Buffer
-			enc := json.NewEncoder(&body)
-			enc.SetEscapeHTML(false)
-			for _, r := range recs[start:min(start+submitBatch, len(recs))] {
-				enc.Encode(r)
-			}
-			var ans struct {
-				Results []struct{ Status string } `json:"results"`
-			}
-			if _, err := call(hc, "POST", api+"/v1/records", "application/x-ndjson", body.Bytes(), &ans); err != nil {
-				return showcase, fmt.Errorf("loading synthetic records into %s: %w", name, err)
-			}
-			for _, res := range ans.Results {
-				if res.Status == "rejected" {
-					return showcase, fmt.Errorf("a synthetic record was rejected by %s", name)
-				}
-			}
-		}
-		total += len(recs)
-	}
-	fmt.Fprintf(stdout, "loaded %d synthetic records into %d districts\n", total, len(fed.Districts()))
-	data, _ := json.Marshal(showcase)
-	return showcase, node.WriteFileAtomic(marker, data, 0o600)
-}
-
-// waitShowcaseIndexed waits until the province's index lists the showcase
-// subject at every district that holds it, so that the printed lookup
-// returns records from more than one district.
-func waitShowcaseIndexed(ctx context.Context, fed *node.LocalFederation, s demoSubject) error {
-	key, err := credit.LoadPseudonymKey(filepath.Join(fed.Dir, "pseudonym.key"))
+// initDemo writes the federation's directory and demo.json and says how to
+// start the nodes and load the data.
+func initDemo(cmd *cobra.Command, o demoOptions) error {
+	l, err := localfed.Create(localfed.Spec{Dir: o.dir, Districts: o.districts, Encrypt: true, Compose: o.compose})
 	if err != nil {
 		return err
 	}
-	p := key.Pseudonym(s.Subject)
-	prov := fed.Node(fed.Layout.Nodes[0].Name)
-	for {
-		entries, _, err := prov.Replica().State().Lookup(p)
-		held := 0
-		for _, e := range entries {
-			if e.Holds() {
-				held++
+	d := l.Demo(nil)
+	if prev, err := localfed.ReadDemoFile(o.dir); err == nil {
+		d.Showcase = prev.Showcase // the data of an earlier `demo load` is still there
+	}
+	if err := localfed.WriteDemoFile(o.dir, d); err != nil {
+		return err
+	}
+	w, self := cmd.OutOrStdout(), selfName()
+	fmt.Fprintf(w, "federation %s in %s: %d nodes (CA, certificates, keys, node configurations, %s)\n",
+		l.Federation, o.dir, len(l.Nodes), filepath.Join(o.dir, localfed.DemoFileName))
+	if o.compose {
+		fmt.Fprintf(w, "\ndocker-compose.yml starts each node, the province first:\n")
+	} else {
+		fmt.Fprintf(w, "\nStart each node as its own process, the province first (a terminal each, or in the background):\n")
+	}
+	for _, n := range l.Nodes {
+		fmt.Fprintf(w, "  %s node --config %s\n", self, shellQuote(n.ConfigPath))
+	}
+	if o.compose {
+		fmt.Fprintf(w, "\nOnce they serve, load the synthetic data from inside the compose network:\n  docker-compose run --rm init demo load --dir %s\n", shellQuote(o.dir))
+		return nil
+	}
+	fmt.Fprintf(w, "\nOnce they serve, load the synthetic data through the districts' APIs (it prints a lookup to paste):\n  %s demo load --dir %s\n",
+		self, shellQuote(o.dir))
+	return nil
+}
+
+func demoLoadCommand() *cobra.Command {
+	var (
+		dir     string
+		records int
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "load [--dir DIR] [--records M]",
+		Short: "Load the synthetic data into a demo federation started as separate processes.",
+		Long: `For a federation written by 'credfed demo --init-only' and started as
+separate processes ('credfed node --config …'): waits until every node of
+DIR/demo.json serves, loads M synthetic records through each district's API
+with its department's certificate (once: a second run loads nothing), waits
+until every district has published them to the index, adds the showcase
+subject to demo.json, and prints lookups of it to paste.`,
+		Example: `  credfed demo --dir fed --init-only
+  # … start every node with credfed node --config …, then:
+  credfed demo load --dir fed --records 500`,
+		Args: noArgs,
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&dir, "dir", defaultDemoDir, "directory (`DIR`) of the demo federation, written by --init-only")
+	fs.IntVar(&records, "records", 3000, "how many (`M`) synthetic records to load")
+	fs.DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the nodes, the loading and the publishing")
+	_ = cmd.MarkFlagDirname("dir")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if records < 0 {
+			return usageErrorf("--records cannot be negative")
+		}
+		d, err := localfed.ReadDemoFile(dir)
+		if err != nil {
+			return fmt.Errorf("%w (write the federation first: `credfed demo --dir %s --init-only`)", err, shellQuote(dir))
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+		defer cancel()
+		stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+		fmt.Fprintf(stderr, "waiting for the %d nodes of %s to serve …\n", len(d.Nodes), dir)
+		if err := waitServing(ctx, d); err != nil {
+			return err
+		}
+		showcase, err := localfed.LoadData(ctx, dir, records)
+		if err != nil {
+			return err
+		}
+		if err := localfed.WaitPublished(ctx, d); err != nil {
+			return err
+		}
+		districts := 0
+		for _, n := range d.Nodes {
+			if n.Role == string(certs.District) {
+				districts++
 			}
 		}
-		if err == nil && held >= len(s.Districts) {
-			return nil
+		if d.Showcase == nil {
+			fmt.Fprintf(stdout, "loaded %d synthetic records into %d districts; every district has published them to the index\n",
+				max(records, districts), districts)
+		} else {
+			fmt.Fprintln(stdout, "the synthetic data is already in the districts, and published to the index")
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the index did not list the demo subject at %d districts in time (%d so far)", len(s.Districts), held)
-		case <-time.After(50 * time.Millisecond):
+		d.Showcase = &showcase
+		if err := localfed.WriteDemoFile(dir, d); err != nil {
+			return err
 		}
+		fmt.Fprintf(stdout, "showcase subject %s, with records in %s\n\n", showcase.Subject, strings.Join(showcase.Districts, ", "))
+		printLookupLines(stdout, selfName(), dir, d)
+		return nil
 	}
+	return cmd
 }
 
-func demoJSON(fed *node.LocalFederation, s demoSubject) demoFile {
-	d := demoFile{Federation: fed.Layout.Federation, CA: fed.Layout.CA, Showcase: &s,
-		Clients: demoClients{
-			Coordinator: demoCert{fed.Layout.Coordinator.Cert, fed.Layout.Coordinator.Key},
-			Operator:    demoCert{fed.Layout.Operator.Cert, fed.Layout.Operator.Key},
-			Department:  map[string]demoCert{}, Portal: map[string]demoCert{},
-		}}
-	for _, ln := range fed.Layout.Nodes {
-		n := fed.Node(ln.Name)
-		d.Nodes = append(d.Nodes, demoNode{Name: ln.Name, Role: string(ln.Role), Region: ln.Region,
-			API: "https://" + n.APIAddr(), Exchange: n.ExchangeAddr(), Metrics: "http://" + n.MetricsAddr()})
-		if ln.Role == certs.District {
-			dep, por := fed.Layout.Departments[ln.Name], fed.Layout.Portals[ln.Name]
-			d.Clients.Department[ln.Name] = demoCert{dep.Cert, dep.Key}
-			d.Clients.Portal[ln.Name] = demoCert{por.Cert, por.Key}
-		}
-	}
-	return d
-}
-
-func printDemoLines(w io.Writer, fed *node.LocalFederation, d demoFile) {
-	prov := d.Nodes[0]
-	var firstDistrict demoNode
+// waitServing waits until every node of the demo answers GET
+// /v1/federation as ready.
+func waitServing(ctx context.Context, d localfed.DemoFile) error {
 	for _, n := range d.Nodes {
-		if n.Role == "district" {
+		c, err := d.Client(n.Name, "operator", 10*time.Second)
+		if err != nil {
+			return err
+		}
+		var last error
+		err = wait.For(ctx, 200*time.Millisecond, func() bool {
+			var f *api.Federation
+			if f, last = c.Federation(ctx); last != nil {
+				return false
+			}
+			if !f.Node.Ready {
+				last = fmt.Errorf("not ready: %s", f.Node.Status)
+			}
+			return f.Node.Ready
+		})
+		c.CloseIdle()
+		if err != nil {
+			if last != nil {
+				err = fmt.Errorf("%w: %v", err, last)
+			}
+			return fmt.Errorf("node %s (%s) does not serve: %w (is `credfed node --config …` running for it?)", n.Name, n.API, err)
+		}
+	}
+	return nil
+}
+
+// The purpose and references of the printed lookups.
+const (
+	demoPurpose = "ADMIN-LICENSING"
+	demoUser    = "demo"
+)
+
+func demoReference(n int) string { return fmt.Sprintf("许可〔2026〕%d号", n) }
+
+// printDemoLines prints what to paste once the demo is up.
+func printDemoLines(w io.Writer, self, dir string, d localfed.DemoFile) {
+	prov := d.Nodes[0]
+	var firstDistrict localfed.DemoNode
+	for _, n := range d.Nodes {
+		if n.Role == string(certs.District) {
 			firstDistrict = n
 			break
 		}
 	}
 	c := d.Clients.Coordinator
-	body := fmt.Sprintf(`{"subject":"%s","purpose":"ADMIN-LICENSING","user":"demo","reference":"许可〔2026〕1号"}`, d.Showcase.Subject)
+	body := fmt.Sprintf(`{"subject":"%s","purpose":"%s","user":"%s","reference":"%s"}`, d.Showcase.Subject, demoPurpose, demoUser, demoReference(1))
 	fmt.Fprintf(w, `
 The federation is up: %d nodes, every record in its own district.
 demo.json: %s
@@ -230,32 +328,44 @@ Look the demo subject up across all districts (a coordinator of the province):
   curl --cacert %s --cert %s --key %s -H 'Content-Type: application/json' \
     -d '%s' %s/v1/lookups
 
-The same with the credfed client:
-  credfed lookup --demo %s --subject %s --purpose ADMIN-LICENSING --user demo --reference 许可〔2026〕1号
-
+`, len(d.Nodes), filepath.Join(dir, localfed.DemoFileName),
+		shellQuote(d.CA), shellQuote(c.Cert), shellQuote(c.Key), body, prov.API)
+	printLookupLines(w, self, dir, d)
+	fmt.Fprintf(w, `
 Federation status, the catalog, a node's metrics:
-  credfed federation status --demo %s
-  curl --cacert %s --cert %s --key %s %s/v1/catalog
-  curl %s/metrics
+  %[1]s federation status --demo %[2]s
+  curl --cacert %[3]s --cert %[4]s --key %[5]s %[6]s/v1/catalog
+  curl %[7]s/metrics
 
-Submit records as the market-supervision department of %s:
-  credfed records submit --demo %s --node %s FILE.ndjson
+Submit records as the market-supervision department of %[8]s (JSON, NDJSON or CSV):
+  %[1]s records submit examples/records.ndjson --demo %[2]s --node %[8]s
 
-`, len(d.Nodes), filepath.Join(fed.Dir, "demo.json"),
-		d.CA, c.Cert, c.Key, body, prov.API,
-		shellDir(fed.Dir), d.Showcase.Subject,
-		shellDir(fed.Dir),
-		d.CA, c.Cert, c.Key, prov.API,
-		firstDistrict.Metrics,
-		firstDistrict.Name, shellDir(fed.Dir), firstDistrict.Name)
+`, self, shellQuote(dir), shellQuote(d.CA), shellQuote(c.Cert), shellQuote(c.Key), prov.API, firstDistrict.Metrics, firstDistrict.Name)
 }
 
-// shellDir quotes a directory for a pasted command line if it needs it.
-func shellDir(dir string) string {
-	if strings.ContainsAny(dir, " '\"$`\\") {
-		return "'" + strings.ReplaceAll(dir, "'", `'\''`) + "'"
+// printLookupLines prints credfed lookups of the showcase subject: as the
+// province's coordinator, and as each city's through its own node.
+func printLookupLines(w io.Writer, self, dir string, d localfed.DemoFile) {
+	line := func(extra string, ref int) string {
+		return fmt.Sprintf("  %s lookup --demo %s%s --subject %s --purpose %s --user %s --reference %s\n",
+			self, shellQuote(dir), extra, d.Showcase.Subject, demoPurpose, demoUser, demoReference(ref))
 	}
-	return dir
+	fmt.Fprintf(w, "The same with the credfed client:\n%s", line("", 1))
+	var cities []string
+	for _, n := range d.Nodes {
+		if n.Role == string(certs.City) {
+			if _, ok := d.Clients.Coordinators[n.Name]; ok {
+				cities = append(cities, n.Name)
+			}
+		}
+	}
+	if len(cities) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nA coordinator of each city, through its city's own node:")
+	for i, name := range cities {
+		fmt.Fprint(w, line(" --as coordinator --node "+name, i+2))
+	}
 }
 
 // quietWhileStopping drops the consensus component's log records once

@@ -3,10 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
+	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,9 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"credfed/certs"
+	"credfed/api"
 	"credfed/credit"
 	"credfed/internal/wait"
+	"credfed/localfed"
 )
 
 // buildBinary compiles credfed into a temporary directory.
@@ -108,16 +107,13 @@ func TestDemoBinaryEndToEnd(t *testing.T) {
 	if !strings.Contains(p.stdout.String(), "loaded 200 synthetic records") {
 		t.Fatalf("first start did not load the data:\n%s", p.stdout)
 	}
-	var d demoFile
-	data, err := os.ReadFile(filepath.Join(dir, "demo.json"))
+	d, err := localfed.ReadDemoFile(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(data, &d); err != nil {
-		t.Fatal(err)
-	}
-	if len(d.Nodes) != 5 || d.Nodes[0].Role != "province" || d.Showcase == nil || len(d.Clients.Department) != 2 {
-		t.Fatalf("demo.json: %s", data)
+	if len(d.Nodes) != 5 || d.Nodes[0].Role != "province" || d.Showcase == nil || len(d.Clients.Department) != 2 ||
+		len(d.Clients.Coordinators) != 3 || d.Clients.Coordinators["quzhou"].Cert == "" {
+		t.Fatalf("demo.json: %+v", d)
 	}
 
 	// The printed curl line, run as printed, returns records from more than
@@ -132,27 +128,38 @@ func TestDemoBinaryEndToEnd(t *testing.T) {
 			t.Fatalf("printed curl line returned records from %d districts: %s", n, out)
 		}
 	}
-	// The same lookup with the certificates demo.json names.
-	hc := demoHTTPClient(t, d, d.Clients.Coordinator)
-	body, _ := json.Marshal(map[string]string{"subject": d.Showcase.Subject, "purpose": "ADMIN-LICENSING", "user": "test", "reference": "T-1"})
-	resp, err := hc.Post(d.Nodes[0].API+"/v1/lookups", "application/json", bytes.NewReader(body))
+	// The same lookup through the API client with demo.json's certificates.
+	c, err := d.Client("", "coordinator", 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || districtsWithRecords(t, out) != 2 {
-		t.Fatalf("lookup: %d %s", resp.StatusCode, out)
+	ans, err := c.Lookup(context.Background(), api.LookupRequest{Subject: d.Showcase.Subject, Purpose: "ADMIN-LICENSING", User: "test", Reference: "T-1"})
+	if err != nil || len(ans.Districts) != 2 {
+		t.Fatalf("lookup: %+v %v", ans, err)
 	}
 
-	// The client commands against the running demo.
 	run := func(args ...string) (string, error) {
 		out, err := exec.Command(bin, args...).CombinedOutput()
 		return string(out), err
 	}
-	if out, err := run("lookup", "--demo", dir, "--subject", d.Showcase.Subject, "--purpose", "ADMIN-LICENSING", "--user", "t", "--reference", "T-2"); err != nil ||
-		strings.Count(out, ": ok, 1 records") != 2 {
-		t.Fatalf("credfed lookup: %v\n%s", err, out)
+	// Every printed credfed lookup — the province's coordinator, then each
+	// city's through its own node — run as printed, answers with records
+	// from both districts.
+	lookups := printedLookups(t, p.stdout.String())
+	if len(lookups) != 3 || !strings.Contains(lookups[1], "--as coordinator --node quzhou") || !strings.Contains(lookups[2], "--node hangzhou") {
+		t.Fatalf("printed lookups: %q", lookups)
+	}
+	for _, line := range lookups {
+		out, err := exec.Command("sh", "-c", strings.Replace(line, "credfed ", bin+" ", 1)+" --json").Output()
+		if err != nil || districtsWithRecords(t, out) != 2 {
+			t.Fatalf("printed line %s: %v\n%s", line, err, out)
+		}
+	}
+	out, err := run("lookup", "--demo", dir, "--as", "coordinator", "--node", "quzhou", "--subject", d.Showcase.Subject,
+		"--purpose", "ADMIN-LICENSING", "--user", "t", "--reference", "T-2")
+	if err != nil || !regexp.MustCompile(`(?m)^zhejiang/quzhou/kecheng +柯城区 +ok +1$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^zhejiang/hangzhou/xihu +西湖区 +ok +1$`).MatchString(out) {
+		t.Fatalf("credfed lookup as the coordinator of quzhou: %v\n%s", err, out)
 	}
 	// The province asked need not lead (a stalled moment on a loaded machine
 	// moves leadership to a city), but some node must, and the province
@@ -164,44 +171,50 @@ func TestDemoBinaryEndToEnd(t *testing.T) {
 		status = out
 		return err == nil && knowsLeader.MatchString(out)
 	})
-	if strings.Count(status, "nonvoter") != 2 {
-		t.Fatalf("credfed federation status lists %d non-voters, want 2:\n%s", strings.Count(status, "nonvoter"), status)
+	if n := len(regexp.MustCompile(`(?m)^zhejiang/\S+/\S+ +\S+ +district +nonvoter `).FindAllString(status, -1)); n != 2 {
+		t.Fatalf("credfed federation status lists %d districts as non-voters, want 2:\n%s", n, status)
 	}
 	district := d.Nodes[len(d.Nodes)-1].Name
-	// Recent dates: the record must be within its display period whenever
-	// the test runs.
+	if out, err := run("federation", "status", "--demo", dir, "--as", "department", "--node", district); err != nil ||
+		!regexp.MustCompile(`(?m)^publish +\S+ +\d+`).MatchString(out) || !regexp.MustCompile(`(?m)^sweep +`).MatchString(out) {
+		t.Fatalf("a district's status lacks its jobs: %v\n%s", err, out)
+	}
+
+	// The sample files are accepted by a real district.
+	if out, err := run("records", "submit", filepath.Join("..", "..", "examples", "records.ndjson"), "--demo", dir, "--node", district); err != nil ||
+		!strings.Contains(out, "3 records: 3 accepted, 0 duplicate, 0 rejected") {
+		t.Fatalf("submitting examples/records.ndjson: %v\n%s", err, out)
+	}
+	// A CSV file with a bad row: the report names its line.
 	today := credit.TodayAt(time.Now())
 	occurred, decided := (today - 10).String(), (today - 5).String()
-	csv := filepath.Join(t.TempDir(), "records.csv")
-	os.WriteFile(csv, []byte("id,subject,catalog_item,decision_number,occurred_on,decided_on,summary\n"+
+	csv := filepath.Join(t.TempDir(), "records.txt")
+	os.WriteFile(csv, []byte(csvHeader+
 		"CSV-1,"+d.Showcase.Subject+",FOOD-DRUG-PENALTY,罚〔2026〕9号,"+occurred+","+decided+",CSV 导入\n"+
 		"CSV-2,"+d.Showcase.Subject+",NO-SUCH-ITEM,罚〔2026〕10号,"+occurred+","+decided+",坏行\n"), 0o600)
 	sout, err := run("records", "submit", "--demo", dir, "--node", district, csv)
-	if err == nil || !strings.Contains(sout, "2 records: 1 accepted, 0 duplicate, 1 rejected") || !strings.Contains(sout, "line 3") ||
-		!strings.Contains(sout, "unknown_catalog_item") {
+	if err == nil || !strings.Contains(sout, "read 2 records (CSV) from "+csv) || !strings.Contains(sout, "2 records: 1 accepted, 0 duplicate, 1 rejected") ||
+		!strings.Contains(sout, `line 3 (id "CSV-2"): unknown_catalog_item`) {
 		t.Fatalf("credfed records submit: %v\n%s", err, sout)
 	}
 	p.stop(t)
 
 	// A second start resumes the same federation and data.
 	p2 := startDemo(t, bin, dir)
-	if strings.Contains(p2.stdout.String(), "loaded") {
+	if strings.Contains(p2.stdout.String(), "loaded") || !strings.Contains(p2.stdout.String(), "resuming") {
 		t.Fatalf("second start loaded the data again:\n%s", p2.stdout)
 	}
-	data2, _ := os.ReadFile(filepath.Join(dir, "demo.json"))
-	var d2 demoFile
-	json.Unmarshal(data2, &d2)
-	if d2.Nodes[0].API != d.Nodes[0].API || d2.Showcase.Subject != d.Showcase.Subject {
-		t.Fatalf("second start changed the federation: %s vs %s", d2.Nodes[0].API, d.Nodes[0].API)
+	d2, err := localfed.ReadDemoFile(dir)
+	if err != nil || d2.Nodes[0].API != d.Nodes[0].API || d2.Showcase == nil || d2.Showcase.Subject != d.Showcase.Subject {
+		t.Fatalf("second start changed the federation: %+v vs %+v (%v)", d2, d, err)
 	}
-	resp, err = hc.Post(d.Nodes[0].API+"/v1/lookups", "application/json", bytes.NewReader(body))
+	ans, err = c.Lookup(context.Background(), api.LookupRequest{Subject: d.Showcase.Subject, Purpose: "ADMIN-LICENSING", User: "test", Reference: "T-3"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out2, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if districtsWithRecords(t, out2) != 2 || !bytes.Contains(out2, []byte("CSV-1")) {
-		t.Fatalf("after resume: %s", out2)
+	raw, _ := json.Marshal(ans)
+	if districtsWithRecords(t, raw) != 2 || !bytes.Contains(raw, []byte("CSV-1")) || !bytes.Contains(raw, []byte("EX-NDJSON-1")) {
+		t.Fatalf("after resume: %s", raw)
 	}
 }
 
@@ -221,34 +234,28 @@ func printedCurl(t *testing.T, out string) string {
 	return strings.ReplaceAll(strings.TrimSpace(rest[:end+len("/v1/lookups")]), "\\\n", " ")
 }
 
-func districtsWithRecords(t *testing.T, out []byte) int {
-	var ans struct {
-		Districts []struct {
-			Status  string            `json:"status"`
-			Records []json.RawMessage `json:"records"`
-		} `json:"districts"`
+// printedLookups returns the `credfed lookup` lines of out, as printed.
+func printedLookups(t *testing.T, out string) []string {
+	t.Helper()
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "  credfed lookup ") {
+			lines = append(lines, strings.TrimSpace(l))
+		}
 	}
+	return lines
+}
+
+func districtsWithRecords(t *testing.T, out []byte) int {
+	var ans api.LookupAnswer
 	if err := json.Unmarshal(out, &ans); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	n := 0
 	for _, d := range ans.Districts {
-		if d.Status == "ok" && len(d.Records) > 0 {
+		if d.Status == api.DistrictOK && len(d.Records) > 0 {
 			n++
 		}
 	}
 	return n
-}
-
-func demoHTTPClient(t *testing.T, d demoFile, c demoCert) *http.Client {
-	pool, err := certs.LoadPool(d.CA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := certs.LoadKeyPair(c.Cert, c.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS13}}}
 }

@@ -1,55 +1,63 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"credfed/credit"
 	"credfed/internal/wait"
-	"credfed/node"
+	"credfed/localfed"
 )
 
 // TestNodesAsSeparateProcesses runs a federation the way operators do:
-// `credfed demo --init-only` writes the configurations, then every node is
-// its own `credfed node --config` process on loopback. A record submitted
-// at each district is found by a coordinator's lookup; SIGTERM stops each
-// process cleanly.
+// `credfed demo --init-only` writes the configurations and demo.json, every
+// node is its own `credfed node --config` process on loopback (the lines
+// the init printed), `credfed demo load` loads the synthetic data through
+// the districts' APIs, and the lookups it printed (`--demo DIR`, as the
+// province's and each city's coordinator) find records in both districts.
+// SIGTERM stops each process cleanly.
 func TestNodesAsSeparateProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs five processes; skipped with -short")
 	}
 	bin := buildBinary(t)
 	dir := filepath.Join(t.TempDir(), "fed")
-	if out, err := exec.Command(bin, "demo", "--dir", dir, "--districts", "2", "--init-only").CombinedOutput(); err != nil {
+	out, err := exec.Command(bin, "demo", "--dir", dir, "--districts", "2", "--init-only").CombinedOutput()
+	if err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
-	layout, err := node.CreateLocal(node.LocalSpec{Dir: dir}) // reads the existing layout
-	if err != nil {
-		t.Fatal(err)
+	configs := regexp.MustCompile(`(?m)^  credfed node --config (\S+)$`).FindAllStringSubmatch(string(out), -1)
+	if len(configs) != 5 || !strings.Contains(string(out), "credfed demo load --dir "+dir) {
+		t.Fatalf("init printed %d node lines:\n%s", len(configs), out)
 	}
-	var procs []*exec.Cmd
-	for _, n := range layout.Nodes {
-		logf, err := os.Create(filepath.Join(t.TempDir(), n.Name+".log"))
+	d, err := localfed.ReadDemoFile(dir)
+	if err != nil || len(d.Nodes) != 5 || d.Showcase != nil || d.Clients.Coordinators["hangzhou"].Cert == "" {
+		t.Fatalf("demo.json after --init-only: %+v %v", d, err)
+	}
+	type proc struct {
+		name string
+		cmd  *exec.Cmd
+	}
+	var procs []proc
+	for _, m := range configs {
+		name := filepath.Base(filepath.Dir(m[1]))
+		logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "node", "--config", n.ConfigPath, "--log-level", "warn")
+		cmd := exec.Command(bin, "node", "--config", m[1], "--log-level", "warn")
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		procs = append(procs, cmd)
+		procs = append(procs, proc{name, cmd})
 		t.Cleanup(func() {
 			if cmd.ProcessState == nil {
 				cmd.Process.Kill()
@@ -58,79 +66,55 @@ func TestNodesAsSeparateProcesses(t *testing.T) {
 			logf.Close()
 			if t.Failed() {
 				data, _ := os.ReadFile(logf.Name())
-				t.Logf("log of %s:\n%s", n.Name, data)
+				t.Logf("log of %s:\n%s", name, data)
 			}
 		})
 	}
-	// Every node becomes ready (leader known, catalog replicated).
-	for _, n := range layout.Nodes {
-		waitHTTP(t, "http://"+n.Metrics+"/readyz", 60*time.Second)
-	}
 
-	subject := credit.SyntheticPerson(5150, credit.NewDate(1970, 7, 7))
-	d := demoFile{CA: layout.CA}
-	for i, n := range layout.Nodes {
-		if n.Role != "district" {
-			continue
-		}
-		files := layout.Departments[n.Name]
-		hc := demoHTTPClient(t, d, demoCert{files.Cert, files.Key})
-		decided := credit.TodayAt(time.Now()) - 3 // within the display period whenever the test runs
-		body := fmt.Sprintf(`{"id":"P-%d","subject":"%s","catalog_item":"FOOD-DRUG-PENALTY","decision_number":"罚〔2026〕%d号","occurred_on":"%s","decided_on":"%s","summary":"多进程测试"}`,
-			i, subject, i, (decided - 2).String(), decided.String())
-		resp, err := hc.Post("https://"+n.API+"/v1/records", "application/json", strings.NewReader(body))
+	// demo load waits for the nodes itself.
+	load, err := exec.Command(bin, "demo", "load", "--dir", dir, "--records", "60", "--timeout", "2m").CombinedOutput()
+	if err != nil || !strings.Contains(string(load), "loaded 60 synthetic records into 2 districts") {
+		t.Fatalf("demo load: %v\n%s", err, load)
+	}
+	d, err = localfed.ReadDemoFile(dir)
+	if err != nil || d.Showcase == nil || !strings.Contains(string(load), "showcase subject "+d.Showcase.Subject) {
+		t.Fatalf("demo.json after demo load: %+v %v\n%s", d.Showcase, err, load)
+	}
+	lookups := printedLookups(t, string(load))
+	if len(lookups) != 3 {
+		t.Fatalf("demo load printed %d lookups:\n%s", len(lookups), load)
+	}
+	for _, line := range lookups {
+		var last string
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		err := wait.For(ctx, 100*time.Millisecond, func() bool {
+			out, err := exec.Command("sh", "-c", strings.Replace(line, "credfed ", bin+" ", 1)+" --json").Output()
+			last = fmt.Sprintf("%v %s", err, out)
+			return err == nil && districtsWithRecords(t, out) == 2
+		})
+		cancel()
 		if err != nil {
-			t.Fatal(err)
-		}
-		out, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("submit at %s: %d %s", n.Name, resp.StatusCode, out)
+			t.Fatalf("%s across processes: %s", line, last)
 		}
 	}
-	hc := demoHTTPClient(t, d, demoCert{layout.Coordinator.Cert, layout.Coordinator.Key})
-	lookup, _ := json.Marshal(map[string]string{"subject": subject, "purpose": "ADMIN-LICENSING", "user": "t", "reference": "MP-1"})
-	var last string
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	err = wait.For(ctx, 100*time.Millisecond, func() bool {
-		resp, err := hc.Post("https://"+layout.Nodes[0].API+"/v1/lookups", "application/json", bytes.NewReader(lookup))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		last = fmt.Sprintf("%d %s", resp.StatusCode, out)
-		return resp.StatusCode == 200 && districtsWithRecords(t, out) == 2
-	})
-	if err != nil {
-		t.Fatalf("lookup across processes: %s", last)
+	// A second load loads nothing and says so.
+	again, err := exec.Command(bin, "demo", "load", "--dir", dir).CombinedOutput()
+	if err != nil || !strings.Contains(string(again), "already in the districts") {
+		t.Fatalf("second demo load: %v\n%s", err, again)
 	}
 	// SIGTERM: each process shuts down gracefully and exits 0.
 	for i := len(procs) - 1; i >= 0; i-- {
-		procs[i].Process.Signal(syscall.SIGTERM)
+		p := procs[i]
+		p.cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan error, 1)
-		go func() { done <- procs[i].Wait() }()
+		go func() { done <- p.cmd.Wait() }()
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("%s exited with %v", layout.Nodes[i].Name, err)
+				t.Errorf("%s exited with %v", p.name, err)
 			}
 		case <-time.After(30 * time.Second):
-			t.Errorf("%s did not stop within 30 s of SIGTERM", layout.Nodes[i].Name)
+			t.Errorf("%s did not stop within 30 s of SIGTERM", p.name)
 		}
 	}
-}
-
-// waitHTTP polls url until it answers 200 or the timeout passes.
-func waitHTTP(t *testing.T, url string, timeout time.Duration) {
-	t.Helper()
-	wait.Until(t, timeout, url+" to answer 200", func() bool {
-		resp, err := http.Get(url)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
 }
