@@ -159,28 +159,41 @@ const submitBatch = 1000
 
 // LoadData loads m synthetic records into the running federation of
 // DIR/demo.json, through each district's API with its department's
-// certificate, once: a marker file remembers it, and a second call
-// returns the showcase of the first. Every identifier is of the test
-// province 99.
-func LoadData(ctx context.Context, dir string, m int) (Showcase, error) {
+// certificate, once: a marker file remembers it, and a second call loads
+// nothing and returns the showcase of the first. It returns how many
+// records it loaded. Every identifier is of the test province 99.
+func LoadData(ctx context.Context, dir string, m int) (Showcase, int, error) {
 	marker := filepath.Join(dir, dataMarker)
 	var showcase Showcase
 	if data, err := os.ReadFile(marker); err == nil {
-		return showcase, json.Unmarshal(data, &showcase)
+		return showcase, 0, json.Unmarshal(data, &showcase)
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return showcase, err
+		return showcase, 0, err
 	}
+	showcase, n, err := loadData(ctx, dir, m)
+	if err != nil {
+		return showcase, n, err
+	}
+	data, err := json.Marshal(showcase)
+	if err != nil {
+		return showcase, n, err
+	}
+	return showcase, n, atomicfile.Write(marker, data, 0o600)
+}
+
+func loadData(ctx context.Context, dir string, m int) (Showcase, int, error) {
+	var showcase Showcase
 	d, err := ReadDemoFile(dir)
 	if err != nil {
-		return showcase, err
+		return showcase, 0, err
 	}
 	coord, err := d.Client("", "coordinator", time.Minute)
 	if err != nil {
-		return showcase, err
+		return showcase, 0, err
 	}
 	ac, err := coord.Catalog(ctx)
 	if err != nil {
-		return showcase, fmt.Errorf("localfed: the catalog: %w", err)
+		return showcase, 0, fmt.Errorf("localfed: the catalog: %w", err)
 	}
 	cat := &credit.Catalog{Version: ac.Version, Items: ac.Items, Purposes: ac.Purposes, Lists: ac.Lists,
 		Scenarios: ac.Scenarios, Domains: ac.Domains, Occupations: ac.Occupations, Rules: ac.Rules, Levels: ac.Levels}
@@ -191,30 +204,29 @@ func LoadData(ctx context.Context, dir string, m int) (Showcase, error) {
 		}
 	}
 	byDistrict, showcase := SyntheticRecords(cat, names, m, credit.TodayAt(time.Now()))
+	loaded := 0
 	for _, name := range names {
 		c, err := d.Client(name, "department", time.Minute)
 		if err != nil {
-			return showcase, err
+			return showcase, loaded, err
 		}
 		recs := byDistrict[name]
 		for start := 0; start < len(recs); start += submitBatch {
-			ans, _, err := c.SubmitRecords(ctx, recs[start:min(start+submitBatch, len(recs))])
+			batch := recs[start:min(start+submitBatch, len(recs))]
+			ans, _, err := c.SubmitRecords(ctx, batch)
 			if err != nil {
-				return showcase, fmt.Errorf("localfed: loading synthetic records into %s: %w", name, err)
+				return showcase, loaded, fmt.Errorf("localfed: loading synthetic records into %s: %w", name, err)
 			}
 			for _, res := range ans.Results {
 				if res.Status == api.StatusRejected {
-					return showcase, fmt.Errorf("localfed: %s rejected a synthetic record: %v", name, res.Error)
+					return showcase, loaded, fmt.Errorf("localfed: %s rejected a synthetic record: %v", name, res.Error)
 				}
 			}
+			loaded += len(batch)
 		}
 		c.CloseIdle()
 	}
-	data, err := json.Marshal(showcase)
-	if err != nil {
-		return showcase, err
-	}
-	return showcase, atomicfile.Write(marker, data, 0o600)
+	return showcase, loaded, nil
 }
 
 // WaitPublished waits until every district of DIR/demo.json has published

@@ -109,6 +109,12 @@ func (l Layout) Node(name string) (Node, bool) {
 	return Node{}, false
 }
 
+// compose reports whether the layout is docker-compose's (nodes reached by
+// service name) rather than loopback's.
+func (l Layout) compose() bool {
+	return len(l.Nodes) > 0 && !strings.HasPrefix(l.Nodes[0].API, "127.0.0.1:")
+}
+
 // Districts returns the names of the district nodes, in start order.
 func (l Layout) Districts() []string {
 	var out []string
@@ -159,6 +165,10 @@ func Create(spec Spec) (Layout, error) {
 		return Layout{}, err
 	}
 	if l, err := ReadLayout(dir); err == nil {
+		if l.compose() != spec.Compose {
+			kind := map[bool]string{true: "docker-compose", false: "loopback (127.0.0.1)"}
+			return Layout{}, fmt.Errorf("localfed: %s holds a federation for %s, not %s; use another directory", dir, kind[l.compose()], kind[spec.Compose])
+		}
 		return completeClients(dir, l)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return Layout{}, err

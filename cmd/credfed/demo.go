@@ -138,12 +138,12 @@ func runDemo(cmd *cobra.Command, o demoOptions) error {
 	if err := localfed.WriteDemoFile(fed.Dir, d); err != nil {
 		return err
 	}
-	showcase, err := localfed.LoadData(sctx, fed.Dir, o.records)
+	showcase, loaded, err := localfed.LoadData(sctx, fed.Dir, o.records)
 	if err != nil {
 		return interrupted(err)
 	}
-	if prev.Showcase == nil {
-		fmt.Fprintf(stdout, "loaded %d synthetic records into %d districts\n", max(o.records, len(fed.Districts())), len(fed.Districts()))
+	if loaded > 0 {
+		fmt.Fprintf(stdout, "loaded %d synthetic records into %d districts\n", loaded, len(fed.Districts()))
 	} else {
 		fmt.Fprintln(stdout, "resuming: the synthetic data is already in the districts")
 	}
@@ -240,7 +240,7 @@ subject to demo.json, and prints lookups of it to paste.`,
 		if err := waitServing(ctx, d); err != nil {
 			return err
 		}
-		showcase, err := localfed.LoadData(ctx, dir, records)
+		showcase, loaded, err := localfed.LoadData(ctx, dir, records)
 		if err != nil {
 			return err
 		}
@@ -253,9 +253,9 @@ subject to demo.json, and prints lookups of it to paste.`,
 				districts++
 			}
 		}
-		if d.Showcase == nil {
+		if loaded > 0 {
 			fmt.Fprintf(stdout, "loaded %d synthetic records into %d districts; every district has published them to the index\n",
-				max(records, districts), districts)
+				loaded, districts)
 		} else {
 			fmt.Fprintln(stdout, "the synthetic data is already in the districts, and published to the index")
 		}
