@@ -87,14 +87,11 @@ func (c *Catalog) validateContent(r Record, at time.Time, opt ParseOptions) (Rec
 	if len(r.DecisionNumber) > MaxDecisionNumberLength || !printable(r.DecisionNumber) {
 		return Record{}, badField("decision_number", "must be at most %d bytes of printable text", MaxDecisionNumberLength)
 	}
-	if err := checkDates(r.OccurredOn, r.DecidedOn, today); err != nil {
+	if err := checkText("summary", r.Summary, MaxSummaryLength); err != nil {
 		return Record{}, err
 	}
-	if len(r.Summary) > MaxSummaryLength {
-		return Record{}, badField("summary", "must be at most %d bytes, got %d", MaxSummaryLength, len(r.Summary))
-	}
-	if !utf8.ValidString(r.Summary) {
-		return Record{}, badField("summary", "must be valid UTF-8")
+	if err := checkDates(r.OccurredOn, r.DecidedOn, today); err != nil {
+		return Record{}, err
 	}
 	r.Subject = sub.ID
 	r.Polarity = it.Polarity
@@ -153,6 +150,41 @@ func printable(s string) bool {
 		}
 	}
 	return true
+}
+
+// checkText refuses free text (a summary, a reason) that is too long, not
+// UTF-8, or holds a control character other than a line break or a tab —
+// NUL, BEL, escape sequences, bidirectional overrides, which make a record
+// read differently from what it holds. The message names the character's
+// code point and byte offset, never the text.
+func checkText(field, s string, max int) error {
+	if len(s) > max {
+		return badField(field, "must be at most %d bytes, got %d", max, len(s))
+	}
+	if !utf8.ValidString(s) {
+		return badField(field, "must be valid UTF-8")
+	}
+	for i, r := range s {
+		if r == '\n' || r == '\t' {
+			continue
+		}
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) && isBidiOrInvisible(r) {
+			return badField(field, "must not contain control characters (U+%04X at byte %d)", r, i)
+		}
+	}
+	return nil
+}
+
+// isBidiOrInvisible reports the format characters that change how text
+// reads: bidirectional embeddings, overrides and isolates, marks, and
+// zero-width characters.
+func isBidiOrInvisible(r rune) bool {
+	switch {
+	case r >= 0x202A && r <= 0x202E, r >= 0x2066 && r <= 0x2069, r == 0x200E, r == 0x200F, r == 0x061C,
+		r >= 0x200B && r <= 0x200D, r == 0x2060, r == 0xFEFF:
+		return true
+	}
+	return false
 }
 
 func checkDates(occurred, decided, today Date) error {
@@ -230,15 +262,10 @@ func (c *Catalog) Correct(prev Record, fields Correction, reason string, at time
 }
 
 func checkReason(reason string) error {
-	switch {
-	case strings.TrimSpace(reason) == "":
+	if strings.TrimSpace(reason) == "" {
 		return badField("reason", "required")
-	case len(reason) > MaxReasonLength:
-		return badField("reason", "must be at most %d bytes", MaxReasonLength)
-	case !utf8.ValidString(reason):
-		return badField("reason", "must be valid UTF-8")
 	}
-	return nil
+	return checkText("reason", reason, MaxReasonLength)
 }
 
 // transitions lists the status changes a record's life allows. Corrections

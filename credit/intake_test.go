@@ -257,3 +257,42 @@ func TestTransition(t *testing.T) {
 		t.Errorf("empty reason: %v", err)
 	}
 }
+
+// TestTextWithControlCharactersIsRefused: NUL, BEL, escape sequences and
+// bidirectional overrides make a record read differently from what it
+// holds; they are refused naming the field and the code point, never the
+// text. Line breaks and tabs are text.
+func TestTextWithControlCharactersIsRefused(t *testing.T) {
+	cat := DefaultCatalog()
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	base := Record{ID: "T-1", Subject: SyntheticPerson(3, NewDate(1980, 1, 1)), CatalogItem: "FOOD-DRUG-PENALTY",
+		DecisionNumber: "X〔2026〕1", OccurredOn: NewDate(2026, 5, 1), DecidedOn: NewDate(2026, 5, 10),
+		Department: "market-supervision", District: "zhejiang/quzhou/kecheng"}
+	opt := ParseOptions{TestOnly: true}
+	for _, bad := range []string{"罚款\x00五千元", "bell\a", "esc\x1b[31m", "inv\u202eoice", "iso\u2066late", "zero\u200bwidth", "del\x7f"} {
+		r := base
+		r.Summary = bad
+		_, err := cat.Accept(r, now, opt)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "summary" || !strings.Contains(fe.Message, "control characters (U+") {
+			t.Errorf("summary %q: %v", bad, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "罚款") || strings.Contains(err.Error(), "bell") {
+			t.Errorf("the refusal quotes the text: %v", err)
+		}
+	}
+	r := base
+	r.Summary = "第一行\n第二行\t（制表）"
+	accepted, err := cat.Accept(r, now, opt)
+	if err != nil {
+		t.Fatalf("line breaks and tabs: %v", err)
+	}
+	if _, err := cat.Correct(accepted, Correction{Summary: ptr("新摘要")}, "fix\u202e", now, opt); err == nil {
+		t.Fatal("a reason with a bidirectional override was accepted")
+	}
+	r.DecisionNumber = "X\u202e1"
+	if _, err := cat.Accept(r, now, opt); err == nil {
+		t.Fatal("a decision number with a bidirectional override was accepted")
+	}
+}

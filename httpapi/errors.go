@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 
 	"credfed/api"
@@ -116,6 +117,9 @@ func jsonError(err error) *fault.Error {
 	}
 	if e := fault.As(err); e != nil {
 		return e
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fault.New(fault.BadRequest, "the request body was not sent in time")
 	}
 	return fault.New(fault.BadRequest, "malformed JSON body")
 }

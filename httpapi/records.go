@@ -8,6 +8,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
+	"strings"
 
 	"credfed/api"
 	"credfed/credit"
@@ -76,13 +78,22 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request, c caller) e
 	return nil
 }
 
-// readRecordItems splits the body into raw JSON values, one per record.
+// MaxRecordBytes bounds one record as submitted (its JSON object); a
+// larger one is refused while it is being read, before it is held whole.
+const MaxRecordBytes = 64 << 10
+
+// readRecordItems splits the body into raw JSON values, one per record,
+// reading an array element by element and NDJSON line by line, so that
+// no record larger than MaxRecordBytes is ever held.
 func readRecordItems(r *http.Request) ([]json.RawMessage, error) {
 	var items []json.RawMessage
 	tooMany := fault.New(fault.BadRequest, "at most %d records per request", intake.MaxRecordsPerRequest)
+	tooLarge := func(n int) *fault.Error {
+		return fault.New(fault.BadRequest, "record %d is larger than %d bytes", n, MaxRecordBytes)
+	}
 	if mt := mediaType(r); mt == "application/x-ndjson" || mt == "application/jsonl" {
 		sc := bufio.NewScanner(r.Body)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		sc.Buffer(make([]byte, 0, 64<<10), MaxRecordBytes)
 		for sc.Scan() {
 			line := bytes.TrimSpace(sc.Bytes())
 			if len(line) == 0 {
@@ -95,35 +106,107 @@ func readRecordItems(r *http.Request) ([]json.RawMessage, error) {
 		}
 		if err := sc.Err(); err != nil {
 			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
+			switch {
+			case errors.As(err, &tooBig):
 				return nil, fault.New(fault.BadRequest, "request body is larger than %d bytes", tooBig.Limit)
+			case errors.Is(err, bufio.ErrTooLong):
+				return nil, tooLarge(len(items) + 1)
 			}
-			return nil, fault.New(fault.BadRequest, "record %d of the NDJSON body is on a line longer than 1 MiB, or unreadable", len(items)+1)
+			return nil, readError(err)
 		}
 	} else {
-		body, err := io.ReadAll(r.Body)
+		cr := &capReader{r: r.Body}
+		dec := json.NewDecoder(cr)
+		cr.dec = dec
+		tok, err := dec.Token()
 		if err != nil {
 			return nil, jsonError(err)
 		}
-		body = bytes.TrimSpace(body)
-		switch {
-		case len(body) == 0:
-			return nil, fault.New(fault.BadRequest, "request body is empty")
-		case body[0] == '[':
-			if err := json.Unmarshal(body, &items); err != nil {
+		if tok == json.Delim('[') {
+			for dec.More() {
+				var raw json.RawMessage
+				cr.start()
+				if err := dec.Decode(&raw); err != nil {
+					if errors.Is(err, errRecordTooLarge) {
+						return nil, tooLarge(len(items) + 1)
+					}
+					return nil, jsonError(err)
+				}
+				items = append(items, raw)
+				if len(items) > intake.MaxRecordsPerRequest {
+					return nil, tooMany
+				}
+			}
+			if _, err := dec.Token(); err != nil {
 				return nil, jsonError(err)
 			}
-			if len(items) > intake.MaxRecordsPerRequest {
-				return nil, tooMany
+			if dec.More() {
+				return nil, fault.New(fault.BadRequest, "request body holds more than one JSON value")
 			}
-		default:
-			items = []json.RawMessage{body}
+		} else if tok == json.Delim('{') {
+			// One record: read it again whole, within the cap.
+			cr.start()
+			body, err := io.ReadAll(io.MultiReader(strings.NewReader("{"), dec.Buffered(), cr))
+			if err != nil {
+				if errors.Is(err, errRecordTooLarge) {
+					return nil, tooLarge(1)
+				}
+				return nil, readError(err)
+			}
+			one := json.NewDecoder(bytes.NewReader(body))
+			var raw json.RawMessage
+			if err := one.Decode(&raw); err != nil {
+				return nil, jsonError(err)
+			}
+			if one.More() {
+				return nil, fault.New(fault.BadRequest, "request body holds more than one JSON value")
+			}
+			items = []json.RawMessage{raw}
+		} else {
+			return nil, fault.New(fault.BadRequest, "the body is a JSON object (one record) or an array of them")
 		}
 	}
 	if len(items) == 0 {
 		return nil, fault.New(fault.BadRequest, "no records in the request")
 	}
 	return items, nil
+}
+
+// errRecordTooLarge is capReader's refusal.
+var errRecordTooLarge = errors.New("record too large")
+
+// capReader fails a read once the decoder has been handed more than
+// MaxRecordBytes (and a read-ahead chunk) past the start of the value it
+// is decoding: a huge record is refused while it streams in.
+type capReader struct {
+	r     io.Reader
+	dec   *json.Decoder
+	read  int64 // bytes handed to the decoder
+	since int64 // InputOffset when the current value started
+}
+
+func (c *capReader) start() { c.since = c.dec.InputOffset() }
+
+func (c *capReader) Read(p []byte) (int, error) {
+	const chunk = 16 << 10 // read ahead at most this much past the cap
+	if c.read-c.since > MaxRecordBytes+chunk {
+		return 0, errRecordTooLarge
+	}
+	n, err := c.r.Read(p[:min(len(p), chunk)])
+	c.read += int64(n)
+	return n, err
+}
+
+// readError is the refusal of a body that could not be read.
+func readError(err error) *fault.Error {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return fault.New(fault.BadRequest, "request body is larger than %d bytes", tooBig.Limit)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fault.New(fault.BadRequest, "the request body was not sent in time")
+	}
+	return fault.New(fault.BadRequest, "the request body could not be read")
 }
 
 // submission reads one submitted record; what cannot be read is a

@@ -58,6 +58,11 @@ type Revocations interface {
 	Check(cert *x509.Certificate, id certs.Identity) error
 }
 
+// SmallBody is the size under which a bulk submission is read at once;
+// larger ones (or of unknown length) wait for one of Config.LargeBodies
+// slots, so that the large bodies read at once are bounded.
+const SmallBody = 1 << 20
+
 // Config is what the API serves.
 type Config struct {
 	Cluster Cluster
@@ -67,6 +72,15 @@ type Config struct {
 	// certificate at the handshake only, and a keep-alive connection
 	// outlives a revocation.
 	Revocations Revocations
+	// ReadTimeout bounds the reading of a request's body, from the start
+	// of its handling (default 10 s); BulkReadTimeout that of a bulk
+	// submission (default 2 min).
+	ReadTimeout, BulkReadTimeout time.Duration
+	// LargeBodies is how many bulk bodies over SmallBody are read at once
+	// (default 2); LargeBodyWait how long another waits for its turn
+	// before it is refused unavailable (default 10 s).
+	LargeBodies   int
+	LargeBodyWait time.Duration
 	// Now is the node's clock (record views: display periods); nil is
 	// time.Now.
 	Now        func() time.Time
@@ -79,6 +93,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	handler  http.Handler
+	large    chan struct{} // slots for large bodies
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 }
@@ -91,7 +106,18 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger,
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.ReadTimeout, 10*time.Second)
+	def(&cfg.BulkReadTimeout, 2*time.Minute)
+	def(&cfg.LargeBodyWait, 10*time.Second)
+	if cfg.LargeBodies <= 0 {
+		cfg.LargeBodies = 2
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, large: make(chan struct{}, cfg.LargeBodies),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_api_requests_total", Help: "HTTP API requests by route and answer code.",
 		}, []string{"route", "code"}),
@@ -117,7 +143,10 @@ type route struct {
 	access  access
 	// maxBody bounds the request body (default 1 MiB).
 	maxBody int64
-	handle  func(w http.ResponseWriter, r *http.Request, c caller) error
+	// bulk marks a route whose bodies may be large: they are read within
+	// Config.BulkReadTimeout, and the large ones a few at a time.
+	bulk   bool
+	handle func(w http.ResponseWriter, r *http.Request, c caller) error
 }
 
 // routes is the API; docs/openapi.yaml documents the same list (a test
@@ -126,7 +155,7 @@ func (s *Server) routes() []route {
 	return []route{
 		{method: "GET", pattern: "/v1/catalog", access: anyCertificate, handle: s.getCatalog},
 		{method: "GET", pattern: "/v1/federation", access: anyCertificate, handle: s.getFederation},
-		{method: "POST", pattern: "/v1/records", access: roles(certs.Department), maxBody: 64 << 20, handle: s.postRecords},
+		{method: "POST", pattern: "/v1/records", access: roles(certs.Department), maxBody: 64 << 20, bulk: true, handle: s.postRecords},
 		{method: "GET", pattern: "/v1/records/{id}", access: roles(certs.Department), handle: s.getRecord},
 		{method: "POST", pattern: "/v1/records/{id}/corrections", access: roles(certs.Department), handle: s.postCorrection},
 		// Lookups admit any certificate so that a refusal (a department
@@ -187,6 +216,22 @@ func (s *Server) serveRoute(rt route, w http.ResponseWriter, r *http.Request) {
 		max = 1 << 20
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, max)
+	// A body that trickles in is cut: the handshake's and the headers'
+	// timeouts do not cover it.
+	timeout := s.cfg.ReadTimeout
+	if rt.bulk {
+		timeout = s.cfg.BulkReadTimeout
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+	if rt.bulk && (r.ContentLength < 0 || r.ContentLength > SmallBody) {
+		release, e := s.largeSlot(r.Context())
+		if e != nil {
+			code = e.Code
+			writeError(w, e)
+			return
+		}
+		defer release()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			code = api.CodeInternal
@@ -199,4 +244,17 @@ func (s *Server) serveRoute(rt route, w http.ResponseWriter, r *http.Request) {
 		code = e.Code
 		writeError(w, e)
 	}
+}
+
+// largeSlot waits for one of the slots of large bodies.
+func (s *Server) largeSlot(ctx context.Context) (func(), *api.Error) {
+	t := time.NewTimer(s.cfg.LargeBodyWait)
+	defer t.Stop()
+	select {
+	case s.large <- struct{}{}:
+		return func() { <-s.large }, nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("%d large submissions are being read already; send this one again shortly", s.cfg.LargeBodies)}
 }

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -304,7 +306,33 @@ func checkRequest(cat *credit.Catalog, requester certs.Identity, purpose, user, 
 	case p.AuthorizationRequired && strings.TrimSpace(authorization) == "":
 		return p, fault.Field(fault.Forbidden, "authorization", "purpose %q requires the subject's authorization reference", purpose)
 	}
+	for _, f := range []struct{ name, v string }{{"user", user}, {"reference", reference}, {"authorization", authorization}} {
+		if e := checkField(f.name, f.v); e != nil {
+			return p, e
+		}
+	}
 	return p, nil
+}
+
+// MaxFieldLength bounds the user, case reference and authorization of a
+// lookup (they travel to every district and into every audit entry).
+const MaxFieldLength = 256
+
+// checkField refuses a stated field that is too long or not plain
+// printable text, naming the field and never its value.
+func checkField(name, v string) *fault.Error {
+	if len(v) > MaxFieldLength {
+		return fault.Field(fault.BadRequest, name, "must be at most %d bytes, got %d", MaxFieldLength, len(v))
+	}
+	if !utf8.ValidString(v) {
+		return fault.Field(fault.BadRequest, name, "must be valid UTF-8")
+	}
+	for i, r := range v {
+		if !unicode.IsPrint(r) {
+			return fault.Field(fault.BadRequest, name, "must be printable text (U+%04X at byte %d)", r, i)
+		}
+	}
+	return nil
 }
 
 // wireMessage is what an answer says about a district's error: the code

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/net/netutil"
 
 	"credfed/api"
 	"credfed/audit"
@@ -298,13 +299,17 @@ func advertised(configured, listen, field string) (string, error) {
 	return listen, nil
 }
 
+// maxAPIConnections bounds the API's open connections.
+const maxAPIConnections = 4096
+
 // serve starts the HTTPS API and the metrics listener.
 func (n *Node) serve() error {
 	apiLn, err := net.Listen("tcp", n.cfg.Listen.API)
 	if err != nil {
 		return fmt.Errorf("node: listen.api: %w", err)
 	}
-	n.apiLn = apiLn
+	// Connections are bounded too: each may carry a body being read.
+	n.apiLn = netutil.LimitListener(apiLn, maxAPIConnections)
 	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Revocations: n.revs, Now: n.now,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{
@@ -312,10 +317,11 @@ func (n *Node) serve() error {
 		TLSConfig:         n.verifier.ServerConfig(n.cert, certs.OptionalClientCert, "h2", "http/1.1"),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 	go func() {
-		if err := n.api.ServeTLS(apiLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.api.ServeTLS(n.apiLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("API server stopped", "error", err)
 		}
 	}()

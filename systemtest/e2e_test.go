@@ -160,6 +160,9 @@ func TestLookupRefusalsAreAudited(t *testing.T) {
 		{"authorization required", coord, with(func(r *api.LookupRequest) { r.Purpose = "CIVIL-SERVICE-RECRUITMENT" }), 403, "forbidden"},
 		{"department certificate", dept, base, 403, "forbidden"},
 		{"bad consistency", coord, with(func(r *api.LookupRequest) { r.Consistency = "eventual" }), 400, "bad_request"},
+		// Limits are checked at the edge, not left to every district.
+		{"100 KB reference", coord, with(func(r *api.LookupRequest) { r.Reference = strings.Repeat("案", 100<<10/3) }), 400, "bad_request"},
+		{"control character in the user", coord, with(func(r *api.LookupRequest) { r.User = "李‮四" }), 400, "bad_request"},
 		{"invalid identifier", coord, with(func(r *api.LookupRequest) { r.Subject = wrong }), 400, "invalid_identifier"},
 	}
 	for _, c := range cases {
