@@ -46,7 +46,7 @@ func (r *records) Correct(ctx context.Context, caller certs.Identity, id string,
 type cluster struct{}
 
 func (cluster) Federation(ctx context.Context) (api.Federation, error) { return api.Federation{}, nil }
-func (cluster) Catalog() *credit.Catalog                              { return credit.DefaultCatalog() }
+func (cluster) Catalog() *credit.Catalog                               { return credit.DefaultCatalog() }
 
 type noLookups struct{}
 
