@@ -69,8 +69,11 @@ type Config struct {
 	Identifiers credit.ParseOptions
 	Index       Index
 	Endpoint    *exchange.Endpoint
-	// Records are the district's records (districts only).
+	// Records are the district's records, and Resolve returns its
+	// subjects' pseudonyms (its cache first), for its audit entries
+	// (districts only).
 	Records Records
+	Resolve func(ctx context.Context, subjects []string) ([]credit.Pseudonym, error)
 	// Catalog is the replicated catalog, nil before it has arrived.
 	Catalog func() *credit.Catalog
 	Audit   *audit.Recorder
@@ -364,9 +367,6 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	entry := storage.AuditEntry{Caller: req.Caller.String(), Role: string(in.Requester.Role), Institution: in.Requester.Institution,
 		User: m.User, Operation: "lookup.answer", Purpose: m.Purpose, Reference: m.Reference, Authorization: m.Authorization,
 		District: s.cfg.Self.Region}
-	if !in.Pseudonym.IsZero() {
-		entry.Subject = in.Pseudonym.String()
-	}
 	deny := func(code exchange.Code, msg string) (any, error) {
 		entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
 		if err := s.cfg.Audit.Record(entry); err != nil {
@@ -375,11 +375,25 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 		s.answered.WithLabelValues("denied").Inc()
 		return nil, exchange.Errorf(code, "%s", msg)
 	}
+	now := s.cfg.Now()
+	opt := s.cfg.Identifiers
+	opt.Today = credit.TodayAt(now)
+	subject, serr := credit.ParseSubject(in.Subject, opt)
+	if serr == nil {
+		// The entry names the subject by the pseudonym this district holds
+		// for it, never by the one the caller sent: a caller could send
+		// another and keep the lookup out of the subject's access log.
+		own, err := s.cfg.Resolve(ctx, []string{subject.ID})
+		if err != nil {
+			return nil, exchange.Errorf(exchange.CodeUnavailable, "the lookup cannot be registered now (no pseudonym for the audit); nothing was answered")
+		}
+		entry.Subject = own[0].String()
+		if in.Pseudonym != own[0] {
+			return deny(exchange.CodeBadRequest, "the pseudonym sent is not the subject's")
+		}
+	}
 	if in.Requester.Federation != s.cfg.Self.Federation || !certs.InRegion(in.Requester.Region, req.Caller.Region) {
 		return deny(exchange.CodeForbidden, "the requester is not a user of the asking node")
-	}
-	if in.Pseudonym.IsZero() {
-		return deny(exchange.CodeBadRequest, "pseudonym missing")
 	}
 	if _, e := checkRequest(cat, in.Requester, m.Purpose, m.User, m.Reference, m.Authorization); e != nil {
 		code := exchange.CodeForbidden
@@ -388,11 +402,7 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 		}
 		return deny(code, e.Message)
 	}
-	now := s.cfg.Now()
-	opt := s.cfg.Identifiers
-	opt.Today = credit.TodayAt(now)
-	subject, err := credit.ParseSubject(in.Subject, opt)
-	if err != nil {
+	if serr != nil {
 		return deny(exchange.CodeBadRequest, "invalid subject identifier")
 	}
 	p, _ := cat.Purpose(m.Purpose)

@@ -147,3 +147,59 @@ type failingLog struct{}
 func (failingLog) Append(...storage.AuditEntry) ([]storage.AuditEntry, error) {
 	return nil, errors.New("disk full")
 }
+
+// TestDistrictAuditsUnderItsOwnPseudonym: a coordinator that sends another
+// subject's pseudonym (to keep the lookup out of this subject's access
+// log) is refused, and the district's audit entry names the subject by the
+// pseudonym the district holds for it.
+func TestDistrictAuditsUnderItsOwnPseudonym(t *testing.T) {
+	ca, err := certs.NewCA(fed, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cityID := certs.Identity{Federation: fed, Role: certs.City, Region: "zhejiang/quzhou"}
+	kechengID := certs.Identity{Federation: fed, Role: certs.District, Region: "zhejiang/quzhou/kecheng"}
+	city := endpoint(t, ca, cityID)
+	district := endpoint(t, ca, kechengID)
+	db, err := storage.Open(storage.Options{Dir: t.TempDir(), GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	key, err := credit.NewPseudonymKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolve := func(ctx context.Context, ids []string) ([]credit.Pseudonym, error) {
+		out := make([]credit.Pseudonym, len(ids))
+		for i, id := range ids {
+			out[i] = key.Pseudonym(id)
+		}
+		return out, nil
+	}
+	cat := credit.DefaultCatalog()
+	New(Config{Self: kechengID, Identifiers: credit.ParseOptions{TestMode: true}, Endpoint: district, Records: db,
+		Resolve: resolve, Catalog: func() *credit.Catalog { return cat }, Audit: audit.New(db.Audit(), kechengID.Region, nil, nil, nil)})
+	subject := credit.SyntheticPerson(61, credit.NewDate(1980, 1, 1))
+	other := credit.SyntheticPerson(62, credit.NewDate(1980, 1, 1))
+	user := certs.Identity{Federation: fed, Role: certs.Coordinator, Region: "zhejiang/quzhou", Institution: "credit-office"}
+	meta := exchange.Meta{Purpose: "ADMIN-LICENSING", User: "张三", Reference: "R-1"}
+	ask := func(p credit.Pseudonym) error {
+		var rep reply
+		return city.Call(context.Background(), exchange.Peer{Addr: district.Addr().String()}, Op, meta,
+			request{Subject: subject, Pseudonym: p, Requester: user}, &rep)
+	}
+	if err := ask(key.Pseudonym(other)); !errors.Is(err, exchange.ErrBadRequest) {
+		t.Fatalf("a lookup with another subject's pseudonym: %v", err)
+	}
+	if err := ask(key.Pseudonym(subject)); err != nil {
+		t.Fatalf("an honest lookup: %v", err)
+	}
+	mine, err := db.Audit().BySubject(key.Pseudonym(subject).String())
+	if err != nil || len(mine) != 2 || mine[0].Decision != storage.DecisionDenied || mine[1].Decision != storage.DecisionAllowed {
+		t.Fatalf("the subject's entries: %+v %v", mine, err)
+	}
+	if theirs, _ := db.Audit().BySubject(key.Pseudonym(other).String()); len(theirs) != 0 {
+		t.Fatalf("entries under the pseudonym the caller sent: %+v", theirs)
+	}
+}

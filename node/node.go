@@ -245,7 +245,7 @@ func (n *Node) startServices() error {
 		}
 	}
 	n.lookups = lookup.New(lookup.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
-		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Catalog: state.Catalog, Audit: n.audit, Now: n.now,
+		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Catalog: state.Catalog, Audit: n.audit, Now: n.now,
 		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
 	n.jobs = jobs.NewRunner(n.db, n.log, n.registry)
 	wake := func() { n.jobs.Wake(publish.JobName) }
