@@ -59,8 +59,12 @@ type Config struct {
 	// time.Now.
 	Now func() time.Time
 	// Batch is how many subjects one pass publishes (default 1000).
-	Batch      int
-	Registerer prometheus.Registerer
+	Batch int
+	// AttemptTimeout bounds one forward to the leader (and the pseudonyms
+	// it needs), not the whole drain: a dead leader costs one attempt,
+	// after which the next goes to the new leader (default 5 s).
+	AttemptTimeout time.Duration
+	Registerer     prometheus.Registerer
 }
 
 // Publisher publishes a district's outbox. An acknowledged record is in
@@ -82,6 +86,9 @@ func New(cfg Config) *Publisher {
 	if cfg.Batch <= 0 {
 		cfg.Batch = 1000
 	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = 5 * time.Second
+	}
 	p := &Publisher{cfg: cfg,
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "credfed_outbox_pending", Help: "Subjects whose index entry this district has not yet published.",
@@ -101,11 +108,13 @@ const JobName = "publish"
 
 // Job is the publisher as a background job: a drain every second and
 // whenever the runner is woken (a record was written), retried after 50 ms
-// to 5 s on failure. Failures are logged once they last 30 s: a district
-// that starts before the federation has a leader waits in silence only
-// that long.
+// to 5 s on failure. A drain may take long (a backlog after an outage):
+// each forward has its own deadline (AttemptTimeout), the drain only a
+// generous one. Failures are logged once they last 30 s: a district that
+// starts before the federation has a leader waits in silence only that
+// long.
 func (p *Publisher) Job() jobs.Job {
-	return jobs.Job{Name: JobName, Interval: time.Second, Timeout: 30 * time.Second,
+	return jobs.Job{Name: JobName, Interval: time.Second, Timeout: time.Hour,
 		RetryMin: 50 * time.Millisecond, RetryMax: 5 * time.Second, Patience: 30 * time.Second,
 		Run: func(ctx context.Context, pr *jobs.Progress) error {
 			n, err := p.drain(ctx)
@@ -195,7 +204,9 @@ func (p *Publisher) pass(ctx context.Context, after uint64) (int, uint64, skips,
 	for i, it := range readable {
 		subjects[i] = it.Subject
 	}
-	pseudonyms, err := p.cfg.Resolve(ctx, subjects)
+	actx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
+	defer cancel()
+	pseudonyms, err := p.cfg.Resolve(actx, subjects)
 	if err != nil {
 		return 0, after, skip, fmt.Errorf("publish: pseudonyms of %d subjects: %w", len(subjects), err)
 	}
@@ -205,7 +216,7 @@ func (p *Publisher) pass(ctx context.Context, after uint64) (int, uint64, skips,
 		updates[i] = consensus.IndexUpdate{Pseudonym: pseudonyms[i], District: p.cfg.District,
 			Summary: credit.Summarize(records[i], cat, today), Seq: it.Seq}
 	}
-	if err := p.cfg.Index.SubmitIndex(ctx, updates); err != nil {
+	if err := p.cfg.Index.SubmitIndex(actx, updates); err != nil {
 		return 0, after, skip, fmt.Errorf("publish: %d index updates: %w", len(updates), err)
 	}
 	return len(items), last, skip, p.cfg.Outbox.AckOutbox(readable)

@@ -149,3 +149,79 @@ func TestStalledPublisherSaysWhy(t *testing.T) {
 		t.Fatalf("published %+v", x.applied)
 	}
 }
+
+// deadLeader blocks the first forward until its deadline (a leader that
+// died with the connection open), then takes the rest; it notes the
+// deadline each forward had.
+type deadLeader struct {
+	index
+	calls     int
+	deadlines []time.Duration // per call: deadline minus the call's start
+}
+
+func (d *deadLeader) SubmitIndex(ctx context.Context, u []consensus.IndexUpdate) error {
+	d.mu.Lock()
+	d.calls++
+	first := d.calls == 1
+	if dl, ok := ctx.Deadline(); ok {
+		d.deadlines = append(d.deadlines, time.Until(dl))
+	} else {
+		d.deadlines = append(d.deadlines, -1)
+	}
+	d.mu.Unlock()
+	if first {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return d.index.SubmitIndex(ctx, u)
+}
+
+// TestForwardDeadlineIsPerAttempt: a dead leader costs one attempt, not
+// the drain: each forward has its own deadline (AttemptTimeout), the next
+// attempt goes on, and a backlog published in many forwards is not cut by
+// a deadline of the whole drain.
+func TestForwardDeadlineIsPerAttempt(t *testing.T) {
+	db := district(t)
+	today := credit.TodayAt(time.Now())
+	for i := 2; i <= 6; i++ {
+		rec, err := credit.DefaultCatalog().Accept(credit.Record{ID: fmt.Sprintf("P-%d", i), Subject: credit.SyntheticPerson(i, credit.NewDate(1980, 1, 1)),
+			CatalogItem: "FOOD-DRUG-PENALTY", DecisionNumber: "X〔2026〕1", OccurredOn: today - 9, DecidedOn: today - 2,
+			Summary: "s", Department: "market-supervision", District: "zhejiang/quzhou/kecheng"}, time.Now(), credit.ParseOptions{TestMode: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.SubmitRecords([]credit.Record{rec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x := &deadLeader{index: index{cat: credit.DefaultCatalog()}}
+	const attempt = 200 * time.Millisecond
+	p := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: db, Index: x, Resolve: resolve, Batch: 1, AttemptTimeout: attempt})
+	r := jobs.NewRunner(nil, nil, nil)
+	defer r.Stop()
+	job := p.Job()
+	job.RetryMin = time.Millisecond
+	if job.Timeout < time.Minute {
+		t.Fatalf("the drain's own deadline is %v: a backlog would be cut", job.Timeout)
+	}
+	if err := r.Start(job); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 10*time.Second, "the outbox to drain past the dead leader", func() bool {
+		n, err := db.OutboxLen()
+		return err == nil && n == 0
+	})
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.calls < 7 { // the dead attempt, then one per subject
+		t.Fatalf("%d forwards", x.calls)
+	}
+	for i, d := range x.deadlines {
+		if d <= 0 || d > attempt {
+			t.Fatalf("forward %d had %v left of its deadline, want a deadline of at most %v of its own", i, d, attempt)
+		}
+	}
+	if len(x.applied) != 6 {
+		t.Fatalf("published %d updates, want 6", len(x.applied))
+	}
+}
