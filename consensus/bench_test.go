@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -750,15 +751,23 @@ func (c *benchCluster) waitFor(what string, cond func() bool) {
 // BenchmarkFSMApplyIndex: one replica's FSM applying CmdIndexBatch entries
 // of 4096 updates (no Raft, no network): the per-update cost every replica
 // pays, inserting new entries (new) or raising the Seq of existing ones
-// (update). b.N is the number of updates.
+// (update). new-restored is new on a replica whose state was restored from
+// a snapshot, so that it lives in generation 1 (keys under x/_/g/1/, each
+// key mapped by the writer) rather than 0. b.N is the number of updates.
 func BenchmarkFSMApplyIndex(b *testing.B) {
-	for _, mode := range []string{"new", "update"} {
+	for _, mode := range []string{"new", "update", "new-restored"} {
 		b.Run(mode, func(b *testing.B) {
 			dir := b.TempDir()
 			db := openBenchState(b, dir)
 			b.Cleanup(func() { db.Close() })
 			f := newTestFSMOn(b, db)
 			initFederation(b, f)
+			if mode == "new-restored" {
+				snap := snapshotBytes(b, f)
+				if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil || f.state.gen.n != 1 {
+					b.Fatalf("restore: %v (generation %d)", err, f.state.gen.n)
+				}
+			}
 			const per = 4096
 			const keys = 1 << 20
 			if mode == "update" {

@@ -35,6 +35,9 @@ type clusterOptions struct {
 	snapshotThreshold uint64
 	trailingLogs      uint64
 	segmentSize       int
+	// logs, if set, receives every node's records (each with the
+	// attribute node), at every level.
+	logs *recordLog
 }
 
 type testNode struct {
@@ -120,10 +123,14 @@ func (c *testCluster) start(n *testNode) {
 	}
 	n.state = st
 	n.db = st.Badger()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var handler slog.Handler = slog.NewTextHandler(io.Discard, nil)
 	if os.Getenv("CREDFED_TEST_LOG") != "" {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", n.id.Region)
+		handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
 	}
+	if c.opts.logs != nil {
+		handler = c.opts.logs.handler(handler)
+	}
+	logger := slog.New(handler).With("node", n.id.Region)
 	var ep *exchange.Endpoint
 	// The port of the previous incarnation may take a moment to free.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -11,7 +11,8 @@ import (
 )
 
 // CommandType numbers the commands of the replicated log. The numbers are
-// part of the log format: append new types, never renumber or reuse one.
+// part of the log format: append new types, never renumber or reuse one,
+// and register each in the command table (commands.go).
 // A type with IgnoreUnknown set may be skipped by a server that does not
 // know it (an older binary during a rolling upgrade); any other unknown
 // type stops the FSM, since applying the rest of the log without it would
@@ -43,21 +44,10 @@ const (
 	IgnoreUnknown CommandType = 128
 )
 
-var commandNames = map[CommandType]string{
-	CmdIndexBatch:     "index_batch",
-	CmdRegionPut:      "region_put",
-	CmdRegionRemove:   "region_remove",
-	CmdCatalogPublish: "catalog_publish",
-	CmdRevoke:         "revoke",
-	CmdSuspend:        "suspend",
-	CmdReinstate:      "reinstate",
-	CmdFederationInit: "federation_init",
-}
-
-// String names the command type (metrics label).
+// String names the command type (metrics label), from the command table.
 func (t CommandType) String() string {
-	if n, ok := commandNames[t]; ok {
-		return n
+	if c := commandFor(t); c != nil {
+		return c.name
 	}
 	return fmt.Sprintf("unknown_%d", uint8(t))
 }

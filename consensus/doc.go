@@ -5,19 +5,31 @@
 //
 // # Replicated state
 //
-// The FSM (fsm.go) is thin: it decodes each log entry, asks authz.go
-// whether the entry's proposer may issue it, and writes through a staging
-// writer (writer.go) so that a refused command changes nothing. The state
-// (state.go) lives under the x/ family of the node's state database
-// (storage.OpenState: no sync per write, since the Raft log and snapshots
-// are the durable record), so an index replica is bounded by disk, not
-// RAM: index entries keyed by
-// (pseudonym, district) holding only counts and flags (credit.IndexSummary),
-// the region registry, every catalog version, revocations and suspensions,
-// and the applied index. Snapshots (snapshot.go) stream the x/ family from
-// a pinned read view; Restore drops it and rebuilds it, checking a SHA-256
-// trailer. Raft does not restore a snapshot on start (the state is on
-// disk); Open restores one only if the state is older than the newest
+// The FSM (fsm.go) is thin: it decodes each log entry, looks its type up
+// in the command table (commands.go), whose entry decodes the body and
+// asks authz.go whether the entry's proposer may issue it, and writes
+// through a staging writer (writer.go) so that a refused command changes
+// nothing. The state (state.go) lives under the x/ family of the node's
+// state database (storage.OpenState: no sync per write, since the Raft
+// log and snapshots are the durable record), so an index replica is
+// bounded by disk, not RAM: index entries keyed by (pseudonym, district)
+// holding only counts and flags (credit.IndexSummary), the region
+// registry, every catalog version, revocations and suspensions, and the
+// applied index. Snapshots (snapshot.go) stream the live state from a
+// pinned read view, with logical keys.
+//
+// The state on disk is a generation (generation.go, DESIGN.md): a
+// restore writes the snapshot into a new generation beside the live one,
+// checks its SHA-256 trailer and count, makes it durable (flushing
+// Badger's pending memtables, then db.Sync: the database runs without
+// SyncWrites), and only then switches the one pointer key x/_/live to it,
+// in a transaction of its own, synced; the old generation is dropped
+// after that, once no read holds it, and any generation but the live one
+// is dropped at open. A crash at any point leaves the old state or the
+// new one, never a mix, and a corrupt snapshot leaves the old state
+// untouched. State written before generations existed opens as
+// generation 0. Raft does not restore a snapshot on start (the state is
+// on disk); Open restores one only if the state is older than the newest
 // snapshot.
 //
 // # Commands
@@ -28,6 +40,13 @@
 // type stops the FSM. The proposer is the node that handed the command to
 // the leader, as the leader verified it over mTLS; the actor is the user
 // that node vouches for.
+//
+// Everything about a type is in one entry of the command table
+// (commands.go, registerCommand): its name, how to decode, authorize and
+// apply it, whether a node may relay it to the leader, and which caches
+// it invalidates (registry, catalog, revocations; a registry change also
+// makes the leader reconcile Raft's configuration at once). A test fails
+// if a CommandType constant has no entry, or no snapshot/restore test.
 //
 //	type             body              who may issue it
 //	index_batch      IndexBatch        each group: a registered district, for its own entries only
@@ -63,12 +82,15 @@
 // # Reads
 //
 // Lookup reads the local replica by default and returns the applied index
-// it reflects, so callers know how stale it may be. With strong set it is
-// linearizable: the leader records its commit index, confirms its
-// leadership with a quorum (VerifyLeader, never a lease), and the reader
-// waits until its own replica has applied that index (ReadIndex; a new
-// leader serves these only after a barrier of its term). Districts, which
-// are non-voters, read the same way through the leader.
+// it reflects, so callers know how stale it may be. Every local read
+// resolves the live generation once and reads within it (State.acquire),
+// so a read that overlaps a restore sees the old state or the new one.
+// With strong set it is linearizable: the leader records its commit
+// index, confirms its leadership with a quorum (VerifyLeader, never a
+// lease), and the reader waits until its own replica has applied that
+// index (ReadIndex; a new leader serves these only after a barrier of its
+// term). Districts, which are non-voters, read the same way through the
+// leader.
 //
 // # Membership
 //
@@ -84,4 +106,12 @@
 // the node's one UDP port, mutually authenticated with node certificates
 // (transport.go). The log and stable store are raft-wal files; Badger and
 // bbolt were measured slower for raft's synced appends (docs/BENCHMARKS.md).
+//
+// Raft and raft-wal log through an hclog.Logger that writes slog records
+// (raftlog.go): hclog levels map onto slog's, key/value arguments become
+// attributes. A clean stop logs no ERROR: a closing replica first tells
+// the voters (consensus.presence, presence.go), which then log the
+// failures to reach it at debug until it announces that it is back, and
+// the failures of its own closing transport are debug too; a node that
+// vanishes without announcing it is still an ERROR.
 package consensus

@@ -18,6 +18,7 @@ const (
 	opApply     = "consensus.apply"     // an operator command, relayed
 	opIndex     = "consensus.index"     // a district's index updates
 	opReadIndex = "consensus.readindex" // the leader's confirmed commit index
+	opPresence  = "consensus.presence"  // a node's announced stop or start (presence.go)
 )
 
 // MaxForwardUpdates bounds the index updates of one forwarded request.
@@ -92,17 +93,14 @@ func (w *wireRefusal) err() error {
 	return &RefusedError{Reason: reason, Message: w.Message}
 }
 
-// relayable are the commands a node may relay to the leader.
-var relayable = map[CommandType]bool{
-	CmdRegionPut: true, CmdRegionRemove: true, CmdCatalogPublish: true,
-	CmdRevoke: true, CmdSuspend: true, CmdReinstate: true,
-}
-
 func (r *Replica) registerHandlers() {
 	ep := r.cfg.Endpoint
 	ep.Handle(opApply, r.handleApply)
 	ep.Handle(opIndex, r.handleIndex, exchange.AllowRoles(certs.District))
 	ep.Handle(opReadIndex, r.handleReadIndex)
+	// A caller can only announce itself; the rate limit keeps a chatty or
+	// hostile one from filling the logs with its announcements.
+	ep.Handle(opPresence, r.handlePresence, exchange.Timeout(time.Second), exchange.RateLimit(1, 8))
 }
 
 func (r *Replica) handleApply(ctx context.Context, req *exchange.Request) (any, error) {
@@ -113,7 +111,8 @@ func (r *Replica) handleApply(ctx context.Context, req *exchange.Request) (any, 
 	if err := req.Decode(&in); err != nil {
 		return nil, err
 	}
-	if !relayable[in.Type] {
+	// The command table says which commands a node may relay.
+	if spec := commandFor(in.Type); spec == nil || !spec.relay {
 		return nil, exchange.Errorf(exchange.CodeBadRequest, "command %s cannot be relayed", in.Type)
 	}
 	// A body that is not well-formed CBOR would make the whole log entry

@@ -2,9 +2,11 @@ package consensus
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -15,19 +17,20 @@ import (
 )
 
 // FSM is the thin raft.BatchingFSM over State: it decodes each command,
-// asks authz whether its proposer may issue it, and writes the result. An
-// undecodable log entry is corruption and panics; a refused command is a
-// result value (a *RefusedError) that reaches the proposer through the
-// apply future and changes nothing.
+// looks its type up in the command table (commands.go), whose entry
+// decodes the body, asks authz whether its proposer may issue it, and
+// writes the result. An undecodable log entry is corruption and panics; a
+// refused command is a result value (a *RefusedError) that reaches the
+// proposer through the apply future and changes nothing.
 type FSM struct {
 	state      *State
 	federation string
 	log        *slog.Logger
 	metrics    *metrics
-	// onApplied, if set, is called after every applied batch with the
-	// command types it held (the node refreshes caches on catalog and
-	// registry changes).
-	onApplied func(types map[CommandType]bool)
+	// onApplied, if set, is called after every applied batch (and every
+	// restore) with the effects of the commands it held (the replica
+	// reconciles Raft's configuration on registry changes).
+	onApplied func(effect)
 }
 
 // IndexResult is the result of a CmdIndexBatch: one error (nil when
@@ -49,11 +52,19 @@ func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // before a restart and are skipped: the state is on disk, not rebuilt.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	start := time.Now()
+	if len(f.state.retired) > 0 {
+		// A generation a restore replaced, held then by a read: drop it
+		// once no read holds it (here, where nothing else writes).
+		if err := f.state.dropRetired(); err != nil {
+			f.log.Warn("could not drop the replaced state generation; retrying at the next batch", "error", err)
+		}
+	}
 	results := make([]any, len(logs))
 	applied := f.state.applied.get()
-	w := newWriter(f.state.db)
+	w := newWriter(f.state.db, f.state.gen)
 	defer w.discard()
-	types := map[CommandType]bool{}
+	var effects effect
+	applyAny := false
 	last := applied
 	for i, l := range logs {
 		if l.Index <= applied {
@@ -64,9 +75,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			if err != nil {
 				panic(fmt.Sprintf("consensus: log entry %d is corrupt: %v", l.Index, err))
 			}
-			results[i] = f.applyCommand(w, cmd, l.Index)
+			var e effect
+			results[i], e = f.applyCommand(w, cmd, l.Index)
 			w.keep()
-			types[cmd.Type] = true
+			effects |= e
+			applyAny = true
 			f.metrics.applied.WithLabelValues(cmd.Type.String()).Inc()
 		}
 		w.put(keyApplied, binary.BigEndian.AppendUint64(nil, l.Index))
@@ -80,77 +93,52 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		// answer (a restart replays the log from the applied index).
 		panic(fmt.Sprintf("consensus: commit applied state at index %d: %v", last, err))
 	}
-	if types[CmdRegionPut] || types[CmdRegionRemove] || types[CmdCatalogPublish] || types[CmdFederationInit] ||
-		types[CmdRevoke] || types[CmdSuspend] || types[CmdReinstate] {
-		if err := f.state.reload(); err != nil {
+	if reload := effects & reloadAll; reload != 0 {
+		if err := f.state.reload(reload); err != nil {
 			panic(fmt.Sprintf("consensus: reload state at index %d: %v", last, err))
 		}
 	}
 	f.state.applied.set(last)
 	f.metrics.appliedIndex.Set(float64(last))
 	f.metrics.applyDuration.Observe(time.Since(start).Seconds())
-	if f.onApplied != nil && len(types) > 0 {
-		f.onApplied(types)
+	if f.onApplied != nil && applyAny {
+		f.onApplied(effects)
 	}
 	return results
 }
 
-// applyCommand applies one command within w and returns its result.
-func (f *FSM) applyCommand(w *writer, c Command, index uint64) any {
-	switch c.Type {
-	case CmdIndexBatch:
-		var b IndexBatch
-		if err := decodeBody(c, &b); err != nil {
-			panic(err.Error())
-		}
-		res := IndexResult{Errs: make([]error, len(b.Groups))}
-		for i, g := range b.Groups {
-			if err := f.authorizeIndex(w, g); err != nil {
-				res.Errs[i] = err
-				f.metrics.refused.WithLabelValues(c.Type.String()).Inc()
-				continue
-			}
-			applyIndexGroup(w, g, index)
-			f.metrics.indexUpdates.Add(float64(len(g.Updates)))
-		}
-		return res
-	case CmdRegionPut:
-		var r Region
-		return f.refused(w, c, f.decodeAnd(c, &r, func() error { return f.applyRegionPut(w, c, r) }))
-	case CmdRegionRemove:
-		var r RegionRemove
-		return f.refused(w, c, f.decodeAnd(c, &r, func() error { return f.applyRegionRemove(w, c, r) }))
-	case CmdCatalogPublish:
-		var p CatalogPublish
-		return f.refused(w, c, f.decodeAnd(c, &p, func() error { return f.applyCatalog(w, c, p.Catalog) }))
-	case CmdRevoke:
-		var r certs.Revocation
-		return f.refused(w, c, f.decodeAnd(c, &r, func() error { return f.applyRevoke(w, c, r) }))
-	case CmdSuspend:
-		var s certs.Suspension
-		return f.refused(w, c, f.decodeAnd(c, &s, func() error { return f.applySuspend(w, c, s) }))
-	case CmdReinstate:
-		var r Reinstate
-		return f.refused(w, c, f.decodeAnd(c, &r, func() error { return f.applyReinstate(w, c, r) }))
-	case CmdFederationInit:
-		var fi FederationInit
-		return f.refused(w, c, f.decodeAnd(c, &fi, func() error { return f.applyInit(w, c, fi) }))
+// applyCommand applies one command within w and returns its result and
+// the effects of its type.
+func (f *FSM) applyCommand(w *writer, c Command, index uint64) (any, effect) {
+	if spec := commandFor(c.Type); spec != nil {
+		return spec.apply(f, w, c, index), spec.effects
 	}
 	if c.Type&IgnoreUnknown != 0 {
 		f.log.Warn("skipping unknown command marked ignorable", "type", uint8(c.Type), "index", index)
-		return nil
+		return nil, 0
 	}
 	panic(fmt.Sprintf("consensus: log entry %d has unknown command type %d; upgrade this node", index, c.Type))
 }
 
-// decodeAnd decodes the body into v and runs apply. A body that does not
-// decode was proposed by a buggy or hostile node: refused, not corruption,
-// since the envelope itself decoded.
-func (f *FSM) decodeAnd(c Command, v any, apply func() error) error {
-	if err := decodeBody(c, v); err != nil {
-		return refuse(ErrInvalid, "%s body does not decode", c.Type)
+// applyIndexBatch applies a CmdIndexBatch, authorizing each group on its
+// own. The leader builds index batches itself (never relayed), so a body
+// that does not decode is corruption.
+func (f *FSM) applyIndexBatch(w *writer, c Command, index uint64) any {
+	var b IndexBatch
+	if err := decodeBody(c, &b); err != nil {
+		panic(err.Error())
 	}
-	return apply()
+	res := IndexResult{Errs: make([]error, len(b.Groups))}
+	for i, g := range b.Groups {
+		if err := f.authorizeIndex(w, g); err != nil {
+			res.Errs[i] = err
+			f.metrics.refused.WithLabelValues(c.Type.String()).Inc()
+			continue
+		}
+		applyIndexGroup(w, g, index)
+		f.metrics.indexUpdates.Add(float64(len(g.Updates)))
+	}
+	return res
 }
 
 // refused drops the staged writes of a refused command and returns its
@@ -253,11 +241,11 @@ func (f *FSM) applyRegionRemove(w *writer, c Command, r RegionRemove) error {
 	return nil
 }
 
-func (f *FSM) applyCatalog(w *writer, c Command, cat *credit.Catalog) error {
+func (f *FSM) applyCatalogPublish(w *writer, c Command, p CatalogPublish) error {
 	if err := f.authorizeFederationOperator(w, c); err != nil {
 		return err
 	}
-	return putCatalog(w, cat)
+	return putCatalog(w, p.Catalog)
 }
 
 func putCatalog(w *writer, cat *credit.Catalog) error {
@@ -363,23 +351,27 @@ func (f *FSM) applyInit(w *writer, c Command, fi FederationInit) error {
 	return putCatalog(w, fi.Catalog)
 }
 
-// fsmSnapshot pins a Badger read view at the applied index; Persist streams
-// it while Apply goes on.
+// fsmSnapshot pins a Badger read view of the live generation; Persist
+// streams it while Apply goes on. It holds the generation as a read
+// (State.acquire) until Release, so a restore that replaces the
+// generation meanwhile does not drop it under the snapshot.
 type fsmSnapshot struct {
 	txn     *badger.Txn
-	applied uint64
+	gen     *generation
 	metrics *metrics
+	release sync.Once
 }
 
 // Snapshot implements raft.FSM: it only pins a read view.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	return &fsmSnapshot{txn: f.state.db.NewTransaction(false), applied: f.state.applied.get(), metrics: f.metrics}, nil
+	g, _ := f.state.acquire()
+	return &fsmSnapshot{txn: f.state.db.NewTransaction(false), gen: g, metrics: f.metrics}, nil
 }
 
 // Persist implements raft.FSMSnapshot.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	start := time.Now()
-	n, err := writeSnapshot(sink, s.txn)
+	n, err := writeSnapshot(sink, s.txn, s.gen)
 	if err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("consensus: snapshot: %w", err)
@@ -390,23 +382,31 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 // Release implements raft.FSMSnapshot.
-func (s *fsmSnapshot) Release() { s.txn.Discard() }
+func (s *fsmSnapshot) Release() {
+	s.release.Do(func() {
+		s.txn.Discard()
+		s.gen.release()
+	})
+}
 
 // Restore implements raft.FSM: it replaces the whole replicated state with
-// the snapshot's and reloads the caches.
+// the snapshot's, switching to it only once it is complete and synced
+// (State.restore), and reloads the caches.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	applied, err := restoreSnapshot(f.state.db, rc)
-	if err != nil {
+	start := time.Now()
+	applied, err := f.state.restore(rc)
+	switch {
+	case errors.Is(err, errDropLater):
+		f.log.Warn("restored state from snapshot; the replaced state is dropped later", "error", err)
+	case err != nil:
 		return fmt.Errorf("consensus: restore: %w", err)
 	}
-	if err := f.state.reload(); err != nil {
-		return err
-	}
-	f.log.Info("restored replicated state from snapshot", "applied_index", applied)
+	f.log.Info("restored replicated state from snapshot", "applied_index", applied, "seconds", time.Since(start).Seconds())
+	f.metrics.appliedIndex.Set(float64(applied))
 	f.metrics.restores.Inc()
 	if f.onApplied != nil {
-		f.onApplied(map[CommandType]bool{CmdFederationInit: true})
+		f.onApplied(reloadAll | registryChanged)
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ type Config struct {
 	// replicated one.
 	Revocations *certs.RevocationList
 	// Voter says whether this node may vote (coordinators).
-	Voter bool
+	Voter      bool
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 
@@ -82,6 +82,7 @@ type Replica struct {
 	walMeta *metadb.BoltMetaDB
 	trans   *raft.NetworkTransport
 	stream  *streamLayer
+	policy  *raftLogPolicy // raft's log levels (raftlog.go)
 
 	batcher *batcher
 
@@ -94,6 +95,11 @@ type Replica struct {
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
+	// The announcement that this node is up (presence.go), which Close
+	// ends before announcing its stop.
+	cancelUp            context.CancelFunc
+	upDone              chan struct{}
+	stopAnnounceTimeout time.Duration
 }
 
 // Open starts the replica. The node must not serve reads of the index
@@ -130,11 +136,12 @@ func Open(cfg Config) (*Replica, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "wal"), 0o700); err != nil {
 		return nil, fmt.Errorf("consensus: %w", err)
 	}
-	hlog := hclogAdapter(log, "raft", hclog.Warn)
+	r.policy = newRaftLogPolicy()
+	hlog := newHCLogger(log, "raft", hclog.Warn, r.policy)
 	// raft-wal's Close leaves its metadata database open (and locked): we
 	// own it and close it after the log.
 	r.walMeta = &metadb.BoltMetaDB{}
-	walOpts := options(raftwal.WithMetaStore(r.walMeta), raftwal.WithLogger(hclogAdapter(log, "raft-wal", hclog.Warn)))
+	walOpts := options(raftwal.WithMetaStore(r.walMeta), raftwal.WithLogger(newHCLogger(log, "raft-wal", hclog.Warn, r.policy)))
 	if cfg.LogSegmentSize > 0 {
 		walOpts = append(walOpts, raftwal.WithSegmentSize(cfg.LogSegmentSize))
 	}
@@ -153,7 +160,7 @@ func Open(cfg Config) (*Replica, error) {
 		r.closeLog()
 		return nil, err
 	}
-	r.stream = newStreamLayer(cfg.Endpoint, cfg.Advertise)
+	r.stream = newStreamLayer(cfg.Endpoint, cfg.Advertise, r.policy)
 	r.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  r.stream,
 		MaxPool: 4,
@@ -185,6 +192,9 @@ func Open(cfg Config) (*Replica, error) {
 	r.wg.Add(2)
 	go r.leaderLoop()
 	go r.batcher.run()
+	// A stop is announced within a heartbeat timeout, at least a second:
+	// long enough for voters that answer, short for a Close.
+	r.announceUp(max(rc.HeartbeatTimeout, time.Second))
 	return r, nil
 }
 
@@ -480,9 +490,10 @@ func (r *Replica) callLeader(ctx context.Context, op string, req, resp any) erro
 	return nil
 }
 
-// onApplied runs after each applied batch (on the FSM goroutine).
-func (r *Replica) onApplied(types map[CommandType]bool) {
-	if types[CmdRegionPut] || types[CmdRegionRemove] || types[CmdFederationInit] {
+// onApplied runs after each applied batch and restore (on the FSM
+// goroutine) with the effects of the commands applied (commands.go).
+func (r *Replica) onApplied(effects effect) {
+	if effects&registryChanged != 0 {
 		select {
 		case r.changed <- struct{}{}:
 		default:
@@ -508,6 +519,10 @@ func (r *Replica) Servers() ([]raft.Server, error) {
 func (r *Replica) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
+		// Tell the voters first, while this node still answers them, so
+		// that they log its going away as what it is (presence.go).
+		r.announceStop()
+		r.policy.closing.Store(true)
 		close(r.done)
 		r.stream.stop() // abort dials to peers that are gone
 		if e := r.raft.Shutdown().Error(); e != nil {

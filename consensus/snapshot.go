@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -14,7 +15,9 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// Snapshot format (version 1), all of the x/ family in key order:
+// Snapshot format (version 1), all of one generation of the x/ family in
+// key order, with logical keys (state.go), so that a snapshot does not
+// depend on the generation it was taken from:
 //
 //	"credfed-state/1\n"
 //	repeated: uvarint(len key) key uvarint(len value) value
@@ -27,11 +30,15 @@ const snapshotMagic = "credfed-state/1\n"
 // maxSnapshotKV bounds one key or value read back from a snapshot.
 const maxSnapshotKV = 64 << 20
 
+// restoreChunkBytes is how much a restore writes between two flushes of
+// its write batch.
+const restoreChunkBytes = 64 << 20
+
 var errSnapshotCorrupt = errors.New("snapshot stream is corrupt")
 
-// writeSnapshot streams the x/ family visible in txn to w and returns the
-// bytes written.
-func writeSnapshot(w io.Writer, txn *badger.Txn) (int64, error) {
+// writeSnapshot streams generation g as visible in txn to w and returns
+// the bytes written.
+func writeSnapshot(w io.Writer, txn *badger.Txn, g *generation) (int64, error) {
 	h := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(w, h)}
 	bw := bufio.NewWriterSize(cw, 1<<20)
@@ -47,11 +54,23 @@ func writeSnapshot(w io.Writer, txn *badger.Txn) (int64, error) {
 		_, err := bw.Write(b)
 		return err
 	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixState, PrefetchValues: true, PrefetchSize: 256})
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: g.root, PrefetchValues: true, PrefetchSize: 256})
 	defer it.Close()
+	var key []byte
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
-		if err := writeBytes(item.Key()); err != nil {
+		k := item.Key()
+		if g.n == 0 && bytes.HasPrefix(k, prefixReserved) {
+			// Generation 0 is stored at the logical keys, beside the
+			// bookkeeping and the other generations: skip them.
+			it.Seek(afterReserved)
+			if !it.Valid() {
+				break
+			}
+			item, k = it.Item(), it.Item().Key()
+		}
+		key = append(append(key[:0], prefixState...), k[len(g.root):]...)
+		if err := writeBytes(key); err != nil {
 			return 0, err
 		}
 		if err := item.Value(writeBytes); err != nil {
@@ -106,20 +125,124 @@ func (h *hashReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// restoreSnapshot replaces the x/ family of db with the snapshot read from
-// r and returns the applied index the snapshot carries.
-func restoreSnapshot(db *badger.DB, r io.Reader) (uint64, error) {
+// restoreStep names the points of a restore at which State.failpoint is
+// called.
+type restoreStep string
+
+const (
+	// stepWrite: a flush of the write batch (several per restore); the new
+	// generation is partial.
+	stepWrite restoreStep = "write"
+	// stepSync: the new generation is complete, checked and synced; the
+	// pointer still names the old one.
+	stepSync restoreStep = "sync"
+	// stepSwitch: the pointer naming the new generation is committed.
+	stepSwitch restoreStep = "switch"
+	// stepSwitchSync: the pointer is synced and reads use the new
+	// generation.
+	stepSwitchSync restoreStep = "switch-sync"
+	// stepDrop: a replaced generation is dropped (at the end of the
+	// restore, or later, once the reads that held it are done).
+	stepDrop restoreStep = "drop"
+)
+
+// errRestoreStopped marks an error that State.failpoint returned.
+var errRestoreStopped = errors.New("restore stopped by a failpoint")
+
+func (s *State) step(st restoreStep) error {
+	if s.failpoint == nil {
+		return nil
+	}
+	if err := s.failpoint(st); err != nil {
+		return fmt.Errorf("%w at %s: %w", errRestoreStopped, st, err)
+	}
+	return nil
+}
+
+// restore replaces the replicated state with the snapshot read from r and
+// returns the applied index the snapshot carries. It builds the snapshot
+// into a new generation beside the live one, checks the stream's count
+// and hash, syncs the new generation, and only then commits the pointer
+// that names it (one small transaction, then synced): a crash at any
+// point leaves either the old state or the new one, and a corrupt
+// snapshot leaves the old state untouched. Reads go on against the old
+// generation until the switch; the old generation is dropped once the
+// reads that resolved to it are done. Runs on the FSM's goroutine.
+func (s *State) restore(r io.Reader) (uint64, error) {
 	hr := &hashReader{r: bufio.NewReaderSize(r, 1<<20), h: sha256.New()}
 	magic := make([]byte, len(snapshotMagic))
 	if _, err := io.ReadFull(hr, magic); err != nil || string(magic) != snapshotMagic {
 		return 0, fmt.Errorf("%w: bad header", errSnapshotCorrupt)
 	}
-	if err := db.DropPrefix(prefixState); err != nil {
+	g := newGeneration(s.next)
+	s.next++
+	c, err := s.build(g, hr)
+	if err != nil {
+		if !errors.Is(err, errRestoreStopped) {
+			// Nothing names g: dropping it only frees the space (the next
+			// open would drop it too).
+			if derr := s.db.DropPrefix(g.prefixes()...); derr != nil {
+				err = errors.Join(err, fmt.Errorf("drop the partial generation: %w", derr))
+			}
+		}
 		return 0, err
 	}
-	wb := db.NewWriteBatch()
-	defer wb.Cancel()
-	var n, applied uint64
+	if err := s.step(stepSync); err != nil {
+		return 0, err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(keyLive, binary.BigEndian.AppendUint64(nil, g.n))
+	}); err != nil {
+		if derr := s.db.DropPrefix(g.prefixes()...); derr != nil {
+			err = errors.Join(err, fmt.Errorf("drop the unused generation: %w", derr))
+		}
+		return 0, fmt.Errorf("switch to the restored state: %w", err)
+	}
+	if err := s.step(stepSwitch); err != nil {
+		return 0, err
+	}
+	// The pointer is committed: from here on g is the state, whether or
+	// not the sync below succeeds.
+	syncErr := s.db.Sync()
+	s.install(g, c)
+	if syncErr != nil {
+		return 0, fmt.Errorf("sync the switch to the restored state: %w", syncErr)
+	}
+	if err := s.step(stepSwitchSync); err != nil {
+		return 0, err
+	}
+	if err := s.dropRetired(); errors.Is(err, errRestoreStopped) {
+		return 0, err
+	} else if err != nil {
+		// Not a failed restore: the replaced generation stays until the
+		// next attempt (each apply) or the next open.
+		return c.applied, fmt.Errorf("%w: %w", errDropLater, err)
+	}
+	return c.applied, nil
+}
+
+// errDropLater wraps a failure to drop the replaced generation after a
+// restore that succeeded.
+var errDropLater = errors.New("restored, but the replaced state is not dropped yet")
+
+// build writes the pairs read from hr into g, checks the stream's
+// trailer, makes g durable and loads its caches.
+func (s *State) build(g *generation, hr *hashReader) (stateCaches, error) {
+	chunk := restoreChunkBytes
+	if s.restoreChunk > 0 {
+		chunk = s.restoreChunk
+	}
+	wb := s.db.NewWriteBatch()
+	defer func() { wb.Cancel() }()
+	pending := 0
+	flush := func() error {
+		if err := wb.Flush(); err != nil {
+			return err
+		}
+		wb, pending = s.db.NewWriteBatch(), 0
+		return s.step(stepWrite)
+	}
+	var n uint64
 	readBytes := func() ([]byte, error) {
 		size, err := binary.ReadUvarint(hr)
 		if err != nil {
@@ -137,39 +260,53 @@ func restoreSnapshot(db *badger.DB, r io.Reader) (uint64, error) {
 	for {
 		k, err := readBytes()
 		if err != nil {
-			return 0, err
+			return stateCaches{}, err
 		}
 		if len(k) == 0 {
 			break
 		}
-		if !strings.HasPrefix(string(k), string(prefixState)) {
-			return 0, fmt.Errorf("%w: key outside the replicated state", errSnapshotCorrupt)
+		if !validLogical(k) {
+			return stateCaches{}, fmt.Errorf("%w: key outside the replicated state", errSnapshotCorrupt)
 		}
 		v, err := readBytes()
 		if err != nil {
-			return 0, err
+			return stateCaches{}, err
 		}
-		if string(k) == string(keyApplied) && len(v) == 8 {
-			applied = binary.BigEndian.Uint64(v)
-		}
-		if err := wb.Set(k, v); err != nil {
-			return 0, err
+		if err := wb.Set(g.key(k), v); err != nil {
+			return stateCaches{}, err
 		}
 		n++
+		if pending += len(k) + len(v); pending >= chunk {
+			if err := flush(); err != nil {
+				return stateCaches{}, err
+			}
+		}
 	}
 	count, err := binary.ReadUvarint(hr)
 	if err != nil || count != n {
-		return 0, fmt.Errorf("%w: %d pairs read, trailer says %d", errSnapshotCorrupt, n, count)
+		return stateCaches{}, fmt.Errorf("%w: %d pairs read, trailer says %d", errSnapshotCorrupt, n, count)
 	}
 	want := hr.h.Sum(nil)
 	got := make([]byte, sha256.Size)
 	if _, err := io.ReadFull(hr.r, got); err != nil || string(got) != string(want) {
-		return 0, fmt.Errorf("%w: checksum mismatch", errSnapshotCorrupt)
+		return stateCaches{}, fmt.Errorf("%w: checksum mismatch", errSnapshotCorrupt)
 	}
-	if err := wb.Flush(); err != nil {
-		return 0, err
+	if err := flush(); err != nil {
+		return stateCaches{}, err
 	}
-	return applied, nil
+	if err := syncState(s.db); err != nil {
+		return stateCaches{}, fmt.Errorf("sync the restored state: %w", err)
+	}
+	var c stateCaches
+	err = s.db.View(func(txn *badger.Txn) error {
+		var err error
+		c, err = loadCaches(txn, g, reloadAll)
+		return err
+	})
+	if err != nil {
+		return stateCaches{}, fmt.Errorf("%w: load the restored state: %v", errSnapshotCorrupt, err)
+	}
+	return c, nil
 }
 
 // sortByDepth orders regions parents first.

@@ -15,7 +15,8 @@ import (
 
 // The replicated state lives in the node's Badger database under the x/
 // family (see storage/doc.go), so an index replica is bounded by disk, not
-// RAM:
+// RAM. Its keys are written here as logical keys, the layout of one
+// complete copy of the state:
 //
 //	x/e/<pseudonym:16><district>   → entryValue (CBOR)
 //	x/r/<region path>              → Region (CBOR)
@@ -27,6 +28,13 @@ import (
 //	x/m/catalog                    → current catalog version (be32)
 //	x/m/revocations                → revocation list version (be64)
 //
+// On disk each copy is a generation (generation.go): generation 0 stores
+// the logical keys as they are (the layout before generations, and a new
+// replica's until its first snapshot restore); generation n ≥ 1 stores
+// x/<rest> as x/_/g/<n:be64>/<rest>. The pointer x/_/live names the live
+// generation (absent: 0). A restore builds the next generation beside the
+// live one and switches the pointer once it is complete and synced.
+//
 // Only the FSM writes these keys, from Apply and Restore. The registry,
 // catalog and revocation list are small and also cached in memory; the
 // index is read from Badger.
@@ -35,9 +43,11 @@ var (
 	prefixEntry       = []byte("x/e/")
 	prefixRegion      = []byte("x/r/")
 	prefixCatalog     = []byte("x/c/")
+	prefixRevocation  = []byte("x/v/")
 	prefixRevoked     = []byte("x/v/s/")
 	prefixSuspended   = []byte("x/v/i/")
 	prefixWatermark   = []byte("x/w/")
+	prefixMeta        = []byte("x/m/")
 	keyApplied        = []byte("x/m/applied")
 	keyCatalogVersion = []byte("x/m/catalog")
 	keyRevVersion     = []byte("x/m/revocations")
@@ -89,73 +99,203 @@ func (e IndexEntry) Holds() bool {
 // State is the replicated state of one replica: the index, the registry,
 // the catalog and the revocation list. Reads are safe from any goroutine;
 // writes come only from the FSM.
+//
+// Every read resolves the live generation once (acquire) and reads within
+// it, so a read that overlaps a snapshot restore sees the old state or the
+// new one, never a mix; a replaced generation is dropped only once the
+// reads that resolved to it have finished.
 type State struct {
 	db   *badger.DB
 	revs *certs.RevocationList
 
+	// mu guards the live generation and the caches, which a restore
+	// switches together.
 	mu      sync.RWMutex
+	gen     *generation
 	regions map[string]Region
 	catalog *credit.Catalog
 
 	applied *appliedIndex
+
+	// Only the FSM's goroutine (Apply, Restore) uses these.
+	retired []*generation // replaced, not yet dropped
+	next    uint64        // the number of the next generation to build
+
+	// failpoint, set by tests, is called after each step of a restore
+	// (restoreStep); an error stops the restore there, without cleaning
+	// up, as a crash would. restoreChunk, if set, replaces
+	// restoreChunkBytes.
+	failpoint    func(restoreStep) error
+	restoreChunk int
 }
 
 // NewState loads the replicated state kept in db. revs is the node's live
 // revocation list, which the state keeps equal to the replicated one.
+// Generations other than the live one (left by a restore that a crash
+// interrupted, or not yet dropped when the node stopped) are dropped.
+// State written before generations existed opens as generation 0.
 func NewState(db *badger.DB, revs *certs.RevocationList) (*State, error) {
 	s := &State{db: db, revs: revs, applied: newAppliedIndex()}
-	if err := s.reload(); err != nil {
+	var live uint64
+	var stored []uint64
+	var zero bool
+	err := db.View(func(txn *badger.Txn) error {
+		var err error
+		if live, err = liveGeneration(txn); err != nil {
+			return err
+		}
+		stored, zero = storedGenerations(txn)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consensus: load state: %w", err)
+	}
+	s.gen, s.next = newGeneration(live), live+1
+	var stale [][]byte
+	if zero && live != 0 {
+		stale = append(stale, newGeneration(0).prefixes()...)
+	}
+	for _, n := range stored {
+		if n != live {
+			stale = append(stale, newGeneration(n).prefixes()...)
+		}
+		s.next = max(s.next, n+1)
+	}
+	if len(stale) > 0 {
+		if err := db.DropPrefix(stale...); err != nil {
+			return nil, fmt.Errorf("consensus: drop stale state generations: %w", err)
+		}
+	}
+	if err := s.reload(reloadAll); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// reload rebuilds the in-memory caches from Badger.
-func (s *State) reload() error {
-	regions := map[string]Region{}
-	var catalog *credit.Catalog
-	var snap certs.RevocationSnapshot
-	var applied uint64
-	err := s.db.View(func(txn *badger.Txn) error {
-		var err error
-		if applied, err = getUint(txn, keyApplied); err != nil {
-			return err
-		}
-		if err := scan(txn, prefixRegion, func(_, v []byte) error {
+// stateCaches are the in-memory copies of one generation's small parts.
+type stateCaches struct {
+	regions map[string]Region
+	catalog *credit.Catalog
+	revs    certs.RevocationSnapshot
+	applied uint64
+}
+
+// loadCaches reads what of g's registry, catalog and revocations what
+// names, and its applied index.
+func loadCaches(txn *badger.Txn, g *generation, what effect) (stateCaches, error) {
+	var c stateCaches
+	var err error
+	if c.applied, err = getUint(txn, g.key(keyApplied)); err != nil {
+		return c, err
+	}
+	if what&reloadRegistry != 0 {
+		c.regions = map[string]Region{}
+		if err := scan(txn, g.key(prefixRegion), func(_, v []byte) error {
 			var r Region
 			if err := decMode.Unmarshal(v, &r); err != nil {
 				return err
 			}
-			regions[r.Path] = r
+			c.regions[r.Path] = r
 			return nil
 		}); err != nil {
-			return err
+			return c, err
 		}
-		if catalog, err = readCatalog(txn); err != nil {
-			return err
+	}
+	if what&reloadCatalog != 0 {
+		if c.catalog, err = readCatalog(txn, g); err != nil {
+			return c, err
 		}
-		snap, err = readRevocations(txn)
+	}
+	if what&reloadRevocations != 0 {
+		if c.revs, err = readRevocations(txn, g); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// reload refreshes the caches that what names from the live generation
+// (on the FSM's goroutine, after a commit).
+func (s *State) reload(what effect) error {
+	var c stateCaches
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		c, err = loadCaches(txn, s.gen, what)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("consensus: load state: %w", err)
 	}
 	s.mu.Lock()
-	s.regions, s.catalog = regions, catalog
-	s.mu.Unlock()
-	if s.revs != nil {
-		s.revs.Replace(snap)
+	if what&reloadRegistry != 0 {
+		s.regions = c.regions
 	}
-	s.applied.set(applied)
+	if what&reloadCatalog != 0 {
+		s.catalog = c.catalog
+	}
+	s.mu.Unlock()
+	if what&reloadRevocations != 0 && s.revs != nil {
+		s.revs.Replace(c.revs)
+	}
+	s.applied.set(c.applied)
 	return nil
 }
 
-func readCatalog(txn *badger.Txn) (*credit.Catalog, error) {
-	v, err := getUint(txn, keyCatalogVersion)
+// install makes g, complete on disk and with the pointer naming it, the
+// live generation, with its caches, and retires the one it replaces.
+func (s *State) install(g *generation, c stateCaches) {
+	s.mu.Lock()
+	old := s.gen
+	s.gen, s.regions, s.catalog = g, c.regions, c.catalog
+	s.applied.set(c.applied)
+	s.mu.Unlock()
+	if s.revs != nil {
+		s.revs.Replace(c.revs)
+	}
+	s.retired = append(s.retired, old)
+}
+
+// acquire resolves the live generation for a read, with the applied index
+// it reflects; the caller reads only within it and releases it.
+func (s *State) acquire() (*generation, uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	s.gen.readers.Add(1)
+	return s.gen, s.applied.get()
+}
+
+// dropRetired drops the replaced generations that no read holds any more
+// (on the FSM's goroutine: DropPrefix blocks writes while it runs). A
+// replaced generation cannot gain readers, since acquire only hands out
+// the live one.
+func (s *State) dropRetired() error {
+	var errs []error
+	kept := s.retired[:0]
+	for _, g := range s.retired {
+		if g.readers.Load() > 0 {
+			kept = append(kept, g)
+			continue
+		}
+		if err := s.db.DropPrefix(g.prefixes()...); err != nil {
+			kept = append(kept, g)
+			errs = append(errs, fmt.Errorf("consensus: drop state generation %d: %w", g.n, err))
+			continue
+		}
+		if err := s.step(stepDrop); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	clear(s.retired[len(kept):])
+	s.retired = kept
+	return errors.Join(errs...)
+}
+
+func readCatalog(txn *badger.Txn, g *generation) (*credit.Catalog, error) {
+	v, err := getUint(txn, g.key(keyCatalogVersion))
 	if err != nil || v == 0 {
 		return nil, err
 	}
-	item, err := txn.Get(catalogKey(int(v)))
+	item, err := txn.Get(g.key(catalogKey(int(v))))
 	if err != nil {
 		return nil, err
 	}
@@ -169,13 +309,13 @@ func readCatalog(txn *badger.Txn) (*credit.Catalog, error) {
 	return &c, nil
 }
 
-func readRevocations(txn *badger.Txn) (certs.RevocationSnapshot, error) {
+func readRevocations(txn *badger.Txn, g *generation) (certs.RevocationSnapshot, error) {
 	var snap certs.RevocationSnapshot
 	var err error
-	if snap.Version, err = getUint(txn, keyRevVersion); err != nil {
+	if snap.Version, err = getUint(txn, g.key(keyRevVersion)); err != nil {
 		return snap, err
 	}
-	if err := scan(txn, prefixRevoked, func(_, v []byte) error {
+	if err := scan(txn, g.key(prefixRevoked), func(_, v []byte) error {
 		var r certs.Revocation
 		if err := decMode.Unmarshal(v, &r); err != nil {
 			return err
@@ -185,7 +325,7 @@ func readRevocations(txn *badger.Txn) (certs.RevocationSnapshot, error) {
 	}); err != nil {
 		return snap, err
 	}
-	err = scan(txn, prefixSuspended, func(_, v []byte) error {
+	err = scan(txn, g.key(prefixSuspended), func(_, v []byte) error {
 		var x certs.Suspension
 		if err := decMode.Unmarshal(v, &x); err != nil {
 			return err
@@ -203,9 +343,10 @@ func (s *State) Applied() uint64 { return s.applied.get() }
 // including entries that no longer hold anything (see IndexEntry.Holds), and
 // the applied index the read reflects.
 func (s *State) Lookup(p credit.Pseudonym) ([]IndexEntry, uint64, error) {
-	applied := s.applied.get()
+	g, applied := s.acquire()
+	defer g.release()
 	var out []IndexEntry
-	pfx := entryPrefix(p)
+	pfx := g.key(entryPrefix(p))
 	err := s.db.View(func(txn *badger.Txn) error {
 		return scan(txn, pfx, func(k, v []byte) error {
 			var ev entryValue
@@ -252,9 +393,11 @@ func (s *State) Catalog() *credit.Catalog {
 
 // CatalogVersion returns one published version of the catalog.
 func (s *State) CatalogVersion(v int) (*credit.Catalog, error) {
+	g, _ := s.acquire()
+	defer g.release()
 	var c credit.Catalog
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(catalogKey(v))
+		item, err := txn.Get(g.key(catalogKey(v)))
 		if err != nil {
 			return err
 		}
@@ -278,9 +421,11 @@ func (s *State) Revocations() *certs.RevocationList { return s.revs }
 // EntryCount counts the index entries (a full scan of keys; for tests,
 // benchmarks and statistics, not hot paths).
 func (s *State) EntryCount() (int, error) {
+	g, _ := s.acquire()
+	defer g.release()
 	n := 0
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEntry})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: g.key(prefixEntry)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			n++

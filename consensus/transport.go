@@ -1,17 +1,13 @@
 package consensus
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"credfed/exchange"
@@ -29,6 +25,9 @@ type streamLayer struct {
 	// wait for dials to peers that are gone.
 	ctx  context.Context
 	stop context.CancelFunc
+	// policy says which peers announced a clean stop, and whether this
+	// replica is closing.
+	policy *raftLogPolicy
 
 	// Accepted conns, until raft's handler of each returns (it closes the
 	// conn). Raft answers heartbeats on those handlers, outside its main
@@ -39,18 +38,46 @@ type streamLayer struct {
 	wg      sync.WaitGroup
 }
 
-func newStreamLayer(ep *exchange.Endpoint, advertise string) *streamLayer {
+func newStreamLayer(ep *exchange.Endpoint, advertise string, policy *raftLogPolicy) *streamLayer {
 	ctx, stop := context.WithCancel(context.Background())
 	return &streamLayer{ep: ep, ln: ep.RaftListener(), advertise: textAddr(advertise), ctx: ctx, stop: stop,
-		inbound: map[*inboundConn]struct{}{}}
+		policy: policy, inbound: map[*inboundConn]struct{}{}}
 }
 
 // inboundConn is an accepted conn whose Close tells the stream layer that
 // raft's handler of it has returned.
+//
+// A conn that ends because of a clean stop — this node's (closeInbound,
+// or its transport shutting down) or its peer's, announced — ends as a
+// hang-up: a failed read returns io.EOF and a failed write is dropped, so
+// that raft's handler returns quietly instead of logging an ERROR for
+// what is no failure.
 type inboundConn struct {
 	net.Conn
 	once sync.Once
 	s    *streamLayer
+	peer raft.ServerID
+	shut atomic.Bool // closed by closeInbound
+}
+
+func (c *inboundConn) ending() bool {
+	return c.shut.Load() || c.s.policy.closing.Load() || c.s.policy.peerStopped(c.peer, "")
+}
+
+func (c *inboundConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && err != io.EOF && c.ending() {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (c *inboundConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil && c.ending() {
+		return len(p), nil
+	}
+	return n, err
 }
 
 func (c *inboundConn) Close() error {
@@ -69,6 +96,7 @@ func (c *inboundConn) Close() error {
 func (s *streamLayer) closeInbound(timeout time.Duration) bool {
 	s.mu.Lock()
 	for c := range s.inbound {
+		c.shut.Store(true)
 		c.Conn.Close()
 	}
 	s.mu.Unlock()
@@ -90,6 +118,9 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	ic := &inboundConn{Conn: c, s: s}
+	if id, ok := exchange.ConnIdentity(c); ok {
+		ic.peer = raft.ServerID(id.Region)
+	}
 	s.mu.Lock()
 	s.inbound[ic] = struct{}{}
 	s.wg.Add(1)
@@ -110,54 +141,3 @@ type textAddr string
 
 func (a textAddr) Network() string { return "quic" }
 func (a textAddr) String() string  { return string(a) }
-
-// hclogAdapter routes hashicorp/raft's hclog output into the node's slog
-// logger. Raft logs name servers (region paths) and addresses, never
-// subjects.
-func hclogAdapter(log *slog.Logger, name string, level hclog.Level) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
-		Name:            name,
-		Level:           level,
-		Output:          &slogWriter{log: log},
-		DisableTime:     true,
-		IncludeLocation: false,
-	})
-}
-
-// slogWriter turns hclog's lines into slog records of the right level.
-type slogWriter struct{ log *slog.Logger }
-
-func (w *slogWriter) Write(p []byte) (int, error) {
-	sc := bufio.NewScanner(bytes.NewReader(p))
-	for sc.Scan() {
-		line := sc.Text()
-		lvl := slog.LevelInfo
-		switch {
-		case benignRaftWarning(line):
-			lvl = slog.LevelDebug
-		case strings.Contains(line, "[ERROR]"):
-			lvl = slog.LevelError
-		case strings.Contains(line, "[WARN]"):
-			lvl = slog.LevelWarn
-		case strings.Contains(line, "[DEBUG]"), strings.Contains(line, "[TRACE]"):
-			lvl = slog.LevelDebug
-		}
-		w.log.Log(context.Background(), lvl, strings.TrimSpace(line))
-	}
-	return len(p), nil
-}
-
-var _ io.Writer = (*slogWriter)(nil)
-
-// benignRaftWarning recognizes raft warnings that are part of normal
-// operation (a follower that joins with an empty log makes the leader walk
-// back to the first entry it has), so they do not alarm operators.
-func benignRaftWarning(line string) bool {
-	for _, s := range []string{"appendEntries rejected, sending older logs", "failed to get previous log",
-		"not part of a stable configuration or a non-voter"} {
-		if strings.Contains(line, s) {
-			return true
-		}
-	}
-	return false
-}

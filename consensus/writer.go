@@ -10,15 +10,18 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// writer applies a batch of log entries to Badger. Each command's writes
-// are staged in memory and reach the transaction only when the command
-// succeeds (keep), so a refused command changes nothing (drop). Reads see
-// staged writes first. A transaction that grows too big is committed and a
-// new one started: a replay after a crash in between re-applies the entry
-// whose writes were split, which is harmless because every command is
-// idempotent on the state it leaves.
+// writer applies a batch of log entries to Badger, within one generation
+// of the state: its callers use logical keys (state.go), which it maps to
+// the generation's. Each command's writes are staged in memory and reach
+// the transaction only when the command succeeds (keep), so a refused
+// command changes nothing (drop). Reads see staged writes first. A
+// transaction that grows too big is committed and a new one started: a
+// replay after a crash in between re-applies the entry whose writes were
+// split, which is harmless because every command is idempotent on the
+// state it leaves.
 type writer struct {
 	db     *badger.DB
+	gen    *generation
 	txn    *badger.Txn
 	staged map[string]stagedValue
 }
@@ -28,8 +31,8 @@ type stagedValue struct {
 	deleted bool
 }
 
-func newWriter(db *badger.DB) *writer {
-	return &writer{db: db, txn: db.NewTransaction(true), staged: map[string]stagedValue{}}
+func newWriter(db *badger.DB, g *generation) *writer {
+	return &writer{db: db, gen: g, txn: db.NewTransaction(true), staged: map[string]stagedValue{}}
 }
 
 // get returns the value of key (a copy) and whether it exists.
@@ -37,7 +40,7 @@ func (w *writer) get(key []byte) ([]byte, bool) {
 	if s, ok := w.staged[string(key)]; ok {
 		return s.val, !s.deleted
 	}
-	item, err := w.txn.Get(key)
+	item, err := w.txn.Get(w.gen.key(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, false
 	}
@@ -102,6 +105,7 @@ func (w *writer) delete(key []byte) { w.staged[string(key)] = stagedValue{delete
 // that can no longer be refused (an authorized index group, the applied
 // index), which are most of the log. The key must not be staged.
 func (w *writer) put(key, val []byte) {
+	key = w.gen.key(key)
 	for {
 		err := w.txn.Set(key, val)
 		if errors.Is(err, badger.ErrTxnTooBig) {
@@ -120,9 +124,9 @@ func (w *writer) put(key, val []byte) {
 func (w *writer) scanKeys(prefix []byte, fn func(key []byte)) {
 	seen := map[string]bool{}
 	var keys []string
-	it := w.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	it := w.txn.NewIterator(badger.IteratorOptions{Prefix: w.gen.key(prefix)})
 	for it.Rewind(); it.Valid(); it.Next() {
-		k := string(it.Item().Key())
+		k := string(w.gen.logical(it.Item().Key()))
 		seen[k] = true
 		if s, ok := w.staged[k]; ok && s.deleted {
 			continue
@@ -151,12 +155,13 @@ func (w *writer) keep() {
 	sort.Strings(keys) // deterministic order, not that Badger cares
 	for _, k := range keys {
 		s := w.staged[k]
+		key := w.gen.key([]byte(k))
 		for {
 			var err error
 			if s.deleted {
-				err = w.txn.Delete([]byte(k))
+				err = w.txn.Delete(key)
 			} else {
-				err = w.txn.Set([]byte(k), s.val)
+				err = w.txn.Set(key, s.val)
 			}
 			if errors.Is(err, badger.ErrTxnTooBig) {
 				w.renew()
