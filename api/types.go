@@ -243,3 +243,23 @@ type DistrictResult struct {
 	Records  []Record `json:"records"`
 	Error    string   `json:"error,omitempty"`
 }
+
+// Custody is GET /v1/custody: how a coordinator handed pseudonyms to each
+// district.
+type Custody struct {
+	Districts []CustodyAccount `json:"districts"`
+}
+
+// CustodyAccount is one district's pseudonymization account.
+type CustodyAccount struct {
+	District string `json:"district"`
+	// Issued counts the pseudonyms handed to the district; Checked those
+	// of a sample checked against its index updates once it had time to
+	// publish them; Unmatched those that never showed up.
+	Issued    uint64 `json:"issued"`
+	Checked   uint64 `json:"checked"`
+	Unmatched uint64 `json:"unmatched"`
+	Flagged   bool   `json:"flagged"`
+	// FlaggedAt is when the district was flagged (RFC 3339).
+	FlaggedAt string `json:"flagged_at,omitempty"`
+}

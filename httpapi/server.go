@@ -22,6 +22,7 @@ import (
 	"credfed/credit"
 	"credfed/intake"
 	"credfed/lookup"
+	"credfed/pseudonym"
 )
 
 // Records is the records service of a district (intake.Service).
@@ -41,6 +42,13 @@ type Lookups interface {
 	// Lookup looks a subject up across the districts; allowed or refused,
 	// it is audited before it returns.
 	Lookup(ctx context.Context, caller certs.Identity, req lookup.Request) (lookup.Answer, error)
+}
+
+// Custody is a coordinator's custody of the pseudonym key (node.Node).
+type Custody interface {
+	// Accounts returns every district's pseudonymization account; a node
+	// that keeps none refuses (pseudonym.ErrNoCustody).
+	Accounts(ctx context.Context) ([]pseudonym.Account, error)
 }
 
 // Cluster is the node and its place in the federation (node.Node).
@@ -68,6 +76,7 @@ type Config struct {
 	Cluster Cluster
 	Records Records
 	Lookups Lookups
+	Custody Custody
 	// Revocations is checked on every request: TLS checks a client
 	// certificate at the handshake only, and a keep-alive connection
 	// outlives a revocation.
@@ -162,6 +171,7 @@ func (s *Server) routes() []route {
 		// trying to look someone up) is audited like any other lookup; the
 		// service admits coordinators only.
 		{method: "POST", pattern: "/v1/lookups", access: anyCertificate, handle: s.postLookup},
+		{method: "GET", pattern: "/v1/custody", access: roles(certs.Operator, certs.Coordinator), handle: s.getCustody},
 	}
 }
 

@@ -53,6 +53,9 @@ type Config struct {
 
 	Raft RaftConfig `yaml:"raft,omitempty"`
 
+	// PseudonymCustody tunes a coordinator's custody of the pseudonym key.
+	PseudonymCustody CustodyConfig `yaml:"pseudonym_custody,omitempty"`
+
 	// Coordinators are exchange addresses (host:port) of coordinator nodes
 	// a district asks for pseudonyms before the registry has reached it,
 	// and after the registered coordinators if none of them answers.
@@ -127,6 +130,19 @@ type RegionConfig struct {
 	Voter    *bool      `yaml:"voter,omitempty"`
 }
 
+// CustodyConfig tunes how a coordinator hands pseudonyms to districts.
+type CustodyConfig struct {
+	// Rate is each district's identifiers per second (default 100000,
+	// bursts of ten seconds' worth); DistrictRates overrides it by region
+	// path.
+	Rate          float64            `yaml:"rate,omitempty"`
+	DistrictRates map[string]float64 `yaml:"district_rates,omitempty"`
+	// Window is how long a district has to publish the subjects it
+	// pseudonymized before a sample of them is checked against its index
+	// entries (default 1h).
+	Window Duration `yaml:"window,omitempty"`
+}
+
 // LogConfig configures logging.
 type LogConfig struct {
 	Level  string `yaml:"level,omitempty"`
@@ -175,6 +191,7 @@ var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type
 var sectionOf = map[string]string{
 	"node.Config": "", "node.ListenConfig": "listen.", "node.AdvertiseConfig": "advertise.", "node.TLSConfig": "tls.",
 	"node.RaftConfig": "raft.", "node.RegionConfig": "raft.bootstrap_regions[].", "node.LogConfig": "log.",
+	"node.CustodyConfig": "pseudonym_custody.",
 }
 
 // LoadConfig reads a YAML configuration file; unknown fields are refused.
@@ -333,6 +350,14 @@ func (c Config) Validate() error {
 	}
 	if c.PseudonymKeyFile == "" && c.Role.IsCoordinatorNode() {
 		return fieldErr("pseudonym_key_file", "required on a %s node: coordinators pseudonymize subjects", c.Role)
+	}
+	if c.PseudonymCustody.Rate < 0 || c.PseudonymCustody.Window < 0 {
+		return fieldErr("pseudonym_custody", "rate and window must not be negative")
+	}
+	for path, r := range c.PseudonymCustody.DistrictRates {
+		if err := certs.CheckRegion(path); err != nil || r <= 0 {
+			return fieldErr("pseudonym_custody.district_rates", "%q: a region path and a rate above 0", path)
+		}
 	}
 	if c.Raft.Bootstrap && c.Role != certs.Province {
 		return fieldErr("raft.bootstrap", "only a province node starts a federation")

@@ -54,6 +54,7 @@ type Node struct {
 	rep   *consensus.Replica
 
 	names   *pseudonym.Resolver
+	custody *pseudonym.Custodian // coordinators only
 	audit   *audit.Recorder
 	jobs    *jobs.Runner
 	pub     *publish.Publisher // districts only
@@ -239,15 +240,27 @@ func (n *Node) startServices() error {
 	n.audit = audit.New(n.db.Audit(), cfg.Region, n.now, n.log, n.registry)
 	n.names = pseudonym.NewResolver(pseudonym.ResolverConfig{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
 		Endpoint: n.ep, Registry: state, Coordinators: cfg.Coordinators, Cache: n.db, Logger: n.log})
+	n.jobs = jobs.NewRunner(n.db, n.log, n.registry)
 	if n.key.Valid() {
-		if err := pseudonym.Serve(n.ep, pseudonym.ServeConfig{Key: n.key, Identifiers: cfg.Identifiers(), Registerer: n.registry}); err != nil {
+		cc := cfg.PseudonymCustody
+		n.custody, err = pseudonym.NewCustodian(pseudonym.CustodyConfig{Key: n.key, Identifiers: cfg.Identifiers(),
+			Registry: state, Entries: func(p credit.Pseudonym) ([]consensus.IndexEntry, error) {
+				entries, _, err := state.Lookup(p)
+				return entries, err
+			},
+			Store: n.db, Audit: n.audit, DistrictRate: cc.Rate, DistrictRates: cc.DistrictRates, Window: time.Duration(cc.Window),
+			Logger: n.log, Registerer: n.registry})
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		n.custody.Serve(n.ep)
+		if err := n.jobs.Start(n.custody.Job()); err != nil {
 			return fmt.Errorf("node: %w", err)
 		}
 	}
 	n.lookups = lookup.New(lookup.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
 		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Catalog: state.Catalog, Audit: n.audit, Now: n.now,
 		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
-	n.jobs = jobs.NewRunner(n.db, n.log, n.registry)
 	wake := func() { n.jobs.Wake(publish.JobName) }
 	// On a coordinator the records service only refuses: records are kept
 	// by districts.
@@ -310,7 +323,7 @@ func (n *Node) serve() error {
 	}
 	// Connections are bounded too: each may carry a body being read.
 	n.apiLn = netutil.LimitListener(apiLn, maxAPIConnections)
-	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Revocations: n.revs, Now: n.now,
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Revocations: n.revs, Now: n.now,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{
 		Handler:           h,
@@ -442,6 +455,15 @@ func (n *Node) Federation(ctx context.Context) (api.Federation, error) {
 		v.Jobs = append(v.Jobs, js)
 	}
 	return v, nil
+}
+
+// Accounts is the pseudonymization account of every district (a
+// coordinator's custody; refused at a district).
+func (n *Node) Accounts(ctx context.Context) ([]pseudonym.Account, error) {
+	if n.custody == nil {
+		return nil, pseudonym.ErrNoCustody
+	}
+	return n.custody.Accounts(ctx)
 }
 
 // Sweep runs a district's display and retention sweep now (it also runs

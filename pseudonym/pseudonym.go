@@ -1,7 +1,10 @@
 // Package pseudonym is the federation's pseudonymization: coordinators, the
-// only nodes holding the pseudonym key, serve it over the exchange; every
-// other node resolves its subjects' pseudonyms through a Resolver, which
-// caches them and asks the nearest coordinator for the rest.
+// only nodes holding the pseudonym key, keep it in custody (custody.go:
+// registered districts only, rate-limited per district, every request
+// audited, districts whose pseudonyms never show up in their index updates
+// flagged); every other node resolves its subjects' pseudonyms through a
+// Resolver, which caches them and asks the nearest coordinator for the
+// rest.
 package pseudonym
 
 import (
@@ -11,8 +14,6 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"credfed/certs"
 	"credfed/consensus"
@@ -26,10 +27,6 @@ const Op = "pseudonymize"
 
 // MaxBatch bounds the identifiers of one request.
 const MaxBatch = 1000
-
-// DefaultRate is the requests per second each caller may send (bursts of
-// twice as many).
-const DefaultRate = 50
 
 // Errors.
 var (
@@ -48,53 +45,6 @@ type request struct {
 
 type reply struct {
 	Pseudonyms []credit.Pseudonym `cbor:"1,keyasint"`
-}
-
-// ServeConfig is what a coordinator needs to serve pseudonyms.
-type ServeConfig struct {
-	Key credit.PseudonymKey
-	// Identifiers are the identifier rules of the federation (test mode).
-	Identifiers credit.ParseOptions
-	// Rate limits each caller's requests per second (default DefaultRate).
-	Rate       float64
-	Registerer prometheus.Registerer
-}
-
-// Serve registers Op on a coordinator's endpoint. Requests are limited in
-// size and rate per caller and counted by caller role; identifiers are
-// never logged.
-func Serve(ep *exchange.Endpoint, cfg ServeConfig) error {
-	if !cfg.Key.Valid() {
-		return errors.New("pseudonym: Serve needs the pseudonym key")
-	}
-	if cfg.Rate <= 0 {
-		cfg.Rate = DefaultRate
-	}
-	served := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "credfed_pseudonyms_served_total", Help: "Identifiers this coordinator pseudonymized for other nodes, by caller role.",
-	}, []string{"role"})
-	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(served); err != nil {
-			return fmt.Errorf("pseudonym: %w", err)
-		}
-	}
-	opt := cfg.Identifiers
-	ep.Handle(Op, func(ctx context.Context, req *exchange.Request) (any, error) {
-		var in request
-		if err := req.Decode(&in); err != nil {
-			return nil, err
-		}
-		if len(in.IDs) == 0 || len(in.IDs) > MaxBatch {
-			return nil, exchange.Errorf(exchange.CodeBadRequest, "a request holds 1 to %d identifiers, not %d", MaxBatch, len(in.IDs))
-		}
-		out, err := compute(cfg.Key, in.IDs, opt)
-		if err != nil {
-			return nil, exchange.Errorf(exchange.CodeBadRequest, "%v", err)
-		}
-		served.WithLabelValues(string(req.Caller.Role)).Add(float64(len(out)))
-		return reply{Pseudonyms: out}, nil
-	}, exchange.RateLimit(cfg.Rate, int(2*cfg.Rate)), exchange.MaxBody(MaxBatch*64))
-	return nil
 }
 
 // compute pseudonymizes with the key. An invalid identifier is refused by
@@ -123,11 +73,13 @@ type Cache interface {
 	PutPseudonyms(map[string]credit.Pseudonym) error
 }
 
-// Registry is where a Resolver finds the coordinators (consensus.State
-// implements it).
+// Registry is the region registry (consensus.State implements it): where a
+// Resolver finds the coordinators and custody the registered districts.
 type Registry interface {
-	// Regions returns the region registry.
+	// Regions returns the registry.
 	Regions() []consensus.Region
+	// Region returns one region, if registered.
+	Region(path string) (consensus.Region, bool)
 }
 
 // ResolverConfig configures a Resolver.

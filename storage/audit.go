@@ -44,6 +44,10 @@ type AuditEntry struct {
 	Records        []string  `json:"records,omitempty" cbor:"14,keyasint,omitempty"`        // ids of the records returned
 	Decision       string    `json:"decision" cbor:"15,keyasint"`                           // DecisionAllowed or DecisionDenied
 	Reason         string    `json:"reason,omitempty" cbor:"16,keyasint,omitempty"`         // error code when denied
+	// Pseudonyms are those a coordinator handed out (pseudonymize),
+	// lowercase hex; Count is how many identifiers a request named.
+	Pseudonyms []string `json:"pseudonyms,omitempty" cbor:"20,keyasint,omitempty"`
+	Count      int      `json:"count,omitempty" cbor:"21,keyasint,omitempty"`
 
 	Seq  uint64   `json:"seq" cbor:"17,keyasint"`
 	Prev [32]byte `json:"prev" cbor:"18,keyasint"`
@@ -176,8 +180,17 @@ func checkAuditEntry(e *AuditEntry) error {
 		return fmt.Errorf("%w: operation is empty", ErrAuditEntry)
 	case e.Decision != DecisionAllowed && e.Decision != DecisionDenied:
 		return fmt.Errorf("%w: decision must be %q or %q", ErrAuditEntry, DecisionAllowed, DecisionDenied)
+	case len(e.Pseudonyms) > maxAuditRecords:
+		return fmt.Errorf("%w: more than %d pseudonyms", ErrAuditEntry, maxAuditRecords)
 	case e.Subject != "":
-		return checkPseudonym(e.Subject)
+		if err := checkPseudonym(e.Subject); err != nil {
+			return err
+		}
+	}
+	for _, p := range e.Pseudonyms {
+		if err := checkPseudonym(p); err != nil {
+			return err
+		}
 	}
 	return nil
 }

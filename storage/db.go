@@ -48,6 +48,8 @@ type DB struct {
 
 	audit *AuditLog
 
+	custodyMu sync.Mutex // serializes custody counts (custody.go)
+
 	gcStop chan struct{}
 	gcDone chan struct{}
 }

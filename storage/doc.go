@@ -23,6 +23,8 @@
 //	A/<pseudonym>\x00<seq:be64>                → empty: audit entries by subject pseudonym
 //	e/<day:be32, offset 2^31><subject>         → empty: due marker, a display or retention period of the subject's ends that day (due.go)
 //	j/<job name>                               → a background job's status and progress (jobs.go)
+//	u/<district>\x00<at:be64><pseudonym:16>     → empty: a pseudonym a coordinator handed to a district, until checked (custody.go)
+//	U/<district>                               → CBOR Custody: that district's pseudonymization counts and flag
 //	m/layout                                   → "2"
 //	m/due                                      → the catalog version the due markers were built with
 //	m/oseq                                     → be64: last outbox sequence number handed out

@@ -27,6 +27,8 @@ const (
 	famPseudonym = 'n' // n/<subject> → pseudonym (16 bytes)
 	famDue       = 'e' // e/<date:be32, offset>…<subject> → empty (due.go)
 	famJob       = 'j' // j/<job name> → the job's saved status and progress (jobs.go)
+	famIssued    = 'u' // u/<district>\x00<at:be64><pseudonym> → empty (custody.go)
+	famCustody   = 'U' // U/<district> → CBOR Custody (custody.go)
 
 	// Owned by the consensus package (see doc.go).
 	famIndexState = 'x' // Raft FSM replicated state
