@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"credfed/internal/testlog"
 	"credfed/internal/wait"
 )
 
@@ -37,24 +38,6 @@ func (s *memStore) PutJobState(name string, state []byte) error {
 	}
 	s.m[name] = bytes.Clone(state)
 	return nil
-}
-
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func statusOf(t *testing.T, r *Runner, name string) Status {
@@ -97,8 +80,7 @@ func TestRunsAtStartAndWhenWoken(t *testing.T) {
 }
 
 func TestFailuresBackOffAreLoggedAfterPatienceAndRecover(t *testing.T) {
-	var logs syncBuffer
-	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log, logs := testlog.Logger(slog.LevelInfo)
 	r := NewRunner(nil, log, nil)
 	defer r.Stop()
 	var fail atomic.Bool

@@ -3,38 +3,23 @@ package lookup
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"credfed/audit"
 	"credfed/certs"
 	"credfed/consensus"
 	"credfed/credit"
 	"credfed/exchange"
+	"credfed/internal/exchangetest"
 	"credfed/storage"
 )
 
 const fed = "lookuptest"
 
-// endpoint starts a real exchange endpoint (QUIC, mutual TLS) on loopback
-// for a node of the test federation.
 func endpoint(t *testing.T, ca *certs.CA, id certs.Identity) *exchange.Endpoint {
-	t.Helper()
-	is, err := ca.Issue(certs.IssueRequest{Identity: id, Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, err := exchange.New(exchange.Config{Certificate: is.TLSCertificate(), Verifier: certs.NewVerifier(ca.Cert, fed, nil),
-		Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ep.Close() })
-	return ep
+	return exchangetest.Endpoint(t, ca, id)
 }
 
 // oneEntry is an index naming one district as holding the subject.
@@ -54,10 +39,7 @@ func (o oneEntry) Region(path string) (consensus.Region, bool) {
 // none of them, marks that district's part as an error, and its audit
 // entry registers no record as seen.
 func TestAnswerNamingAnotherDistrictIsDropped(t *testing.T) {
-	ca, err := certs.NewCA(fed, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := exchangetest.CA(t, fed)
 	cityID := certs.Identity{Federation: fed, Role: certs.City, Region: "zhejiang/quzhou"}
 	kechengID := certs.Identity{Federation: fed, Role: certs.District, Region: "zhejiang/quzhou/kecheng"}
 	city := endpoint(t, ca, cityID)
@@ -153,10 +135,7 @@ func (failingLog) Append(...storage.AuditEntry) ([]storage.AuditEntry, error) {
 // log) is refused, and the district's audit entry names the subject by the
 // pseudonym the district holds for it.
 func TestDistrictAuditsUnderItsOwnPseudonym(t *testing.T) {
-	ca, err := certs.NewCA(fed, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := exchangetest.CA(t, fed)
 	cityID := certs.Identity{Federation: fed, Role: certs.City, Region: "zhejiang/quzhou"}
 	kechengID := certs.Identity{Federation: fed, Role: certs.District, Region: "zhejiang/quzhou/kecheng"}
 	city := endpoint(t, ca, cityID)

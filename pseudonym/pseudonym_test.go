@@ -3,38 +3,25 @@ package pseudonym
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"credfed/audit"
 	"credfed/certs"
 	"credfed/consensus"
 	"credfed/credit"
 	"credfed/exchange"
+	"credfed/internal/exchangetest"
 	"credfed/storage"
 )
 
 const fed = "pseudotest"
 
 func endpoint(t *testing.T, ca *certs.CA, id certs.Identity) *exchange.Endpoint {
-	t.Helper()
-	is, err := ca.Issue(certs.IssueRequest{Identity: id, Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, err := exchange.New(exchange.Config{Certificate: is.TLSCertificate(), Verifier: certs.NewVerifier(ca.Cert, fed, nil),
-		Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ep.Close() })
-	return ep
+	return exchangetest.Endpoint(t, ca, id)
 }
 
 type registry []consensus.Region
@@ -97,10 +84,7 @@ type setup struct {
 // configuration.
 func newSetup(t *testing.T, change func(*CustodyConfig)) *setup {
 	t.Helper()
-	ca, err := certs.NewCA(fed, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := exchangetest.CA(t, fed)
 	key, err := credit.NewPseudonymKey()
 	if err != nil {
 		t.Fatal(err)

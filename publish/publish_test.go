@@ -1,7 +1,6 @@
 package publish
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 
 	"credfed/consensus"
 	"credfed/credit"
+	"credfed/internal/testlog"
 	"credfed/internal/wait"
 	"credfed/jobs"
 	"credfed/storage"
@@ -47,24 +47,6 @@ func (x *index) set(cat *credit.Catalog, fail error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.cat, x.fail = cat, fail
-}
-
-// logs collects log lines, safe for concurrent writes.
-type logs struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func resolve(ctx context.Context, subjects []string) ([]credit.Pseudonym, error) {
@@ -110,8 +92,8 @@ func TestStalledPublisherSaysWhy(t *testing.T) {
 		t.Fatalf("drain without a catalog: %v", err)
 	}
 
-	var out logs
-	r := jobs.NewRunner(nil, slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelWarn})), nil)
+	log, out := testlog.Logger(slog.LevelWarn)
+	r := jobs.NewRunner(nil, log, nil)
 	defer r.Stop()
 	job := p.Job()
 	job.Patience, job.RetryMin, job.RetryMax = 0, time.Millisecond, 5*time.Millisecond
