@@ -90,6 +90,10 @@ type RaftStatus struct {
 // IndexStatus is the node's index replica.
 type IndexStatus struct {
 	AppliedIndex uint64 `json:"applied_index"`
+	// Entries is how many index entries this node's local state holds: 0
+	// at a district, which keeps none (index batches reach it sealed). It
+	// may lag the live state by a few minutes.
+	Entries int `json:"entries"`
 	// OutboxLength is how many subjects a district has not yet published
 	// to the index.
 	OutboxLength int `json:"outbox_length,omitempty"`

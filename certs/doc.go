@@ -13,7 +13,12 @@
 // belong to. Certificates are ECDSA P-256. Node certificates carry DNS and IP
 // SANs for their listen addresses and both the serverAuth and clientAuth
 // extended key usages, so that curl, browsers and Go all accept them; user
-// certificates carry clientAuth only.
+// certificates carry clientAuth only. Verification holds every certificate
+// to that (CheckUsage): a node certificate without both usages, a user
+// certificate without clientAuth or with serverAuth, and one without the
+// extension or with anyExtendedKeyUsage (which Go would take for any use)
+// are refused with ErrWrongUsage, and only node certificates are accepted
+// as servers.
 //
 // Go's chain verification knows nothing of revocation, so every TLS
 // configuration built here checks the revocation list in VerifyConnection.

@@ -35,9 +35,13 @@ func (v *Verifier) now() time.Time {
 }
 
 // Verify checks chain (leaf first, then any intermediates) for the given
-// extended key usage: it must lead to the federation's CA, be within its
-// validity, carry exactly one spiffe identity of this federation, and be
-// neither revoked nor suspended.
+// extended key usage (x509.ExtKeyUsageClientAuth for a client,
+// x509.ExtKeyUsageServerAuth for a server): it must lead to the
+// federation's CA, be within its validity, carry exactly one spiffe
+// identity of this federation, carry the extended key usages its role needs
+// (CheckUsage; only node roles may act as servers), and be neither revoked
+// nor suspended. A refusal is a *VerifyError; a certificate without the
+// usage is refused with ErrWrongUsage.
 func (v *Verifier) Verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (Identity, error) {
 	if len(chain) == 0 {
 		return Identity{}, &VerifyError{Reason: ErrNoCertificate}
@@ -55,7 +59,7 @@ func (v *Verifier) Verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (Id
 		KeyUsages:     []x509.ExtKeyUsage{usage},
 	})
 	if err != nil {
-		return Identity{}, classify(err, leaf, now)
+		return Identity{}, classify(err, leaf, now, usage)
 	}
 	id, err := IdentityOf(leaf)
 	if err != nil {
@@ -65,14 +69,96 @@ func (v *Verifier) Verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (Id
 		return Identity{}, &VerifyError{Reason: ErrWrongFederation, Subject: id.String(),
 			Detail: fmt.Sprintf("want federation %q", v.Federation)}
 	}
+	switch usage {
+	case x509.ExtKeyUsageClientAuth:
+	case x509.ExtKeyUsageServerAuth:
+		if !id.Role.IsNode() {
+			return Identity{}, &VerifyError{Reason: ErrWrongUsage, Subject: id.String(),
+				Detail: "a " + string(id.Role) + " certificate may not act as a server: only nodes serve"}
+		}
+	default:
+		return Identity{}, &VerifyError{Reason: ErrWrongUsage, Subject: id.String(),
+			Detail: "certificates of the federation are verified for clientAuth or serverAuth only"}
+	}
+	if err := CheckUsage(leaf, id); err != nil {
+		return Identity{}, err
+	}
 	if err := v.Revocations.Check(leaf, id); err != nil {
 		return Identity{}, err
 	}
 	return id, nil
 }
 
+// CheckUsage checks that cert, whose identity is id, carries the extended
+// key usages id's role needs, whatever it is presented for:
+//
+//   - a node certificate (province, city, district) both serverAuth and
+//     clientAuth, since every node serves its peers and calls them;
+//   - a user certificate (operator, coordinator, department, portal)
+//     clientAuth, and neither serverAuth nor anything that stands for it,
+//     so that it cannot pose as a node's server, here or to a client that
+//     checks the chain alone.
+//
+// A certificate without the extension, or with anyExtendedKeyUsage, is
+// refused: Go's chain verification would accept either for any use, and
+// the federation's CA always names the usages. A refusal is a *VerifyError
+// with reason ErrWrongUsage.
+func CheckUsage(cert *x509.Certificate, id Identity) error {
+	var client, server, anyUsage bool
+	for _, u := range cert.ExtKeyUsage {
+		switch u {
+		case x509.ExtKeyUsageClientAuth:
+			client = true
+		case x509.ExtKeyUsageServerAuth:
+			server = true
+		case x509.ExtKeyUsageAny:
+			anyUsage = true
+		}
+	}
+	refuse := func(detail string) error {
+		return &VerifyError{Reason: ErrWrongUsage, Subject: id.String(), Detail: detail}
+	}
+	switch {
+	case len(cert.ExtKeyUsage) == 0 && len(cert.UnknownExtKeyUsage) == 0:
+		return refuse("the certificate names no extended key usage; a " + string(id.Role) + " certificate must name " + neededUsages(id.Role))
+	case anyUsage:
+		return refuse("the certificate allows any extended key usage; a " + string(id.Role) + " certificate must name " + neededUsages(id.Role))
+	case id.Role.IsNode() && !(client && server):
+		missing := "serverAuth"
+		if !client {
+			missing = "clientAuth"
+			if !server {
+				missing = "serverAuth and clientAuth"
+			}
+		}
+		return refuse("a " + string(id.Role) + " certificate needs serverAuth and clientAuth; it lacks " + missing)
+	case id.Role.IsUser() && !client:
+		return refuse("a " + string(id.Role) + " certificate needs clientAuth")
+	case id.Role.IsUser() && server:
+		return refuse("a " + string(id.Role) + " certificate may not carry serverAuth: only nodes serve")
+	}
+	return nil
+}
+
+func neededUsages(r Role) string {
+	if r.IsNode() {
+		return "serverAuth and clientAuth"
+	}
+	return "clientAuth (and not serverAuth)"
+}
+
+func usageName(u x509.ExtKeyUsage) string {
+	switch u {
+	case x509.ExtKeyUsageClientAuth:
+		return "clientAuth"
+	case x509.ExtKeyUsageServerAuth:
+		return "serverAuth"
+	}
+	return fmt.Sprintf("extended key usage %d", u)
+}
+
 // classify maps the x509 package's errors onto our reasons.
-func classify(err error, leaf *x509.Certificate, now time.Time) error {
+func classify(err error, leaf *x509.Certificate, now time.Time, usage x509.ExtKeyUsage) error {
 	subject := SerialString(leaf.SerialNumber)
 	if id, idErr := IdentityOf(leaf); idErr == nil {
 		subject = id.String()
@@ -90,7 +176,7 @@ func classify(err error, leaf *x509.Certificate, now time.Time) error {
 		}
 		return &VerifyError{Reason: ErrExpired, Subject: subject, Detail: detail}
 	case errors.As(err, &inv) && inv.Reason == x509.IncompatibleUsage:
-		return &VerifyError{Reason: ErrWrongUsage, Subject: subject, Detail: "extended key usage does not allow this use"}
+		return &VerifyError{Reason: ErrWrongUsage, Subject: subject, Detail: "the certificate's extended key usage does not allow " + usageName(usage)}
 	case errors.As(err, &unk):
 		return &VerifyError{Reason: ErrUntrusted, Subject: subject}
 	}
@@ -141,8 +227,9 @@ const (
 )
 
 // ServerConfig returns a TLS 1.3 server configuration that presents cert and
-// verifies client certificates itself, with typed errors and the revocation
-// list. nextProtos are the ALPN protocols offered.
+// verifies client certificates itself (Verify for clientAuth: chain,
+// identity, the usages of the client's role, revocation), with typed
+// errors. nextProtos are the ALPN protocols offered.
 func (v *Verifier) ServerConfig(cert tls.Certificate, mode ClientCerts, nextProtos ...string) *tls.Config {
 	auth := tls.RequireAnyClientCert
 	if mode == OptionalClientCert {
@@ -165,8 +252,10 @@ func (v *Verifier) ServerConfig(cert tls.Certificate, mode ClientCerts, nextProt
 
 // ClientConfig returns a TLS 1.3 client configuration that presents cert,
 // verifies the server against the federation CA and serverName (an IP
-// address or DNS name of its SANs), then checks its identity, revocation
-// and, if expect is not nil, that it is the peer the caller meant to reach.
+// address or DNS name of its SANs), then checks it with Verify for
+// serverAuth (its identity, that it is a node with the usages a node needs,
+// revocation) and, if expect is not nil, that it is the peer the caller
+// meant to reach.
 func (v *Verifier) ClientConfig(cert tls.Certificate, serverName string, expect func(Identity) error, nextProtos ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,

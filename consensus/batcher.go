@@ -44,6 +44,12 @@ func (b *batcher) submit(ctx context.Context, proposer certs.Identity, updates [
 	if !b.r.IsLeader() {
 		return ErrNoLeader
 	}
+	if b.r.state.keys == nil {
+		// A leader without the index key (a district made a voter) cannot
+		// seal: it hands leadership over (leader.go), and the district
+		// forwards to the next leader.
+		return fmt.Errorf("%w: this leader does not hold the index key", ErrNoLeader)
+	}
 	req := &indexReq{proposer: proposer, updates: updates, done: make(chan error, 1)}
 	select {
 	case b.in <- req:
@@ -103,7 +109,7 @@ func (b *batcher) propose(reqs []*indexReq, n int) {
 	for i, req := range reqs {
 		batch.Groups[i] = IndexGroup{Proposer: req.proposer, Updates: req.updates}
 	}
-	data, err := EncodeCommand(CmdIndexBatch, Envelope{Proposer: b.r.cfg.Self, At: time.Now().UTC()}, batch)
+	data, err := b.encode(batch)
 	if err != nil {
 		b.finish(reqs, nil, err)
 		return
@@ -119,6 +125,20 @@ func (b *batcher) propose(reqs []*indexReq, n int) {
 		res, _ := f.Response().(IndexResult)
 		b.finish(reqs, res.Errs, nil)
 	}()
+}
+
+// encode builds the log entry of a batch: sealed with the current index
+// key (seal.go), so that only coordinators can read it.
+func (b *batcher) encode(batch IndexBatch) ([]byte, error) {
+	env := Envelope{Proposer: b.r.cfg.Self, At: time.Now().UTC()}
+	if b.r.cfg.unsealedIndex {
+		return EncodeCommand(CmdIndexBatch, env, batch)
+	}
+	sealed, err := b.r.state.keys.sealBatch(batch, b.r.cfg.Self.Federation)
+	if err != nil {
+		return nil, err
+	}
+	return EncodeCommand(CmdSealedIndexBatch, env, sealed)
 }
 
 func (b *batcher) finish(reqs []*indexReq, errs []error, err error) {

@@ -37,6 +37,7 @@ import (
 // each best run in its own process:
 //
 //	go test ./consensus -run '^$' -bench 'IndexThroughput/voters=3/^batched$' -benchtime 600000x
+//	go test ./consensus -run '^$' -bench 'IndexThroughput/voters=3/^batched-baseline$' -benchtime 600000x
 //	go test ./consensus -run '^$' -bench 'IndexThroughput/voters=3/^unbatched$' -benchtime 20000x
 //	go test ./consensus -run '^$' -bench 'IndexCommitLatency' -benchtime 2000x
 //	go test ./consensus -run '^$' -bench 'NonVoterCatchUp|Snapshot' -benchtime 1x
@@ -69,15 +70,30 @@ import (
 // Metrics: updates/s as acknowledged to the districts (committed by a
 // quorum and applied on the leader), replicated-updates/s counting until
 // every replica has applied everything, updates/entry.
+//
+//	batched           the index sealed (seal.go) and the Raft log and
+//	                  snapshots encrypted at rest (atrest.go), as a node
+//	                  runs since issue 9
+//	batched-sealed    the index sealed, the Raft files in the clear
+//	batched-baseline  neither: index batches in the clear, as before
 func BenchmarkIndexThroughput(b *testing.B) {
 	for _, shape := range []struct {
 		name    string
 		nodes   int
 		virtual int
 	}{{"voters=3", 0, 16}, {"replicas=5", 2, 14}} {
-		b.Run(shape.name+"/batched", func(b *testing.B) {
-			benchThroughput(b, benchOptions{districts: shape.nodes, virtual: shape.virtual}, 1000)
-		})
+		// batched: the index sealed and the Raft files encrypted at rest,
+		// as a node runs (issue 9); batched-sealed takes away the
+		// encryption at rest, batched-baseline the seal too (the format
+		// before issue 9), to run interleaved with it.
+		for _, v := range []struct {
+			name              string
+			unsealed, noCrypt bool
+		}{{"", false, false}, {"-sealed", false, true}, {"-baseline", true, true}} {
+			b.Run(shape.name+"/batched"+v.name, func(b *testing.B) {
+				benchThroughput(b, benchOptions{districts: shape.nodes, virtual: shape.virtual, unsealed: v.unsealed, plainAtRest: v.noCrypt}, 1000)
+			})
+		}
 		b.Run(shape.name+"/unbatched", func(b *testing.B) {
 			benchThroughput(b, benchOptions{districts: shape.nodes, virtual: shape.virtual, maxBatch: 1}, 1)
 		})
@@ -583,6 +599,10 @@ type benchCluster struct {
 }
 
 type benchOptions struct {
+	// unsealed: leaders propose index batches in the clear (the format
+	// before issue 9); plainAtRest: no encryption key for the Raft files.
+	unsealed, plainAtRest bool
+
 	districts    int    // district nodes to run (of clusterRegions' two)
 	virtual      int    // more districts, registered without a node: forwarders only
 	maxBatch     int    // Config.MaxBatchUpdates (0: default)
@@ -670,6 +690,12 @@ func (c *benchCluster) startNode(path string, role certs.Role) *benchNode {
 		Registerer: prometheus.NewRegistry(), MaxBatchUpdates: c.opts.maxBatch,
 		TrailingLogs: c.opts.trailingLogs, LogSegmentSize: c.opts.segmentSize,
 	}
+	if role.IsCoordinatorNode() {
+		cfg.IndexKeys, cfg.unsealedIndex = testIndexKeys, c.opts.unsealed
+	}
+	if !c.opts.plainAtRest {
+		cfg.EncryptionKey = testNodeKey
+	}
 	if n.rep, err = Open(cfg); err != nil {
 		tb.Fatal(err)
 	}
@@ -753,9 +779,12 @@ func (c *benchCluster) waitFor(what string, cond func() bool) {
 // pays, inserting new entries (new) or raising the Seq of existing ones
 // (update). new-restored is new on a replica whose state was restored from
 // a snapshot, so that it lives in generation 1 (keys under x/_/g/1/, each
-// key mapped by the writer) rather than 0. b.N is the number of updates.
+// key mapped by the writer) rather than 0. new-sealed is new with every
+// entry sealed, as the leader proposes it since issue 9 (the FSM opens
+// each one); new is the baseline, in the clear. b.N is the number of
+// updates.
 func BenchmarkFSMApplyIndex(b *testing.B) {
-	for _, mode := range []string{"new", "update", "new-restored"} {
+	for _, mode := range []string{"new", "new-sealed", "update", "new-restored"} {
 		b.Run(mode, func(b *testing.B) {
 			dir := b.TempDir()
 			db := openBenchState(b, dir)
@@ -788,7 +817,13 @@ func BenchmarkFSMApplyIndex(b *testing.B) {
 					seq++
 					ups[i] = benchUpdate(kecheng.Region, k, seq)
 				}
-				res := f.apply(b, CmdIndexBatch, province, certs.Identity{}, IndexBatch{Groups: []IndexGroup{{Proposer: kecheng, Updates: ups}}})
+				batch := IndexBatch{Groups: []IndexGroup{{Proposer: kecheng, Updates: ups}}}
+				var res any
+				if mode == "new-sealed" {
+					res = f.applySealed(b, testIndexKeys, batch)
+				} else {
+					res = f.apply(b, CmdIndexBatch, province, certs.Identity{}, batch)
+				}
 				if err := res.(IndexResult).Errs[0]; err != nil {
 					b.Fatal(err)
 				}
@@ -798,4 +833,23 @@ func BenchmarkFSMApplyIndex(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "updates/s")
 		})
 	}
+}
+
+// BenchmarkIndexEntries: the key-only scan behind State.IndexEntries
+// (credfed_index_entries), on a state of 1 million entries. Metric: keys
+// counted per second.
+func BenchmarkIndexEntries(b *testing.B) {
+	db := openBenchState(b, b.TempDir())
+	b.Cleanup(func() { db.Close() })
+	f := newTestFSMOn(b, db)
+	initFederation(b, f)
+	const n = 1_000_000
+	fillFSM(b, f, n, 65536)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if got, err := f.state.EntryCount(); err != nil || got != n {
+			b.Fatalf("%d entries (%v)", got, err)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "keys/s")
 }

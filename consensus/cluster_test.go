@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -38,6 +39,16 @@ type clusterOptions struct {
 	// logs, if set, receives every node's records (each with the
 	// attribute node), at every level.
 	logs *recordLog
+	// nonVoterCity adds a city that is not a voter (zhejiang/ningbo): a
+	// non-voter that holds the index keys, so strong lookups through a
+	// non-voter read entries.
+	nonVoterCity bool
+	// encrypt gives every node an encryption key for its Raft log and
+	// snapshots.
+	encrypt bool
+	// unsealed makes leaders propose index batches in the clear, as
+	// before the index was sealed (what the privacy tests must catch).
+	unsealed bool
 }
 
 type testNode struct {
@@ -46,6 +57,10 @@ type testNode struct {
 	addr  string
 	voter bool
 	cert  *certs.Issued
+	// encKey is the node's encryption key at rest, nil for none.
+	encKey []byte
+	// reg is the registry of the node's replica's metrics.
+	reg   *prometheus.Registry
 	revs  *certs.RevocationList
 	state *storage.StateDB
 	db    *badger.DB
@@ -72,11 +87,11 @@ func newCluster(t *testing.T, opts clusterOptions) *testCluster {
 		t.Fatal(err)
 	}
 	c := &testCluster{t: t, ca: ca, nodes: map[string]*testNode{}, opts: opts}
-	for _, r := range clusterRegions {
+	for _, r := range c.regions() {
 		c.addNode(r.path, r.role)
 	}
 	var regions []Region
-	for _, r := range clusterRegions {
+	for _, r := range c.regions() {
 		n := c.nodes[r.path]
 		regions = append(regions, Region{Path: r.path, Role: r.role, Exchange: n.addr, Voter: n.voter})
 	}
@@ -88,7 +103,7 @@ func newCluster(t *testing.T, opts clusterOptions) *testCluster {
 	// Every replica has the registry and knows the leader.
 	c.waitFor("every node knows the leader and the registry", func() bool {
 		for _, n := range c.nodes {
-			if _, addr := n.rep.Leader(); addr == "" || len(n.rep.State().Regions()) != len(clusterRegions) {
+			if _, addr := n.rep.Leader(); addr == "" || len(n.rep.State().Regions()) != len(c.regions()) {
 				return false
 			}
 		}
@@ -96,6 +111,39 @@ func newCluster(t *testing.T, opts clusterOptions) *testCluster {
 	})
 	t.Cleanup(c.stopAll)
 	return c
+}
+
+// nonVoterCity is the city of clusterOptions.nonVoterCity.
+const nonVoterCity = "zhejiang/ningbo"
+
+// regions are the cluster's regions: clusterRegions, and the non-voter
+// city if asked for.
+func (c *testCluster) regions() []struct {
+	path string
+	role certs.Role
+} {
+	out := append([]struct {
+		path string
+		role certs.Role
+	}(nil), clusterRegions...)
+	if c.opts.nonVoterCity {
+		out = append(out, struct {
+			path string
+			role certs.Role
+		}{nonVoterCity, certs.City})
+	}
+	return out
+}
+
+// coordinators are the nodes that hold the index keys (and so the index).
+func (c *testCluster) coordinators() []*testNode {
+	var out []*testNode
+	for _, n := range c.nodes {
+		if n.id.Role.IsCoordinatorNode() {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // addNode creates a node's certificate, directory and starts it.
@@ -106,7 +154,10 @@ func (c *testCluster) addNode(path string, role certs.Role) *testNode {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	n := &testNode{id: id, dir: c.t.TempDir(), cert: cert, voter: role.IsCoordinatorNode(), addr: "127.0.0.1:0"}
+	n := &testNode{id: id, dir: c.t.TempDir(), cert: cert, voter: role.IsCoordinatorNode() && path != nonVoterCity, addr: "127.0.0.1:0"}
+	if c.opts.encrypt {
+		n.encKey = bytes.Repeat([]byte{byte(len(c.nodes) + 1)}, 32)
+	}
 	c.nodes[path] = n
 	c.start(n)
 	return n
@@ -115,6 +166,15 @@ func (c *testCluster) addNode(path string, role certs.Role) *testNode {
 // start (re)starts a node from its directory, on its previous port if it
 // had one.
 func (c *testCluster) start(n *testNode) {
+	c.t.Helper()
+	if err := c.tryStart(n); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// tryStart is start, returning the replica's failure to open (the node's
+// database and endpoint closed again).
+func (c *testCluster) tryStart(n *testNode) error {
 	c.t.Helper()
 	n.revs = certs.NewRevocationList()
 	st, err := storage.OpenState(storage.Options{Dir: filepath.Join(n.dir, "state")})
@@ -150,21 +210,30 @@ func (c *testCluster) start(n *testNode) {
 	}
 	n.ep = ep
 	n.addr = ep.Addr().String()
+	n.reg = prometheus.NewRegistry()
 	cfg := Config{
 		Self: n.id, Advertise: n.addr, Dir: filepath.Join(n.dir, "raft"), DB: n.db, Endpoint: ep,
 		Revocations: n.revs, Voter: n.voter, Logger: logger,
-		Registerer:       prometheus.NewRegistry(),
+		Registerer:       n.reg,
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
 		LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		SnapshotThreshold: c.opts.snapshotThreshold, TrailingLogs: c.opts.trailingLogs,
 		SnapshotInterval: 200 * time.Millisecond, LogSegmentSize: c.opts.segmentSize,
+		EncryptionKey: n.encKey,
+	}
+	if n.id.Role.IsCoordinatorNode() {
+		cfg.IndexKeys = testIndexKeys
+		cfg.unsealedIndex = c.opts.unsealed
 	}
 	rep, err := Open(cfg)
 	if err != nil {
-		c.t.Fatal(err)
+		ep.Close()
+		n.state.Close()
+		return err
 	}
 	n.rep = rep
 	n.up = true
+	return nil
 }
 
 // stop shuts a node down as a crash would leave it: Raft, the endpoint and
@@ -277,6 +346,29 @@ func strongLookup(t *testing.T, n *testNode, p credit.Pseudonym) ([]IndexEntry, 
 	return e, err
 }
 
+// waitCaughtUp waits until n has applied what the leader had applied when
+// it was called (districts keep no entries to look for).
+func (c *testCluster) waitCaughtUp(n *testNode) {
+	c.t.Helper()
+	target := c.waitLeader().rep.State().Applied()
+	c.waitFor(n.id.Region+" to catch up", func() bool { return n.rep.State().Applied() >= target })
+}
+
+// gauge reads a gauge of n's replica by name (-1 if there is none).
+func gauge(t *testing.T, n *testNode, name string) float64 {
+	t.Helper()
+	families, err := n.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
 func entriesOn(n *testNode, p credit.Pseudonym) []IndexEntry {
 	e, _, err := n.rep.State().Lookup(p)
 	if err != nil {
@@ -303,7 +395,9 @@ func TestCluster_ReplicatesToEveryReplica(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	for _, n := range c.nodes {
+	// Coordinators hold the entries; districts apply the same log and keep
+	// none of them (the batches are sealed).
+	for _, n := range c.coordinators() {
 		c.waitFor("entries on "+n.id.Region, func() bool {
 			for i := 1; i <= 20; i++ {
 				if len(entriesOn(n, pseudo(byte(i)))) != 2 {
@@ -312,6 +406,13 @@ func TestCluster_ReplicatesToEveryReplica(t *testing.T) {
 			}
 			return true
 		})
+	}
+	last := c.waitLeader().rep.State().Applied()
+	for _, d := range []*testNode{kecheng, xihu} {
+		c.waitFor("the log applied on "+d.id.Region, func() bool { return d.rep.State().Applied() >= last })
+		if n, err := d.rep.State().EntryCount(); err != nil || n != 0 {
+			t.Fatalf("district %s holds %d index entries (%v)", d.id.Region, n, err)
+		}
 	}
 	// Districts are non-voters, coordinators voters.
 	servers, err := c.waitLeader().rep.Servers()
@@ -396,7 +497,7 @@ func TestCluster_FailoverKeepsAcknowledgedWrites(t *testing.T) {
 			}()
 		}
 	}
-	for _, n := range c.nodes {
+	for _, n := range c.coordinators() {
 		if !n.up {
 			continue
 		}
@@ -418,7 +519,18 @@ func TestCluster_StrongReadOnFollower(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range c.nodes {
-		// Right after the write, a strong read anywhere sees it.
+		if !n.id.Role.IsCoordinatorNode() {
+			// A district keeps no index: it refuses the lookup, and its
+			// strong read barrier still works.
+			if _, _, err := n.rep.Lookup(ctxT(t, 5*time.Second), pseudo(1), true); !errors.Is(err, ErrNoIndex) {
+				t.Fatalf("%s: a lookup on a district: %v", n.id.Region, err)
+			}
+			if err := whileLeaderless(t, n.rep.ReadBarrier); err != nil {
+				t.Fatalf("%s: read barrier: %v", n.id.Region, err)
+			}
+			continue
+		}
+		// Right after the write, a strong read on any coordinator sees it.
 		e, err := strongLookup(t, n, pseudo(1))
 		if err != nil {
 			t.Fatalf("%s: %v", n.id.Region, err)
@@ -467,7 +579,7 @@ func TestCluster_RemovedNodeStopsReceiving(t *testing.T) {
 	if err := submit(t, kecheng, []IndexUpdate{update(pseudo(7), kecheng.id.Region, 1, 1)}); err != nil {
 		t.Fatal(err)
 	}
-	c.waitFor("the write on the remaining district", func() bool { return len(entriesOn(kecheng, pseudo(7))) == 1 })
+	c.waitFor("the write on the leader", func() bool { l := c.leader(); return l != nil && len(entriesOn(l, pseudo(7))) == 1 })
 	// Give replication every chance to (wrongly) reach xihu: wait until the
 	// leader has sent this entry to everyone it replicates to.
 	var last uint64
@@ -482,14 +594,24 @@ func TestCluster_RemovedNodeStopsReceiving(t *testing.T) {
 	if n := last; n <= removedAt {
 		t.Fatalf("the write did not go into the log after the removal: last index %d, removed at %d", n, removedAt)
 	}
-	if len(entriesOn(xihu, pseudo(7))) != 0 || xihu.rep.State().Applied() > removedAt {
+	if xihu.rep.State().Applied() > removedAt {
 		t.Fatalf("removed node still receives: applied %d, removed at %d", xihu.rep.State().Applied(), removedAt)
 	}
 }
 
+// TestCluster_LateNonVoterCatchesUpBySnapshot: a district and a non-voter
+// city registered after the leader compacted its log catch up by
+// snapshot (the leader's InstallSnapshot). The city, which holds the
+// index keys, opens the snapshot's sealed index section and holds every
+// entry; the district restores the registry, the catalog and the
+// revocations and keeps no entry.
 func TestCluster_LateNonVoterCatchesUpBySnapshot(t *testing.T) {
 	c := newCluster(t, clusterOptions{snapshotThreshold: 16, trailingLogs: 8, segmentSize: 4 << 10})
 	kecheng := c.nodes["zhejiang/quzhou/kecheng"]
+	op := certs.Identity{Federation: fed, Role: certs.Operator, Region: "zhejiang", Institution: "ops"}
+	if _, err := apply(t, c.nodes["zhejiang"], CmdRevoke, op, certs.Revocation{Serial: "4242", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
 	for i := 1; i <= 60; i++ {
 		if err := submit(t, kecheng, []IndexUpdate{update(pseudo(byte(i)), kecheng.id.Region, 1, uint64(i))}); err != nil {
 			t.Fatal(err)
@@ -501,26 +623,49 @@ func TestCluster_LateNonVoterCatchesUpBySnapshot(t *testing.T) {
 		return l != nil && l.rep.Stats()["last_snapshot_index"] != "0"
 	})
 	late := c.addNode("zhejiang/quzhou/qujiang", certs.District)
-	op := certs.Identity{Federation: fed, Role: certs.Operator, Region: "zhejiang", Institution: "ops"}
-	if _, err := apply(t, c.nodes["zhejiang"], CmdRegionPut, op,
-		Region{Path: late.id.Region, Role: certs.District, Exchange: late.addr}); err != nil {
-		t.Fatal(err)
+	lateCity := c.addNode("zhejiang/wenzhou", certs.City)
+	for _, r := range []Region{
+		{Path: late.id.Region, Role: certs.District, Exchange: late.addr},
+		{Path: lateCity.id.Region, Role: certs.City, Exchange: lateCity.addr},
+	} {
+		if _, err := apply(t, c.nodes["zhejiang"], CmdRegionPut, op, r); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// It gets there by a snapshot: the leader's log no longer starts at 1.
-	// The FSM's count of restores is what tells (raft's own stats lag the
-	// restore), and it is counted once the restore is done, a moment after
-	// the entries become visible: both are waited for.
-	c.waitFor("the late district to hold every entry, restored from a snapshot", func() bool {
-		if testutil.ToFloat64(late.rep.metrics.restores) < 1 {
+	// They get there by a snapshot: the leader's log no longer starts at
+	// 1. The FSM's count of restores is what tells (raft's own stats lag
+	// the restore), and it is counted once the restore is done, a moment
+	// after the entries become visible: both are waited for.
+	c.waitFor("the late city to hold every entry, restored from a snapshot", func() bool {
+		if testutil.ToFloat64(lateCity.rep.metrics.restores) < 1 {
 			return false
 		}
 		for i := 1; i <= 60; i++ {
-			if len(entriesOn(late, pseudo(byte(i)))) != 1 {
+			if len(entriesOn(lateCity, pseudo(byte(i)))) != 1 {
 				return false
 			}
 		}
 		return true
 	})
+	lastWrite := c.waitLeader().rep.State().Applied()
+	c.waitFor("the late district to restore a snapshot and apply the log", func() bool {
+		return testutil.ToFloat64(late.rep.metrics.restores) >= 1 && late.rep.State().Applied() >= lastWrite
+	})
+	st := late.rep.State()
+	if len(st.Regions()) != len(clusterRegions)+2 || st.Catalog() == nil {
+		t.Fatalf("the late district has %d regions, catalog %v", len(st.Regions()), st.Catalog())
+	}
+	if rs := st.Revocations().Snapshot(); len(rs.Revocations) != 1 || rs.Revocations[0].Serial != "4242" {
+		t.Fatalf("the late district's revocations: %+v", rs)
+	}
+	if n, err := st.EntryCount(); err != nil || n != 0 || st.IndexEntries() != 0 {
+		t.Fatalf("the late district holds %d index entries (%v)", n, err)
+	}
+	for k := range dumpState(t, late.db) {
+		if isIndexKey([]byte(k)) {
+			t.Fatalf("the late district's state holds an index key %q", k[:4])
+		}
+	}
 }
 
 // TestCluster_PromoteAndDemote changes a district's voter flag in the

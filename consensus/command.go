@@ -38,6 +38,12 @@ const (
 	// CmdFederationInit creates the registry and the first catalog of a new
 	// federation; refused once the registry holds anything.
 	CmdFederationInit CommandType = 8
+	// CmdSealedIndexBatch carries an IndexBatch sealed with the index key
+	// that only coordinators hold (SealedIndexBatch, seal.go): the leader
+	// proposes index updates only this way. It has no IgnoreUnknown bit: a
+	// coordinator of an older binary that skipped it would lose index
+	// entries without noticing.
+	CmdSealedIndexBatch CommandType = 9
 
 	// IgnoreUnknown marks a command type that servers which do not know it
 	// may skip.

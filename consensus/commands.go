@@ -17,6 +17,12 @@ func init() {
 		name:  "index_batch",
 		apply: (*FSM).applyIndexBatch,
 	})
+	registerCommand(CmdSealedIndexBatch, commandSpec{
+		// Proposed by the leader's batcher only, sealed (seal.go); a node
+		// without the index key skips it.
+		name:  "sealed_index_batch",
+		apply: (*FSM).applySealedIndexBatch,
+	})
 	registerCommand(CmdRegionPut, commandSpec{
 		name:    "region_put",
 		apply:   decoded((*FSM).applyRegionPut),

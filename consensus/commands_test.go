@@ -123,6 +123,7 @@ func TestCommandTable_Properties(t *testing.T) {
 		effects effect
 	}{
 		{CmdIndexBatch, false, 0},
+		{CmdSealedIndexBatch, false, 0},
 		{CmdRegionPut, true, reloadRegistry | registryChanged},
 		{CmdRegionRemove, true, reloadRegistry | registryChanged},
 		{CmdCatalogPublish, true, reloadCatalog},

@@ -16,7 +16,7 @@
 // holding only counts and flags (credit.IndexSummary), the region
 // registry, every catalog version, revocations and suspensions, and the
 // applied index. Snapshots (snapshot.go) stream the live state from a
-// pinned read view, with logical keys.
+// pinned read view, with logical keys, the index section sealed.
 //
 // The state on disk is a generation (generation.go, DESIGN.md): a
 // restore writes the snapshot into a new generation beside the live one,
@@ -31,6 +31,41 @@
 // generation 0. Raft does not restore a snapshot on start (the state is
 // on disk); Open restores one only if the state is older than the newest
 // snapshot.
+//
+// # The sealed index
+//
+// Only coordinators (the nodes holding the pseudonym key) keep the index.
+// The leader, always a coordinator, seals every index batch before it
+// proposes it (CmdSealedIndexBatch, seal.go): XChaCha20-Poly1305 under an
+// index key derived from the pseudonym key (HKDF-SHA256, label
+// "credfed/index-seal/v1"), kept in a versioned keyring (IndexKeys:
+// version 1 today; a rotation adds a version, installed on every
+// coordinator before it becomes the one that seals), with the command
+// type, key version and federation as additional data. A replayed sealed
+// batch changes nothing: updates are absolute and carry the district's
+// sequence number. A district (no key) skips sealed batches, keeps none of
+// the index (not even ciphertext, and no watermark: its publisher numbers
+// updates from its own outbox), restores snapshots without their sealed
+// section and drops an index an older binary left in its state; it keeps
+// the registry, the catalog and the revocations. A coordinator opens the
+// batches on apply: one that does not open, or is sealed with a key
+// version it does not hold, stops its FSM (corruption, or a key to
+// install: skipping it would lose entries unnoticed). A leader without the
+// key (a district the registry made a voter) hands leadership over.
+// State.IndexEntries (metric credfed_index_entries) is 0 on a district.
+//
+// # Encryption at rest
+//
+// With Config.EncryptionKey (the node's encryption_key_file) each Raft log
+// entry's data and extensions are encrypted (atrest.go: XChaCha20-Poly1305,
+// the entry's index, term and type as additional data), and so is every
+// snapshot file (sealed 1 MiB chunks, the last one carrying the stream's
+// length), with keys derived from the node key (HKDF-SHA256, labels
+// "credfed/raft-log/v1" and "credfed/raft-snapshot/v1"). A log written
+// without a key stays readable after one is configured: entries from the
+// index recorded then (sealed, in raft-wal's stable store) must be
+// encrypted; earlier ones may be plain. Snapshot files written without a
+// key stay readable until newer ones replace them.
 //
 // # Commands
 //
@@ -48,15 +83,17 @@
 // makes the leader reconcile Raft's configuration at once). A test fails
 // if a CommandType constant has no entry, or no snapshot/restore test.
 //
-//	type             body              who may issue it
-//	index_batch      IndexBatch        each group: a registered district, for its own entries only
-//	region_put       Region            an operator of the region or above, relayed by a registered
-//	region_remove    RegionRemove      coordinator node (province or city) of the operator's region
-//	suspend          certs.Suspension  or above
-//	reinstate        Reinstate
-//	catalog_publish  CatalogPublish    an operator of a province region (next version only)
-//	revoke           certs.Revocation  an operator of a province region
-//	federation_init  FederationInit    a province node, once, for a registry that includes it
+//	type                body              who may issue it
+//	sealed_index_batch  SealedIndexBatch  the leader's batcher; inside, each group: a registered
+//	                                      district, for its own entries only
+//	index_batch         IndexBatch        as above, in the clear (logs written before the seal)
+//	region_put          Region            an operator of the region or above, relayed by a registered
+//	region_remove       RegionRemove      coordinator node (province or city) of the operator's region
+//	suspend             certs.Suspension  or above
+//	reinstate           Reinstate
+//	catalog_publish     CatalogPublish    an operator of a province region (next version only)
+//	revoke              certs.Revocation  an operator of a province region
+//	federation_init     FederationInit    a province node, once, for a registry that includes it
 //
 // A refused command is answered with a *RefusedError (ErrForbidden,
 // ErrInvalid, ErrConflict or ErrNotFound) that reaches the proposer,
@@ -87,10 +124,15 @@
 // so a read that overlaps a restore sees the old state or the new one.
 // With strong set it is linearizable: the leader records its commit
 // index, confirms its leadership with a quorum (VerifyLeader, never a
-// lease), and the reader waits until its own replica has applied that
-// index (ReadIndex; a new leader serves these only after a barrier of its
-// term). Districts, which are non-voters, read the same way through the
-// leader.
+// lease), and the reader waits until its own replica has applied the last
+// entry at or below that index that the FSM sees (ReadIndex; a new leader
+// serves these only after a barrier of its term). Raft's own entries — a
+// new leader's no-op, barriers — never reach the FSM and change no state,
+// so waiting for them (as strong reads did) hung every strong read on an
+// idle federation after an election until the next write
+// (Replica.readTarget). Non-voters read the same way through the leader.
+// A district keeps no index: its Lookup answers ErrNoIndex (its read
+// barrier works).
 //
 // # Membership
 //
@@ -104,8 +146,10 @@
 //
 // Raft runs over the exchange's QUIC stream layer (ALPN credfed-raft/1) on
 // the node's one UDP port, mutually authenticated with node certificates
-// (transport.go). The log and stable store are raft-wal files; Badger and
-// bbolt were measured slower for raft's synced appends (docs/BENCHMARKS.md).
+// (transport.go). The log and stable store are raft-wal files, the log
+// encrypted at rest with a node key and its last entries cached in memory
+// (raft.LogCache); Badger and bbolt were measured slower for raft's synced
+// appends (docs/BENCHMARKS.md).
 //
 // Raft and raft-wal log through an hclog.Logger that writes slog records
 // (raftlog.go): hclog levels map onto slog's, key/value arguments become

@@ -33,6 +33,9 @@ var (
 	ErrClosed = errors.New("consensus: closed")
 	// ErrStale: a strong read could not be served before its deadline.
 	ErrStale = errors.New("consensus: could not catch up for a strong read")
+	// ErrNoIndex: this node keeps no index (it does not hold the index
+	// keys: a district); ask a coordinator.
+	ErrNoIndex = errors.New("consensus: this node keeps no index; coordinators do")
 )
 
 // RefusedError is a command refused by the FSM. Its message names no

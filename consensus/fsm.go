@@ -120,14 +120,54 @@ func (f *FSM) applyCommand(w *writer, c Command, index uint64) (any, effect) {
 	panic(fmt.Sprintf("consensus: log entry %d has unknown command type %d; upgrade this node", index, c.Type))
 }
 
-// applyIndexBatch applies a CmdIndexBatch, authorizing each group on its
-// own. The leader builds index batches itself (never relayed), so a body
-// that does not decode is corruption.
+// applyIndexBatch applies a CmdIndexBatch: index updates in the clear,
+// which leaders proposed before the index was sealed (a log written by an
+// older binary). The leader builds index batches itself (never relayed),
+// so a body that does not decode is corruption. A node without the index
+// key (a district) skips it and keeps nothing of it.
 func (f *FSM) applyIndexBatch(w *writer, c Command, index uint64) any {
+	if f.state.keys == nil {
+		return nil
+	}
 	var b IndexBatch
 	if err := decodeBody(c, &b); err != nil {
 		panic(err.Error())
 	}
+	return f.applyIndexGroups(w, c, b, index)
+}
+
+// applySealedIndexBatch applies a CmdSealedIndexBatch. A node without the
+// index key skips it: it keeps nothing of the index, not even the
+// ciphertext, and its applied index moves on as for any entry. A
+// coordinator opens it; a batch that does not open is corruption (the
+// leader sealed it with a key this node holds, so the bytes changed), and
+// the FSM stops as for an undecodable entry. A batch sealed with a key
+// version this node does not hold stops it too: skipping it would leave
+// this coordinator's index without those entries for good (lookups would
+// miss districts without anyone noticing), so the node must not go on
+// until it is given that version (a rotation that switched the sealing
+// version before every coordinator held it; IndexKeys).
+func (f *FSM) applySealedIndexBatch(w *writer, c Command, index uint64) any {
+	if f.state.keys == nil {
+		return nil
+	}
+	var s SealedIndexBatch
+	if err := decodeBody(c, &s); err != nil {
+		panic(fmt.Sprintf("consensus: log entry %d is corrupt: %v", index, err))
+	}
+	b, err := f.state.keys.openBatch(s, f.federation)
+	switch {
+	case errors.Is(err, errUnknownIndexKey):
+		panic(fmt.Sprintf("consensus: log entry %d: index batch %v; install that index key version on this coordinator and restart it", index, err))
+	case err != nil:
+		panic(fmt.Sprintf("consensus: log entry %d is corrupt: sealed index batch: %v", index, err))
+	}
+	return f.applyIndexGroups(w, c, b, index)
+}
+
+// applyIndexGroups authorizes each group of an index batch on its own and
+// writes the authorized ones.
+func (f *FSM) applyIndexGroups(w *writer, c Command, b IndexBatch, index uint64) any {
 	res := IndexResult{Errs: make([]error, len(b.Groups))}
 	for i, g := range b.Groups {
 		if err := f.authorizeIndex(w, g); err != nil {
@@ -358,24 +398,30 @@ func (f *FSM) applyInit(w *writer, c Command, fi FederationInit) error {
 type fsmSnapshot struct {
 	txn     *badger.Txn
 	gen     *generation
+	applied uint64 // the applied index the read view reflects
+	state   *State
+	keys    *IndexKeys
 	metrics *metrics
 	release sync.Once
 }
 
 // Snapshot implements raft.FSM: it only pins a read view.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	g, _ := f.state.acquire()
-	return &fsmSnapshot{txn: f.state.db.NewTransaction(false), gen: g, metrics: f.metrics}, nil
+	g, applied := f.state.acquire()
+	return &fsmSnapshot{txn: f.state.db.NewTransaction(false), gen: g, applied: applied, state: f.state, keys: f.state.keys,
+		metrics: f.metrics}, nil
 }
 
 // Persist implements raft.FSMSnapshot.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	start := time.Now()
-	n, err := writeSnapshot(sink, s.txn, s.gen)
+	n, entries, err := writeSnapshot(sink, s.txn, s.gen, s.keys)
 	if err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("consensus: snapshot: %w", err)
 	}
+	// The snapshot counted the index on the way: the count for free.
+	s.state.noteEntryCount(entries, s.applied, s.gen)
 	s.metrics.snapshotDuration.Observe(time.Since(start).Seconds())
 	s.metrics.snapshotBytes.Set(float64(n))
 	return sink.Close()

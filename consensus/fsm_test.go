@@ -58,9 +58,37 @@ func newTestFSM(t testing.TB) *testFSM {
 	return newTestFSMOn(t, db)
 }
 
+// testPseudonymKey is the tests' federation pseudonym key, and
+// testIndexKeys the coordinators' keyring derived from it.
+var (
+	testPseudonymKey = bytes.Repeat([]byte{0x5e}, 32)
+	testIndexKeys    = func() *IndexKeys {
+		k, err := IndexKeysFromPseudonymKey(testPseudonymKey)
+		if err != nil {
+			panic(err)
+		}
+		return k
+	}()
+)
+
+// newTestFSMOn is a coordinator's FSM (it holds the index keys) on db.
 func newTestFSMOn(t testing.TB, db *badger.DB) *testFSM {
 	t.Helper()
-	st, err := NewState(db, certs.NewRevocationList())
+	return newTestFSMWith(t, db, testIndexKeys)
+}
+
+// newDistrictFSM is the FSM of a node that keeps no index, on a database
+// of its own.
+func newDistrictFSM(t testing.TB) *testFSM {
+	t.Helper()
+	db := openTestDB(t, t.TempDir())
+	t.Cleanup(func() { db.Close() })
+	return newTestFSMWith(t, db, nil)
+}
+
+func newTestFSMWith(t testing.TB, db *badger.DB, keys *IndexKeys) *testFSM {
+	t.Helper()
+	st, err := NewState(db, certs.NewRevocationList(), keys)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,9 @@ func (r *Replica) leaderLoop() {
 				ready := make(chan struct{})
 				r.leaderReady = ready
 				go r.confirmLeadership(ready)
+				if !r.state.HoldsIndex() {
+					go r.handOver()
+				}
 			} else {
 				r.leaderReady = nil
 			}
@@ -53,6 +56,24 @@ func (r *Replica) confirmLeadership(ready chan struct{}) {
 		case <-r.done:
 			return
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// handOver transfers the leadership of a node that does not hold the index
+// keys (a district that the registry made a voter) to another voter: it
+// could not seal the index batches districts forward, so while it leads
+// the index stands still. It tries every few seconds while it leads.
+func (r *Replica) handOver() {
+	for r.raft.State() == raft.Leader {
+		r.log.Warn("this node leads but does not hold the index key; transferring leadership to a coordinator")
+		if err := r.await(r.raft.LeadershipTransfer()); err != nil {
+			r.log.Warn("leadership transfer failed; trying again", "error", err)
+		}
+		select {
+		case <-r.done:
+			return
+		case <-time.After(2 * time.Second):
 		}
 	}
 }

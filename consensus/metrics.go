@@ -65,3 +65,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	return m
 }
+
+// registerState adds the gauges read from the state: how many index
+// entries it holds (0 on a node that keeps no index).
+func (m *metrics) registerState(reg prometheus.Registerer, st *State) {
+	if reg == nil {
+		return
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "credfed_index_entries",
+		Help: "Index entries (pseudonym, district) this node's replicated state holds; 0 on a district, which keeps no index.",
+	}, func() float64 { return float64(st.IndexEntries()) }))
+}

@@ -136,9 +136,11 @@ func TestCluster_CleanStopLogsNoError(t *testing.T) {
 					}
 				}
 			}
-			for _, n := range c.nodes {
+			for _, n := range c.coordinators() {
 				c.waitFor("entries on "+n.id.Region, func() bool { return len(entriesOn(n, pseudo(5))) == 2 })
 			}
+			c.waitCaughtUp(kecheng)
+			c.waitCaughtUp(xihu)
 			if order == "layout" {
 				// A district that stops and starts again: the voters
 				// record its announced stop, then its return.
@@ -161,7 +163,7 @@ func TestCluster_CleanStopLogsNoError(t *testing.T) {
 					}
 					return true
 				})
-				c.waitFor("the district to catch up", func() bool { return len(entriesOn(kecheng, pseudo(5))) == 2 })
+				c.waitCaughtUp(kecheng)
 			}
 			c.stop(kecheng)
 			c.stop(xihu)

@@ -64,6 +64,22 @@ type Config struct {
 	// (default 4).
 	MaxBatchUpdates int
 	MaxInFlight     int
+
+	// EncryptionKey is the node's key for data at rest (the key of
+	// encryption_key_file, which encrypts the records and state
+	// databases): the Raft log's entries and the snapshot files are
+	// encrypted with keys derived from it (atrest.go). Nil keeps them in
+	// the clear, as before.
+	EncryptionKey []byte
+	// IndexKeys seal and open the index (seal.go): required on a
+	// coordinator (province, city), refused on a district, which keeps no
+	// index.
+	IndexKeys *IndexKeys
+
+	// unsealedIndex makes the leader propose index batches in the clear
+	// (CmdIndexBatch), as before the index was sealed: benchmarks only,
+	// the baseline of the sealed index's cost.
+	unsealedIndex bool
 }
 
 // Replica is this node's part in the federation's Raft cluster: the
@@ -80,9 +96,12 @@ type Replica struct {
 	raft    *raft.Raft
 	wal     *raftwal.WAL
 	walMeta *metadb.BoltMetaDB
-	trans   *raft.NetworkTransport
-	stream  *streamLayer
-	policy  *raftLogPolicy // raft's log levels (raftlog.go)
+	// logs is the log store raft uses: a cache of the recent entries over
+	// the (encrypting) log over raft-wal.
+	logs   raft.LogStore
+	trans  *raft.NetworkTransport
+	stream *streamLayer
+	policy *raftLogPolicy // raft's log levels (raftlog.go)
 
 	batcher *batcher
 
@@ -123,15 +142,22 @@ func Open(cfg Config) (*Replica, error) {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4
 	}
+	switch {
+	case cfg.Self.Role.IsCoordinatorNode() && cfg.IndexKeys == nil:
+		return nil, fmt.Errorf("consensus: a %s node needs the index keys (Config.IndexKeys)", cfg.Self.Role)
+	case !cfg.Self.Role.IsCoordinatorNode() && cfg.IndexKeys != nil:
+		return nil, fmt.Errorf("consensus: a %s node must not hold the index keys: only coordinators do", cfg.Self.Role)
+	}
 	log := cfg.Logger.With("component", "consensus")
 	r := &Replica{cfg: cfg, log: log, metrics: newMetrics(cfg.Registerer), done: make(chan struct{}),
 		changed: make(chan struct{}, 1)}
-	st, err := NewState(cfg.DB, cfg.Revocations)
+	st, err := NewState(cfg.DB, cfg.Revocations, cfg.IndexKeys)
 	if err != nil {
 		return nil, err
 	}
 	r.state = st
 	r.fsm = &FSM{state: st, federation: cfg.Self.Federation, log: log, metrics: r.metrics, onApplied: r.onApplied}
+	r.metrics.registerState(cfg.Registerer, st)
 
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "wal"), 0o700); err != nil {
 		return nil, fmt.Errorf("consensus: %w", err)
@@ -151,10 +177,27 @@ func Open(cfg Config) (*Replica, error) {
 		return nil, fmt.Errorf("consensus: open raft log: %w", err)
 	}
 	r.wal = wal
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
+	elog, err := newEncryptedLog(wal, cfg.EncryptionKey)
+	if err != nil {
+		r.closeLog()
+		return nil, err
+	}
+	// Recent entries stay in memory: the leader reads them to replicate
+	// them (once per follower) and strong reads look at the last ones
+	// (readTarget), which would otherwise decrypt them each time.
+	if r.logs, err = raft.NewLogCache(logCacheEntries, elog); err != nil {
+		r.closeLog()
+		return nil, err
+	}
+	files, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
 	if err != nil {
 		r.closeLog()
 		return nil, fmt.Errorf("consensus: snapshot store: %w", err)
+	}
+	snaps, err := newEncryptedSnapshots(files, cfg.EncryptionKey)
+	if err != nil {
+		r.closeLog()
+		return nil, err
 	}
 	if err := r.catchUpFromSnapshot(snaps); err != nil {
 		r.closeLog()
@@ -180,7 +223,7 @@ func Open(cfg Config) (*Replica, error) {
 	override(&rc.SnapshotInterval, cfg.SnapshotInterval)
 	override(&rc.SnapshotThreshold, cfg.SnapshotThreshold)
 	override(&rc.TrailingLogs, cfg.TrailingLogs)
-	ra, err := raft.NewRaft(rc, r.fsm, wal, wal, snaps, r.trans)
+	ra, err := raft.NewRaft(rc, r.fsm, r.logs, wal, snaps, r.trans)
 	if err != nil {
 		r.trans.Close()
 		r.closeLog()
@@ -203,7 +246,7 @@ func Open(cfg Config) (*Replica, error) {
 // Raft itself does not restore on start (NoSnapshotRestoreOnStart), since
 // the state normally survives restarts and replaying the log after it is
 // enough.
-func (r *Replica) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
+func (r *Replica) catchUpFromSnapshot(snaps raft.SnapshotStore) error {
 	list, err := snaps.List()
 	if err != nil || len(list) == 0 {
 		return err
@@ -405,7 +448,12 @@ func (r *Replica) SubmitIndex(ctx context.Context, updates []IndexUpdate) error 
 // linearizable (ReadIndex through the leader); otherwise it is the local
 // replica's view, whose applied index is returned so callers know its
 // staleness.
+//
+// A node that keeps no index (a district) answers ErrNoIndex.
 func (r *Replica) Lookup(ctx context.Context, p credit.Pseudonym, strong bool) ([]IndexEntry, uint64, error) {
+	if !r.state.HoldsIndex() {
+		return nil, 0, ErrNoIndex
+	}
 	if strong {
 		if err := r.ReadBarrier(ctx); err != nil {
 			return nil, 0, err
@@ -416,7 +464,8 @@ func (r *Replica) Lookup(ctx context.Context, p credit.Pseudonym, strong bool) (
 
 // ReadBarrier returns once this replica has applied everything committed
 // when it was called: the leader's commit index, confirmed by a quorum
-// (VerifyLeader), never a lease.
+// (VerifyLeader), never a lease, and reduced to the last entry at or below
+// it that the FSM sees (readTarget).
 func (r *Replica) ReadBarrier(ctx context.Context) error {
 	var index uint64
 	if r.IsLeader() {
@@ -454,7 +503,42 @@ func (r *Replica) leaderReadIndex(ctx context.Context) (uint64, error) {
 	if err := r.await(r.raft.VerifyLeader()); err != nil {
 		return 0, raftError(err)
 	}
-	return index, nil
+	return r.readTarget(index), nil
+}
+
+// readTarget returns the index a strong read waits for, given the commit
+// index recorded at its arrival: the last entry at or below it that the
+// FSM sees. Raft hands the FSM commands and configuration changes only;
+// its own entries — the no-op a new leader appends, the barrier it then
+// commits (confirmLeadership), any later barrier — never reach it, so the
+// FSM's applied index, which strong reads wait on, never reaches them
+// either: on an idle federation a strong read right after an election
+// waited for the commit index of the new leader's barrier until the next
+// write. Entries the FSM does not see change no state, so once every entry
+// up to the last one it sees is applied, the state is the state at the
+// commit index: the read is as linearizable as before, and completes.
+// Raft's own AppliedIndex would not do: it counts entries handed to the
+// FSM, not applied by it.
+//
+// The last entries are in the log cache, so this costs a lookup or two;
+// an entry below the start of the log (compacted into a snapshot) is
+// covered by this leader's applied state, whose applied index — an entry
+// the FSM saw, at least as recent — is the target then.
+func (r *Replica) readTarget(commit uint64) uint64 {
+	for i := commit; i > 0; i-- {
+		var l raft.Log
+		if err := r.logs.GetLog(i, &l); errors.Is(err, raft.ErrLogNotFound) {
+			return r.state.Applied()
+		} else if err != nil {
+			// Cannot tell: wait for the commit index itself, as before.
+			r.log.Warn("strong read: cannot read the log at the commit index", "index", i, "error", err)
+			return commit
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return i
+		}
+	}
+	return 0
 }
 
 func (r *Replica) waitApplied(ctx context.Context, index uint64) error {
@@ -552,6 +636,11 @@ func (r *Replica) closeLog() error {
 	}
 	return err
 }
+
+// logCacheEntries is how many recent log entries the log cache keeps in
+// memory: at most ~15 MiB of full index batches (4,096 updates, ~200 KiB
+// each).
+const logCacheEntries = 64
 
 // options returns its arguments as a slice of their (possibly unexported)
 // type, so that optional ones can be appended.

@@ -295,11 +295,11 @@ func TestFSM_RestoreInterruptedAtEachStep(t *testing.T) {
 	}
 }
 
-// encodeSnapshot builds a snapshot stream of pairs with the given trailer
-// count (and a valid hash).
+// encodeSnapshot builds a snapshot stream of pairs in format version 1
+// (all in the clear) with the given trailer count (and a valid hash).
 func encodeSnapshot(pairs [][2]string, count uint64) []byte {
 	var b []byte
-	b = append(b, snapshotMagic...)
+	b = append(b, snapshotMagicV1...)
 	for _, p := range pairs {
 		b = binary.AppendUvarint(b, uint64(len(p[0])))
 		b = append(b, p[0]...)
@@ -323,10 +323,9 @@ func TestFSM_RestoreCorruptSnapshotKeepsState(t *testing.T) {
 	for k, v := range fx.newDump {
 		pairs = append(pairs, [2]string{k, v})
 	}
+	// The same pairs in format version 1 (which restores too: below); the
+	// stream the replica wrote is version 2, its index sealed.
 	good := encodeSnapshot(pairs, uint64(len(pairs)))
-	if len(good) != len(fx.snapshot) {
-		t.Fatalf("the test's encoding (%d bytes) is not the snapshot format (%d)", len(good), len(fx.snapshot))
-	}
 	flip := func(b []byte, i int) []byte { c := append([]byte(nil), b...); c[i] ^= 0xff; return c }
 	cases := map[string][]byte{
 		"checksum at the end":   flip(fx.snapshot, len(fx.snapshot)-1),

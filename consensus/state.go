@@ -1,11 +1,13 @@
 package consensus
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -38,6 +40,16 @@ import (
 // Only the FSM writes these keys, from Apply and Restore. The registry,
 // catalog and revocation list are small and also cached in memory; the
 // index is read from Badger.
+//
+// The index (x/e/ and x/w/) is kept only by a node that holds the index
+// keys (a coordinator: seal.go). A node without them (a district) keeps
+// the registry, the catalog and the revocations, and nothing of the
+// index: it skips index batches, restores snapshots without their index
+// section, and drops any index it kept before (an older binary's state)
+// when it opens the state. It keeps no watermark either: the watermark
+// only spares the FSM a read of the entries it writes, and a district's
+// publisher numbers its updates from its own outbox (storage), never from
+// the replicated state.
 var (
 	prefixState       = []byte("x/")
 	prefixEntry       = []byte("x/e/")
@@ -52,6 +64,15 @@ var (
 	keyCatalogVersion = []byte("x/m/catalog")
 	keyRevVersion     = []byte("x/m/revocations")
 )
+
+// indexFamilies are the key families of the index, which only a node
+// holding the index keys keeps, and which a snapshot seals.
+var indexFamilies = [][]byte{prefixEntry, prefixWatermark}
+
+// isIndexKey reports whether a logical key belongs to the index.
+func isIndexKey(k []byte) bool {
+	return bytes.HasPrefix(k, prefixEntry) || bytes.HasPrefix(k, prefixWatermark)
+}
 
 func entryKey(p credit.Pseudonym, district string) []byte {
 	k := make([]byte, 0, len(prefixEntry)+len(p)+len(district))
@@ -107,6 +128,8 @@ func (e IndexEntry) Holds() bool {
 type State struct {
 	db   *badger.DB
 	revs *certs.RevocationList
+	// keys seal and open the index; nil on a node that keeps no index.
+	keys *IndexKeys
 
 	// mu guards the live generation and the caches, which a restore
 	// switches together.
@@ -116,6 +139,9 @@ type State struct {
 	catalog *credit.Catalog
 
 	applied *appliedIndex
+
+	// count caches the number of index entries (IndexEntries).
+	count entryCount
 
 	// Only the FSM's goroutine (Apply, Restore) uses these.
 	retired []*generation // replaced, not yet dropped
@@ -131,11 +157,14 @@ type State struct {
 
 // NewState loads the replicated state kept in db. revs is the node's live
 // revocation list, which the state keeps equal to the replicated one.
-// Generations other than the live one (left by a restore that a crash
-// interrupted, or not yet dropped when the node stopped) are dropped.
-// State written before generations existed opens as generation 0.
-func NewState(db *badger.DB, revs *certs.RevocationList) (*State, error) {
-	s := &State{db: db, revs: revs, applied: newAppliedIndex()}
+// keys are the index keys of a coordinator, nil on a node that keeps no
+// index (a district), whose index, if an older binary left one, is
+// dropped here. Generations other than the live one (left by a restore
+// that a crash interrupted, or not yet dropped when the node stopped) are
+// dropped. State written before generations existed opens as generation
+// 0.
+func NewState(db *badger.DB, revs *certs.RevocationList, keys *IndexKeys) (*State, error) {
+	s := &State{db: db, revs: revs, keys: keys, applied: newAppliedIndex()}
 	var live uint64
 	var stored []uint64
 	var zero bool
@@ -161,6 +190,23 @@ func NewState(db *badger.DB, revs *certs.RevocationList) (*State, error) {
 		}
 		s.next = max(s.next, n+1)
 	}
+	if keys == nil {
+		var held [][]byte
+		err := db.View(func(txn *badger.Txn) error {
+			for _, f := range indexFamilies {
+				it := txn.NewIterator(badger.IteratorOptions{Prefix: s.gen.key(f)})
+				if it.Rewind(); it.Valid() {
+					held = append(held, s.gen.key(f))
+				}
+				it.Close()
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("consensus: load state: %w", err)
+		}
+		stale = append(stale, held...)
+	}
 	if len(stale) > 0 {
 		if err := db.DropPrefix(stale...); err != nil {
 			return nil, fmt.Errorf("consensus: drop stale state generations: %w", err)
@@ -178,6 +224,7 @@ type stateCaches struct {
 	catalog *credit.Catalog
 	revs    certs.RevocationSnapshot
 	applied uint64
+	entries int // index entries, when known (a restore counts them)
 }
 
 // loadCaches reads what of g's registry, catalog and revocations what
@@ -253,6 +300,7 @@ func (s *State) install(g *generation, c stateCaches) {
 		s.revs.Replace(c.revs)
 	}
 	s.retired = append(s.retired, old)
+	s.count.set(c.entries, c.applied, true)
 }
 
 // acquire resolves the live generation for a read, with the applied index
@@ -342,7 +390,12 @@ func (s *State) Applied() uint64 { return s.applied.get() }
 // Lookup returns every district's entry for a pseudonym, in district order,
 // including entries that no longer hold anything (see IndexEntry.Holds), and
 // the applied index the read reflects.
+//
+// A node without the index keys holds no index: it answers ErrNoIndex.
 func (s *State) Lookup(p credit.Pseudonym) ([]IndexEntry, uint64, error) {
+	if s.keys == nil {
+		return nil, 0, ErrNoIndex
+	}
 	g, applied := s.acquire()
 	defer g.release()
 	var out []IndexEntry
@@ -419,7 +472,8 @@ func (s *State) CatalogVersion(v int) (*credit.Catalog, error) {
 func (s *State) Revocations() *certs.RevocationList { return s.revs }
 
 // EntryCount counts the index entries (a full scan of keys; for tests,
-// benchmarks and statistics, not hot paths).
+// benchmarks and statistics, not hot paths: IndexEntries is the cheap
+// one).
 func (s *State) EntryCount() (int, error) {
 	g, _ := s.acquire()
 	defer g.release()
@@ -433,6 +487,89 @@ func (s *State) EntryCount() (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// HoldsIndex reports whether this replica keeps the index (it holds the
+// index keys: a coordinator).
+func (s *State) HoldsIndex() bool { return s.keys != nil }
+
+// entryCountMaxAge is how old the cached count of index entries may be
+// once the state has changed since it was taken.
+const entryCountMaxAge = 5 * time.Minute
+
+// entryCount is the cached count of index entries.
+type entryCount struct {
+	scan sync.Mutex // held by the one scan running
+
+	mu      sync.Mutex // guards the fields below
+	n       int
+	applied uint64    // the applied index it reflects
+	at      time.Time // when it was taken
+	valid   bool
+}
+
+// fresh returns the cached count if it may still be served for a state at
+// applied.
+func (c *entryCount) fresh(applied uint64) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n, c.valid && (c.applied == applied || time.Since(c.at) < entryCountMaxAge)
+}
+
+// set records a count taken at applied, unless a count of a later state is
+// cached (force: a restore, which replaces the state, records its count
+// whatever was cached).
+func (c *entryCount) set(n int, applied uint64, force bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !force && c.valid && c.applied > applied {
+		return
+	}
+	c.n, c.applied, c.at, c.valid = n, applied, time.Now(), true
+}
+
+// IndexEntries returns how many index entries this replica's state holds
+// (0 on a node that keeps no index), for the metric credfed_index_entries.
+// The FSM writes most entries without reading them first (the watermark:
+// fsm.go), so it cannot tell a new entry from a changed one and keep an
+// exact counter, and a key-only scan of the index runs at about 2 million
+// keys a second here (BenchmarkIndexEntries), seconds for a large index.
+// So the count is the one taken by the last snapshot (which reads every
+// entry anyway) or restore, or by a scan: at the first call, and when the
+// state has changed and the count is more than 5 minutes old. It is exact
+// as of its applied index, and lags the live state by at most 5 minutes
+// (less where snapshots come often). Concurrent callers share one scan,
+// and a scan blocks neither the FSM nor snapshots.
+func (s *State) IndexEntries() int {
+	c := &s.count
+	if n, ok := c.fresh(s.Applied()); ok {
+		return n
+	}
+	c.scan.Lock()
+	defer c.scan.Unlock()
+	applied := s.Applied()
+	if n, ok := c.fresh(applied); ok {
+		return n // counted by the caller before us
+	}
+	n, err := s.EntryCount()
+	if err != nil {
+		n, _ = c.fresh(applied)
+		return n
+	}
+	c.set(n, applied, false)
+	return n
+}
+
+// noteEntryCount records a count of index entries a snapshot took of
+// generation g at applied, unless g is no longer the live generation (a
+// restore replaced it meanwhile) or a newer count is cached.
+func (s *State) noteEntryCount(n int, applied uint64, g *generation) {
+	s.mu.RLock()
+	live := s.gen == g
+	s.mu.RUnlock()
+	if live {
+		s.count.set(n, applied, false)
+	}
 }
 
 func getUint(txn *badger.Txn, key []byte) (uint64, error) {

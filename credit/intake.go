@@ -74,8 +74,14 @@ func (c *Catalog) validateContent(r Record, at time.Time, opt ParseOptions) (Rec
 	}
 	it, ok := c.Item(r.CatalogItem)
 	if !ok {
+		shown := r.CatalogItem
+		if len(shown) > 64 || !printable(shown) {
+			shown = "given"
+		} else {
+			shown = strconv.Quote(shown)
+		}
 		return Record{}, &FieldError{Code: CodeUnknownCatalogItem, Field: "catalog_item",
-			Message: "catalog item is not in catalog version " + strconv.Itoa(c.Version)}
+			Message: "catalog item " + shown + " is not in catalog version " + strconv.Itoa(c.Version) + " (GET /v1/catalog lists the items)"}
 	}
 	sub, err := parseSubjectFor(r.Subject, it, opt)
 	if err != nil {

@@ -41,6 +41,16 @@
 // (replayable); TLS session resumption is on for redials (the resumed
 // certificate is re-checked against revocation and expiry).
 //
+// A valid certificate proves who a peer is, not that it belongs to the
+// federation. Config.Admit is asked about every request's caller, before
+// any other check, and Config.AdmitRaft about every raft connection and
+// stream (and again every RaftReadmitInterval): the node answers both from
+// the region registry (registered, with the certificate's role; for raft,
+// as a voter). A refused request is answered with the hook's error
+// (forbidden unless it says otherwise) on the caller's first use of the
+// connection; a refused raft peer loses its connection (code 0x6).
+// Operations registered with Unregistered (joining) skip Admit.
+//
 // # Wire
 //
 // A frame is a 4-byte big-endian length then that many bytes of one CBOR

@@ -71,7 +71,33 @@ type Config struct {
 	// peer's certificate is still re-checked against revocation and
 	// expiry on resumption).
 	DisableSessionResumption bool
+
+	// Admit, if not nil, decides whether a verified caller is served at
+	// all on the request protocol (ALPN credfed/1). It is called for every
+	// request with the caller's verified identity, before the operation's
+	// own checks (AllowRoles, limits, the handler), except for operations
+	// registered with Unregistered. Nil admits every caller; a nil return
+	// admits this request. An error refuses it: an *Error (or an error
+	// wrapping one) is sent as is, any other error is answered forbidden
+	// with the error's text as message, so build the text from the
+	// identity alone, never from personal data. The node wires it to the
+	// region registry ("region … is not registered"). It runs on every
+	// request, concurrently: keep it to a map lookup.
+	Admit func(id certs.Identity) error
+	// AdmitRaft, if not nil, decides whether a verified peer may open raft
+	// streams (ALPN credfed-raft/1) to this node. It is called when an
+	// incoming raft connection arrives, for every raft stream the peer
+	// opens on it, and for every live incoming raft connection when
+	// Readmit is called and every few seconds (RaftReadmitInterval), so
+	// that a peer whose admission ends loses its connection. A refused
+	// peer's connection is closed with application error 0x6 (not
+	// admitted), the error's text as reason. Nil admits every node.
+	AdmitRaft func(id certs.Identity) error
 }
+
+// RaftReadmitInterval is how often the endpoint re-checks its live
+// incoming raft connections against Config.AdmitRaft.
+const RaftReadmitInterval = 5 * time.Second
 
 // Endpoint is a node's one UDP port to the rest of the federation: it
 // serves the request protocol (ALPN credfed/1) and raft streams (ALPN
@@ -82,6 +108,13 @@ type Endpoint struct {
 	log      *slog.Logger
 	m        *metrics
 	verifier *certs.Verifier
+
+	admit     func(certs.Identity) error // Config.Admit
+	admitRaft func(certs.Identity) error // Config.AdmitRaft
+	// anyUnregistered is set once an operation is registered with
+	// Unregistered: until then a caller that Admit refuses is refused
+	// before its request is read.
+	anyUnregistered atomic.Bool
 
 	cert atomic.Pointer[tls.Certificate]
 	id   certs.Identity
@@ -127,6 +160,9 @@ type connInfo struct {
 	inbound bool
 	state   *peerState // inbound only
 	expiry  *time.Timer
+	// refusalLogged is set once a refusal of this connection's requests by
+	// Admit has been logged: one line per connection, not per request.
+	refusalLogged atomic.Bool
 }
 
 // New opens the endpoint: it binds the UDP port and starts serving at once.
@@ -148,16 +184,18 @@ func New(cfg Config) (*Endpoint, error) {
 	log = log.With("component", "exchange", "self", id.String())
 
 	e := &Endpoint{
-		lim:      lim,
-		log:      log,
-		m:        newMetrics(cfg.Registerer),
-		verifier: cfg.Verifier,
-		id:       id,
-		conns:    map[*quic.Conn]*connInfo{},
-		peers:    map[string]*peerState{},
-		pool:     map[poolKey]*peerConn{},
-		bytes:    newBudget(lim.MaxBytes),
-		recheck:  make(chan struct{}, 1),
+		lim:       lim,
+		log:       log,
+		m:         newMetrics(cfg.Registerer),
+		verifier:  cfg.Verifier,
+		admit:     cfg.Admit,
+		admitRaft: cfg.AdmitRaft,
+		id:        id,
+		conns:     map[*quic.Conn]*connInfo{},
+		peers:     map[string]*peerState{},
+		pool:      map[poolKey]*peerConn{},
+		bytes:     newBudget(lim.MaxBytes),
+		recheck:   make(chan struct{}, 1),
 	}
 	e.cert.Store(&cfg.Certificate)
 	e.ops.Store(&map[string]*operation{})
@@ -245,6 +283,10 @@ func checkOwnCertificate(c *tls.Certificate) (certs.Identity, error) {
 	}
 	if !id.Role.IsNode() {
 		return certs.Identity{}, fmt.Errorf("exchange: own certificate is a %s's (%s), not a node's", id.Role, id)
+	}
+	// Peers would refuse it (serverAuth and clientAuth): say so at start.
+	if err := certs.CheckUsage(c.Leaf, id); err != nil {
+		return certs.Identity{}, fmt.Errorf("exchange: own certificate: %w", err)
 	}
 	return id, nil
 }
@@ -429,13 +471,23 @@ func (e *Endpoint) peerStateLocked(uri string) *peerState {
 
 // recheckLoop re-checks every live connection's peer certificate against
 // the revocation list whenever the list changes, and closes revoked or
-// suspended ones, in both directions.
+// suspended ones, in both directions. With an AdmitRaft hook it also
+// re-checks the live incoming raft connections every RaftReadmitInterval.
 func (e *Endpoint) recheckLoop() {
 	defer e.wg.Done()
+	var readmit <-chan time.Time
+	if e.admitRaft != nil {
+		t := time.NewTicker(RaftReadmitInterval)
+		defer t.Stop()
+		readmit = t.C
+	}
 	for {
 		select {
 		case <-e.ctx.Done():
 			return
+		case <-readmit:
+			e.Readmit()
+			continue
 		case <-e.recheck:
 		}
 		e.mu.Lock()

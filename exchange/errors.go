@@ -143,6 +143,7 @@ const (
 	closeExpired       quic.ApplicationErrorCode = 0x3 // peer certificate expired
 	closeTooManyConns  quic.ApplicationErrorCode = 0x4 // per-identity or total connection cap
 	closeProtocolError quic.ApplicationErrorCode = 0x5 // e.g. unidirectional streams, which we do not use
+	closeNotAdmitted   quic.ApplicationErrorCode = 0x6 // raft: the peer is not admitted (Config.AdmitRaft); the reason says why
 )
 
 // Stream error codes used with CancelRead/CancelWrite.
@@ -195,6 +196,12 @@ func connError(peer string, err error) *Error {
 			return &Error{Code: CodeUnavailable, Message: peer + " refused the connection: too many connections", cause: err}
 		case closeShutdown:
 			return &Error{Code: CodeUnavailable, Message: peer + " is shutting down", cause: err}
+		case closeNotAdmitted:
+			msg := peer + " does not admit this node"
+			if reason := ae.ErrorMessage; reason != "" {
+				msg += ": " + reason[:min(len(reason), maxCloseReason)]
+			}
+			return &Error{Code: CodeForbidden, Message: msg, cause: err}
 		}
 		return &Error{Code: CodeUnavailable, Message: fmt.Sprintf("%s closed the connection (code %#x)", peer, uint64(ae.ErrorCode)), cause: err}
 	case errors.Is(err, context.Canceled):

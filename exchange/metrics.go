@@ -19,6 +19,7 @@ type metrics struct {
 	openConns      *prometheus.GaugeVec     // alpn, direction
 	bytes          *prometheus.CounterVec   // alpn, direction (in/out)
 	refused        *prometheus.CounterVec   // direction, reason
+	notAdmitted    *prometheus.CounterVec   // alpn, code
 	panics         prometheus.Counter
 
 	// Hot-path children, looked up once.
@@ -77,6 +78,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "credfed_exchange_handshakes_refused_total",
 			Help: "Connections refused, by direction (inbound: a client we refused; outbound: a server we refused) and reason.",
 		}, []string{"direction", "reason"}),
+		notAdmitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credfed_exchange_not_admitted_total",
+			Help: "Requests (alpn credfed/1) and raft connections (credfed-raft/1) of verified peers refused by the node's admission check (the region registry), by code.",
+		}, []string{"alpn", "code"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "credfed_exchange_handler_panics_total",
 			Help: "Handler panics recovered (answered internal).",
@@ -90,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.raftBytesOut = m.bytes.WithLabelValues(RaftALPN, "out")
 	if reg != nil {
 		reg.MustRegister(m.serverRequests, m.clientRequests, m.serverLatency, m.clientLatency,
-			m.openConns, m.bytes, m.refused, m.panics)
+			m.openConns, m.bytes, m.refused, m.notAdmitted, m.panics)
 	}
 	return m
 }

@@ -90,13 +90,23 @@ func (l *raftListener) Addr() net.Addr { return l.e.Addr() }
 // serveRaft hands each incoming stream of a raft connection to the
 // listener. A stream not taken within RequestReadTimeout (nobody
 // accepting) is reset.
+//
+// A peer that Config.AdmitRaft refuses, on arrival or at any stream, loses
+// the connection (code 0x6).
 func (e *Endpoint) serveRaft(ci *connInfo) {
+	if !e.admitRaftConn(ci) {
+		return
+	}
 	for {
 		str, err := ci.conn.AcceptStream(e.ctx)
 		if err != nil {
 			return
 		}
 		c := newStreamConn(e, ci, str)
+		if !e.admitRaftConn(ci) {
+			c.reset()
+			return
+		}
 		t := time.NewTimer(e.lim.RequestReadTimeout)
 		select {
 		case e.raftListener.ch <- c:

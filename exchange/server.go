@@ -90,6 +90,9 @@ type operation struct {
 	timeout time.Duration
 	rate    float64
 	burst   int
+	// unregistered: callers that Config.Admit refuses may call it
+	// (Unregistered).
+	unregistered bool
 }
 
 // HandleOption configures one operation.
@@ -152,6 +155,9 @@ func (e *Endpoint) Handle(op string, h Handler, opts ...HandleOption) {
 	}
 	next := maps.Clone(old)
 	next[op] = o
+	if o.unregistered {
+		e.anyUnregistered.Store(true)
+	}
 	e.ops.Store(&next)
 }
 
@@ -214,6 +220,14 @@ func (e *Endpoint) serveStream(ci *connInfo, str *quic.Stream) {
 func (s *serverStream) serve() {
 	e, str := s.e, s.str
 	ps := s.ci.state
+	// Admission first: a caller the node does not admit holds nothing
+	// here. Unless some operation is open to such callers, its request is
+	// not even read.
+	refusal := e.admission(s.ci)
+	if refusal != nil && !e.anyUnregistered.Load() {
+		s.refuse(e.notAdmitted(s.ci, refusal))
+		return
+	}
 	str.SetReadDeadline(s.start.Add(e.lim.RequestReadTimeout))
 
 	size, err := readFrameHeader(str, e.lim.MaxFrame)
@@ -250,6 +264,12 @@ func (s *serverStream) serve() {
 	}
 	s.id = env.ID
 	op := (*e.ops.Load())[env.Op]
+	if refusal != nil && (op == nil || !op.unregistered) {
+		// Before not_found: a caller that is not admitted learns nothing
+		// of which operations exist.
+		s.answer(nil, e.notAdmitted(s.ci, refusal))
+		return
+	}
 	if op == nil {
 		s.answer(nil, Errorf(CodeNotFound, "unknown operation %q", env.Op))
 		return

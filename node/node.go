@@ -199,14 +199,23 @@ func (n *Node) openConsensus(opts Options) error {
 	if n.state, err = storage.OpenState(storage.Options{Dir: filepath.Join(cfg.DataDir, "state"), EncryptionKey: encKey, Logger: n.log}); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	admission := &peerAdmission{}
 	n.ep, err = exchange.New(exchange.Config{Certificate: n.cert, Verifier: n.verifier, Addr: cfg.Listen.Exchange,
-		Logger: n.log, Registerer: n.registry})
+		Logger: n.log, Registerer: n.registry, Admit: admission.request, AdmitRaft: admission.raft})
 	if err != nil {
 		return fmt.Errorf("node: listen.exchange: %w", err)
 	}
 	advertise, err := advertised(cfg.Advertise.Exchange, n.ep.Addr().String(), "advertise.exchange")
 	if err != nil {
 		return err
+	}
+	// Coordinators seal the index with a key derived from the pseudonym
+	// key (version 1); districts hold neither.
+	var indexKeys *consensus.IndexKeys
+	if n.key.Valid() {
+		if indexKeys, err = consensus.IndexKeysFromPseudonymKey(n.key); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
 	}
 	n.rep, err = consensus.Open(consensus.Config{
 		Self: cfg.Identity(), Advertise: advertise, Dir: filepath.Join(cfg.DataDir, "raft"),
@@ -215,11 +224,82 @@ func (n *Node) openConsensus(opts Options) error {
 		HeartbeatTimeout: opts.RaftTiming.Heartbeat, ElectionTimeout: opts.RaftTiming.Election,
 		LeaderLeaseTimeout: opts.RaftTiming.LeaderLease, CommitTimeout: opts.RaftTiming.Commit,
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
+		EncryptionKey: encKey, IndexKeys: indexKeys,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	admission.use(n.rep.State())
 	return nil
+}
+
+// peerAdmission admits the exchange's peers by the replicated region
+// registry (exchange.Config.Admit and AdmitRaft; docs/exchange.md,
+// "Admission"). A certificate of the federation's CA says who a peer is;
+// the registry says whether it belongs to the federation.
+type peerAdmission struct {
+	state atomic.Pointer[consensus.State] // nil until the replica is open
+}
+
+func (a *peerAdmission) use(st *consensus.State) { a.state.Store(st) }
+
+// initialized reports whether the registry has reached this node.
+// federation_init writes the registry and the first catalog in one entry,
+// so a node without a catalog has no registry yet; testing the catalog is
+// cheap, where counting the regions would copy the registry.
+func initialized(st *consensus.State) bool { return st != nil && st.Catalog() != nil }
+
+// request admits a caller of the request protocol whose region is
+// registered with the role of its certificate. Refusals name the region,
+// never anything personal: forbidden for a region that is not registered
+// (or registered for another role), unavailable while this node has no
+// registry yet (it answers nothing then; another node may).
+func (a *peerAdmission) request(id certs.Identity) error {
+	st := a.state.Load()
+	if st != nil {
+		if reg, ok := st.Region(id.Region); ok {
+			if reg.Role != id.Role {
+				return exchange.Errorf(exchange.CodeForbidden, "region %s is registered for a %s node, not a %s node", id.Region, reg.Role, id.Role)
+			}
+			return nil
+		}
+	}
+	if !initialized(st) {
+		return exchange.Errorf(exchange.CodeUnavailable, "this node has not received the federation's region registry yet")
+	}
+	return exchange.Errorf(exchange.CodeForbidden, "region %s is not registered in the federation", id.Region)
+}
+
+// raft admits the peers that may open raft streams to this node. Only
+// leaders and candidates open them, and only voters become either, so a
+// peer must be registered, with its certificate's role, as a voter: a
+// district (a non-voter) can then neither depose the leader with a higher
+// term nor append entries to a follower. A node whose registry has not
+// arrived yet (it has not applied the federation's first entries) accepts
+// province and city nodes only: the first entries come from the province
+// that starts the federation, or, for a node that joins later, from the
+// leader, a voter, and voters are coordinators unless configured
+// otherwise.
+func (a *peerAdmission) raft(id certs.Identity) error {
+	st := a.state.Load()
+	if st != nil {
+		if reg, ok := st.Region(id.Region); ok {
+			switch {
+			case reg.Role != id.Role:
+				return exchange.Errorf(exchange.CodeForbidden, "region %s is registered for a %s node, not a %s node", id.Region, reg.Role, id.Role)
+			case !reg.Voter:
+				return exchange.Errorf(exchange.CodeForbidden, "region %s is not a Raft voter: only voters open raft streams", id.Region)
+			}
+			return nil
+		}
+	}
+	if !initialized(st) {
+		if id.Role.IsCoordinatorNode() {
+			return nil
+		}
+		return exchange.Errorf(exchange.CodeForbidden, "this node has no region registry yet and takes raft streams from province and city nodes only")
+	}
+	return exchange.Errorf(exchange.CodeForbidden, "region %s is not registered in the federation", id.Region)
 }
 
 // startServices opens the records database and starts the services and
@@ -420,7 +500,7 @@ func (n *Node) Federation(ctx context.Context) (api.Federation, error) {
 			Ready: ready, Status: why},
 		Raft: api.RaftStatus{State: st["state"], Leader: leaderRegion, Term: st["term"], CommitIndex: st["commit_index"],
 			AppliedIndex: st["applied_index"], LastLogIndex: st["last_log_index"], Voter: n.cfg.IsVoter()},
-		Index:   api.IndexStatus{AppliedIndex: state.Applied()},
+		Index:   api.IndexStatus{AppliedIndex: state.Applied(), Entries: state.IndexEntries()},
 		Regions: []api.Region{},
 	}
 	if cat := state.Catalog(); cat != nil {

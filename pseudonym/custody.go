@@ -53,7 +53,7 @@ const (
 
 // CustodyStore keeps the notes and the accounts (storage.DB).
 type CustodyStore interface {
-	RecordIssued(district string, at time.Time, ps []credit.Pseudonym) error
+	RecordIssued(district string, at time.Time, issued int, sample []credit.Pseudonym) error
 	IssuedBefore(cutoff time.Time, limit int) ([]storage.Issued, error)
 	SettleIssued(checked []storage.Issued, unmatched map[string]uint64, flag map[string]time.Time) error
 	CustodyStats() ([]storage.Custody, error)
@@ -158,6 +158,16 @@ func NewCustodian(cfg CustodyConfig) (*Custodian, error) {
 			}
 		}
 	}
+	// Flags survive restarts: they are in the accounts.
+	stats, err := cfg.Store.CustodyStats()
+	if err != nil {
+		return nil, fmt.Errorf("pseudonym: %w", err)
+	}
+	for _, st := range stats {
+		if !st.FlaggedAt.IsZero() {
+			c.flagged.WithLabelValues(st.District).Set(1)
+		}
+	}
 	return c, nil
 }
 
@@ -177,6 +187,7 @@ func (c *Custodian) limiters(district string) (ids, notes *rate.Limiter) {
 		r = o
 	}
 	ids = rate.NewLimiter(rate.Limit(r), max(int(10*r), MaxBatch))
+	c.flagged.WithLabelValues(district).Add(0) // shown as 0 until flagged
 	notes = rate.NewLimiter(rate.Limit(c.cfg.NotesPerSec), max(int(10*c.cfg.NotesPerSec), 1))
 	c.ids[district], c.notes[district] = ids, notes
 	return ids, notes
@@ -221,15 +232,16 @@ func (c *Custodian) handle(ctx context.Context, req *exchange.Request) (any, err
 	if err := c.cfg.Audit.Record(entry); err != nil {
 		return nil, exchange.Errorf(exchange.CodeUnavailable, "the request cannot be registered now; nothing was answered")
 	}
-	// A sample, spread over the batch, for the check.
+	// Count them all; note a sample, spread over the batch, for the check.
+	var sample []credit.Pseudonym
 	if k := min(int(notes.TokensAt(now)), len(out)); k > 0 && notes.AllowN(now, k) {
-		sample := make([]credit.Pseudonym, k)
+		sample = make([]credit.Pseudonym, k)
 		for i := range sample {
 			sample[i] = out[i*len(out)/k]
 		}
-		if err := c.cfg.Store.RecordIssued(caller.Region, now, sample); err != nil {
-			c.log.Warn("noting pseudonyms for the custody check failed", "district", caller.Region, "error_type", fmt.Sprintf("%T", err))
-		}
+	}
+	if err := c.cfg.Store.RecordIssued(caller.Region, now, len(out), sample); err != nil {
+		c.log.Warn("noting pseudonyms for the custody check failed", "district", caller.Region, "error_type", fmt.Sprintf("%T", err))
 	}
 	c.served.WithLabelValues(caller.Region).Add(float64(len(out)))
 	return reply{Pseudonyms: out}, nil

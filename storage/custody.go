@@ -53,10 +53,10 @@ func custodyKey(district string) []byte {
 	return append(prefix(famCustody, len(district)), district...)
 }
 
-// RecordIssued notes the pseudonyms handed to district at at, and counts
-// them. The write is not synced on its own: a crash loses at most the
-// last notes, which then go unchecked.
-func (db *DB) RecordIssued(district string, at time.Time, ps []credit.Pseudonym) error {
+// RecordIssued counts issued pseudonyms handed to district at at, and
+// notes ps (a sample of them) for the check. The write is not synced on
+// its own: a crash loses at most the last counts and notes.
+func (db *DB) RecordIssued(district string, at time.Time, issued int, ps []credit.Pseudonym) error {
 	if err := checkPart("district", district); err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func (db *DB) RecordIssued(district string, at time.Time, ps []credit.Pseudonym)
 	if err != nil {
 		return err
 	}
-	c.Issued += uint64(len(ps))
+	c.Issued += uint64(max(issued, len(ps)))
 	wb := db.raw.NewWriteBatch()
 	defer wb.Cancel()
 	for _, p := range ps {

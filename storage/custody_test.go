@@ -11,13 +11,13 @@ func TestCustodyNotesAndCounts(t *testing.T) {
 	db := openTest(t, Options{})
 	t0 := time.Unix(1_800_000_000, 0)
 	p := func(b byte) credit.Pseudonym { var x credit.Pseudonym; x[0] = b; return x }
-	if err := db.RecordIssued("zhejiang/quzhou/kecheng", t0, []credit.Pseudonym{p(1), p(2)}); err != nil {
+	if err := db.RecordIssued("zhejiang/quzhou/kecheng", t0, 10, []credit.Pseudonym{p(1), p(2)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.RecordIssued("zhejiang/quzhou/kecheng", t0.Add(time.Hour), []credit.Pseudonym{p(3)}); err != nil {
+	if err := db.RecordIssued("zhejiang/quzhou/kecheng", t0.Add(time.Hour), 1, []credit.Pseudonym{p(3)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.RecordIssued("zhejiang/hangzhou/xihu", t0, []credit.Pseudonym{p(4)}); err != nil {
+	if err := db.RecordIssued("zhejiang/hangzhou/xihu", t0, 0, []credit.Pseudonym{p(4)}); err != nil {
 		t.Fatal(err)
 	}
 	due, err := db.IssuedBefore(t0.Add(time.Minute), 0)
@@ -41,7 +41,7 @@ func TestCustodyNotesAndCounts(t *testing.T) {
 		t.Fatalf("stats %+v %v", stats, err)
 	}
 	k := stats[1]
-	if k.District != "zhejiang/quzhou/kecheng" || k.Issued != 3 || k.Checked != 2 || k.Unmatched != 2 || k.FlaggedAt.IsZero() {
+	if k.District != "zhejiang/quzhou/kecheng" || k.Issued != 11 || k.Checked != 2 || k.Unmatched != 2 || k.FlaggedAt.IsZero() {
 		t.Fatalf("kecheng %+v", k)
 	}
 	if x := stats[0]; x.Issued != 1 || x.Checked != 1 || x.Unmatched != 0 || !x.FlaggedAt.IsZero() {

@@ -2,6 +2,7 @@ package systemtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"credfed/api"
+	"credfed/consensus"
 	"credfed/credit"
 	"credfed/internal/wait"
 	"credfed/localfed"
@@ -401,4 +403,26 @@ func TestFederationShowsTheJobs(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestOnlyCoordinatorsHoldTheIndex: GET /v1/federation says how many index
+// entries a node's state holds: a district holds none (the index reaches
+// it sealed), a coordinator holds them all.
+func TestOnlyCoordinatorsHoldTheIndex(t *testing.T) {
+	f := startFed(t, localfed.Spec{Districts: 1}, node.Options{})
+	d := f.Districts()[0]
+	subject := credit.SyntheticPerson(8282, credit.NewDate(1979, 9, 9))
+	submit(t, f, d, record("IX-1", subject, "FOOD-DRUG-PENALTY", "s"))
+	waitIndexed(t, f, subject, 1)
+	v, err := clientOf(t, f, f.Province(), f.Layout.Operator).Federation(ctxT(t, 10*time.Second))
+	if err != nil || v.Index.Entries < 1 {
+		t.Fatalf("the province's entries: %+v %v", v.Index, err)
+	}
+	v, err = department(t, f, d).Federation(ctxT(t, 10*time.Second))
+	if err != nil || v.Index.Entries != 0 {
+		t.Fatalf("the district's entries: %+v %v", v.Index, err)
+	}
+	if entries, err := entriesAt(t, f, d, subject); !errors.Is(err, consensus.ErrNoIndex) || len(entries) != 0 {
+		t.Fatalf("the district's replica answers a lookup of the index: %v %v", entries, err)
+	}
 }

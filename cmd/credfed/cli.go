@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -123,19 +124,29 @@ func (s *stringList) Type() string { return "strings" }
 
 // selfName is how printed command lines name this binary: "./credfed" when
 // it was started by a relative path (as after `go build -o credfed
-// ./cmd/credfed`), so that the lines work when pasted in the same
-// directory, and "credfed" (found on $PATH) otherwise.
-func selfName() string { return selfNameFrom(os.Args[0]) }
+// ./cmd/credfed`) or from go run's build cache, so that the lines work when
+// pasted in the repository once built; "credfed" when it runs from $PATH.
+func selfName() string {
+	_, onPath := exec.LookPath("credfed")
+	return selfNameFrom(os.Args[0], onPath == nil)
+}
 
-func selfNameFrom(arg0 string) string {
-	if arg0 == "" || filepath.IsAbs(arg0) || !strings.ContainsRune(arg0, filepath.Separator) {
-		return "credfed"
+func selfNameFrom(arg0 string, onPath bool) string {
+	if strings.Contains(arg0, "go-build") { // go run's build cache
+		if onPath {
+			return "credfed"
+		}
+		return "./credfed" // the lines assume `go build -o credfed ./cmd/credfed`
 	}
-	if filepath.Base(arg0) != "credfed" {
-		return "credfed" // go test binaries and other wrappers
+	if arg0 == "" || filepath.IsAbs(arg0) || !strings.ContainsRune(arg0, filepath.Separator) || filepath.Base(arg0) != "credfed" {
+		return "credfed" // on $PATH, or a test binary or other wrapper
 	}
 	return shellQuote(arg0)
 }
+
+// builtFromGoRun reports whether this binary runs from go run's cache (its
+// printed lines then need a `go build` first).
+func builtFromGoRun() bool { return strings.Contains(os.Args[0], "go-build") }
 
 // shellQuote quotes a word for a pasted command line if it needs it.
 func shellQuote(s string) string {

@@ -176,12 +176,16 @@ func TestSelfName(t *testing.T) {
 		"bin/credfed":                "bin/credfed",
 		"credfed":                    "credfed",
 		"/usr/local/bin/credfed":     "credfed",
-		"/tmp/go-build1/exe/credfed": "credfed",
+		"/tmp/go-build1/exe/credfed": "./credfed",
 		"./credfed.test":             "credfed",
 		"./my dir/credfed":           "'./my dir/credfed'",
 	} {
-		if got := selfNameFrom(arg0); got != want {
+		if got := selfNameFrom(arg0, false); got != want {
 			t.Errorf("selfNameFrom(%q) = %q, want %q", arg0, got, want)
 		}
+	}
+	// go run, with a credfed on $PATH: that one.
+	if got := selfNameFrom("/tmp/go-build1/exe/credfed", true); got != "credfed" {
+		t.Errorf("go run with credfed on PATH: %q", got)
 	}
 }

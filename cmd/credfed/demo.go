@@ -112,12 +112,15 @@ func runDemo(cmd *cobra.Command, o demoOptions) error {
 	if err != nil {
 		return err
 	}
+	stopped := false
 	defer func() {
 		stopping.Store(true)
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := fed.Stop(sctx); err != nil {
 			fmt.Fprintf(stderr, "stopping the demo federation: %v\n", err)
+		} else if stopped {
+			fmt.Fprintf(stdout, "stopped; run the demo again to resume the same federation (%s)\n", o.dir)
 		}
 	}()
 	interrupted := func(err error) error {
@@ -154,10 +157,16 @@ func runDemo(cmd *cobra.Command, o demoOptions) error {
 	if err := localfed.WriteDemoFile(fed.Dir, d); err != nil {
 		return err
 	}
-	printDemoLines(stdout, selfName(), o.dir, d)
+	self := selfName()
+	printDemoLines(stdout, self, o.dir, d)
+	if self == "./credfed" && builtFromGoRun() {
+		fmt.Fprintln(stdout, "(The credfed lines need the client: go build -o credfed ./cmd/credfed, in the repository.)")
+		fmt.Fprintln(stdout)
+	}
 	fmt.Fprintln(stdout, "credfed demo ready")
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping the demo federation …")
+	stopped = true
 	return nil
 }
 
@@ -184,7 +193,7 @@ func initDemo(cmd *cobra.Command, o demoOptions) error {
 	fmt.Fprintf(w, "federation %s in %s: %d nodes (CA, certificates, keys, node configurations, %s)\n",
 		l.Federation, o.dir, len(l.Nodes), filepath.Join(o.dir, localfed.DemoFileName))
 	if o.compose {
-		fmt.Fprintf(w, "\ndocker-compose.yml starts each node, the province first:\n")
+		fmt.Fprintf(w, "\n`docker-compose up` starts each node with these configurations (paths inside the containers), the province first:\n")
 	} else {
 		fmt.Fprintf(w, "\nStart each node as its own process, the province first (a terminal each, or in the background):\n")
 	}
@@ -350,7 +359,7 @@ func printLookupLines(w io.Writer, self, dir string, d localfed.DemoFile) {
 		return fmt.Sprintf("  %s lookup --demo %s%s --subject %s --purpose %s --user %s --reference %s\n",
 			self, shellQuote(dir), extra, d.Showcase.Subject, demoPurpose, demoUser, demoReference(ref))
 	}
-	fmt.Fprintf(w, "The same with the credfed client:\n%s", line("", 1))
+	fmt.Fprintf(w, "Look the demo subject up with the credfed client (a coordinator of the province):\n%s", line("", 1))
 	var cities []string
 	for _, n := range d.Nodes {
 		if n.Role == string(certs.City) {

@@ -26,7 +26,8 @@ func federationStatusCommand() *cobra.Command {
 		Long: `Prints what a node knows of the federation: its own Raft state, the leader,
 the applied index of its index replica, every registered region with its
 role and its place in the Raft configuration (voter, nonvoter, absent), and
-the node's background jobs (the sweep, the publisher) with their last runs.`,
+the node's background jobs with their last runs (a district: publish, sweep;
+a coordinator: custody).`,
 		Example: `  # with a running demo (credfed demo):
   credfed federation status --demo credfed-demo
   credfed federation status --demo credfed-demo --as department --node kecheng --json`,

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -52,6 +53,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintf(stderr, "credfed: %v\n", err)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		fmt.Fprintln(stderr, "credfed: nothing answers at that address: is the node running? (with --demo: is `credfed demo` running, or were the nodes of `demo --init-only` started?)")
+	}
 	return 1
 }
 

@@ -64,9 +64,14 @@ override it (flags win). Stops gracefully on SIGINT or SIGTERM.`,
 		fmt.Fprintf(cmd.OutOrStdout(), "credfed node %s (%s) serving: api https://%s, exchange %s, metrics http://%s\n",
 			cfg.Region, cfg.Role, n.APIAddr(), n.ExchangeAddr(), n.MetricsAddr())
 		<-ctx.Done()
+		fmt.Fprintf(cmd.OutOrStdout(), "credfed node %s stopping (within %s) …\n", cfg.Region, time.Duration(n.Config().ShutdownTimeout))
 		sctx, cancel := context.WithTimeout(context.Background(), time.Duration(n.Config().ShutdownTimeout))
 		defer cancel()
-		return n.Shutdown(sctx)
+		if err := n.Shutdown(sctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "credfed node %s stopped\n", cfg.Region)
+		return nil
 	}
 	return cmd
 }

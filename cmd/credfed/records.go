@@ -131,7 +131,7 @@ func submitRecords(cmd *cobra.Command, c *api.Client, recs []sourceRecord, asJSO
 		bar.add(len(batch))
 	}
 	bar.done()
-	fmt.Fprintf(report, "%d records: %d accepted, %d duplicate, %d rejected\n", len(recs),
+	fmt.Fprintf(report, "%d %s: %d accepted, %d duplicate, %d rejected\n", len(recs), plural(len(recs), "record", "records"),
 		counts[api.StatusAccepted], counts[api.StatusDuplicate], counts[api.StatusRejected])
 	for _, r := range rejected {
 		fmt.Fprintln(report, r)
