@@ -248,6 +248,21 @@ func benignRaftWarning(msg string) bool {
 	return false
 }
 
+// firstElection recognizes the election a node starts when it has never
+// known a leader (a federation starting): raft warns of it as of a lost
+// leader.
+func firstElection(msg string, args []any) bool {
+	if !strings.HasPrefix(msg, "heartbeat timeout reached, starting election") {
+		return false
+	}
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, _ := args[i].(string); k == "last-leader-addr" {
+			return fmt.Sprint(args[i+1]) == ""
+		}
+	}
+	return false
+}
+
 // raftLogPolicy lowers the level of raft records that do not call for an
 // operator:
 //
@@ -274,11 +289,17 @@ type raftLogPolicy struct {
 type stoppedPeer struct {
 	addr raft.ServerAddress
 	at   time.Time
+	back time.Time // when it announced it is back (zero: still away)
 }
 
 // stoppedPeerGrace is how long a peer's announced stop keeps the transport
-// failures naming it at debug.
-const stoppedPeerGrace = 10 * time.Minute
+// failures naming it at debug; backGrace how long they stay there once it
+// is back: the connections raft pooled to the old process fail on their
+// first use (a QUIC idle timeout), and raft's next attempt dials anew.
+const (
+	stoppedPeerGrace = 10 * time.Minute
+	backGrace        = 30 * time.Second
+)
 
 func newRaftLogPolicy() *raftLogPolicy {
 	return &raftLogPolicy{now: time.Now, stopped: map[raft.ServerID]stoppedPeer{}}
@@ -292,14 +313,26 @@ func (p *raftLogPolicy) peerStopping(id raft.ServerID, addr raft.ServerAddress) 
 	p.stopped[id] = stoppedPeer{addr: addr, at: p.now()}
 }
 
-// peerBack forgets a peer's announced stop and reports whether there was
-// one.
+// peerBack records that a peer that announced its stop is back, and
+// reports whether there was such a stop.
 func (p *raftLogPolicy) peerBack(id raft.ServerID) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	_, ok := p.stopped[id]
-	delete(p.stopped, id)
+	sp, ok := p.stopped[id]
+	if ok && sp.back.IsZero() {
+		sp.back = p.now()
+		p.stopped[id] = sp
+	}
 	return ok
+}
+
+// returned reports whether the peer id is not known to be away: it never
+// announced a stop, or announced its return since.
+func (p *raftLogPolicy) returned(id raft.ServerID) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sp, ok := p.stopped[id]
+	return !ok || !sp.back.IsZero()
 }
 
 // peerStopped reports whether the peer named by id or addr (either may be
@@ -313,6 +346,13 @@ func (p *raftLogPolicy) peerStopped(id raft.ServerID, addr raft.ServerAddress) b
 	now := p.now()
 	for pid, sp := range p.stopped {
 		if (id != "" && pid == id) || (addr != "" && sp.addr == addr) {
+			if !sp.back.IsZero() {
+				if now.Sub(sp.back) >= backGrace {
+					delete(p.stopped, pid)
+					return false
+				}
+				return true
+			}
 			return now.Sub(sp.at) < stoppedPeerGrace
 		}
 	}
@@ -341,6 +381,9 @@ func transportFailure(msg string) bool {
 func (p *raftLogPolicy) level(lvl slog.Level, msg string, args []any) slog.Level {
 	if benignRaftWarning(msg) {
 		return slog.LevelDebug
+	}
+	if lvl == slog.LevelWarn && firstElection(msg, args) {
+		return slog.LevelInfo
 	}
 	if p == nil || lvl < slog.LevelWarn || !transportFailure(msg) {
 		return lvl

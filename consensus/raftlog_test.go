@@ -157,7 +157,7 @@ func TestCluster_CleanStopLogsNoError(t *testing.T) {
 				c.start(kecheng)
 				c.waitFor("the voters to record the district's return", func() bool {
 					for _, v := range voters {
-						if stopped(v) {
+						if !v.rep.policy.returned(raft.ServerID(kecheng.id.Region)) {
 							return false
 						}
 					}
@@ -318,12 +318,27 @@ func TestRaftLogPolicy(t *testing.T) {
 		t.Fatal("a peer away longer than the grace period is not an error")
 	}
 	now = now.Add(-time.Minute)
-	if heartbeat(kecheng.Address) != slog.LevelDebug || !p.peerBack(kecheng.ID) || heartbeat(kecheng.Address) != slog.LevelError {
+	if heartbeat(kecheng.Address) != slog.LevelDebug || !p.peerBack(kecheng.ID) {
+		t.Fatal("a peer back after its stop")
+	}
+	// The connections pooled to the old process fail once more, for a
+	// moment after its return; then its failures are errors again.
+	if heartbeat(kecheng.Address) != slog.LevelDebug {
+		t.Fatal("the first failure on a connection to the old process is an error")
+	}
+	now = now.Add(backGrace)
+	if heartbeat(kecheng.Address) != slog.LevelError {
 		t.Fatal("a peer back after its stop: its failures are not errors again")
 	}
 	if p.level(slog.LevelError, "failed to decode incoming command", []any{"error", raft.ErrTransportShutdown}) != slog.LevelDebug ||
 		p.level(slog.LevelError, "failed to decode incoming command", []any{"error", errors.New("bad msgpack")}) != slog.LevelError {
 		t.Fatal("transport shutdown vs. a real decoding failure")
+	}
+	election := func(last string) slog.Level {
+		return p.level(slog.LevelWarn, "heartbeat timeout reached, starting election", []any{"last-leader-addr", raft.ServerAddress(last), "last-leader-id", ""})
+	}
+	if election("") != slog.LevelInfo || election("127.0.0.1:7443") != slog.LevelWarn {
+		t.Fatal("a first election is a warning, or a lost leader is not")
 	}
 	p.closing.Store(true)
 	if heartbeat(xihu.Address) != slog.LevelDebug || p.level(slog.LevelError, "failed to accept connection", nil) != slog.LevelDebug {
