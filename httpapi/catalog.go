@@ -8,6 +8,10 @@ import (
 	"credfed/fault"
 )
 
+func (s *Server) catalogRoutes() []route {
+	return []route{{method: "GET", pattern: "/v1/catalog", access: anyCertificate, handle: s.getCatalog}}
+}
+
 // catalog returns the replicated catalog or an unavailable refusal.
 func (s *Server) catalog() (*credit.Catalog, error) {
 	if c := s.cfg.Cluster.Catalog(); c != nil {

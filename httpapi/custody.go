@@ -5,8 +5,13 @@ import (
 	"time"
 
 	"credfed/api"
+	"credfed/certs"
 	"credfed/fault"
 )
+
+func (s *Server) custodyRoutes() []route {
+	return []route{{method: "GET", pattern: "/v1/custody", access: roles(certs.Operator, certs.Coordinator), handle: s.getCustody}}
+}
 
 // getCustody is GET /v1/custody: a coordinator's account of the pseudonyms
 // it handed to each district, and the districts flagged for asking for

@@ -8,6 +8,13 @@ import (
 	"credfed/lookup"
 )
 
+// Lookups admit any certificate so that a refusal (a department trying to
+// look someone up) is audited like any other lookup; the service admits
+// coordinators only.
+func (s *Server) lookupRoutes() []route {
+	return []route{{method: "POST", pattern: "/v1/lookups", access: anyCertificate, handle: s.postLookup}}
+}
+
 // postLookup is a coordinator's federated lookup (POST /v1/lookups).
 func (s *Server) postLookup(w http.ResponseWriter, r *http.Request, c caller) error {
 	var in api.LookupRequest

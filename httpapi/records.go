@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"credfed/api"
+	"credfed/certs"
 	"credfed/credit"
 	"credfed/fault"
 	"credfed/intake"
@@ -19,6 +20,14 @@ import (
 
 // recordTimeLayout is how record times are shown (RFC 3339, milliseconds).
 const recordTimeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+func (s *Server) recordRoutes() []route {
+	return []route{
+		{method: "POST", pattern: "/v1/records", access: roles(certs.Department), maxBody: 64 << 20, bulk: true, handle: s.postRecords},
+		{method: "GET", pattern: "/v1/records/{id}", access: roles(certs.Department), handle: s.getRecord},
+		{method: "POST", pattern: "/v1/records/{id}/corrections", access: roles(certs.Department), handle: s.postCorrection},
+	}
+}
 
 // recordView is a record as the API shows it; cat, if set, dates the end
 // of its display period.

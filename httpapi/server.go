@@ -158,21 +158,14 @@ type route struct {
 	handle func(w http.ResponseWriter, r *http.Request, c caller) error
 }
 
-// routes is the API; docs/openapi.yaml documents the same list (a test
-// compares them).
+// routes is the API: each resource's file lists its routes.
+// docs/openapi.yaml documents the same list (a test compares them).
 func (s *Server) routes() []route {
-	return []route{
-		{method: "GET", pattern: "/v1/catalog", access: anyCertificate, handle: s.getCatalog},
-		{method: "GET", pattern: "/v1/federation", access: anyCertificate, handle: s.getFederation},
-		{method: "POST", pattern: "/v1/records", access: roles(certs.Department), maxBody: 64 << 20, bulk: true, handle: s.postRecords},
-		{method: "GET", pattern: "/v1/records/{id}", access: roles(certs.Department), handle: s.getRecord},
-		{method: "POST", pattern: "/v1/records/{id}/corrections", access: roles(certs.Department), handle: s.postCorrection},
-		// Lookups admit any certificate so that a refusal (a department
-		// trying to look someone up) is audited like any other lookup; the
-		// service admits coordinators only.
-		{method: "POST", pattern: "/v1/lookups", access: anyCertificate, handle: s.postLookup},
-		{method: "GET", pattern: "/v1/custody", access: roles(certs.Operator, certs.Coordinator), handle: s.getCustody},
+	var out []route
+	for _, rs := range [][]route{s.catalogRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes()} {
+		out = append(out, rs...)
 	}
+	return out
 }
 
 // router builds the HTTP handler of the API from routes.
