@@ -12,8 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
 
 	"credfed/certs"
 	"credfed/consensus"
@@ -199,31 +197,16 @@ func (r *Resolver) ask(ctx context.Context, ids []string) ([]credit.Pseudonym, e
 	return nil, fmt.Errorf("%w: %w", ErrNoCoordinator, last)
 }
 
-// coordinators lists the coordinators to ask, nearest first.
+// coordinators lists the coordinators to ask, nearest first, then the
+// configured ones.
 func (r *Resolver) coordinators() []exchange.Peer {
-	self := r.cfg.Self.Region
-	var regs []consensus.Region
+	var peers []exchange.Peer
 	if r.cfg.Registry != nil {
-		for _, reg := range r.cfg.Registry.Regions() {
-			if reg.Role.IsCoordinatorNode() && reg.Exchange != "" {
-				regs = append(regs, reg)
-			}
-		}
+		peers = consensus.CoordinatorPeers(r.cfg.Registry.Regions(), r.cfg.Self)
 	}
-	// Ancestors of this region first, deepest (nearest) first.
-	sort.SliceStable(regs, func(i, j int) bool {
-		ai, aj := certs.InRegion(self, regs[i].Path), certs.InRegion(self, regs[j].Path)
-		if ai != aj {
-			return ai
-		}
-		return strings.Count(regs[i].Path, "/") > strings.Count(regs[j].Path, "/")
-	})
-	peers := make([]exchange.Peer, 0, len(regs)+len(r.cfg.Coordinators))
 	seen := map[string]bool{}
-	for _, reg := range regs {
-		id := reg.Identity(r.cfg.Self.Federation)
-		peers = append(peers, exchange.Peer{Name: reg.Path, Addr: reg.Exchange, Identity: &id})
-		seen[reg.Exchange] = true
+	for _, p := range peers {
+		seen[p.Addr] = true
 	}
 	for _, addr := range r.cfg.Coordinators {
 		if !seen[addr] {
