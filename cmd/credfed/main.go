@@ -89,6 +89,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	}
 	add(groupRun, demoCommand(), nodeCommand())
 	add(groupClient, lookupCommand(), recordsCommand(), federationCommand())
+	add(groupOps, reportCommand())
 	add(groupOps, certsCommand())
 	root.AddCommand(versionCommand())
 	// Cobra adds its completion command when the tree runs; adding it now
