@@ -258,3 +258,59 @@ func (c *Client) Lookup(ctx context.Context, req LookupRequest) (*LookupAnswer, 
 	_, err := c.Do(ctx, "POST", "/v1/lookups", "", req, &out)
 	return &out, err
 }
+
+// Report returns a subject's own report (portal certificate): the signed
+// document as it came (keep it to verify or hand on) and its content.
+func (c *Client) Report(ctx context.Context, req SubjectRequest) ([]byte, *Report, error) {
+	var raw json.RawMessage
+	if _, err := c.Do(ctx, "POST", "/v1/reports", "", req, &raw); err != nil {
+		return nil, nil, err
+	}
+	var out Report
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, nil, fmt.Errorf("POST /v1/reports: the answer is not a report: %w", err)
+	}
+	return raw, &out, nil
+}
+
+// AccessLog returns who looked a subject up (portal certificate).
+func (c *Client) AccessLog(ctx context.Context, req SubjectRequest) (*AccessLog, error) {
+	var out AccessLog
+	_, err := c.Do(ctx, "POST", "/v1/access-log", "", req, &out)
+	return &out, err
+}
+
+// File files an objection (kind "objections") or a repair request
+// ("repairs") through a portal.
+func (c *Client) File(ctx context.Context, kind string, req CaseRequest) (*Case, error) {
+	var out Case
+	_, err := c.Do(ctx, "POST", "/v1/"+kind, "", req, &out)
+	return &out, err
+}
+
+// Case returns an objection or a repair request by id.
+func (c *Client) Case(ctx context.Context, kind, id string) (*Case, error) {
+	var out Case
+	_, err := c.Do(ctx, "GET", "/v1/"+kind+"/"+url.PathEscape(id), "", nil, &out)
+	return &out, err
+}
+
+// Cases lists the caller department's cases in a state (open, overdue,
+// decided, all).
+func (c *Client) Cases(ctx context.Context, kind, state string) (*Cases, error) {
+	var out Cases
+	_, err := c.Do(ctx, "GET", "/v1/"+kind+"?state="+url.QueryEscape(state), "", nil, &out)
+	return &out, err
+}
+
+// Decide decides a case as the collecting department: an objection's
+// resolution or a repair's decision.
+func (c *Client) Decide(ctx context.Context, kind, id string, d CaseDecision) (*Case, error) {
+	step := "resolution"
+	if kind == "repairs" {
+		step = "decision"
+	}
+	var out Case
+	_, err := c.Do(ctx, "POST", "/v1/"+kind+"/"+url.PathEscape(id)+"/"+step, "", d, &out)
+	return &out, err
+}

@@ -165,7 +165,10 @@ type RecordResult struct {
 
 // Record is a record as the API shows it. Dates are YYYY-MM-DD.
 type Record struct {
-	ID             string   `json:"id"`
+	ID string `json:"id"`
+	// Ref is the record's federation-wide reference
+	// (district/department/id), which objections and repairs name.
+	Ref            string   `json:"ref,omitempty"`
 	Subject        string   `json:"subject"`
 	CatalogItem    string   `json:"catalog_item"`
 	DecisionNumber string   `json:"decision_number,omitempty"`
@@ -217,6 +220,9 @@ type LookupRequest struct {
 
 // LookupAnswer is POST /v1/lookups's answer.
 type LookupAnswer struct {
+	// LookupID is the lookup's federation-wide id (in the audit entries of
+	// the coordinator and of every district that answered).
+	LookupID         string           `json:"lookup_id"`
 	SubjectPseudonym string           `json:"subject_pseudonym"`
 	Purpose          string           `json:"purpose"`
 	Reference        string           `json:"reference"`

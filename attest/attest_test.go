@@ -125,10 +125,12 @@ func TestContentChangesAreDetected(t *testing.T) {
 		doc  []byte
 		want error
 	}{
-		"count changed":    {edit(func(o map[string]any) { o["count"] = 3 }), ErrBadSignature},
-		"record removed":   {edit(func(o map[string]any) { o["records"] = []any{"a"} }), ErrBadSignature},
-		"member added":     {edit(func(o map[string]any) { o["extra"] = true }), ErrBadSignature},
-		"time moved":       {edit(func(o map[string]any) { o[Member].(map[string]any)["signed_at"] = time.Now().Add(time.Hour).UTC().Format(time.RFC3339) }), ErrBadSignature},
+		"count changed":  {edit(func(o map[string]any) { o["count"] = 3 }), ErrBadSignature},
+		"record removed": {edit(func(o map[string]any) { o["records"] = []any{"a"} }), ErrBadSignature},
+		"member added":   {edit(func(o map[string]any) { o["extra"] = true }), ErrBadSignature},
+		"time moved": {edit(func(o map[string]any) {
+			o[Member].(map[string]any)["signed_at"] = time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+		}), ErrBadSignature},
 		"signature gone":   {edit(func(o map[string]any) { delete(o, Member) }), ErrNotSigned},
 		"other algorithm":  {edit(func(o map[string]any) { o[Member].(map[string]any)["alg"] = "none" }), ErrUnsupported},
 		"signer renamed":   {edit(func(o map[string]any) { o[Member].(map[string]any)["signer"] = "spiffe://demo/province/tianjin" }), ErrSignerChanged},

@@ -8,11 +8,14 @@ package audit
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"credfed/certs"
+	"credfed/credit"
 	"credfed/fault"
 	"credfed/storage"
 )
@@ -60,25 +63,105 @@ func New(log Log, node string, now func() time.Time, logger *slog.Logger, reg pr
 // not carried out, nor answered.
 var ErrUnavailable = fault.New(fault.Unavailable, "the audit log could not be written; nothing was answered")
 
-// Record appends e durably, filling in the time (if zero) and the node. It
-// returns ErrUnavailable, with the cause kept out of the message, when the
-// append fails.
-func (r *Recorder) Record(e storage.AuditEntry) error {
-	if e.At.IsZero() {
-		e.At = r.now()
+// Record appends e, and the notes that go with it, durably and in one
+// append, filling in the time (if zero) and the node, and bounding every
+// text field (Bound). It returns ErrUnavailable, with the cause kept out of
+// the message, when the append fails.
+func (r *Recorder) Record(e storage.AuditEntry, notes ...storage.AuditEntry) error {
+	all := append([]storage.AuditEntry{e}, notes...)
+	for i := range all {
+		if all[i].At.IsZero() {
+			all[i].At = r.now()
+		}
+		all[i].At = all[i].At.UTC()
+		if all[i].Node == "" {
+			all[i].Node = r.node
+		}
+		bound(&all[i])
 	}
-	e.At = e.At.UTC()
-	if e.Node == "" {
-		e.Node = r.node
-	}
-	if _, err := r.log.Append(e); err != nil {
+	if _, err := r.log.Append(all...); err != nil {
 		r.failures.Inc()
 		// Never the error's text: a storage error may quote a key.
 		r.logger.Error("audit append failed; refusing the operation", "operation", e.Operation, "error_type", fmt.Sprintf("%T", err))
 		return &fault.Error{Kind: ErrUnavailable.Kind, Message: ErrUnavailable.Message, Cause: err}
 	}
-	r.entries.WithLabelValues(e.Operation, e.Decision).Inc()
+	for _, e := range all {
+		r.entries.WithLabelValues(e.Operation, e.Decision).Inc()
+	}
 	return nil
+}
+
+// Bounds on what an entry keeps of a field: MaxField bytes of what a
+// caller states (user, purpose, case reference, authorization,
+// authentication), MaxName bytes of a name (node, caller, role,
+// institution, district, operation, reason) and of a record id.
+// Validation refuses longer input first; the bounds keep a refused
+// request's input out of the log.
+const (
+	MaxField = 256
+	MaxName  = 1024
+)
+
+// bound cuts every text field of e to its bound and replaces what is not
+// text (credit.TextRune) with U+FFFD: an entry never keeps a control,
+// format or invisible character, nor more than the bound, of what a caller
+// sent.
+func bound(e *storage.AuditEntry) {
+	for _, f := range []*string{&e.User, &e.Purpose, &e.Reference, &e.Authorization, &e.Authentication} {
+		*f = Bound(*f, MaxField)
+	}
+	for _, f := range []*string{&e.Node, &e.Caller, &e.Role, &e.Institution, &e.District, &e.Operation, &e.Reason} {
+		*f = Bound(*f, MaxName)
+	}
+	if len(e.Records) > 0 {
+		recs := make([]string, len(e.Records))
+		for i, id := range e.Records {
+			recs[i] = Bound(id, MaxName)
+		}
+		e.Records = recs
+	}
+}
+
+// Bound returns s if it is text (credit.TextRune) of at most max bytes;
+// otherwise s with every invalid byte and every rune that is not text
+// replaced by U+FFFD and, if that is longer than max bytes, cut at a rune
+// boundary to end in "…" within max bytes.
+func Bound(s string, max int) string {
+	if len(s) <= max && isText(s) {
+		return s
+	}
+	const ellipsis = "…"
+	if max < len(ellipsis) {
+		return ""
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if !credit.TextRune(r) {
+			r = utf8.RuneError
+		}
+		if b.Len()+utf8.RuneLen(r) > max {
+			out := b.String()
+			for len(out)+len(ellipsis) > max {
+				_, n := utf8.DecodeLastRuneInString(out)
+				out = out[:len(out)-n]
+			}
+			return out + ellipsis
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func isText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !credit.TextRune(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // By returns an entry of operation made by the verified caller id.

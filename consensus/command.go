@@ -44,6 +44,12 @@ const (
 	// coordinator of an older binary that skipped it would lose index
 	// entries without noticing.
 	CmdSealedIndexBatch CommandType = 9
+	// CmdAuditAnchor anchors the head of a node's audit log (AuditAnchor,
+	// anchor.go). It has the IgnoreUnknown bit: anchors are evidence each
+	// node checks its own log against, not state other commands depend
+	// on, so a coordinator of an older binary skips them during a rolling
+	// upgrade instead of stopping.
+	CmdAuditAnchor CommandType = IgnoreUnknown | 10
 
 	// IgnoreUnknown marks a command type that servers which do not know it
 	// may skip.

@@ -59,6 +59,12 @@ func init() {
 		relay:   true,
 		effects: reloadRevocations,
 	})
+	registerCommand(CmdAuditAnchor, commandSpec{
+		// Not relayable: a node proposes its own anchors through
+		// consensus.anchor (anchor.go), which names the caller as proposer.
+		name:  "audit_anchor",
+		apply: decoded((*FSM).applyAuditAnchor),
+	})
 	registerCommand(CmdFederationInit, commandSpec{
 		// Not relayable: only the province node that bootstraps the
 		// federation proposes it, as leader.

@@ -131,6 +131,7 @@ func TestCommandTable_Properties(t *testing.T) {
 		{CmdSuspend, true, reloadRevocations},
 		{CmdReinstate, true, reloadRevocations},
 		{CmdFederationInit, false, reloadRegistry | reloadCatalog | registryChanged},
+		{CmdAuditAnchor, false, 0},
 	} {
 		spec := commandFor(c.typ)
 		if spec == nil {

@@ -41,12 +41,15 @@
 // "credfed/index-seal/v1"), kept in a versioned keyring (IndexKeys:
 // version 1 today; a rotation adds a version, installed on every
 // coordinator before it becomes the one that seals), with the command
-// type, key version and federation as additional data. A replayed sealed
-// batch changes nothing: updates are absolute and carry the district's
+// type, key version and federation as additional data, its plaintext
+// padded to a power of two of at least 1 KiB so that its length does not
+// tell what it says. A replayed sealed batch changes nothing: updates are absolute and carry the district's
 // sequence number. A district (no key) skips sealed batches, keeps none of
 // the index (not even ciphertext, and no watermark: its publisher numbers
 // updates from its own outbox), restores snapshots without their sealed
-// section and drops an index an older binary left in its state; it keeps
+// section and stores them without it too (keyless.go: a leader's
+// InstallSnapshot stream is rewritten on its way to disk), and drops an
+// index an older binary left in its state; it keeps
 // the registry, the catalog and the revocations. A coordinator opens the
 // batches on apply: one that does not open, or is sealed with a key
 // version it does not hold, stops its FSM (corruption, or a key to
@@ -94,16 +97,22 @@
 //	catalog_publish     CatalogPublish    an operator of a province region (next version only)
 //	revoke              certs.Revocation  an operator of a province region
 //	federation_init     FederationInit    a province node, once, for a registry that includes it
+//	audit_anchor        AuditAnchor       any registered node, for its own region's audit log only,
+//	                                      forward only (consensus.anchor; anchor.go)
 //
 // A refused command is answered with a *RefusedError (ErrForbidden,
 // ErrInvalid, ErrConflict or ErrNotFound) that reaches the proposer,
-// across the exchange if it was forwarded.
+// across the exchange if it was forwarded. The leader runs a command's
+// applier against its state before it proposes it (FSM.check), so a
+// command refused at that moment never enters the log.
 //
 // # Writes
 //
 // Followers forward writes to the leader over the exchange (forward.go):
-// consensus.apply for operator commands, consensus.index for a district's
-// index updates. The leader's batcher (batcher.go) coalesces the updates
+// consensus.apply for operator commands (from province and city nodes
+// only, bodies of at most MaxApplyBody, rate-limited per caller),
+// consensus.index for a district's index updates, consensus.anchor for
+// a node's audit head (any node role, rate-limited). The leader's batcher (batcher.go) coalesces the updates
 // that arrive while earlier entries are in flight into one log entry, so
 // the disk syncs per update fall as load rises. Index updates are
 // absolute, with the district's sequence number: a retried or late update
@@ -140,7 +149,10 @@
 // the leader reconciles Raft's configuration with it (leader.go) — adding
 // a registered region's node as voter or non-voter, changing its address,
 // promoting or demoting it, removing the node of a removed region. A new
-// federation starts with Bootstrap on a province node.
+// federation starts with Bootstrap on a province node. A node that has no
+// registry yet takes raft streams only from its own province and city and
+// from the voters its configured coordinators name (NewcomerGate,
+// newcomer.go): the first entry it takes decides its federation.
 //
 // # Transport and log
 //

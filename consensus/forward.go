@@ -24,6 +24,17 @@ const (
 // MaxForwardUpdates bounds the index updates of one forwarded request.
 const MaxForwardUpdates = 4096
 
+// Bounds of consensus.apply, the relay of operator commands. Only
+// coordinator nodes relay them (operatorRelay), and operators issue few:
+// a caller may send applyRate a second on average, in bursts of
+// applyBurst, and a body of at most MaxApplyBody bytes (the default
+// catalog, the largest body, is about 40 KB).
+const (
+	MaxApplyBody = 1 << 20
+	applyRate    = 20
+	applyBurst   = 100
+)
+
 type applyRequest struct {
 	Type  CommandType     `cbor:"1,keyasint"`
 	Actor certs.Identity  `cbor:"2,keyasint"`
@@ -95,9 +106,17 @@ func (w *wireRefusal) err() error {
 
 func (r *Replica) registerHandlers() {
 	ep := r.cfg.Endpoint
-	ep.Handle(opApply, r.handleApply)
+	// Relayed commands enter every node's log: only the nodes that may
+	// relay them call, with bounded bodies at a bounded rate, and the
+	// leader checks each against its state before proposing it
+	// (handleApply).
+	ep.Handle(opApply, r.handleApply, exchange.AllowRoles(certs.Province, certs.City),
+		exchange.MaxBody(MaxApplyBody), exchange.RateLimit(applyRate, applyBurst))
 	ep.Handle(opIndex, r.handleIndex, exchange.AllowRoles(certs.District))
+	r.registerAnchorHandler() // consensus.anchor, from any node (anchor.go)
 	ep.Handle(opReadIndex, r.handleReadIndex)
+	// Asked by a new node only, before its registry arrives (newcomer.go).
+	ep.Handle(opVoters, r.handleVoters, exchange.Timeout(time.Second), exchange.MaxBody(64), exchange.RateLimit(1, 5))
 	// A caller can only announce itself; the rate limit keeps a chatty or
 	// hostile one from filling the logs with its announcements.
 	ep.Handle(opPresence, r.handlePresence, exchange.Timeout(time.Second), exchange.RateLimit(1, 8))
@@ -123,6 +142,22 @@ func (r *Replica) handleApply(ctx context.Context, req *exchange.Request) (any, 
 	data, err := EncodeCommand(in.Type, Envelope{Proposer: req.Caller, Actor: in.Actor, At: nowUTC()}, in.Body)
 	if err != nil {
 		return nil, exchange.Errorf(exchange.CodeBadRequest, "command does not encode")
+	}
+	// A command the FSM would refuse is refused here, before it is in the
+	// log of every node: checked as the FSM will see it, decoded from the
+	// entry.
+	cmd, err := DecodeCommand(data)
+	if err != nil {
+		return nil, exchange.Errorf(exchange.CodeBadRequest, "command does not decode")
+	}
+	if err := r.precheck(ctx, cmd); err != nil {
+		if w := toWire(err); w != nil {
+			return applyReply{Refused: w}, nil
+		}
+		if notTaken(err) {
+			return applyReply{NotLeader: true}, nil
+		}
+		return nil, toExchange(err)
 	}
 	f := r.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
 	if err := r.await(f); err != nil {

@@ -31,6 +31,9 @@ type FSM struct {
 	// restore) with the effects of the commands it held (the replica
 	// reconciles Raft's configuration on registry changes).
 	onApplied func(effect)
+	// checking marks the copy that check runs appliers on: its refusals
+	// are not counted as the FSM's.
+	checking bool
 }
 
 // IndexResult is the result of a CmdIndexBatch: one error (nil when
@@ -186,7 +189,33 @@ func (f *FSM) applyIndexGroups(w *writer, c Command, b IndexBatch, index uint64)
 func (f *FSM) refused(w *writer, c Command, err error) any {
 	if err != nil {
 		w.drop()
-		f.metrics.refused.WithLabelValues(c.Type.String()).Inc()
+		if !f.checking {
+			f.metrics.refused.WithLabelValues(c.Type.String()).Inc()
+		}
+		return err
+	}
+	return nil
+}
+
+// check runs the applier of c (an operator command or a federation init)
+// against the applied state, in a transaction it discards, and returns
+// the refusal the FSM would answer if c were applied now: the leader's
+// check before it proposes. The FSM still decides at apply (the state may
+// change in between); check only keeps commands that would be refused
+// now out of the log. It may run beside the FSM: it only reads, in its
+// own transaction, a generation it holds.
+func (f *FSM) check(c Command) error {
+	spec := commandFor(c.Type)
+	if spec == nil {
+		return refuse(ErrInvalid, "command type %d is unknown", uint8(c.Type))
+	}
+	g, _ := f.state.acquire()
+	defer g.release()
+	w := newWriter(f.state.db, g)
+	defer w.discard()
+	dry := *f
+	dry.checking = true
+	if err, ok := spec.apply(&dry, w, c, 0).(error); ok && err != nil {
 		return err
 	}
 	return nil
@@ -278,6 +307,7 @@ func (f *FSM) applyRegionRemove(w *writer, c Command, r RegionRemove) error {
 		return refuse(ErrConflict, "region %s still has %d regions below it", r.Path, children)
 	}
 	w.delete(regionKey(r.Path))
+	deleteAuditAnchors(w, r.Path) // a node put back there starts a new audit log
 	return nil
 }
 

@@ -194,10 +194,16 @@ func Open(cfg Config) (*Replica, error) {
 		r.closeLog()
 		return nil, fmt.Errorf("consensus: snapshot store: %w", err)
 	}
-	snaps, err := newEncryptedSnapshots(files, cfg.EncryptionKey)
+	enc, err := newEncryptedSnapshots(files, cfg.EncryptionKey)
 	if err != nil {
 		r.closeLog()
 		return nil, err
+	}
+	var snaps raft.SnapshotStore = enc
+	if cfg.IndexKeys == nil {
+		// A node that keeps no index keeps no snapshot's index section
+		// either, not even a leader's sealed one (keyless.go).
+		snaps = keylessSnapshots{enc}
 	}
 	if err := r.catchUpFromSnapshot(snaps); err != nil {
 		r.closeLog()
@@ -351,9 +357,18 @@ func (r *Replica) Apply(ctx context.Context, t CommandType, actor certs.Identity
 }
 
 // propose hands a command to Raft on the leader and waits for its result.
+// A command the FSM would refuse now is refused before it is proposed
+// (precheck).
 func (r *Replica) propose(ctx context.Context, t CommandType, proposer, actor certs.Identity, body any) (any, error) {
 	data, err := EncodeCommand(t, Envelope{Proposer: proposer, Actor: actor, At: time.Now().UTC()}, body)
 	if err != nil {
+		return nil, err
+	}
+	cmd, err := DecodeCommand(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.precheck(ctx, cmd); err != nil {
 		return nil, err
 	}
 	f := r.raft.Apply(data, timeoutOf(ctx, 10*time.Second))
@@ -365,6 +380,43 @@ func (r *Replica) propose(ctx context.Context, t CommandType, proposer, actor ce
 		return nil, e
 	}
 	return res, nil
+}
+
+// precheck refuses, on the leader, a command that its FSM would refuse if
+// it were applied now (FSM.check), so that a refused command never enters
+// the log. It first waits until this leader has applied everything
+// committed before its term (leaderReady): an older state could refuse a
+// command that the entries not applied yet make valid.
+func (r *Replica) precheck(ctx context.Context, c Command) error {
+	// Raft reports leadership before leaderLoop has made leaderReady: a
+	// command proposed right after winning (Bootstrap's init) waits for it.
+	var ready chan struct{}
+	for {
+		r.mu.Lock()
+		ready = r.leaderReady
+		r.mu.Unlock()
+		if ready != nil {
+			break
+		}
+		if !r.IsLeader() {
+			return fmt.Errorf("%w: this node is not the leader", ErrNoLeader)
+		}
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("%w: leader not ready: %v", ErrNoLeader, ctx.Err())
+		case <-r.done:
+			return ErrClosed
+		}
+	}
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: leader not ready: %v", ErrNoLeader, ctx.Err())
+	case <-r.done:
+		return ErrClosed
+	}
+	return r.fsm.check(c)
 }
 
 // await waits for a raft future, or until the replica closes, whichever

@@ -174,25 +174,53 @@ func sealedBatchAD(t CommandType, version uint32, federation string) []byte {
 	return append(ad, federation...)
 }
 
-// sealBatch seals an index batch for the log.
+// minSealedBatchPlain is the smallest padded plaintext of a sealed index
+// batch: about twenty updates fit in it, so a batch of one update is as
+// long as a batch of twenty.
+const minSealedBatchPlain = 1 << 10
+
+// paddedBatchSize is the length a batch plaintext of n bytes is padded to:
+// the smallest power of two that holds it, at least minSealedBatchPlain.
+// The ciphertext's length then tells the number of updates only to within
+// a factor of two, and nothing of what they say (a serious-list flag, a
+// positive record, a longer region path), at the cost of at most twice
+// the bytes in the log.
+func paddedBatchSize(n int) int {
+	size := minSealedBatchPlain
+	for size < n {
+		size <<= 1
+	}
+	return size
+}
+
+// sealBatch seals an index batch for the log: the CBOR batch, padded with
+// zero bytes to paddedBatchSize, then sealed.
 func (k *IndexKeys) sealBatch(b IndexBatch, federation string) (SealedIndexBatch, error) {
 	plain, err := encMode.Marshal(b)
 	if err != nil {
 		return SealedIndexBatch{}, fmt.Errorf("consensus: encode index batch: %w", err)
 	}
+	plain = append(plain, make([]byte, paddedBatchSize(len(plain))-len(plain))...)
 	sealed, v := k.seal(nil, plain, sealedBatchAD(CmdSealedIndexBatch, k.current, federation))
 	return SealedIndexBatch{Version: v, Sealed: sealed}, nil
 }
 
-// openBatch opens a sealed index batch.
+// openBatch opens a sealed index batch: one CBOR IndexBatch, then only
+// zero bytes (the padding; none in batches sealed before it was added).
 func (k *IndexKeys) openBatch(s SealedIndexBatch, federation string) (IndexBatch, error) {
 	plain, err := k.open(s.Version, s.Sealed, sealedBatchAD(CmdSealedIndexBatch, s.Version, federation))
 	if err != nil {
 		return IndexBatch{}, err
 	}
 	var b IndexBatch
-	if err := decMode.Unmarshal(plain, &b); err != nil {
+	rest, err := decMode.UnmarshalFirst(plain, &b)
+	if err != nil {
 		return IndexBatch{}, fmt.Errorf("consensus: a sealed index batch that opens does not decode: %w", err)
+	}
+	for _, c := range rest {
+		if c != 0 {
+			return IndexBatch{}, errors.New("consensus: a sealed index batch that opens has data after its batch")
+		}
 	}
 	return b, nil
 }

@@ -567,3 +567,75 @@ func TestState_IndexEntriesIsCached(t *testing.T) {
 		t.Fatalf("after a restore: %d entries, want 3", n)
 	}
 }
+
+// TestSealedIndexBatch_LengthHidesContentAndCount: sealed batches are
+// padded to size buckets, so a batch of one plain penalty, one serious
+// penalty on the dishonesty list, one red-list record, one of a district
+// with a longer path, and batches of up to twenty updates all seal to the
+// same length; a batch past the smallest bucket seals to the next; each
+// opens to exactly what was sealed; padding that is not zeros does not
+// open.
+func TestSealedIndexBatch_LengthHidesContentAndCount(t *testing.T) {
+	one := func(u IndexUpdate) IndexBatch {
+		d := certs.Identity{Federation: fed, Role: certs.District, Region: u.District}
+		return IndexBatch{Groups: []IndexGroup{{Proposer: d, Updates: []IndexUpdate{u}}}}
+	}
+	plain := update(pseudo(1), kecheng.Region, 1, 1)
+	serious := update(pseudo(2), kecheng.Region, 3, 2)
+	serious.Summary.Serious, serious.Summary.OnDishonestyList = 2, true
+	red := IndexUpdate{Pseudonym: pseudo(3), District: kecheng.Region, Seq: 1 << 40,
+		Summary: credit.IndexSummary{Positive: 1, OnRedList: true}}
+	far := update(pseudo(4), "zhejiang/quzhou/a-district-with-a-much-longer-path", 1, 1)
+	batches := map[string]IndexBatch{"a plain penalty": one(plain), "a serious penalty": one(serious),
+		"a red-list record": one(red), "a longer district path": one(far)}
+	for n := 2; n <= 20; n++ {
+		var us []IndexUpdate
+		for i := 0; i < n; i++ {
+			us = append(us, update(pseudo(byte(i)), kecheng.Region, i, uint64(i+1)))
+		}
+		batches[fmt.Sprintf("%d updates", n)] = IndexBatch{Groups: []IndexGroup{{Proposer: kecheng, Updates: us}}}
+	}
+	sizes := map[int][]string{}
+	for name, b := range batches {
+		s, err := testIndexKeys.sealBatch(b, fed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[len(s.Sealed)] = append(sizes[len(s.Sealed)], name)
+		got, err := testIndexKeys.openBatch(s, fed)
+		if err != nil || !reflect.DeepEqual(got, b) {
+			t.Fatalf("%s: opened %+v, %v", name, got, err)
+		}
+	}
+	if len(sizes) != 1 {
+		t.Fatalf("sealed lengths tell the batches apart: %v", sizes)
+	}
+	var small int
+	for l := range sizes {
+		small = l
+	}
+	// Enough updates to pass the smallest bucket: the next one, twice it.
+	var us []IndexUpdate
+	for i := 0; i < 30; i++ {
+		us = append(us, update(pseudo(byte(i)), kecheng.Region, 1, uint64(i+1)))
+	}
+	big, _ := testIndexKeys.sealBatch(IndexBatch{Groups: []IndexGroup{{Proposer: kecheng, Updates: us}}}, fed)
+	const overhead = 24 + 16 // nonce and tag
+	if small != minSealedBatchPlain+overhead || len(big.Sealed) != 2*minSealedBatchPlain+overhead {
+		t.Fatalf("sealed lengths %d and %d, want %d and %d", small, len(big.Sealed), minSealedBatchPlain+overhead, 2*minSealedBatchPlain+overhead)
+	}
+	// Padding that is not zeros: refused.
+	enc, _ := encMode.Marshal(one(plain))
+	enc = append(enc, make([]byte, 100)...)
+	enc[len(enc)-1] = 1
+	sealed, v := testIndexKeys.seal(nil, enc, sealedBatchAD(CmdSealedIndexBatch, testIndexKeys.current, fed))
+	if _, err := testIndexKeys.openBatch(SealedIndexBatch{Version: v, Sealed: sealed}, fed); err == nil {
+		t.Fatal("a batch with data after it opened")
+	}
+	// A batch sealed before padding (no bytes after the batch) still opens.
+	enc, _ = encMode.Marshal(one(red))
+	sealed, v = testIndexKeys.seal(nil, enc, sealedBatchAD(CmdSealedIndexBatch, testIndexKeys.current, fed))
+	if got, err := testIndexKeys.openBatch(SealedIndexBatch{Version: v, Sealed: sealed}, fed); err != nil || !reflect.DeepEqual(got, one(red)) {
+		t.Fatalf("an unpadded batch: %+v %v", got, err)
+	}
+}

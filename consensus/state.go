@@ -26,6 +26,7 @@ import (
 //	x/v/s/<serial, decimal>        → certs.Revocation (CBOR)
 //	x/v/i/<identity URI>           → certs.Suspension (CBOR)
 //	x/w/<district>                 → the highest Seq applied for the district (be64)
+//	x/a/<node>\x00<seq:be64>       → AuditAnchor (CBOR), a node's last anchors (anchor.go)
 //	x/m/applied                    → last applied log index (be64)
 //	x/m/catalog                    → current catalog version (be32)
 //	x/m/revocations                → revocation list version (be64)

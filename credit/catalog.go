@@ -139,6 +139,10 @@ type Purpose struct {
 	// item, every disclosure level.
 	SubjectOwn bool   `json:"subject_own" yaml:"subject_own"`
 	LegalBasis string `json:"legal_basis,omitempty" yaml:"legal_basis"`
+	// AccessLogDelay keeps lookups made under the purpose out of the
+	// subject's access log for a while after the day they were made (an
+	// investigation the law keeps confidential); zero shows them at once.
+	AccessLogDelay Period `json:"access_log_delay,omitzero" yaml:"access_log_delay"`
 }
 
 // List is a red list or a serious-dishonesty list, set by law.

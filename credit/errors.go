@@ -49,6 +49,10 @@ var (
 	// ErrBadPseudonym is returned for a pseudonym that is not 32 hexadecimal
 	// digits.
 	ErrBadPseudonym = errors.New("credit: pseudonym must be 32 hexadecimal digits")
+
+	// ErrBadPseudonymCBOR is returned for a CBOR pseudonym that is not a
+	// byte string of exactly 16 bytes.
+	ErrBadPseudonymCBOR = errors.New("credit: a pseudonym in CBOR must be a byte string of exactly 16 bytes")
 )
 
 // Identifier rules, the values of IdentifierError.Rule.

@@ -1,10 +1,13 @@
 package credit
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fxamacker/cbor/v2"
 )
 
 // FuzzParseSubject: ParseSubject never panics; what it accepts is canonical
@@ -48,6 +51,29 @@ func FuzzParseSubject(f *testing.F) {
 		}
 		if m := MaskIdentifier(s.ID); len(m) != 18 || m[17] != s.ID[17] {
 			t.Fatalf("mask of %q is %q", s.ID, m)
+		}
+	})
+}
+
+// FuzzPseudonymCBOR: decoding never panics, and what it accepts is a byte
+// string of exactly 16 bytes that encodes back to the same bytes.
+func FuzzPseudonymCBOR(f *testing.F) {
+	f.Add(append([]byte{0x50}, make([]byte, 16)...))
+	f.Add([]byte{0x43, 1, 2, 3})
+	f.Add(append([]byte{0x58, 24}, make([]byte, 24)...))
+	f.Add([]byte{0xf6})
+	f.Add([]byte{0xa1, 0x01, 0x50})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var p Pseudonym
+		if err := cbor.Unmarshal(in, &p); err != nil {
+			return
+		}
+		if len(in) != 17 || in[0] != 0x50 {
+			t.Fatalf("accepted %x as a pseudonym", in)
+		}
+		out, err := cbor.Marshal(p)
+		if err != nil || !bytes.Equal(out, in) {
+			t.Fatalf("%x decodes to %s, which encodes as %x, %v", in, p, out, err)
 		}
 	})
 }

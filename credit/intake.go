@@ -40,7 +40,8 @@ var minRecordDate = NewDate(1900, time.January, 1)
 //     listing always has a document number), at most 128 bytes, printable;
 //   - occurred_on and decided_on: given, not before 1900-01-01, occurred_on ≤
 //     decided_on ≤ today;
-//   - summary: at most 4 KiB of valid UTF-8.
+//   - summary: at most 4 KiB of visible text, line breaks and tabs
+//     (TextRune: no control, format or invisible character).
 //
 // Today is opt.Today if set, otherwise the date of at in China Standard
 // Time; it also bounds the birth date in the identifier.
@@ -74,14 +75,9 @@ func (c *Catalog) validateContent(r Record, at time.Time, opt ParseOptions) (Rec
 	}
 	it, ok := c.Item(r.CatalogItem)
 	if !ok {
-		shown := r.CatalogItem
-		if len(shown) > 64 || !printable(shown) {
-			shown = "given"
-		} else {
-			shown = strconv.Quote(shown)
-		}
+		// Never the code given: a caller may have put an identifier there.
 		return Record{}, &FieldError{Code: CodeUnknownCatalogItem, Field: "catalog_item",
-			Message: "catalog item " + shown + " is not in catalog version " + strconv.Itoa(c.Version) + " (GET /v1/catalog lists the items)"}
+			Message: "catalog item is not in catalog version " + strconv.Itoa(c.Version) + " (GET /v1/catalog lists the items)"}
 	}
 	sub, err := parseSubjectFor(r.Subject, it, opt)
 	if err != nil {
@@ -145,24 +141,46 @@ func checkRecordID(id string) error {
 }
 
 // printable reports whether s is valid UTF-8 of printable characters
-// (spaces included, control characters not).
+// (spaces included, control characters and blank ones not).
 func printable(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
 	for _, r := range s {
-		if !unicode.IsPrint(r) {
+		if !unicode.IsPrint(r) || !TextRune(r) {
 			return false
 		}
 	}
 	return true
 }
 
+// textCategories are the Unicode categories of text a person reads:
+// letters, marks, numbers, punctuation, symbols and space separators.
+var textCategories = []*unicode.RangeTable{unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Zs}
+
+// TextRune reports whether r may appear in text a person reads (a record's
+// summary, a reason, a lookup's case reference): a letter, mark, number,
+// punctuation, symbol or space separator, except the characters of those
+// categories that show nothing — the Hangul fillers (U+115F, U+1160,
+// U+3164, U+FFA0), the braille blank (U+2800), the combining grapheme
+// joiner (U+034F) and the Khmer inherent vowels (U+17B4, U+17B5). Control
+// and format characters (bidirectional controls, zero-width characters,
+// the soft hyphen, tag characters), line and paragraph separators,
+// private-use and unassigned code points are not text.
+func TextRune(r rune) bool {
+	switch r {
+	case 0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800, 0x034F, 0x17B4, 0x17B5:
+		return false
+	}
+	return unicode.IsOneOf(textCategories, r)
+}
+
 // checkText refuses free text (a summary, a reason) that is too long, not
-// UTF-8, or holds a control character other than a line break or a tab —
-// NUL, BEL, escape sequences, bidirectional overrides, which make a record
-// read differently from what it holds. The message names the character's
-// code point and byte offset, never the text.
+// UTF-8, or holds anything but text (TextRune), line breaks and tabs: NUL,
+// BEL, escape sequences, bidirectional overrides, invisible characters,
+// which make a record read differently from what it holds. The message
+// names the character's code point and position (in characters, from 1),
+// never the text.
 func checkText(field, s string, max int) error {
 	if len(s) > max {
 		return badField(field, "must be at most %d bytes, got %d", max, len(s))
@@ -170,27 +188,15 @@ func checkText(field, s string, max int) error {
 	if !utf8.ValidString(s) {
 		return badField(field, "must be valid UTF-8")
 	}
-	for i, r := range s {
-		if r == '\n' || r == '\t' {
+	pos := 0
+	for _, r := range s {
+		pos++
+		if r == '\n' || r == '\t' || TextRune(r) {
 			continue
 		}
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) && isBidiOrInvisible(r) {
-			return badField(field, "must not contain control characters (U+%04X at byte %d)", r, i)
-		}
+		return badField(field, "must hold only visible text, line breaks and tabs: character %d is U+%04X, a control, format or invisible character", pos, r)
 	}
 	return nil
-}
-
-// isBidiOrInvisible reports the format characters that change how text
-// reads: bidirectional embeddings, overrides and isolates, marks, and
-// zero-width characters.
-func isBidiOrInvisible(r rune) bool {
-	switch {
-	case r >= 0x202A && r <= 0x202E, r >= 0x2066 && r <= 0x2069, r == 0x200E, r == 0x200F, r == 0x061C,
-		r >= 0x200B && r <= 0x200D, r == 0x2060, r == 0xFEFF:
-		return true
-	}
-	return false
 }
 
 func checkDates(occurred, decided, today Date) error {

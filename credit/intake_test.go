@@ -258,10 +258,12 @@ func TestTransition(t *testing.T) {
 	}
 }
 
-// TestTextWithControlCharactersIsRefused: NUL, BEL, escape sequences and
-// bidirectional overrides make a record read differently from what it
-// holds; they are refused naming the field and the code point, never the
-// text. Line breaks and tabs are text.
+// TestTextWithControlCharactersIsRefused: NUL, BEL, escape sequences,
+// bidirectional overrides and invisible characters (tag characters, the
+// soft hyphen, invisible operators, line separators, Hangul fillers, the
+// braille blank) make a record read differently from what it holds; they
+// are refused naming the field, the code point and its position, never
+// the text. Line breaks, tabs and the ideographic space are text.
 func TestTextWithControlCharactersIsRefused(t *testing.T) {
 	cat := DefaultCatalog()
 	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -269,13 +271,18 @@ func TestTextWithControlCharactersIsRefused(t *testing.T) {
 		DecisionNumber: "X〔2026〕1", OccurredOn: NewDate(2026, 5, 1), DecidedOn: NewDate(2026, 5, 10),
 		Department: "market-supervision", District: "zhejiang/quzhou/kecheng"}
 	opt := ParseOptions{TestOnly: true}
-	for _, bad := range []string{"罚款\x00五千元", "bell\a", "esc\x1b[31m", "inv\u202eoice", "iso\u2066late", "zero\u200bwidth", "del\x7f"} {
+	for bad, at := range map[string]string{"罚款\x00五千元": "character 3 is U+0000", "bell\a": "character 5 is U+0007",
+		"esc\x1b[31m": "character 4 is U+001B", "inv\u202eoice": "U+202E", "iso\u2066late": "U+2066", "zero\u200bwidth": "U+200B",
+		"del\x7f": "U+007F", "罚款五千元\U000E0049\U000E0047": "character 6 is U+E0049", "罚\u00ad款": "character 2 is U+00AD",
+		"罚\u2063款": "U+2063", "罚款\u2028五千元": "U+2028", "罚款\u2029": "U+2029", "罚\u3164款": "U+3164", "罚\u115f款": "U+115F",
+		"罚\u1160款": "U+1160", "罚\uffa0款": "U+FFA0", "罚\u2800款": "U+2800", "罚\u180e款": "U+180E", "私\ue000用": "U+E000",
+		"bom\ufeff": "U+FEFF", "zwj\u200d": "U+200D"} {
 		r := base
 		r.Summary = bad
 		_, err := cat.Accept(r, now, opt)
 		var fe *FieldError
-		if !errors.As(err, &fe) || fe.Field != "summary" || !strings.Contains(fe.Message, "control characters (U+") {
-			t.Errorf("summary %q: %v", bad, err)
+		if !errors.As(err, &fe) || fe.Field != "summary" || !strings.Contains(fe.Message, at) {
+			t.Errorf("summary %+q: %v, want the field and %s", bad, err, at)
 			continue
 		}
 		if strings.Contains(err.Error(), "罚款") || strings.Contains(err.Error(), "bell") {
@@ -283,7 +290,7 @@ func TestTextWithControlCharactersIsRefused(t *testing.T) {
 		}
 	}
 	r := base
-	r.Summary = "第一行\n第二行\t（制表）"
+	r.Summary = "第一行\n第二行\t（制表）\u3000全角空格，e\u0301 ✓"
 	accepted, err := cat.Accept(r, now, opt)
 	if err != nil {
 		t.Fatalf("line breaks and tabs: %v", err)

@@ -144,3 +144,25 @@ func (p *Pseudonym) UnmarshalText(b []byte) error {
 	*p = v
 	return nil
 }
+
+// pseudonymCBORHead is the CBOR head of a 16-byte byte string (major type
+// 2, length 16).
+const pseudonymCBORHead = 0x40 | 16
+
+// MarshalCBOR implements cbor.Marshaler: a byte string of 16 bytes.
+func (p Pseudonym) MarshalCBOR() ([]byte, error) {
+	b := make([]byte, 0, 1+len(p))
+	b = append(b, pseudonymCBORHead)
+	return append(b, p[:]...), nil
+}
+
+// UnmarshalCBOR implements cbor.Unmarshaler: it takes a byte string of
+// exactly 16 bytes in its shortest form and nothing else (a shorter or
+// longer string, a tag, another type), with ErrBadPseudonymCBOR.
+func (p *Pseudonym) UnmarshalCBOR(b []byte) error {
+	if len(b) != 1+len(p) || b[0] != pseudonymCBORHead {
+		return ErrBadPseudonymCBOR
+	}
+	copy(p[:], b[1:])
+	return nil
+}

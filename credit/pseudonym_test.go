@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fxamacker/cbor/v2"
 )
 
 // testKey is the key 00 01 02 … 1f.
@@ -93,6 +95,52 @@ func TestPseudonymText(t *testing.T) {
 	for _, bad := range []string{"", "cc3cb41ad1e400958d9935b62486b96", "cc3cb41ad1e400958d9935b62486b96f00", "zz3cb41ad1e400958d9935b62486b96f"} {
 		if _, err := ParsePseudonym(bad); !errors.Is(err, ErrBadPseudonym) {
 			t.Errorf("ParsePseudonym(%q) error = %v", bad, err)
+		}
+	}
+}
+
+// TestPseudonymCBOR: a pseudonym is a CBOR byte string of exactly 16
+// bytes, alone or in a struct; any other length, type or encoding is
+// refused with ErrBadPseudonymCBOR rather than padded or cut.
+func TestPseudonymCBOR(t *testing.T) {
+	p := testKey().Pseudonym("11010519491231002X")
+	b, err := cbor.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append([]byte{0x50}, p[:]...); !bytes.Equal(b, want) {
+		t.Fatalf("CBOR = %x, want %x", b, want)
+	}
+	type wrapped struct {
+		P  Pseudonym   `cbor:"1,keyasint"`
+		Ps []Pseudonym `cbor:"2,keyasint"`
+	}
+	wb, err := cbor.Marshal(wrapped{P: p, Ps: []Pseudonym{p, {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back wrapped
+	if err := cbor.Unmarshal(wb, &back); err != nil || back.P != p || len(back.Ps) != 2 || back.Ps[0] != p || !back.Ps[1].IsZero() {
+		t.Fatalf("round trip = %+v, %v", back, err)
+	}
+	for name, bad := range map[string][]byte{
+		"3 bytes":              append([]byte{0x43}, 1, 2, 3),
+		"24 bytes":             append([]byte{0x58, 24}, make([]byte, 24)...),
+		"15 bytes":             append([]byte{0x4f}, make([]byte, 15)...),
+		"16 bytes, long form":  append([]byte{0x58, 16}, p[:]...),
+		"a text string":        append([]byte{0x70}, bytes.Repeat([]byte{'a'}, 16)...),
+		"an array of 16 bytes": append([]byte{0x90}, make([]byte, 16)...),
+		"a tagged byte string": append([]byte{0xd8, 0x40, 0x50}, p[:]...),
+		"null":                 {0xf6},
+		"empty byte string":    {0x40},
+	} {
+		var q Pseudonym
+		if err := cbor.Unmarshal(bad, &q); !errors.Is(err, ErrBadPseudonymCBOR) {
+			t.Errorf("%s: error = %v, want ErrBadPseudonymCBOR", name, err)
+		}
+		var w wrapped
+		if err := cbor.Unmarshal(append([]byte{0xa1, 0x01}, bad...), &w); err == nil {
+			t.Errorf("%s in a struct: accepted as %x", name, w.P)
 		}
 	}
 }

@@ -1,6 +1,11 @@
 package exchange
 
-import "errors"
+import (
+	"context"
+	"errors"
+
+	"credfed/certs"
+)
 
 // Admission. A valid certificate of the federation's CA proves who a peer
 // is, not that it belongs to the federation: the CA may have issued it for
@@ -99,4 +104,18 @@ func (e *Endpoint) Readmit() {
 	for _, ci := range live {
 		e.admitRaftConn(ci)
 	}
+}
+
+// PeerAt returns the verified identity of the node that answers at addr
+// (host:port), dialing it if no connection to it is open: what a caller
+// learns before it trusts an address it was configured with (a new node
+// asking its configured coordinators who the federation's voters are).
+// Calls to it afterwards should name that identity (Peer.Identity), so
+// that a connection replaced in between reaches the same node.
+func (e *Endpoint) PeerAt(ctx context.Context, addr string) (certs.Identity, error) {
+	ci, err := e.conn(ctx, poolKey{addr, ALPN}, addr)
+	if err != nil {
+		return certs.Identity{}, err
+	}
+	return ci.peer, nil
 }

@@ -300,3 +300,29 @@ func TestAdmitRaft(t *testing.T) {
 		t.Errorf("not admitted counter = %v, want at least 3", got)
 	}
 }
+
+// TestPeerAt: PeerAt names the node that answers at an address, from its
+// verified certificate, on the connection calls then use; an address where
+// nothing answers is unavailable.
+func TestPeerAt(t *testing.T) {
+	f := newFederation(t, testFed)
+	server := f.startNode(t, certs.City, "zj/hz")
+	server.Handle("echo", echoHandler)
+	client := f.startNode(t, certs.District, "zj/hz/xh")
+	id, err := client.PeerAt(ctxTimeout(t, 5*time.Second), server.Addr().String())
+	if err != nil || id != nodeID(testFed, certs.City, "zj/hz") {
+		t.Fatalf("PeerAt: %v %v", id, err)
+	}
+	var resp echoResp
+	if err := client.Call(ctxTimeout(t, 5*time.Second), Peer{Addr: server.Addr().String(), Identity: &id}, "echo", Meta{},
+		echoReq{N: 1}, &resp); err != nil || resp.N != 2 {
+		t.Fatalf("a call naming the identity PeerAt gave: %+v %v", resp, err)
+	}
+	// Nothing listens on a closed endpoint's port.
+	gone := f.startNode(t, certs.City, "zj/nb")
+	addr := gone.Addr().String()
+	gone.Close()
+	if _, err := client.PeerAt(ctxTimeout(t, 2*time.Second), addr); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("PeerAt of an address where nothing answers: %v", err)
+	}
+}

@@ -37,12 +37,15 @@ type Meta struct {
 	// Authentication says how a subject-facing portal verified the subject
 	// (real-name authentication reference).
 	Authentication string `cbor:"5,keyasint,omitempty"`
+	// LookupID is the federation-wide id of the lookup or check the request
+	// serves, registered in the audit entries at both ends.
+	LookupID string `cbor:"6,keyasint,omitempty"`
 }
 
 func (m *Meta) check() error {
 	for _, f := range [...]struct{ name, v string }{
 		{"purpose", m.Purpose}, {"user", m.User}, {"reference", m.Reference},
-		{"authorization", m.Authorization}, {"authentication", m.Authentication},
+		{"authorization", m.Authorization}, {"authentication", m.Authentication}, {"lookup id", m.LookupID},
 	} {
 		if len(f.v) > maxMetaFieldLen {
 			return fmt.Errorf("meta field %s longer than %d bytes", f.name, maxMetaFieldLen)

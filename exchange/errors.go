@@ -43,6 +43,9 @@ const (
 	// CodeTooManyRequests: the caller exceeded its rate limit for this
 	// operation; retry later, not at once.
 	CodeTooManyRequests Code = "too_many_requests"
+	// CodeTooEarly: what was asked may be done only from a later day (a
+	// credit repair before the record's minimum publicity period ends).
+	CodeTooEarly Code = "too_early"
 	// CodeUnavailable: the peer could not be reached or is overloaded or
 	// shutting down; the request was not carried out (or, for a connection
 	// lost mid-request, its outcome is unknown — see the Call docs).

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -58,6 +59,13 @@ func (noLookups) Lookup(ctx context.Context, caller certs.Identity, req lookup.R
 // client configuration to call it.
 func apiServer(t *testing.T, cfg Config) (*httptest.Server, *tls.Config, *records) {
 	t.Helper()
+	srv, tc, recs, _ := apiServerOf(t, cfg)
+	return srv, tc, recs
+}
+
+// apiServerOf is apiServer, with the API's Server too.
+func apiServerOf(t *testing.T, cfg Config) (*httptest.Server, *tls.Config, *records, *Server) {
+	t.Helper()
 	ca, err := certs.NewCA("bodies", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -74,13 +82,15 @@ func apiServer(t *testing.T, cfg Config) (*httptest.Server, *tls.Config, *record
 	}
 	recs := &records{}
 	cfg.Cluster, cfg.Records, cfg.Lookups = cluster{}, recs, noLookups{}
-	srv := httptest.NewUnstartedServer(New(cfg))
+	h := New(cfg)
+	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = certs.NewVerifier(ca.Cert, "bodies", nil).ServerConfig(node.TLSCertificate(), certs.OptionalClientCert, "http/1.1")
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // clients hung up on purpose
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
-	return srv, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{dept.TLSCertificate()}, MinVersion: tls.VersionTLS13}, recs
+	return srv, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{dept.TLSCertificate()}, MinVersion: tls.VersionTLS13}, recs, h
 }
 
 func post(t *testing.T, srv *httptest.Server, tc *tls.Config, contentType string, body []byte) (int, api.ErrorBody) {

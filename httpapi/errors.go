@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 
 	"credfed/api"
@@ -63,8 +64,17 @@ func writeError(w http.ResponseWriter, e *api.Error) {
 	if status == 0 {
 		status = http.StatusInternalServerError
 	}
+	// A refusal for want of room says when to try again, unless the
+	// handler said so already.
+	if (status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests) && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", retryAfter)
+	}
 	writeErrorStatus(w, status, e)
 }
+
+// retryAfter is the Retry-After (seconds) of an unavailable or
+// too-many-requests refusal.
+const retryAfter = "2"
 
 func writeErrorStatus(w http.ResponseWriter, status int, e *api.Error) {
 	writeJSON(w, status, api.ErrorBody{Error: e})
@@ -112,7 +122,12 @@ func jsonError(err error) *fault.Error {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fault.New(fault.BadRequest, "request body ends in the middle of a JSON value")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		// The name is the caller's text: it is repeated only if it looks
+		// like a field name, never if it may be an identifier or content.
+		f, uerr := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
+		if uerr != nil || !plausibleFieldName(f) {
+			return fault.New(fault.BadRequest, "the body holds an unknown field, whose name is not repeated here (field names are lowercase letters, digits and underscores)")
+		}
 		return fault.Field(fault.BadRequest, f, "unknown field %q", f)
 	}
 	if e := fault.As(err); e != nil {
@@ -122,4 +137,25 @@ func jsonError(err error) *fault.Error {
 		return fault.New(fault.BadRequest, "the request body was not sent in time")
 	}
 	return fault.New(fault.BadRequest, "malformed JSON body")
+}
+
+// plausibleFieldName says whether an unknown JSON field's name may be
+// repeated in a refusal: at most 64 of [a-z0-9_], starting with a letter
+// and holding at most 8 digits, like the API's own names; an identifier
+// (18 characters, mostly digits) is not one.
+func plausibleFieldName(f string) bool {
+	if f == "" || len(f) > 64 || f[0] < 'a' || f[0] > 'z' {
+		return false
+	}
+	digits := 0
+	for i := 0; i < len(f); i++ {
+		switch c := f[i]; {
+		case c >= 'a' && c <= 'z', c == '_':
+		case c >= '0' && c <= '9':
+			digits++
+		default:
+			return false
+		}
+	}
+	return digits <= 8
 }

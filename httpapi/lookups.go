@@ -31,7 +31,7 @@ func (s *Server) postLookup(w http.ResponseWriter, r *http.Request, c caller) er
 }
 
 func lookupView(ans lookup.Answer, in api.LookupRequest, cat *credit.Catalog) api.LookupAnswer {
-	out := api.LookupAnswer{SubjectPseudonym: ans.Pseudonym.String(), Purpose: in.Purpose, Reference: in.Reference,
+	out := api.LookupAnswer{LookupID: ans.LookupID, SubjectPseudonym: ans.Pseudonym.String(), Purpose: in.Purpose, Reference: in.Reference,
 		Index:     api.LookupIndex{Consistency: ans.Consistency, AppliedIndex: ans.AppliedIndex},
 		Districts: make([]api.DistrictResult, 0, len(ans.Districts))}
 	for _, d := range ans.Districts {

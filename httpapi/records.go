@@ -39,6 +39,9 @@ func recordView(r credit.Record, cat *credit.Catalog) api.Record {
 		Status: string(r.Status), Version: r.Version, CatalogVersion: r.CatalogVersion,
 		RecordedAt: r.RecordedAt.UTC().Format(recordTimeLayout), Reason: r.Reason,
 	}
+	if r.District != "" && r.Department != "" && r.ID != "" {
+		v.Ref = credit.RefOf(r.District, r).String()
+	}
 	if cat != nil {
 		if it, ok := cat.Item(r.CatalogItem); ok {
 			v.DisplayUntil = credit.DisplayUntil(r, it).String()
@@ -208,6 +211,9 @@ func (c *capReader) Read(p []byte) (int, error) {
 
 // readError is the refusal of a body that could not be read.
 func readError(err error) *fault.Error {
+	if e := fault.As(err); e != nil {
+		return e // the body budget's refusal
+	}
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		return fault.New(fault.BadRequest, "request body is larger than %d bytes", tooBig.Limit)
@@ -267,6 +273,20 @@ func (s *Server) postCorrection(w http.ResponseWriter, r *http.Request, c caller
 	if err := decodeJSON(r, &in); err != nil {
 		return err
 	}
+	corr, err := correctionOf(in)
+	if err != nil {
+		return err
+	}
+	next, err := s.cfg.Records.Correct(r.Context(), c.id, r.PathValue("id"), corr, in.Reason)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, recordView(next, s.cfg.Cluster.Catalog()))
+	return nil
+}
+
+// correctionOf reads a correction's fields.
+func correctionOf(in api.Correction) (credit.Correction, error) {
 	corr := credit.Correction{CatalogItem: in.CatalogItem, DecisionNumber: in.DecisionNumber, Summary: in.Summary}
 	for _, d := range []struct {
 		field string
@@ -278,16 +298,11 @@ func (s *Server) postCorrection(w http.ResponseWriter, r *http.Request, c caller
 		}
 		v, err := credit.ParseDate(*d.text)
 		if err != nil {
-			return fault.Field(fault.BadRequest, d.field, "must be a real day written YYYY-MM-DD")
+			return corr, fault.Field(fault.BadRequest, d.field, "must be a real day written YYYY-MM-DD")
 		}
 		*d.dst = &v
 	}
-	next, err := s.cfg.Records.Correct(r.Context(), c.id, r.PathValue("id"), corr, in.Reason)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, recordView(next, s.cfg.Cluster.Catalog()))
-	return nil
+	return corr, nil
 }
 
 // mediaType returns the request's content type without parameters.

@@ -9,10 +9,13 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +23,7 @@ import (
 	"credfed/api"
 	"credfed/certs"
 	"credfed/credit"
+	"credfed/fault"
 	"credfed/intake"
 	"credfed/lookup"
 	"credfed/pseudonym"
@@ -68,7 +72,8 @@ type Revocations interface {
 
 // SmallBody is the size under which a bulk submission is read at once;
 // larger ones (or of unknown length) wait for one of Config.LargeBodies
-// slots, so that the large bodies read at once are bounded.
+// slots, so that the large bodies read at once are bounded. Every other
+// body is read within Config.BodyBudget.
 const SmallBody = 1 << 20
 
 // Config is what the API serves.
@@ -77,19 +82,33 @@ type Config struct {
 	Records Records
 	Lookups Lookups
 	Custody Custody
+	// Rights serves the subject's report and access log; Signer signs the
+	// reports (nil: the node serves none).
+	Rights Rights
+	Signer Signer
+	// Cases serves objections and repair requests.
+	Cases Cases
+	// Disclosures serves the public disclosure list.
+	Disclosures Disclosures
 	// Revocations is checked on every request: TLS checks a client
 	// certificate at the handshake only, and a keep-alive connection
 	// outlives a revocation.
 	Revocations Revocations
 	// ReadTimeout bounds the reading of a request's body, from the start
 	// of its handling (default 10 s); BulkReadTimeout that of a bulk
-	// submission (default 2 min).
+	// submission (default 30 s).
 	ReadTimeout, BulkReadTimeout time.Duration
 	// LargeBodies is how many bulk bodies over SmallBody are read at once
 	// (default 2); LargeBodyWait how long another waits for its turn
 	// before it is refused unavailable (default 10 s).
 	LargeBodies   int
 	LargeBodyWait time.Duration
+	// BodyBudget bounds the bytes of all the other request bodies the API
+	// holds at once (default DefaultBodyBudget): a body's declared length
+	// is reserved before it is read, one of unknown length chunk by chunk
+	// as it is read, and released when its request is answered. A request
+	// that finds the budget spent is refused unavailable, unread.
+	BodyBudget int64
 	// Now is the node's clock (record views: display periods); nil is
 	// time.Now.
 	Now        func() time.Time
@@ -103,6 +122,7 @@ type Server struct {
 	log      *slog.Logger
 	handler  http.Handler
 	large    chan struct{} // slots for large bodies
+	budget   bodyBudget    // bytes for the other bodies
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 }
@@ -121,10 +141,13 @@ func New(cfg Config) *Server {
 		}
 	}
 	def(&cfg.ReadTimeout, 10*time.Second)
-	def(&cfg.BulkReadTimeout, 2*time.Minute)
+	def(&cfg.BulkReadTimeout, 30*time.Second)
 	def(&cfg.LargeBodyWait, 10*time.Second)
 	if cfg.LargeBodies <= 0 {
 		cfg.LargeBodies = 2
+	}
+	if cfg.BodyBudget <= 0 {
+		cfg.BodyBudget = DefaultBodyBudget
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, large: make(chan struct{}, cfg.LargeBodies),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -135,8 +158,11 @@ func New(cfg Config) *Server {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"route"}),
 	}
+	s.budget.free.Store(cfg.BodyBudget)
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.requests, s.latency)
+		cfg.Registerer.MustRegister(s.requests, s.latency, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "credfed_api_body_bytes_reserved", Help: "Bytes of request bodies reserved in the API's body budget.",
+		}, func() float64 { return float64(cfg.BodyBudget - s.budget.free.Load()) }))
 	}
 	s.handler = s.router(s.routes())
 	return s
@@ -162,7 +188,7 @@ type route struct {
 // docs/openapi.yaml documents the same list (a test compares them).
 func (s *Server) routes() []route {
 	var out []route
-	for _, rs := range [][]route{s.catalogRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes()} {
+	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes()} {
 		out = append(out, rs...)
 	}
 	return out
@@ -191,11 +217,13 @@ func (s *Server) router(routes []route) http.Handler {
 		if len(allow) > 0 {
 			slices.Sort(allow)
 			w.Header().Set("Allow", strings.Join(allow, ", "))
+			// Neither the method nor the path is repeated: either may hold
+			// anything the caller put there.
 			writeErrorStatus(w, http.StatusMethodNotAllowed, &api.Error{Code: api.CodeBadRequest,
-				Message: fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", "))})
+				Message: fmt.Sprintf("this method is not allowed on this path (allowed: %s)", strings.Join(allow, ", "))})
 			return
 		}
-		writeError(w, &api.Error{Code: api.CodeNotFound, Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
+		writeError(w, &api.Error{Code: api.CodeNotFound, Message: "no route of the API has this method and path (docs/openapi.yaml lists them)"})
 	})
 	return mux
 }
@@ -218,6 +246,12 @@ func (s *Server) serveRoute(rt route, w http.ResponseWriter, r *http.Request) {
 	if max == 0 {
 		max = 1 << 20
 	}
+	if r.ContentLength > max {
+		e := &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("request body is larger than %d bytes", max)}
+		code = e.Code
+		writeError(w, e)
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, max)
 	// A body that trickles in is cut: the handshake's and the headers'
 	// timeouts do not cover it.
@@ -230,15 +264,30 @@ func (s *Server) serveRoute(rt route, w http.ResponseWriter, r *http.Request) {
 		release, e := s.largeSlot(r.Context())
 		if e != nil {
 			code = e.Code
-			writeError(w, e)
+			refuseUnread(w, r, e)
 			return
 		}
 		defer release()
+	} else if r.ContentLength != 0 {
+		body, e := s.budget.body(r.Body, r.ContentLength, max)
+		if e != nil {
+			code = e.Code
+			refuseUnread(w, r, e)
+			return
+		}
+		defer body.release()
+		r.Body = body
 	}
 	defer func() {
 		if p := recover(); p != nil {
 			code = api.CodeInternal
-			s.log.Error("API handler panicked", "route", rt.pattern, "panic", fmt.Sprint(p))
+			// Only the runtime's own panics are logged with their text: any
+			// other value may hold what the request carried.
+			attr := slog.String("panic_type", fmt.Sprintf("%T", p))
+			if re, ok := p.(runtime.Error); ok {
+				attr = slog.String("panic", re.Error())
+			}
+			s.log.Error("API handler panicked", "route", rt.pattern, attr)
 			writeError(w, &api.Error{Code: api.CodeInternal, Message: "internal error"})
 		}
 	}()
@@ -260,4 +309,97 @@ func (s *Server) largeSlot(ctx context.Context) (func(), *api.Error) {
 	case <-ctx.Done():
 	}
 	return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("%d large submissions are being read already; send this one again shortly", s.cfg.LargeBodies)}
+}
+
+// DefaultBodyBudget is Config.BodyBudget's default: with the two large
+// bodies of 64 MiB, a node holds at most 192 MiB of request bodies.
+const DefaultBodyBudget = 64 << 20
+
+// bodyChunk is how much of a body of unknown length is reserved at a time.
+const bodyChunk = 64 << 10
+
+// drainTime is how long a refused request's body is discarded as it
+// arrives, so that a client still sending it reads the refusal instead of
+// a reset connection.
+const drainTime = 2 * time.Second
+
+// bodyBudget is what is left of Config.BodyBudget.
+type bodyBudget struct{ free atomic.Int64 }
+
+// take reserves n bytes, if there are that many left.
+func (b *bodyBudget) take(n int64) bool {
+	for {
+		f := b.free.Load()
+		if f < n {
+			return false
+		}
+		if b.free.CompareAndSwap(f, f-n) {
+			return true
+		}
+	}
+}
+
+// errBodyBudget is the refusal of a body the budget has no room for.
+var errBodyBudget = fault.New(fault.Unavailable, "this node is reading as many request bodies as it may hold at once; send the request again shortly")
+
+// body reserves room for a body declaring length bytes (-1: unknown) of at
+// most max, and returns the body that reads within its reservation.
+func (b *bodyBudget) body(r io.ReadCloser, length, max int64) (*budgetBody, *api.Error) {
+	bb := &budgetBody{ReadCloser: r, budget: b, max: max}
+	if length >= 0 {
+		if !b.take(length) {
+			return nil, errorOf(errBodyBudget)
+		}
+		bb.held, bb.max = length, length
+	}
+	return bb, nil
+}
+
+// budgetBody is a request body read within its reservation in the body
+// budget; a body of unknown length reserves bodyChunk more whenever it has
+// read what it holds, and fails unavailable if the budget is spent.
+type budgetBody struct {
+	io.ReadCloser
+	budget          *bodyBudget
+	held, read, max int64
+}
+
+func (b *budgetBody) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if b.read == b.held && b.held < b.max {
+		n := min(bodyChunk, b.max-b.held)
+		if !b.budget.take(n) {
+			return 0, errBodyBudget
+		}
+		b.held += n
+	}
+	// Past the reservation, one byte more tells the end of the body (or
+	// http.MaxBytesReader's refusal) from more of it.
+	p = p[:max(1, min(int64(len(p)), b.held-b.read))]
+	n, err := b.ReadCloser.Read(p)
+	b.read += int64(n)
+	return n, err
+}
+
+// release gives the reservation back, once the request is answered.
+func (b *budgetBody) release() { b.budget.free.Add(b.held) }
+
+// refuseUnread answers a request refused before its body was read, then
+// discards what the client sends of the body for at most drainTime
+// (nothing of it is held), and closes an HTTP/1 connection.
+func refuseUnread(w http.ResponseWriter, r *http.Request, e *api.Error) {
+	rc := http.NewResponseController(w)
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+		_ = rc.EnableFullDuplex()
+	}
+	writeError(w, e)
+	if r.ContentLength == 0 {
+		return
+	}
+	_ = rc.Flush()
+	_ = rc.SetReadDeadline(time.Now().Add(drainTime))
+	_, _ = io.Copy(io.Discard, r.Body)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"credfed/audit"
 	"credfed/certs"
 	"credfed/credit"
 	"credfed/fault"
@@ -46,7 +47,10 @@ type Config struct {
 	// Now is the clock of record dates; nil is time.Now.
 	Now func() time.Time
 	// Notify is called after records were written (the publisher wakes).
-	Notify     func()
+	Notify func()
+	// Audit registers every record change (ids, never content) before it
+	// is answered; nil registers nothing (tests of the rules alone).
+	Audit      *audit.Recorder
 	Registerer prometheus.Registerer
 }
 
@@ -147,6 +151,15 @@ func (s *Service) Submit(ctx context.Context, caller certs.Identity, subs []Subm
 		if err != nil {
 			return nil, err
 		}
+		var written []string
+		for k, o := range outcomes {
+			if o == storage.Accepted {
+				written = append(written, accepted[k].Department+"/"+accepted[k].ID)
+			}
+		}
+		if err := s.auditChange(caller, "record.submit", written); err != nil {
+			return nil, err
+		}
 		for k, o := range outcomes {
 			res := &results[acceptedAt[k]]
 			switch o {
@@ -220,6 +233,9 @@ func (s *Service) Correct(ctx context.Context, caller certs.Identity, id string,
 	} else if err != nil {
 		return prev, err
 	}
+	if err := s.auditChange(caller, "record.correct", []string{next.Department + "/" + next.ID}); err != nil {
+		return prev, err
+	}
 	s.cfg.Notify()
 	return next, nil
 }
@@ -241,13 +257,16 @@ func (s *Service) collector(caller certs.Identity) error {
 }
 
 // checkCollector refuses a submission that names a collector other than
-// the certificate's: whoever collects a record is responsible for it.
+// the certificate's: whoever collects a record is responsible for it. The
+// refusal names the certificate's department and the node's district,
+// never what the submission named (a caller may have put an identifier
+// there).
 func (s *Service) checkCollector(sub Submission, caller certs.Identity) error {
 	if sub.Department != "" && sub.Department != caller.Institution {
-		return fault.Field(fault.Forbidden, "department", "the department is %s, from the client certificate; a record cannot be submitted in the name of %s", caller.Institution, sub.Department)
+		return fault.Field(fault.Forbidden, "department", "the department is %s, from the client certificate; a record cannot be submitted in the name of another", caller.Institution)
 	}
 	if sub.District != "" && sub.District != s.cfg.Self.Region {
-		return fault.Field(fault.Forbidden, "district", "this node keeps the records of %s, not %s", s.cfg.Self.Region, sub.District)
+		return fault.Field(fault.Forbidden, "district", "this node keeps the records of %s, not of another district", s.cfg.Self.Region)
 	}
 	return nil
 }
@@ -283,4 +302,26 @@ func refusal(err error) error {
 		return &fault.Error{Kind: kind, Field: fe.Field, Message: fe.Message, Cause: err}
 	}
 	return fault.Wrap(fault.BadRequest, err, "record refused")
+}
+
+// auditBatch bounds the record ids of one audit entry.
+const auditBatch = 4096
+
+// auditChange registers records written by a department: one entry per
+// auditBatch ids. The records are durable already; the answer waits for
+// the entries (a failure is answered unavailable, and a resubmission is a
+// duplicate that is registered again).
+func (s *Service) auditChange(caller certs.Identity, operation string, ids []string) error {
+	if s.cfg.Audit == nil || len(ids) == 0 {
+		return nil
+	}
+	var entries []storage.AuditEntry
+	for len(ids) > 0 {
+		n := min(len(ids), auditBatch)
+		e := audit.By(caller, operation)
+		e.District, e.Records, e.Count, e.Decision = s.cfg.Self.Region, ids[:n], n, storage.DecisionAllowed
+		entries = append(entries, e)
+		ids = ids[n:]
+	}
+	return s.cfg.Audit.Record(entries[0], entries[1:]...)
 }

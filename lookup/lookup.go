@@ -7,12 +7,13 @@ package lookup
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base32"
 	"errors"
 	"log/slog"
 	"sort"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,6 +94,8 @@ type Service struct {
 	asked    *prometheus.CounterVec
 	results  *prometheus.CounterVec
 	answered *prometheus.CounterVec
+	phantom  *prometheus.CounterVec
+	forged   *prometheus.CounterVec
 }
 
 // New returns the service; on a district it registers Op on the endpoint.
@@ -116,9 +119,17 @@ func New(cfg Config) *Service {
 		answered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_lookups_answered_total", Help: "Lookups this district answered for coordinators, by decision.",
 		}, []string{"decision"}),
+		phantom: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credfed_lookup_phantom_answers_total",
+			Help: "Answers without records from a district the index says holds some, by district (region path): a district that plants index entries to be sent lookups shows here.",
+		}, []string{"district"}),
+		forged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credfed_lookup_forged_answers_total",
+			Help: "District answers dropped for holding records of another district or of another subject, by district (region path).",
+		}, []string{"district"}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.asked, s.results, s.answered)
+		cfg.Registerer.MustRegister(s.asked, s.results, s.answered, s.phantom, s.forged)
 	}
 	if cfg.Self.Role == certs.District && cfg.Endpoint != nil {
 		cfg.Endpoint.Handle(Op, s.answer, exchange.AllowRoles(certs.Province, certs.City), exchange.MaxBody(64<<10))
@@ -139,6 +150,10 @@ type Request struct {
 
 // Answer is a lookup's merged answer.
 type Answer struct {
+	// LookupID is the lookup's federation-wide id: in this node's audit
+	// entry and in each answering district's, so that the subject's access
+	// log shows the lookup once.
+	LookupID     string
 	Pseudonym    credit.Pseudonym
 	Consistency  string
 	AppliedIndex uint64
@@ -159,10 +174,21 @@ type District struct {
 }
 
 // Lookup is a coordinator's federated lookup. Allowed or refused, it is in
-// this node's audit log before the answer (or the refusal) is returned.
+// this node's audit log before the answer (or the refusal) is returned; the
+// entry keeps only the stated fields that pass validation (statedFields).
+//
+// Two kinds of district answers are noted in the audit log with the
+// lookup's entry and counted by district: forged ones (records of another
+// district or of another subject), which are dropped, and phantom ones (no
+// records from a district whose index entry says it holds some). A
+// district can plant index entries for subjects it holds nothing of, to be
+// sent their lookups; that cannot be told in advance, but every lookup it
+// draws that way is a phantom answer.
 func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request) (Answer, error) {
 	entry := audit.By(caller, "lookup")
-	entry.User, entry.Purpose, entry.Reference, entry.Authorization = in.User, in.Purpose, in.Reference, in.Authorization
+	entry.LookupID = NewID()
+	cat := s.cfg.Catalog()
+	entry.Purpose, entry.User, entry.Reference, entry.Authorization = statedFields(cat, in.Purpose, in.User, in.Reference, in.Authorization)
 	deny := func(e *fault.Error) (Answer, error) {
 		entry.Decision, entry.Reason = storage.DecisionDenied, string(e.Kind)
 		if err := s.cfg.Audit.Record(entry); err != nil {
@@ -181,7 +207,6 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 	if !s.cfg.Self.Role.IsCoordinatorNode() || !key.Valid() {
 		return deny(fault.New(fault.Forbidden, "lookups are served by coordinator nodes (province, city); this is a %s node", s.cfg.Self.Role))
 	}
-	cat := s.cfg.Catalog()
 	if cat == nil {
 		return Answer{}, fault.New(fault.Unavailable, "this node has not received the federation's catalog yet")
 	}
@@ -220,9 +245,10 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 	case err != nil:
 		return Answer{}, err
 	}
-	out := Answer{Pseudonym: p, Consistency: in.Consistency, AppliedIndex: applied}
+	out := Answer{LookupID: entry.LookupID, Pseudonym: p, Consistency: in.Consistency, AppliedIndex: applied}
 	var peers []exchange.Peer
 	var partOf []int
+	var idOf []certs.Identity
 	for _, e := range entries {
 		if !e.Holds() {
 			continue
@@ -236,12 +262,20 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 			id := reg.Identity(s.cfg.Self.Federation)
 			peers = append(peers, exchange.Peer{Name: reg.Path, Addr: reg.Exchange, Identity: &id})
 			partOf = append(partOf, len(out.Districts))
+			idOf = append(idOf, id)
 		}
 		out.Districts = append(out.Districts, part)
 	}
-	meta := exchange.Meta{Purpose: in.Purpose, User: in.User, Reference: in.Reference, Authorization: in.Authorization}
+	meta := exchange.Meta{Purpose: in.Purpose, User: in.User, Reference: in.Reference, Authorization: in.Authorization, LookupID: entry.LookupID}
 	req := request{Subject: subject.ID, Pseudonym: p, Requester: caller}
 	results := s.cfg.Endpoint.FanOut(ctx, peers, Op, meta, req, func() any { return &reply{} })
+	var notes []storage.AuditEntry
+	note := func(i int, operation, decision, reason string) {
+		n := entry
+		n.Caller, n.Role, n.Institution, n.Operation, n.District = idOf[i].String(), string(certs.District), "", operation, out.Districts[partOf[i]].Region
+		n.Records, n.Decision, n.Reason = nil, decision, reason
+		notes = append(notes, n)
+	}
 	for i, res := range results {
 		part := &out.Districts[partOf[i]]
 		part.Status = res.Status
@@ -250,12 +284,23 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 			continue
 		}
 		recs := res.Resp.(*reply).Records
-		if !ofDistrict(recs, part.Region) {
-			// A district answers for its own records only; an answer that
-			// names another is not shown, nor registered as seen.
-			s.log.Warn("a district answered a lookup with records of another district; its answer is dropped", "district", part.Region)
-			part.Status, part.Error = exchange.StatusError, "the district answered with records of another district"
+		if why := foreign(recs, part.Region, subject.ID); why != "" {
+			// A district answers for its own records of the subject only;
+			// an answer holding others is not shown, nor registered as
+			// seen.
+			s.log.Warn("a district answered a lookup with records of "+why+"; its answer is dropped", "district", part.Region)
+			s.forged.WithLabelValues(part.Region).Inc()
+			note(i, "lookup.forged_answer", storage.DecisionDenied, "forged_answer")
+			part.Status, part.Error = exchange.StatusError, "the district answered with records of "+why
 			continue
+		}
+		if len(recs) == 0 {
+			// The index says this district holds something: either the
+			// purpose may see none of it (or it expired since the entry
+			// was written), or the entry was planted to draw lookups.
+			s.log.Info("a district the index names answered a lookup with no records (phantom answer)", "district", part.Region)
+			s.phantom.WithLabelValues(part.Region).Inc()
+			note(i, "lookup.phantom_answer", storage.DecisionAllowed, "")
 		}
 		part.Records = recs
 		for _, rec := range recs {
@@ -267,21 +312,46 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 	}
 	sort.Slice(out.Districts, func(i, j int) bool { return out.Districts[i].Region < out.Districts[j].Region })
 	entry.Decision = storage.DecisionAllowed
-	if err := s.cfg.Audit.Record(entry); err != nil {
+	if err := s.cfg.Audit.Record(entry, notes...); err != nil {
 		return Answer{}, err
 	}
 	s.asked.WithLabelValues("allowed").Inc()
 	return out, nil
 }
 
-// ofDistrict reports whether every record names district as its own.
-func ofDistrict(recs []credit.Record, district string) bool {
+// foreign says what is wrong with an answer holding records of another
+// district than the one asked, or of another subject than the one looked
+// up ("" when nothing is).
+func foreign(recs []credit.Record, district, subject string) string {
 	for _, r := range recs {
-		if r.District != district {
-			return false
+		switch {
+		case r.District != district:
+			return "another district"
+		case r.Subject != subject:
+			return "another subject"
 		}
 	}
-	return true
+	return ""
+}
+
+// statedFields returns what an audit entry keeps of a lookup's stated
+// purpose, user, case reference and authorization: each as given when it
+// passes validation (a purpose: when it is in the catalog), empty when
+// not, so that a refused lookup's entry holds nothing the edge refused —
+// an unknown purpose may be anything, an identifier too.
+func statedFields(cat *credit.Catalog, purpose, user, reference, authorization string) (string, string, string, string) {
+	keep := func(name, v string) string {
+		if checkField(name, v) != nil {
+			return ""
+		}
+		return v
+	}
+	if cat == nil {
+		purpose = ""
+	} else if _, ok := cat.Purpose(purpose); !ok {
+		purpose = ""
+	}
+	return purpose, keep("user", user), keep("reference", reference), keep("authorization", authorization)
 }
 
 // checkRequest applies the rules every lookup must pass, at the asking node
@@ -297,7 +367,8 @@ func checkRequest(cat *credit.Catalog, requester certs.Identity, purpose, user, 
 	case purpose == "":
 		return p, fault.Field(fault.BadRequest, "purpose", "required: every lookup names a purpose of the catalog")
 	case !ok:
-		return p, fault.Field(fault.Forbidden, "purpose", "purpose %q is not in catalog version %d", purpose, cat.Version)
+		// Never the purpose given: it may be anything, an identifier too.
+		return p, fault.Field(fault.Forbidden, "purpose", "the purpose is not in catalog version %d (GET /v1/catalog lists the purposes)", cat.Version)
 	case p.SubjectOwn:
 		return p, fault.Field(fault.Forbidden, "purpose", "purpose %q is the subject's own inquiry, made through a portal", purpose)
 	case !p.Admits(string(requester.Role)):
@@ -330,9 +401,11 @@ func checkField(name, v string) *fault.Error {
 	if !utf8.ValidString(v) {
 		return fault.Field(fault.BadRequest, name, "must be valid UTF-8")
 	}
-	for i, r := range v {
-		if !unicode.IsPrint(r) {
-			return fault.Field(fault.BadRequest, name, "must be printable text (U+%04X at byte %d)", r, i)
+	pos := 0
+	for _, r := range v {
+		pos++
+		if !credit.TextRune(r) {
+			return fault.Field(fault.BadRequest, name, "must be printable text: character %d is U+%04X, a control, format or invisible character", pos, r)
 		}
 	}
 	return nil
@@ -354,6 +427,14 @@ func wireMessage(err error) string {
 // answer is a district's side of a lookup: it checks the request again
 // (the catalog is replicated, so both ends decide alike), audits, and
 // returns only what the purpose may see today, by the node's clock.
+//
+// The entry names the subject by the pseudonym this district holds for it
+// when it holds records of the subject (resolved, from its cache first),
+// never by the one the caller sent: a caller could send another and keep
+// the lookup out of the subject's access log. Of a subject it holds
+// nothing of, it resolves nothing and the entry names the pseudonym sent:
+// a lookup sent to it must not make it ask a coordinator for a pseudonym,
+// which custody would count against the district.
 func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error) {
 	var in request
 	if err := req.Decode(&in); err != nil {
@@ -365,8 +446,11 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	}
 	m := req.Meta
 	entry := storage.AuditEntry{Caller: req.Caller.String(), Role: string(in.Requester.Role), Institution: in.Requester.Institution,
-		User: m.User, Operation: "lookup.answer", Purpose: m.Purpose, Reference: m.Reference, Authorization: m.Authorization,
-		District: s.cfg.Self.Region}
+		Operation: "lookup.answer", District: s.cfg.Self.Region}
+	if ValidID(m.LookupID) {
+		entry.LookupID = m.LookupID
+	}
+	entry.Purpose, entry.User, entry.Reference, entry.Authorization = statedFields(cat, m.Purpose, m.User, m.Reference, m.Authorization)
 	deny := func(code exchange.Code, msg string) (any, error) {
 		entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
 		if err := s.cfg.Audit.Record(entry); err != nil {
@@ -379,17 +463,24 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	opt := s.cfg.Identifiers
 	opt.Today = credit.TodayAt(now)
 	subject, serr := credit.ParseSubject(in.Subject, opt)
+	var recs []credit.Record
 	if serr == nil {
-		// The entry names the subject by the pseudonym this district holds
-		// for it, never by the one the caller sent: a caller could send
-		// another and keep the lookup out of the subject's access log.
-		own, err := s.cfg.Resolve(ctx, []string{subject.ID})
-		if err != nil {
-			return nil, exchange.Errorf(exchange.CodeUnavailable, "the lookup cannot be registered now (no pseudonym for the audit); nothing was answered")
+		var err error
+		if recs, err = s.cfg.Records.RecordsBySubject(subject.ID); err != nil {
+			return nil, exchange.Errorf(exchange.CodeInternal, "records unavailable")
 		}
-		entry.Subject = own[0].String()
-		if in.Pseudonym != own[0] {
-			return deny(exchange.CodeBadRequest, "the pseudonym sent is not the subject's")
+		switch {
+		case len(recs) > 0:
+			own, err := s.cfg.Resolve(ctx, []string{subject.ID})
+			if err != nil || len(own) != 1 {
+				return nil, exchange.Errorf(exchange.CodeUnavailable, "the lookup cannot be registered now (no pseudonym for the audit); nothing was answered")
+			}
+			entry.Subject = own[0].String()
+			if in.Pseudonym != own[0] {
+				return deny(exchange.CodeBadRequest, "the pseudonym sent is not the subject's")
+			}
+		case !in.Pseudonym.IsZero():
+			entry.Subject = in.Pseudonym.String()
 		}
 	}
 	if in.Requester.Federation != s.cfg.Self.Federation || !certs.InRegion(in.Requester.Region, req.Caller.Region) {
@@ -406,10 +497,6 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 		return deny(exchange.CodeBadRequest, "invalid subject identifier")
 	}
 	p, _ := cat.Purpose(m.Purpose)
-	recs, err := s.cfg.Records.RecordsBySubject(subject.ID)
-	if err != nil {
-		return nil, exchange.Errorf(exchange.CodeInternal, "records unavailable")
-	}
 	today := credit.TodayAt(now)
 	out := reply{Records: []credit.Record{}}
 	for _, r := range recs {
@@ -425,4 +512,26 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	}
 	s.answered.WithLabelValues("allowed").Inc()
 	return out, nil
+}
+
+// NewID returns a fresh lookup id: "lk-" and 26 random base32 characters.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "lk-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// ValidID reports whether id has the form NewID gives (a district keeps an
+// asking node's id only if it does).
+func ValidID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "lk-")
+	if !ok || len(rest) != 26 {
+		return false
+	}
+	for _, c := range rest {
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
 }

@@ -43,6 +43,8 @@ type Config struct {
 	Listen    ListenConfig    `yaml:"listen"`
 	Advertise AdvertiseConfig `yaml:"advertise,omitempty"`
 	TLS       TLSConfig       `yaml:"tls"`
+	// API bounds what the HTTPS API holds for its clients.
+	API APIConfig `yaml:"api,omitempty"`
 
 	// EncryptionKeyFile holds the AES key (hex) that encrypts the data
 	// directory at rest; empty leaves it unencrypted.
@@ -69,6 +71,14 @@ type Config struct {
 	// period has ended and refreshes the index entries of subjects whose
 	// records' display or retention ended (default 1h).
 	SweepInterval Duration `yaml:"sweep_interval,omitempty"`
+	// AuditAnchorEntries and AuditAnchorInterval say how often the node
+	// anchors the head of its audit log in Raft: once that many entries
+	// were appended since the last anchor, or that long after it if the
+	// head moved, whichever comes first (defaults 1000 and 1m). The
+	// entries after the last anchor are the window a truncation of the
+	// log can hide in (audit/anchor.go).
+	AuditAnchorEntries  int      `yaml:"audit_anchor_entries,omitempty"`
+	AuditAnchorInterval Duration `yaml:"audit_anchor_interval,omitempty"`
 
 	// Log sets the level (debug, info, warn, error; default info) and format
 	// (text or json; default text) of the node's log on standard error.
@@ -84,6 +94,19 @@ type ListenConfig struct {
 	// Metrics is the TCP address of the plain-HTTP /metrics, /healthz and
 	// /readyz listener; default 127.0.0.1:0 (loopback, any free port).
 	Metrics string `yaml:"metrics,omitempty"`
+}
+
+// APIConfig bounds the HTTPS API's connections and request bodies.
+type APIConfig struct {
+	// MaxConnections bounds the open connections (default 4096); at the
+	// limit the one new or idle the longest is closed for a new one.
+	MaxConnections int `yaml:"max_connections,omitempty"`
+	// BodyBudgetMiB bounds the MiB of request bodies read at once besides
+	// the two large bulk bodies (default 64).
+	BodyBudgetMiB int64 `yaml:"body_budget_mib,omitempty"`
+	// BulkReadTimeout bounds the reading of a bulk submission's body
+	// (default 30s).
+	BulkReadTimeout Duration `yaml:"bulk_read_timeout,omitempty"`
 }
 
 // AdvertiseConfig holds the addresses other nodes and users reach this
@@ -191,7 +214,7 @@ var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type
 var sectionOf = map[string]string{
 	"node.Config": "", "node.ListenConfig": "listen.", "node.AdvertiseConfig": "advertise.", "node.TLSConfig": "tls.",
 	"node.RaftConfig": "raft.", "node.RegionConfig": "raft.bootstrap_regions[].", "node.LogConfig": "log.",
-	"node.CustodyConfig": "pseudonym_custody.",
+	"node.CustodyConfig": "pseudonym_custody.", "node.APIConfig": "api.",
 }
 
 // LoadConfig reads a YAML configuration file; unknown fields are refused.
@@ -269,6 +292,21 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = Duration(time.Hour)
+	}
+	if c.AuditAnchorEntries <= 0 {
+		c.AuditAnchorEntries = 1000
+	}
+	if c.AuditAnchorInterval <= 0 {
+		c.AuditAnchorInterval = Duration(time.Minute)
+	}
+	if c.API.MaxConnections <= 0 {
+		c.API.MaxConnections = 4096
+	}
+	if c.API.BodyBudgetMiB <= 0 {
+		c.API.BodyBudgetMiB = 64
+	}
+	if c.API.BulkReadTimeout <= 0 {
+		c.API.BulkReadTimeout = Duration(30 * time.Second)
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -350,6 +388,9 @@ func (c Config) Validate() error {
 	}
 	if c.PseudonymKeyFile == "" && c.Role.IsCoordinatorNode() {
 		return fieldErr("pseudonym_key_file", "required on a %s node: coordinators pseudonymize subjects", c.Role)
+	}
+	if c.API.MaxConnections < 0 || c.API.BodyBudgetMiB < 0 || c.API.BulkReadTimeout < 0 {
+		return fieldErr("api", "max_connections, body_budget_mib and bulk_read_timeout must not be negative")
 	}
 	if c.PseudonymCustody.Rate < 0 || c.PseudonymCustody.Window < 0 {
 		return fieldErr("pseudonym_custody", "rate and window must not be negative")

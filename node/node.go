@@ -17,13 +17,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/net/netutil"
 
 	"credfed/api"
+	"credfed/attest"
 	"credfed/audit"
 	"credfed/certs"
 	"credfed/consensus"
 	"credfed/credit"
+	"credfed/disclosure"
 	"credfed/exchange"
 	"credfed/httpapi"
 	"credfed/intake"
@@ -31,6 +32,7 @@ import (
 	"credfed/lookup"
 	"credfed/pseudonym"
 	"credfed/publish"
+	"credfed/rights"
 	"credfed/storage"
 	"credfed/sweep"
 )
@@ -61,6 +63,13 @@ type Node struct {
 	sweeper *sweep.Sweeper     // districts only
 	records *intake.Service
 	lookups *lookup.Service
+	rights  *rights.Service
+	signer  *attest.Signer
+
+	// anchorer anchors the audit log's head in Raft (auditcheck.go).
+	anchorer *audit.Anchorer
+
+	disclosures *disclosure.Service // the public disclosure list
 
 	apiLn      net.Listener
 	api        *http.Server
@@ -229,7 +238,7 @@ func (n *Node) openConsensus(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	admission.use(n.rep.State())
+	admission.use(n.rep, cfg.Coordinators)
 	return nil
 }
 
@@ -239,9 +248,17 @@ func (n *Node) openConsensus(opts Options) error {
 // the registry says whether it belongs to the federation.
 type peerAdmission struct {
 	state atomic.Pointer[consensus.State] // nil until the replica is open
+	// gate admits raft peers until the registry arrives (nil until the
+	// replica is open).
+	gate atomic.Pointer[consensus.NewcomerGate]
 }
 
-func (a *peerAdmission) use(st *consensus.State) { a.state.Store(st) }
+// use starts admitting by rep's registry; until it has one, raft peers by
+// rep's newcomer gate, which asks the configured coordinators.
+func (a *peerAdmission) use(rep *consensus.Replica, coordinators []string) {
+	a.gate.Store(rep.NewcomerGate(coordinators))
+	a.state.Store(rep.State())
+}
 
 // initialized reports whether the registry has reached this node.
 // federation_init writes the registry and the first catalog in one entry,
@@ -275,11 +292,11 @@ func (a *peerAdmission) request(id certs.Identity) error {
 // peer must be registered, with its certificate's role, as a voter: a
 // district (a non-voter) can then neither depose the leader with a higher
 // term nor append entries to a follower. A node whose registry has not
-// arrived yet (it has not applied the federation's first entries) accepts
-// province and city nodes only: the first entries come from the province
-// that starts the federation, or, for a node that joins later, from the
-// leader, a voter, and voters are coordinators unless configured
-// otherwise.
+// arrived yet (it has not applied the federation's first entries) must
+// not take them from just any province or city certificate: the first
+// entry it takes decides which federation it belongs to. It admits its
+// own province and city, and the voters its configured coordinators name
+// (consensus.NewcomerGate); nothing before the replica is open.
 func (a *peerAdmission) raft(id certs.Identity) error {
 	st := a.state.Load()
 	if st != nil {
@@ -294,10 +311,10 @@ func (a *peerAdmission) raft(id certs.Identity) error {
 		}
 	}
 	if !initialized(st) {
-		if id.Role.IsCoordinatorNode() {
-			return nil
+		if g := a.gate.Load(); g != nil {
+			return g.Admit(id)
 		}
-		return exchange.Errorf(exchange.CodeForbidden, "this node has no region registry yet and takes raft streams from province and city nodes only")
+		return exchange.Errorf(exchange.CodeUnavailable, "this node is starting and takes no raft streams yet")
 	}
 	return exchange.Errorf(exchange.CodeForbidden, "region %s is not registered in the federation", id.Region)
 }
@@ -317,10 +334,18 @@ func (n *Node) startServices() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	n.audit = audit.New(n.db.Audit(), cfg.Region, n.now, n.log, n.registry)
+	// The audit log must match its anchors in Raft before anything writes
+	// to it (auditcheck.go).
+	if err := n.checkAudit(); err != nil {
+		return err
+	}
+	n.audit = audit.New(n.anchorer.Watch(n.db.Audit()), cfg.Region, n.now, n.log, n.registry)
 	n.names = pseudonym.NewResolver(pseudonym.ResolverConfig{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
 		Endpoint: n.ep, Registry: state, Coordinators: cfg.Coordinators, Cache: n.db, Logger: n.log})
 	n.jobs = jobs.NewRunner(n.db, n.log, n.registry)
+	if err := n.anchorer.Start(n.jobs); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
 	if n.key.Valid() {
 		cc := cfg.PseudonymCustody
 		n.custody, err = pseudonym.NewCustodian(pseudonym.CustodyConfig{Key: n.key, Identifiers: cfg.Identifiers(),
@@ -341,11 +366,24 @@ func (n *Node) startServices() error {
 	n.lookups = lookup.New(lookup.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
 		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Catalog: state.Catalog, Audit: n.audit, Now: n.now,
 		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
+	n.disclosures = disclosure.New(disclosure.Config{Self: cfg.Identity(), Records: n.db, Registry: state, Endpoint: n.ep,
+		Catalog: state.Catalog, Now: n.now, Logger: n.log, Registerer: n.registry})
+	n.rights = rights.New(rights.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
+		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, AuditLog: n.db.Audit(),
+		Cases: n.db, Notify: func() { n.jobs.Wake(publish.JobName) }, Catalog: state.Catalog, Audit: n.audit, Now: n.now, Logger: n.log, Registerer: n.registry})
+	signer, err := attest.NewSigner(n.cert, n.now)
+	if err != nil {
+		return fmt.Errorf("node: the node certificate cannot sign reports: %w", err)
+	}
+	n.signer = signer
+	if err := n.rights.Reconcile(); err != nil {
+		return fmt.Errorf("node: open objections: %w", err)
+	}
 	wake := func() { n.jobs.Wake(publish.JobName) }
 	// On a coordinator the records service only refuses: records are kept
 	// by districts.
 	n.records = intake.New(intake.Config{Self: cfg.Identity(), Store: n.db, Catalog: state.Catalog,
-		Identifiers: cfg.Identifiers(), Now: n.now, Notify: wake, Registerer: n.registry})
+		Identifiers: cfg.Identifiers(), Now: n.now, Notify: wake, Audit: n.audit, Registerer: n.registry})
 	if cfg.Role != certs.District {
 		return nil
 	}
@@ -376,6 +414,8 @@ func (r replicaIndex) Lookup(ctx context.Context, p credit.Pseudonym, strong boo
 
 func (r replicaIndex) Region(path string) (consensus.Region, bool) { return r.rep.State().Region(path) }
 
+func (r replicaIndex) Regions() []consensus.Region { return r.rep.State().Regions() }
+
 // advertised returns the address to advertise: the configured one, or
 // the listen address if it names a host.
 func advertised(configured, listen, field string) (string, error) {
@@ -392,26 +432,34 @@ func advertised(configured, listen, field string) (string, error) {
 	return listen, nil
 }
 
-// maxAPIConnections bounds the API's open connections.
-const maxAPIConnections = 4096
-
 // serve starts the HTTPS API and the metrics listener.
 func (n *Node) serve() error {
 	apiLn, err := net.Listen("tcp", n.cfg.Listen.API)
 	if err != nil {
 		return fmt.Errorf("node: listen.api: %w", err)
 	}
-	// Connections are bounded too: each may carry a body being read.
-	n.apiLn = netutil.LimitListener(apiLn, maxAPIConnections)
-	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Revocations: n.revs, Now: n.now,
+	// Connections are bounded too, but connections that send nothing (no
+	// certificate needed) must not lock clients out: at the limit the
+	// longest new or idle one is closed for the newcomer.
+	ln := httpapi.NewListener(apiLn, n.cfg.API.MaxConnections, n.registry)
+	n.apiLn = ln
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Signer: n.signer, Cases: n.rights, Disclosures: n.disclosures, Revocations: n.revs, Now: n.now,
+		BulkReadTimeout: time.Duration(n.cfg.API.BulkReadTimeout), BodyBudget: n.cfg.API.BodyBudgetMiB << 20,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{
-		Handler:           h,
-		TLSConfig:         n.verifier.ServerConfig(n.cert, certs.OptionalClientCert, "h2", "http/1.1"),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:   h,
+		TLSConfig: n.verifier.ServerConfig(n.cert, certs.OptionalClientCert, "h2", "http/1.1"),
+		// ReadHeaderTimeout bounds the TLS handshake too (net/http takes
+		// the shortest of its timeouts for it).
+		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+		// What HTTP/2 buffers of bodies not read yet is bounded per
+		// connection (net/http's default is 1 MiB).
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 100,
+			MaxReceiveBufferPerConnection: 256 << 10, MaxReceiveBufferPerStream: 256 << 10},
+		ConnState: ln.ConnState,
+		ErrorLog:  slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 	go func() {
 		if err := n.api.ServeTLS(n.apiLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -578,6 +626,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			}
 			cancel()
 		}
+		n.anchorAtStop(ctx) // before Raft closes
 		errs = append(errs, n.closeAll())
 		n.shutdownErr = errors.Join(errs...)
 		close(n.done)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,7 +29,12 @@ import (
 // the holding district. So a coordinator
 //
 //   - answers registered district nodes only (a district pseudonymizes the
-//     subjects it writes to the index; coordinators compute their own);
+//     subjects it writes to the index; coordinators compute their own),
+//     and only those of its own region: a district's nearest coordinator
+//     (its city) serves it at its full rate, a coordinator further up its
+//     region tree (the province, asked when the city does not answer) at
+//     FallbackShare of it, and any other coordinator refuses, so what a
+//     district gets does not grow with the coordinators it can reach;
 //   - limits each district's identifiers per second (generous enough for
 //     a bulk intake of new subjects, far too few for a sweep of the
 //     identifier space; configurable per district);
@@ -36,10 +42,12 @@ import (
 //     identifiers, the pseudonyms handed out;
 //   - notes a sample of the pseudonyms it hands out and, once the district
 //     has had Window to publish, checks them against the district's index
-//     entries: a district whose pseudonyms mostly never show up is flagged
-//     (metric, GET /v1/custody), since it asked for subjects it does not
-//     hold. A key rotation (the lifecycle issue) re-pseudonymizes every
-//     subject on purpose and will have to pause the check.
+//     entries that hold something (an empty entry, which no lookup ever
+//     reaches, does not count): a district whose pseudonyms mostly never
+//     show up is flagged (metric, GET /v1/custody), since it asked for
+//     subjects it does not hold. A key rotation (the lifecycle issue)
+//     re-pseudonymizes every subject on purpose and will have to pause
+//     the check.
 
 // Defaults of CustodyConfig.
 const (
@@ -50,6 +58,10 @@ const (
 	DefaultMinChecked   = 20
 	DefaultFlagShare    = 0.5
 )
+
+// FallbackShare is the share of a district's rate that a coordinator
+// further up its region tree than its nearest one gives it.
+const FallbackShare = 0.1
 
 // CustodyStore keeps the notes and the accounts (storage.DB).
 type CustodyStore interface {
@@ -95,8 +107,9 @@ type CustodyConfig struct {
 
 // Custodian is a coordinator's custody of the pseudonym key.
 type Custodian struct {
-	cfg CustodyConfig
-	log *slog.Logger
+	cfg  CustodyConfig
+	log  *slog.Logger
+	self certs.Identity // set by Serve
 
 	mu    sync.Mutex
 	ids   map[string]*rate.Limiter // per district: identifiers
@@ -171,25 +184,66 @@ func NewCustodian(cfg CustodyConfig) (*Custodian, error) {
 	return c, nil
 }
 
-// Serve registers Op on the coordinator's endpoint.
+// Serve registers Op on the coordinator's endpoint, whose identity is the
+// coordinator's.
 func (c *Custodian) Serve(ep *exchange.Endpoint) {
+	c.self = ep.Identity()
 	ep.Handle(Op, c.handle, exchange.RateLimit(c.cfg.RequestRate, int(2*c.cfg.RequestRate)), exchange.MaxBody(MaxBatch*64))
 }
 
-func (c *Custodian) limiters(district string) (ids, notes *rate.Limiter) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if l, ok := c.ids[district]; ok {
-		return l, c.notes[district]
+// share is the share of a district's rate this coordinator gives it: 1 if
+// it is the district's nearest coordinator up the region tree (the one
+// its resolver asks first), FallbackShare if a nearer one is registered,
+// 0 if it is not above the district at all.
+func (c *Custodian) share(district string) float64 {
+	self := c.self.Region
+	if self == "" || district == self || !certs.InRegion(district, self) {
+		return 0
 	}
+	for p := parent(district); p != self && p != ""; p = parent(p) {
+		// The resolver's criteria (consensus.CoordinatorPeers): a
+		// coordinator without an exchange address is never asked.
+		if reg, ok := c.cfg.Registry.Region(p); ok && reg.Role.IsCoordinatorNode() && reg.Exchange != "" {
+			return FallbackShare
+		}
+	}
+	return 1
+}
+
+func parent(region string) string {
+	if i := strings.LastIndexByte(region, '/'); i > 0 {
+		return region[:i]
+	}
+	return ""
+}
+
+// limiters returns a district's limiters at this coordinator, at share of
+// its rate: with bursts of ten seconds' worth, at least one full request
+// at the full rate.
+func (c *Custodian) limiters(district string, share float64) (ids, notes *rate.Limiter) {
 	r := c.cfg.DistrictRate
 	if o, ok := c.cfg.DistrictRates[district]; ok && o > 0 {
 		r = o
 	}
-	ids = rate.NewLimiter(rate.Limit(r), max(int(10*r), MaxBatch))
-	c.flagged.WithLabelValues(district).Add(0) // shown as 0 until flagged
-	notes = rate.NewLimiter(rate.Limit(c.cfg.NotesPerSec), max(int(10*c.cfg.NotesPerSec), 1))
-	c.ids[district], c.notes[district] = ids, notes
+	r *= share
+	burst := max(int(10*r), 1)
+	if share >= 1 {
+		burst = max(burst, MaxBatch)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l, ok := c.ids[district]; ok && float64(l.Limit()) == r && l.Burst() == burst {
+		return l, c.notes[district]
+	}
+	// New, or its share changed with the registry (a city registered or
+	// removed above the district).
+	ids = rate.NewLimiter(rate.Limit(r), burst)
+	c.ids[district] = ids
+	if notes = c.notes[district]; notes == nil {
+		c.flagged.WithLabelValues(district).Add(0) // shown as 0 until flagged
+		notes = rate.NewLimiter(rate.Limit(c.cfg.NotesPerSec), max(int(10*c.cfg.NotesPerSec), 1))
+		c.notes[district] = notes
+	}
 	return ids, notes
 }
 
@@ -215,10 +269,20 @@ func (c *Custodian) handle(ctx context.Context, req *exchange.Request) (any, err
 	if len(in.IDs) == 0 || len(in.IDs) > MaxBatch {
 		return deny(exchange.CodeBadRequest, fmt.Sprintf("a request holds 1 to %d identifiers, not %d", MaxBatch, len(in.IDs)))
 	}
-	ids, notes := c.limiters(caller.Region)
+	share := c.share(caller.Region)
+	if share == 0 {
+		return deny(exchange.CodeForbidden, fmt.Sprintf("coordinator %s hands pseudonyms to the districts of its own region only, not to %s: "+
+			"a district asks its own city (or, when the city does not answer, its province)", c.self.Region, caller.Region))
+	}
+	ids, notes := c.limiters(caller.Region, share)
 	now := c.cfg.Now()
 	if !ids.AllowN(now, len(in.IDs)) {
-		return deny(exchange.CodeTooManyRequests, fmt.Sprintf("district %s asks for more than %.0f identifiers a second", caller.Region, float64(ids.Limit())))
+		how := ""
+		if share < 1 {
+			how = fmt.Sprintf(" here, a coordinator above its own city, which serves it at %.0f%% of its rate", 100*share)
+		}
+		return deny(exchange.CodeTooManyRequests, fmt.Sprintf("district %s asks for more than %.0f identifiers a second (%d at once)%s",
+			caller.Region, float64(ids.Limit()), ids.Burst(), how))
 	}
 	out, err := compute(c.cfg.Key, in.IDs, c.cfg.Identifiers)
 	if err != nil {
@@ -289,9 +353,11 @@ func (c *Custodian) Check(ctx context.Context) (CheckResult, error) {
 			if err != nil {
 				return res, err
 			}
+			// Only an entry that holds something counts: an empty one
+			// costs nothing and no lookup ever reaches it.
 			found := false
 			for _, e := range entries {
-				if e.District == it.District {
+				if e.District == it.District && e.Holds() {
 					found = true
 					break
 				}

@@ -3,8 +3,8 @@
 // registered districts only, rate-limited per district, every request
 // audited, districts whose pseudonyms never show up in their index updates
 // flagged); every other node resolves its subjects' pseudonyms through a
-// Resolver, which caches them and asks the nearest coordinator for the
-// rest.
+// Resolver, which caches them and asks its nearest coordinator for the
+// rest (the next one up its region tree only if that one does not answer).
 package pseudonym
 
 import (
@@ -32,9 +32,13 @@ var (
 	// answered). Nothing is wrong with the identifiers; try again later.
 	ErrNoCoordinator = errors.New("pseudonym: no coordinator answered")
 	// ErrRefused: a coordinator refused the request (an invalid
-	// identifier, a caller it does not serve); asking another would not
-	// help.
+	// identifier; a caller that none of those asked serves); asking
+	// again would not help.
 	ErrRefused = errors.New("pseudonym: refused by the coordinator")
+	// ErrRateLimited: the coordinator's limit of this district's
+	// identifiers is reached. The limit is the district's, not the
+	// coordinator's: try again later, not elsewhere.
+	ErrRateLimited = errors.New("pseudonym: the district's identifiers per second are used up")
 )
 
 type request struct {
@@ -115,9 +119,10 @@ func NewResolver(cfg ResolverConfig) *Resolver {
 }
 
 // Resolve returns the pseudonyms of canonical identifiers, in order: from
-// the cache, computed here on a coordinator, or asked of a coordinator
-// (the nearest up the region tree first, then the others, then the
-// configured ones). Errors match ErrNoCoordinator or ErrRefused.
+// the cache, computed here on a coordinator, or asked of a coordinator up
+// the node's region tree, nearest first, then of the configured ones; the
+// next is asked only when one does not answer. Errors match
+// ErrNoCoordinator, ErrRateLimited or ErrRefused.
 func (r *Resolver) Resolve(ctx context.Context, subjects []string) ([]credit.Pseudonym, error) {
 	if r.cfg.Key.Valid() {
 		return compute(r.cfg.Key, subjects, r.cfg.Identifiers)
@@ -165,7 +170,7 @@ func (r *Resolver) ask(ctx context.Context, ids []string) ([]credit.Pseudonym, e
 	if len(peers) == 0 {
 		return nil, fmt.Errorf("%w: none is known yet", ErrNoCoordinator)
 	}
-	var last error
+	var last, forbidden error
 	for _, peer := range peers {
 		var rep reply
 		err := r.cfg.Endpoint.Call(ctx, peer, Op, exchange.Meta{}, request{IDs: ids}, &rep)
@@ -184,32 +189,48 @@ func (r *Resolver) ask(ctx context.Context, ids []string) ([]credit.Pseudonym, e
 			}
 			continue // the next coordinator
 		}
-		if exchange.CodeOf(err) == exchange.CodeTooManyRequests || exchange.CodeOf(err) == exchange.CodeUnavailable {
-			continue
-		}
 		var e *exchange.Error
 		msg := "refused"
 		if errors.As(err, &e) && e.Message != "" {
 			msg = e.Message
 		}
+		switch exchange.CodeOf(err) {
+		case exchange.CodeUnavailable:
+			continue
+		case exchange.CodeTooManyRequests:
+			// Not the next coordinator: the limit is the district's.
+			return nil, fmt.Errorf("%w: %s: %s", ErrRateLimited, peer.Name, msg)
+		case exchange.CodeForbidden:
+			// A configured coordinator that is not this node's (before
+			// the registry has arrived): the next may be.
+			forbidden = fmt.Errorf("%w: %s: %s", ErrRefused, peer.Name, msg)
+			continue
+		}
 		return nil, fmt.Errorf("%w: %s: %s", ErrRefused, peer.Name, msg) // a refusal is the same everywhere
+	}
+	if forbidden != nil {
+		return nil, forbidden
 	}
 	return nil, fmt.Errorf("%w: %w", ErrNoCoordinator, last)
 }
 
-// coordinators lists the coordinators to ask, nearest first, then the
-// configured ones.
+// coordinators lists the coordinators to ask: the registered ones up the
+// node's region tree, nearest first, then the configured ones that are
+// not registered elsewhere in the tree (the others would refuse it).
 func (r *Resolver) coordinators() []exchange.Peer {
 	var peers []exchange.Peer
-	if r.cfg.Registry != nil {
-		peers = consensus.CoordinatorPeers(r.cfg.Registry.Regions(), r.cfg.Self)
-	}
 	seen := map[string]bool{}
-	for _, p := range peers {
-		seen[p.Addr] = true
+	if r.cfg.Registry != nil {
+		for _, p := range consensus.CoordinatorPeers(r.cfg.Registry.Regions(), r.cfg.Self) {
+			if p.Identity != nil && certs.InRegion(r.cfg.Self.Region, p.Identity.Region) {
+				peers = append(peers, p)
+			}
+			seen[p.Addr] = true
+		}
 	}
 	for _, addr := range r.cfg.Coordinators {
 		if !seen[addr] {
+			seen[addr] = true
 			peers = append(peers, exchange.Peer{Name: addr, Addr: addr})
 		}
 	}

@@ -271,7 +271,7 @@ func TestCustodyFlagsADistrictThatSweeps(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			if published[p] {
-				return []consensus.IndexEntry{{District: "zhejiang/quzhou/kecheng"}}, nil
+				return []consensus.IndexEntry{{District: "zhejiang/quzhou/kecheng", Summary: credit.IndexSummary{Negative: 1}}}, nil
 			}
 			return nil, nil
 		}

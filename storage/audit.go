@@ -48,6 +48,11 @@ type AuditEntry struct {
 	// lowercase hex; Count is how many identifiers a request named.
 	Pseudonyms []string `json:"pseudonyms,omitempty" cbor:"20,keyasint,omitempty"`
 	Count      int      `json:"count,omitempty" cbor:"21,keyasint,omitempty"`
+	// LookupID is the federation-wide id of the lookup or check the entry
+	// is part of: the same at the asking node and at every district that
+	// answered (it travels in the exchange envelope), so that the access
+	// log shows one entry per lookup.
+	LookupID string `json:"lookup_id,omitempty" cbor:"22,keyasint,omitempty"`
 
 	Seq  uint64   `json:"seq" cbor:"17,keyasint"`
 	Prev [32]byte `json:"prev" cbor:"18,keyasint"`

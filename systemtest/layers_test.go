@@ -12,8 +12,8 @@ import (
 // and httpapi and depends on the vocabulary alone; fault and internal/…
 // depend on nothing of ours.
 var (
-	lower    = []string{"certs", "storage", "exchange", "consensus"}
-	services = []string{"audit", "intake", "lookup", "pseudonym", "publish", "sweep", "jobs"}
+	lower    = []string{"certs", "attest", "storage", "exchange", "consensus"}
+	services = []string{"audit", "intake", "lookup", "rights", "disclosure", "pseudonym", "publish", "sweep", "jobs"}
 	upper    = []string{"httpapi", "node", "localfed", "cmd/credfed", "api", "systemtest"}
 )
 

@@ -24,9 +24,10 @@ subjects up across districts over mutually authenticated QUIC.`
 
 // Command groups of the root command's help.
 const (
-	groupRun    = "run"
-	groupClient = "client"
-	groupOps    = "ops"
+	groupRun     = "run"
+	groupClient  = "client"
+	groupOps     = "ops"
+	groupSubject = "subject"
 )
 
 func main() {
@@ -79,6 +80,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.AddGroup(
 		&cobra.Group{ID: groupRun, Title: "Run a federation:"},
 		&cobra.Group{ID: groupClient, Title: "Clients of a node's API (--addr/--ca/--cert/--key, CREDFED_* variables, or --demo DIR):"},
+		&cobra.Group{ID: groupSubject, Title: "The data subject's side (portals; the collecting department decides):"},
 		&cobra.Group{ID: groupOps, Title: "Certificates and operations:"},
 	)
 	add := func(group string, cmds ...*cobra.Command) {
@@ -89,8 +91,9 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	}
 	add(groupRun, demoCommand(), nodeCommand())
 	add(groupClient, lookupCommand(), recordsCommand(), federationCommand())
-	add(groupOps, reportCommand())
-	add(groupOps, certsCommand())
+	add(groupSubject, reportCommand(), accessLogCommand())
+	add(groupSubject, caseCommands()...)
+	add(groupOps, certsCommand(), auditCommand())
 	root.AddCommand(versionCommand())
 	// Cobra adds its completion command when the tree runs; adding it now
 	// (after SetOut, which it captures) lets its argument errors be usage

@@ -13,7 +13,7 @@ import (
 )
 
 func reportCommand() *cobra.Command {
-	return groupCommand("report", "A data subject's own report: verify one offline.", reportVerifyCommand())
+	return groupCommand("report", "A data subject's own report: get one through a portal, verify one offline.", reportGetCommand(), reportVerifyCommand())
 }
 
 func reportVerifyCommand() *cobra.Command {

@@ -1,0 +1,694 @@
+// Package rights is the data subject's side of the federation: the own
+// report and the access log, gathered at a coordinator node from every
+// district that holds the subject's records and every coordinator that
+// looked; a district forwards its portal's requests to its city.
+package rights
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"credfed/audit"
+	"credfed/certs"
+	"credfed/consensus"
+	"credfed/credit"
+	"credfed/exchange"
+	"credfed/fault"
+	"credfed/storage"
+)
+
+// Exchange operations.
+const (
+	// OpForward is served by coordinators: a district forwards its
+	// portal's report or access-log request.
+	OpForward = "rights.forward"
+	// OpRecords is served by districts: every record of a subject (all
+	// statuses, until retention ends) and the lookups it answered.
+	OpRecords = "rights.records"
+	// OpAccess is served by coordinators: the lookups it made of a
+	// pseudonym.
+	OpAccess = "rights.access"
+)
+
+// Kinds of forwarded requests.
+const (
+	KindReport    = "report"
+	KindAccessLog = "access-log"
+)
+
+// MaxAuthentication bounds the portal's authentication reference.
+const MaxAuthentication = 256
+
+// Wire bodies.
+type forwardRequest struct {
+	Kind           string         `cbor:"1,keyasint"`
+	Subject        string         `cbor:"2,keyasint"`
+	Authentication string         `cbor:"3,keyasint"`
+	Requester      certs.Identity `cbor:"4,keyasint"`
+}
+
+type recordsRequest struct {
+	Subject   string           `cbor:"1,keyasint"`
+	Pseudonym credit.Pseudonym `cbor:"2,keyasint"`
+	Requester certs.Identity   `cbor:"3,keyasint"`
+	// AccessOnly asks for the lookups answered, not the records.
+	AccessOnly bool `cbor:"4,keyasint,omitempty"`
+}
+
+type recordsReply struct {
+	Records []credit.Record `cbor:"1,keyasint"`
+	Access  []Access        `cbor:"2,keyasint"`
+}
+
+type accessRequest struct {
+	Pseudonym credit.Pseudonym `cbor:"1,keyasint"`
+	Requester certs.Identity   `cbor:"2,keyasint"`
+}
+
+type accessReply struct {
+	Access []Access `cbor:"1,keyasint"`
+}
+
+// Report is a subject's own report as gathered by a coordinator node.
+type Report struct {
+	Pseudonym credit.Pseudonym `cbor:"1,keyasint"`
+	// GatheredBy is the region of the coordinator node that gathered it.
+	GatheredBy string    `cbor:"2,keyasint"`
+	At         time.Time `cbor:"3,keyasint"`
+	// Districts are every district the index names for the subject, sorted.
+	Districts []District `cbor:"4,keyasint"`
+	// Lists are the codes of the lists the records put the subject on (as
+	// others see them: repaired records do not count).
+	Lists  []string  `cbor:"5,keyasint,omitempty"`
+	Access AccessLog `cbor:"6,keyasint"`
+}
+
+// District is one district's part of a report.
+type District struct {
+	Region string          `cbor:"1,keyasint"`
+	Name   string          `cbor:"2,keyasint,omitempty"`
+	Status exchange.Status `cbor:"3,keyasint"`
+	Error  string          `cbor:"4,keyasint,omitempty"`
+	// Records are the district's records of the subject, current versions,
+	// every status, until their retention ends.
+	Records []credit.Record `cbor:"5,keyasint,omitempty"`
+}
+
+// Index is a coordinator's view of the replicated state.
+type Index interface {
+	// Entries returns every index entry of a pseudonym (a district that
+	// holds only records past display is named too).
+	Lookup(ctx context.Context, p credit.Pseudonym, strong bool) ([]consensus.IndexEntry, uint64, error)
+	Region(path string) (consensus.Region, bool)
+	Regions() []consensus.Region
+}
+
+// Records is where a district finds a subject's records.
+type Records interface {
+	RecordsBySubject(subject string) ([]credit.Record, error)
+}
+
+// AuditReader reads this node's audit entries of a subject.
+type AuditReader interface {
+	BySubject(pseudonymHex string) ([]storage.AuditEntry, error)
+}
+
+// Config configures the rights service of one node.
+type Config struct {
+	Self        certs.Identity
+	Key         credit.PseudonymKey // coordinators only
+	Identifiers credit.ParseOptions
+	Index       Index
+	Endpoint    *exchange.Endpoint
+	// Records and Resolve are a district's records and its pseudonyms of
+	// its own subjects (districts only).
+	Records  Records
+	Resolve  func(ctx context.Context, subjects []string) ([]credit.Pseudonym, error)
+	AuditLog AuditReader
+	// Cases are a district's cases and records; Notify wakes its
+	// publisher after a record changed (districts only).
+	Cases   CaseStore
+	Notify  func()
+	Catalog func() *credit.Catalog
+	Audit   *audit.Recorder
+	Now     func() time.Time
+	// Timeout bounds a request across the federation (default 10 s).
+	Timeout time.Duration
+	// PortalRate is how many report and access-log requests one portal may
+	// make per second (default 5, burst 20).
+	PortalRate rate.Limit
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Service is a node's rights service.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	requests *prometheus.CounterVec
+
+	mu      sync.Mutex
+	portals map[string]*rate.Limiter
+}
+
+// maxPortals bounds the per-portal limiters kept.
+const maxPortals = 4096
+
+// New returns the service and registers its exchange operations.
+func New(cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.PortalRate <= 0 {
+		cfg.PortalRate = 5
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, portals: map[string]*rate.Limiter{},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "credfed_rights_requests_total", Help: "Reports and access logs asked of this node, by kind and decision.",
+		}, []string{"kind", "decision"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.requests)
+	}
+	if cfg.Endpoint != nil {
+		if cfg.Self.Role.IsCoordinatorNode() {
+			cfg.Endpoint.Handle(OpForward, s.serveForward, exchange.AllowRoles(certs.District), exchange.MaxBody(8<<10))
+			cfg.Endpoint.Handle(OpAccess, s.serveAccess, exchange.AllowRoles(certs.Province, certs.City), exchange.MaxBody(8<<10))
+			cfg.Endpoint.Handle(OpCaseForward, s.serveCaseForward, exchange.AllowRoles(certs.District), exchange.MaxBody(128<<10))
+		} else {
+			cfg.Endpoint.Handle(OpRecords, s.serveRecords, exchange.AllowRoles(certs.Province, certs.City), exchange.MaxBody(8<<10))
+			cfg.Endpoint.Handle(OpCase, s.serveCase, exchange.AllowRoles(certs.Province, certs.City), exchange.MaxBody(128<<10))
+		}
+	}
+	return s
+}
+
+// Report returns the subject's own report for a portal. At a district it
+// is gathered by the district's city (its province if the city cannot be
+// reached). It is in this node's audit log before it is returned.
+func (s *Service) Report(ctx context.Context, caller certs.Identity, subject, authentication string) (Report, error) {
+	var rep Report
+	err := s.portalRequest(ctx, caller, KindReport, subject, authentication, &rep, func(ctx context.Context, sub credit.Subject, requester certs.Identity, entry *storage.AuditEntry) error {
+		var err error
+		rep, err = s.gather(ctx, sub, requester, false)
+		entry.Subject = rep.Pseudonym.String()
+		return err
+	})
+	return rep, err
+}
+
+// AccessLog returns who looked the subject up, for a portal.
+func (s *Service) AccessLog(ctx context.Context, caller certs.Identity, subject, authentication string) (AccessLog, error) {
+	var rep Report
+	err := s.portalRequest(ctx, caller, KindAccessLog, subject, authentication, &rep, func(ctx context.Context, sub credit.Subject, requester certs.Identity, entry *storage.AuditEntry) error {
+		var err error
+		rep, err = s.gather(ctx, sub, requester, true)
+		entry.Subject = rep.Pseudonym.String()
+		return err
+	})
+	return rep.Access, err
+}
+
+// portalRequest checks a portal's request, runs it here (a coordinator) or
+// forwards it (a district), and audits it either way.
+func (s *Service) portalRequest(ctx context.Context, caller certs.Identity, kind, subject, authentication string, fwd *Report,
+	here func(context.Context, credit.Subject, certs.Identity, *storage.AuditEntry) error) error {
+	entry := audit.By(caller, kind)
+	entry.Authentication = audit.Bound(authentication, MaxAuthentication)
+	fail := func(e error) error {
+		entry.Decision, entry.Reason = storage.DecisionDenied, string(fault.KindOf(e))
+		if err := s.cfg.Audit.Record(entry); err != nil {
+			return err
+		}
+		s.requests.WithLabelValues(kind, "denied").Inc()
+		return e
+	}
+	if caller.Role != certs.Portal {
+		return fail(fault.New(fault.Forbidden, "a subject's %s is asked through a portal, not with a %s certificate", kind, caller.Role))
+	}
+	if !certs.InRegion(caller.Region, s.cfg.Self.Region) {
+		return fail(fault.New(fault.Forbidden, "a portal of %s asks through its own node", caller.Region))
+	}
+	if e := checkAuthentication(authentication); e != nil {
+		return fail(e)
+	}
+	if !s.allow(caller) {
+		return fail(fault.New(fault.TooManyRequests, "this portal asks more than %g reports and access logs per second", float64(s.cfg.PortalRate)))
+	}
+	opt := s.cfg.Identifiers
+	opt.Today = credit.TodayAt(s.cfg.Now())
+	sub, err := credit.ParseSubject(subject, opt)
+	if err != nil {
+		var ie *credit.IdentifierError
+		msg := "not a valid identifier"
+		if errors.As(err, &ie) {
+			msg = ie.Message
+		}
+		return fail(fault.Field(fault.InvalidIdentifier, "subject", "%s", msg))
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	if s.cfg.Self.Role.IsCoordinatorNode() {
+		err = here(ctx, sub, caller, &entry)
+	} else {
+		err = s.forward(ctx, kind, sub.ID, authentication, caller, fwd)
+		entry.Subject = fwd.Pseudonym.String()
+		if fwd.Pseudonym.IsZero() {
+			entry.Subject = ""
+		}
+	}
+	if err != nil {
+		return fail(err)
+	}
+	entry.Decision = storage.DecisionAllowed
+	if kind == KindReport {
+		entry.Records = refsOf(fwd)
+	}
+	if err := s.cfg.Audit.Record(entry); err != nil {
+		return err
+	}
+	s.requests.WithLabelValues(kind, "allowed").Inc()
+	return nil
+}
+
+func refsOf(rep *Report) []string {
+	var out []string
+	for _, d := range rep.Districts {
+		for _, r := range d.Records {
+			out = append(out, credit.RefOf(d.Region, r).String())
+		}
+	}
+	return out
+}
+
+// allow takes a token of the portal's rate.
+func (s *Service) allow(caller certs.Identity) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := caller.String()
+	l, ok := s.portals[key]
+	if !ok {
+		if len(s.portals) >= maxPortals {
+			// Forget the portals that are back at a full bucket: they lose
+			// nothing by starting afresh.
+			now := time.Now()
+			for k, v := range s.portals {
+				if v.TokensAt(now) >= float64(v.Burst()) {
+					delete(s.portals, k)
+				}
+			}
+			if len(s.portals) >= maxPortals {
+				return false
+			}
+		}
+		l = rate.NewLimiter(s.cfg.PortalRate, 20)
+		s.portals[key] = l
+	}
+	return l.Allow()
+}
+
+func checkAuthentication(v string) *fault.Error {
+	switch {
+	case strings.TrimSpace(v) == "":
+		return fault.Field(fault.BadRequest, "authentication", "required: how the portal verified the person's real name")
+	case len(v) > MaxAuthentication:
+		return fault.Field(fault.BadRequest, "authentication", "must be at most %d bytes, got %d", MaxAuthentication, len(v))
+	case !utf8.ValidString(v):
+		return fault.Field(fault.BadRequest, "authentication", "must be valid UTF-8")
+	}
+	for i, r := range v {
+		if !unicode.IsPrint(r) {
+			return fault.Field(fault.BadRequest, "authentication", "must be printable text (U+%04X at byte %d)", r, i)
+		}
+	}
+	return nil
+}
+
+// forward sends a portal's request to the district's coordinators, nearest
+// first, until one answers; only an unreachable one is passed over.
+func (s *Service) forward(ctx context.Context, kind, subject, authentication string, requester certs.Identity, out *Report) error {
+	peers := consensus.CoordinatorPeers(s.cfg.Index.Regions(), s.cfg.Self)
+	if len(peers) == 0 {
+		return fault.New(fault.Unavailable, "no coordinator node is registered to gather the %s", kind)
+	}
+	req := forwardRequest{Kind: kind, Subject: subject, Authentication: authentication, Requester: requester}
+	var last error
+	for _, p := range peers {
+		var rep Report
+		err := s.cfg.Endpoint.Call(ctx, p, OpForward, exchange.Meta{Authentication: authentication}, req, &rep)
+		if err == nil {
+			*out = rep
+			return nil
+		}
+		last = err
+		if !passOver(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	return remoteFault(last, kind)
+}
+
+// passOver reports whether a coordinator's failure lets the next one be
+// asked: it could not be reached, not a refusal.
+func passOver(err error) bool {
+	var e *exchange.Error
+	if errors.As(err, &e) {
+		return e.Code == exchange.CodeUnavailable
+	}
+	return true
+}
+
+// remoteFault maps a coordinator's refusal to the fault the portal sees.
+func remoteFault(err error, kind string) error {
+	var e *exchange.Error
+	if errors.As(err, &e) {
+		switch e.Code {
+		case exchange.CodeForbidden:
+			return fault.New(fault.Forbidden, "the coordinator refused the %s: %s", kind, e.Message)
+		case exchange.CodeBadRequest:
+			return fault.New(fault.BadRequest, "the coordinator refused the %s: %s", kind, e.Message)
+		case exchange.CodeTooManyRequests:
+			return fault.New(fault.TooManyRequests, "the coordinator is busy: %s", e.Message)
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fault.Wrap(fault.DeadlineExceeded, err, "the %s was not gathered in time", kind)
+	}
+	return fault.Wrap(fault.Unavailable, err, "no coordinator could gather the %s", kind)
+}
+
+// serveForward gathers a report or access log that a district forwards
+// for one of its portals.
+func (s *Service) serveForward(ctx context.Context, req *exchange.Request) (any, error) {
+	var in forwardRequest
+	if err := req.Decode(&in); err != nil {
+		return nil, err
+	}
+	entry := audit.By(in.Requester, in.Kind)
+	entry.Caller = req.Caller.String()
+	entry.Authentication = audit.Bound(in.Authentication, MaxAuthentication)
+	deny := func(code exchange.Code, msg string) (any, error) {
+		entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
+		if entry.Operation != KindReport && entry.Operation != KindAccessLog {
+			entry.Operation = "rights.forward"
+		}
+		if err := s.cfg.Audit.Record(entry); err != nil {
+			return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
+		}
+		return nil, exchange.Errorf(code, "%s", msg)
+	}
+	switch {
+	case in.Kind != KindReport && in.Kind != KindAccessLog:
+		return deny(exchange.CodeBadRequest, "unknown kind of request")
+	case in.Requester.Role != certs.Portal || in.Requester.Federation != s.cfg.Self.Federation || !certs.InRegion(in.Requester.Region, req.Caller.Region):
+		return deny(exchange.CodeForbidden, "the requester is not a portal of the forwarding district")
+	}
+	if e := checkAuthentication(in.Authentication); e != nil {
+		return deny(exchange.CodeBadRequest, e.Message)
+	}
+	if !s.allow(in.Requester) {
+		return deny(exchange.CodeTooManyRequests, "this portal asks too often")
+	}
+	opt := s.cfg.Identifiers
+	opt.Today = credit.TodayAt(s.cfg.Now())
+	sub, err := credit.ParseSubject(in.Subject, opt)
+	if err != nil {
+		return deny(exchange.CodeBadRequest, "invalid subject identifier")
+	}
+	rep, err := s.gather(ctx, sub, in.Requester, in.Kind == KindAccessLog)
+	entry.Subject = rep.Pseudonym.String()
+	if err != nil {
+		return deny(exchange.CodeUnavailable, "the request could not be gathered")
+	}
+	entry.Decision = storage.DecisionAllowed
+	if in.Kind == KindReport {
+		entry.Records = refsOf(&rep)
+	}
+	if err := s.cfg.Audit.Record(entry); err != nil {
+		return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
+	}
+	s.requests.WithLabelValues(in.Kind, "allowed").Inc()
+	return rep, nil
+}
+
+// gather builds a subject's report at a coordinator: the index names the
+// districts, each sends its records and the lookups it answered, every
+// coordinator sends the lookups it made.
+func (s *Service) gather(ctx context.Context, sub credit.Subject, requester certs.Identity, accessOnly bool) (Report, error) {
+	if !s.cfg.Key.Valid() {
+		return Report{}, fault.New(fault.Unavailable, "this node holds no pseudonym key")
+	}
+	cat := s.cfg.Catalog()
+	if cat == nil {
+		return Report{}, fault.New(fault.Unavailable, "this node has not received the federation's catalog yet")
+	}
+	now := s.cfg.Now()
+	p := s.cfg.Key.Pseudonym(sub.ID)
+	rep := Report{Pseudonym: p, GatheredBy: s.cfg.Self.Region, At: now.UTC()}
+	entries, _, err := s.cfg.Index.Lookup(ctx, p, false)
+	if err != nil {
+		return rep, fault.Wrap(fault.Unavailable, err, "the index could not be read")
+	}
+	var peers []exchange.Peer
+	var partOf []int
+	for _, e := range entries {
+		part := District{Region: e.District}
+		reg, ok := s.cfg.Index.Region(e.District)
+		part.Name = reg.Name
+		if !ok || reg.Exchange == "" {
+			part.Status, part.Error = exchange.StatusUnreachable, "district has no registered exchange address"
+		} else {
+			id := reg.Identity(s.cfg.Self.Federation)
+			peers = append(peers, exchange.Peer{Name: reg.Path, Addr: reg.Exchange, Identity: &id})
+			partOf = append(partOf, len(rep.Districts))
+		}
+		rep.Districts = append(rep.Districts, part)
+	}
+	var wg sync.WaitGroup
+	var coordAccess []Access
+	var incomplete []string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		coordAccess, incomplete = s.coordinatorAccess(ctx, p, requester)
+	}()
+	meta := exchange.Meta{Purpose: selfPurpose(cat)}
+	results := s.cfg.Endpoint.FanOut(ctx, peers, OpRecords, meta,
+		recordsRequest{Subject: sub.ID, Pseudonym: p, Requester: requester, AccessOnly: accessOnly}, func() any { return &recordsReply{} })
+	wg.Wait()
+	var distAccess []Access
+	var all []credit.Record
+	for i, res := range results {
+		part := &rep.Districts[partOf[i]]
+		part.Status = res.Status
+		if res.Err != nil {
+			part.Error = wireMessage(res.Err)
+			incomplete = append(incomplete, part.Region)
+			continue
+		}
+		r := res.Resp.(*recordsReply)
+		if !ofSubject(r.Records, part.Region, sub.ID) {
+			s.log.Warn("a district answered a report with records not its own or of another subject; its answer is dropped", "district", part.Region)
+			part.Status, part.Error = exchange.StatusError, "the district answered with records that are not its own or not the subject's"
+			incomplete = append(incomplete, part.Region)
+			continue
+		}
+		for _, a := range r.Access {
+			a.Districts = []string{part.Region}
+			distAccess = append(distAccess, a)
+		}
+		if !accessOnly {
+			part.Records = r.Records
+			all = append(all, r.Records...)
+		}
+	}
+	sort.Slice(rep.Districts, func(i, j int) bool { return rep.Districts[i].Region < rep.Districts[j].Region })
+	if !accessOnly {
+		rep.Lists = credit.ListsOn(all, cat, credit.TodayAt(now), credit.Purpose{SubjectOwn: true})
+	}
+	rep.Access = merge(coordAccess, distAccess, delays(cat), now)
+	sort.Strings(incomplete)
+	rep.Access.Incomplete = incomplete
+	return rep, nil
+}
+
+// selfPurpose is the catalog's purpose of the subject's own inquiry.
+func selfPurpose(cat *credit.Catalog) string {
+	for _, p := range cat.Purposes {
+		if p.SubjectOwn {
+			return p.Code
+		}
+	}
+	return ""
+}
+
+// coordinatorAccess asks every coordinator node (this one locally) for the
+// lookups it made of p.
+func (s *Service) coordinatorAccess(ctx context.Context, p credit.Pseudonym, requester certs.Identity) ([]Access, []string) {
+	var out []Access
+	var incomplete []string
+	own, err := s.cfg.AuditLog.BySubject(p.String())
+	if err != nil {
+		incomplete = append(incomplete, s.cfg.Self.Region)
+	}
+	out = append(out, fromAsking(own)...)
+	var peers []exchange.Peer
+	for _, reg := range s.cfg.Index.Regions() {
+		if !reg.Role.IsCoordinatorNode() || reg.Path == s.cfg.Self.Region || reg.Exchange == "" {
+			continue
+		}
+		id := reg.Identity(s.cfg.Self.Federation)
+		peers = append(peers, exchange.Peer{Name: reg.Path, Addr: reg.Exchange, Identity: &id})
+	}
+	results := s.cfg.Endpoint.FanOut(ctx, peers, OpAccess, exchange.Meta{}, accessRequest{Pseudonym: p, Requester: requester},
+		func() any { return &accessReply{} })
+	for _, res := range results {
+		if res.Err != nil {
+			incomplete = append(incomplete, res.Peer.Name)
+			continue
+		}
+		for _, a := range res.Resp.(*accessReply).Access {
+			a.Coordinator = res.Peer.Name // a coordinator speaks for its own lookups only
+			out = append(out, a)
+		}
+	}
+	return out, incomplete
+}
+
+// serveAccess answers another coordinator: the lookups this node made of a
+// pseudonym. The request is audited.
+func (s *Service) serveAccess(ctx context.Context, req *exchange.Request) (any, error) {
+	var in accessRequest
+	if err := req.Decode(&in); err != nil {
+		return nil, err
+	}
+	entry := audit.By(in.Requester, "access-log.answer")
+	entry.Caller = req.Caller.String()
+	entry.Subject = in.Pseudonym.String()
+	if in.Pseudonym.IsZero() || in.Requester.Role != certs.Portal {
+		entry.Decision, entry.Reason, entry.Subject = storage.DecisionDenied, string(exchange.CodeBadRequest), ""
+		if err := s.cfg.Audit.Record(entry); err != nil {
+			return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
+		}
+		return nil, exchange.Errorf(exchange.CodeBadRequest, "an access-log request names a pseudonym and the portal that asks")
+	}
+	own, err := s.cfg.AuditLog.BySubject(in.Pseudonym.String())
+	if err != nil {
+		return nil, exchange.Errorf(exchange.CodeInternal, "audit log unreadable")
+	}
+	entry.Decision = storage.DecisionAllowed
+	if err := s.cfg.Audit.Record(entry); err != nil {
+		return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
+	}
+	return accessReply{Access: fromAsking(own)}, nil
+}
+
+// serveRecords is a district's part of a report: every record of the
+// subject it holds, and the lookups of the subject it answered. The entry
+// names the subject by the district's own pseudonym when it holds records
+// (the caller's otherwise: resolving one for a subject it does not hold
+// would count against it in custody).
+func (s *Service) serveRecords(ctx context.Context, req *exchange.Request) (any, error) {
+	var in recordsRequest
+	if err := req.Decode(&in); err != nil {
+		return nil, err
+	}
+	entry := audit.By(in.Requester, "report.answer")
+	if in.AccessOnly {
+		entry.Operation = "access-log.answer"
+	}
+	entry.Caller = req.Caller.String()
+	entry.District = s.cfg.Self.Region
+	entry.Authentication = audit.Bound(req.Meta.Authentication, MaxAuthentication)
+	deny := func(code exchange.Code, msg string) (any, error) {
+		entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
+		if err := s.cfg.Audit.Record(entry); err != nil {
+			return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
+		}
+		return nil, exchange.Errorf(code, "%s", msg)
+	}
+	if in.Requester.Role != certs.Portal || in.Requester.Federation != s.cfg.Self.Federation {
+		return deny(exchange.CodeForbidden, "a report is asked for a portal")
+	}
+	opt := s.cfg.Identifiers
+	opt.Today = credit.TodayAt(s.cfg.Now())
+	sub, err := credit.ParseSubject(in.Subject, opt)
+	if err != nil {
+		return deny(exchange.CodeBadRequest, "invalid subject identifier")
+	}
+	recs, err := s.cfg.Records.RecordsBySubject(sub.ID)
+	if err != nil {
+		return nil, exchange.Errorf(exchange.CodeInternal, "records unavailable")
+	}
+	pseudo := in.Pseudonym
+	if len(recs) > 0 {
+		own, err := s.cfg.Resolve(ctx, []string{sub.ID})
+		if err != nil {
+			return nil, exchange.Errorf(exchange.CodeUnavailable, "the report cannot be registered now (no pseudonym for the audit); nothing was answered")
+		}
+		if own[0] != in.Pseudonym {
+			entry.Subject = own[0].String()
+			return deny(exchange.CodeBadRequest, "the pseudonym sent is not the subject's")
+		}
+		pseudo = own[0]
+	}
+	entry.Subject = pseudo.String()
+	out := recordsReply{Records: []credit.Record{}}
+	if !in.AccessOnly {
+		out.Records = recs
+		for _, r := range recs {
+			entry.Records = append(entry.Records, r.Department+"/"+r.ID)
+		}
+	}
+	if len(recs) > 0 {
+		mine, err := s.cfg.AuditLog.BySubject(pseudo.String())
+		if err != nil {
+			return nil, exchange.Errorf(exchange.CodeInternal, "audit log unreadable")
+		}
+		out.Access = fromAnswering(mine, s.cfg.Self.Region)
+	}
+	entry.Decision = storage.DecisionAllowed
+	if err := s.cfg.Audit.Record(entry); err != nil {
+		return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
+	}
+	return out, nil
+}
+
+// ofSubject reports whether every record is the district's own and of the
+// subject.
+func ofSubject(recs []credit.Record, district, subject string) bool {
+	for _, r := range recs {
+		if r.District != district || r.Subject != subject {
+			return false
+		}
+	}
+	return true
+}
+
+// wireMessage is what a report says about a district's error.
+func wireMessage(err error) string {
+	var e *exchange.Error
+	if errors.As(err, &e) {
+		if e.Message == "" {
+			return string(e.Code)
+		}
+		return string(e.Code) + ": " + e.Message
+	}
+	return "error"
+}
