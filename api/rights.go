@@ -8,8 +8,8 @@ type SubjectRequest struct {
 }
 
 // Report is POST /v1/reports's answer: the subject's own report, signed by
-// the node that answered (Signature; see docs/design.md, "Signed
-// documents"). Verify it with `credfed report verify` or VerifyReport.
+// the coordinator node that gathered it (Signature; see docs/design.md,
+// "Signed documents"). Verify it with `credfed report verify`.
 type Report struct {
 	Federation       string `json:"federation"`
 	SubjectPseudonym string `json:"subject_pseudonym"`
@@ -109,6 +109,11 @@ type Case struct {
 	// Notify lists the institutions that looked the record up while it was
 	// disputed or in the 30 days before (an objection, once decided).
 	Notify []string `json:"notify,omitempty"`
+	// NotifyConfidential (the collector only) are institutions that looked
+	// under a purpose the subject's access log still hides (an
+	// investigation): to be told too; the subject's portal does not see
+	// them.
+	NotifyConfidential []string `json:"notify_confidential,omitempty"`
 }
 
 // Cases is GET /v1/objections and GET /v1/repairs.

@@ -1,6 +1,7 @@
-// Package attest signs JSON documents with a node's certificate key and
-// verifies them offline against the federation CA, so that a document handed
-// on (a subject's report) can be checked by anyone holding ca.pem.
+// Package attest signs JSON documents with a coordinator node's certificate
+// key and verifies them offline against the federation CA, so that a
+// document handed on (a subject's report) can be checked by anyone holding
+// ca.pem.
 //
 // The scheme (docs/design.md, "Signed documents"): the signed document is a
 // JSON object with a "signature" member
@@ -15,8 +16,12 @@
 // the chain are all covered. The chain is the signer's certificate first,
 // then any intermediates; it is verified against the federation CA as of
 // signed_at, so a report signed by a certificate that has since expired (or
-// been renewed) still verifies. Offline verification cannot know of a later
-// revocation: a verifier that can reach the federation asks for it.
+// been renewed) still verifies; the signer must be a coordinator node (a
+// district holds only its own records and may not vouch for a report). The
+// document must be I-JSON (no duplicate member anywhere) and the signature
+// value in its low-S form, so that one document has one reading and one
+// signature. Offline verification cannot know of a later revocation: a
+// verifier that can reach the federation asks for it.
 package attest
 
 import (
@@ -27,9 +32,11 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"time"
 
 	"github.com/gowebpki/jcs"
@@ -99,8 +106,8 @@ func NewSigner(cert tls.Certificate, now func() time.Time) (*Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("attest: %w", err)
 	}
-	if !id.Role.IsNode() {
-		return nil, fmt.Errorf("attest: %s is not a node certificate", id)
+	if !id.Role.IsCoordinatorNode() {
+		return nil, fmt.Errorf("attest: %s is not a coordinator node certificate (reports are signed by the coordinator that gathers them)", id)
 	}
 	if now == nil {
 		now = time.Now
@@ -137,7 +144,11 @@ func (s *Signer) Sign(doc any) ([]byte, error) {
 		return nil, err
 	}
 	key := s.cert.PrivateKey.(*ecdsa.PrivateKey)
-	if sig.Value, err = key.Sign(rand.Reader, digest, crypto.SHA256); err != nil {
+	der, err := key.Sign(rand.Reader, digest, crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("attest: %w", err)
+	}
+	if sig.Value, err = lowS(der, key.Curve.Params().N); err != nil {
 		return nil, fmt.Errorf("attest: %w", err)
 	}
 	if obj[Member], err = json.Marshal(sig); err != nil {
@@ -195,6 +206,12 @@ func Verify(data []byte, ca *x509.Certificate) (Verified, error) {
 	if len(data) > MaxDocument {
 		return Verified{}, fmt.Errorf("%w: larger than %d bytes", ErrMalformed, MaxDocument)
 	}
+	// The document as received must be valid I-JSON: no duplicate member
+	// anywhere (a reader that takes the first of two would see another
+	// document than the one verified), valid UTF-8, no lone surrogates.
+	if _, err := jcs.Transform(data); err != nil {
+		return Verified{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
 	var obj map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&obj); err != nil || obj == nil {
@@ -242,8 +259,10 @@ func Verify(data []byte, ca *x509.Certificate) (Verified, error) {
 	if err != nil {
 		return Verified{}, fmt.Errorf("%w: %v", ErrUntrusted, err)
 	}
-	if !id.Role.IsNode() {
-		return Verified{}, fmt.Errorf("%w: %s", ErrNotANode, id)
+	if !id.Role.IsCoordinatorNode() {
+		// Reports are gathered and signed by coordinator nodes; a district
+		// holds only its own records and may not vouch for others'.
+		return Verified{}, fmt.Errorf("%w: %s is not a coordinator node", ErrNotANode, id)
 	}
 	if id.String() != sig.Signer {
 		return Verified{}, fmt.Errorf("%w: the document names %q, the certificate is %s", ErrSignerChanged, sig.Signer, id)
@@ -261,6 +280,11 @@ func Verify(data []byte, ca *x509.Certificate) (Verified, error) {
 	if !ok {
 		return Verified{}, fmt.Errorf("%w: the signer's key is not ECDSA", ErrUnsupported)
 	}
+	if canon, err := lowS(sig.Value, pub.Curve.Params().N); err != nil || !bytes.Equal(canon, sig.Value) {
+		// One document, one signature value: the mirror (r, n-s) of a
+		// valid signature is refused.
+		return Verified{}, fmt.Errorf("%w: the signature value is not in its canonical (low-S) form", ErrBadSignature)
+	}
 	if !ecdsa.VerifyASN1(pub, digest, sig.Value) {
 		return Verified{}, ErrBadSignature
 	}
@@ -276,4 +300,19 @@ func federationOf(ca *x509.Certificate) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%w: the CA certificate names no federation (no spiffe://<federation> URI)", ErrUntrusted)
+}
+
+// lowS re-encodes an ASN.1 ECDSA signature with s in the lower half of the
+// group order, the one form Verify accepts.
+func lowS(der []byte, n *big.Int) ([]byte, error) {
+	var v struct{ R, S *big.Int }
+	rest, err := asn1.Unmarshal(der, &v)
+	if err != nil || len(rest) > 0 || v.R == nil || v.S == nil || v.R.Sign() <= 0 || v.S.Sign() <= 0 {
+		return nil, errors.New("malformed ECDSA signature")
+	}
+	half := new(big.Int).Rsh(n, 1)
+	if v.S.Cmp(half) > 0 {
+		v.S = new(big.Int).Sub(n, v.S)
+	}
+	return asn1.Marshal(v)
 }

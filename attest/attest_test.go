@@ -2,8 +2,11 @@ package attest
 
 import (
 	"bytes"
+	"crypto/elliptic"
+	"encoding/asn1"
 	"encoding/json"
 	"errors"
+	"math/big"
 	"testing"
 	"time"
 
@@ -28,7 +31,7 @@ func issue(t *testing.T, ca *certs.CA, id certs.Identity, notBefore time.Time, v
 }
 
 func node(region string) certs.Identity {
-	return certs.Identity{Federation: "demo", Role: certs.District, Region: region}
+	return certs.Identity{Federation: "demo", Role: certs.City, Region: region}
 }
 
 func signed(t *testing.T) ([]byte, *certs.CA) {
@@ -133,7 +136,7 @@ func TestContentChangesAreDetected(t *testing.T) {
 		}), ErrBadSignature},
 		"signature gone":   {edit(func(o map[string]any) { delete(o, Member) }), ErrNotSigned},
 		"other algorithm":  {edit(func(o map[string]any) { o[Member].(map[string]any)["alg"] = "none" }), ErrUnsupported},
-		"signer renamed":   {edit(func(o map[string]any) { o[Member].(map[string]any)["signer"] = "spiffe://demo/province/tianjin" }), ErrSignerChanged},
+		"signer renamed":   {edit(func(o map[string]any) { o[Member].(map[string]any)["signer"] = "spiffe://demo/province/zhejiang" }), ErrSignerChanged},
 		"chain removed":    {edit(func(o map[string]any) { o[Member].(map[string]any)["chain"] = []any{} }), ErrMalformed},
 		"not an object":    {[]byte(`[1,2]`), ErrMalformed},
 		"trailing content": {append(bytes.Clone(doc), []byte(`{}`)...), ErrMalformed},
@@ -157,6 +160,58 @@ func TestVerifyRefusesOtherFederationsAndNonNodes(t *testing.T) {
 	user := issue(t, other, certs.Identity{Federation: "demo", Role: certs.Portal, Region: "tianjin/heping", Institution: "portal"}, time.Time{}, 0)
 	if _, err := NewSigner(user.TLSCertificate(), nil); err == nil {
 		t.Error("a portal certificate was accepted as a signer")
+	}
+	// A district node may not vouch for a report: it holds only its own
+	// records. One that signs anyway is refused at verification.
+	ca, err := certs.NewCA("demo", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	district := issue(t, ca, certs.Identity{Federation: "demo", Role: certs.District, Region: "tianjin/heping"}, time.Time{}, 0)
+	if _, err := NewSigner(district.TLSCertificate(), nil); err == nil {
+		t.Error("a district certificate was accepted as a signer")
+	}
+	forged := &Signer{cert: district.TLSCertificate(), id: certs.Identity{Federation: "demo", Role: certs.District, Region: "tianjin/heping"}, now: time.Now}
+	fdoc, err := forged.Sign(map[string]int{"n": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(fdoc, ca.Cert); !errors.Is(err, ErrNotANode) {
+		t.Errorf("a district's signature: %v, want ErrNotANode", err)
+	}
+}
+
+// Duplicate members anywhere and the mirror form of the signature value
+// are refused: one document, one reading, one signature.
+func TestVerifyRefusesDuplicatesAndHighS(t *testing.T) {
+	doc, ca := signed(t)
+	dup := append([]byte(`{"count":99,`), bytes.TrimPrefix(bytes.TrimSpace(doc), []byte("{"))...)
+	if _, err := Verify(dup, ca.Cert); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a duplicate top-level member: %v, want ErrMalformed", err)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(doc, &obj); err != nil {
+		t.Fatal(err)
+	}
+	var sig Signature
+	if err := json.Unmarshal(obj[Member], &sig); err != nil {
+		t.Fatal(err)
+	}
+	var v struct{ R, S *big.Int }
+	if _, err := asn1.Unmarshal(sig.Value, &v); err != nil {
+		t.Fatal(err)
+	}
+	n := elliptic.P256().Params().N
+	v.S = new(big.Int).Sub(n, v.S) // the mirror signature, valid for plain ECDSA
+	high, err := asn1.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig.Value = high
+	obj[Member], _ = json.Marshal(sig)
+	mirrored, _ := json.Marshal(obj)
+	if _, err := Verify(mirrored, ca.Cert); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("the high-S mirror of a valid signature: %v, want ErrBadSignature", err)
 	}
 }
 

@@ -18,10 +18,10 @@ import (
 // (CmdAuditAnchor), so that a node cannot remove the tail of its log, or
 // rewrite an entry and re-hash the chain to the head, without its chain
 // disagreeing with what the whole federation replicated. The state keeps
-// the last MaxAuditAnchors anchors of each node in the clear (every node
-// reads its own, districts too):
+// a bounded, thinned history of each node's anchors in the clear (every
+// node reads its own, districts too):
 //
-//	x/a/<node region>\x00<seq:be64> → AuditAnchor (CBOR)
+//	x/a/<node region>\x00<seq:be64> → anchorRecord (CBOR)
 //
 // A node anchors only its own region's chain: the FSM takes the node from
 // the proposer, the identity the leader verified over mTLS, and refuses a
@@ -32,9 +32,26 @@ import (
 // back with a new node starts a new log).
 var prefixAnchor = []byte("x/a/")
 
-// MaxAuditAnchors is how many anchors of each node the state keeps; an
-// anchor beyond them drops the oldest.
-const MaxAuditAnchors = 64
+// Retention (DESIGN.md, "Retention"), all by the leader's clock (the At
+// stored with each anchor): the newest anchor always; every anchor taken
+// within the node's budget for an hour; then the first anchor of each UTC
+// hour for 7 days and the first of each UTC day for 400 days; at most
+// MaxAuditAnchors in all, the oldest thinned ones dropped first. The
+// budget is a GCRA of anchorBudgetBurst anchors at once and one more every
+// anchorBudgetEvery: a forward anchor beyond it is never refused, but is
+// kept only while it is the newest (the next anchor takes its place, or
+// keeps it if the budget allows by then), so no rate of anchoring pushes
+// an anchor taken within the budget out of the state within its hour.
+const (
+	// MaxAuditAnchors is the most anchors of one node the state keeps.
+	MaxAuditAnchors = 640
+
+	anchorRecent      = time.Hour
+	anchorHourly      = 7 * 24 * time.Hour
+	anchorDaily       = 400 * 24 * time.Hour
+	anchorBudgetBurst = 60
+	anchorBudgetEvery = 30 * time.Second
+)
 
 // AuditAnchor is the body of CmdAuditAnchor, and an anchor as the state
 // keeps it: the head of Node's audit chain (the entry Seq, whose hash is
@@ -47,6 +64,19 @@ type AuditAnchor struct {
 	At   time.Time `cbor:"4,keyasint" json:"at"`
 }
 
+// anchorRecord is an anchor as stored: AuditAnchor's fields (so that it
+// decodes as one), whether it was taken beyond the budget (Spare), and the
+// budget after it (Due, the GCRA's theoretical arrival time; only the
+// newest anchor's counts). Neither comes from the command body.
+type anchorRecord struct {
+	Node  string    `cbor:"1,keyasint"`
+	Seq   uint64    `cbor:"2,keyasint"`
+	Hash  [32]byte  `cbor:"3,keyasint"`
+	At    time.Time `cbor:"4,keyasint"`
+	Spare bool      `cbor:"5,keyasint,omitempty"`
+	Due   time.Time `cbor:"6,keyasint"`
+}
+
 func anchorPrefix(node string) []byte {
 	k := make([]byte, 0, len(prefixAnchor)+len(node)+1)
 	return append(append(append(k, prefixAnchor...), node...), 0)
@@ -57,7 +87,8 @@ func anchorKey(node string, seq uint64) []byte {
 }
 
 // applyAuditAnchor applies a CmdAuditAnchor: a registered node, for its
-// own region, a head at or after its newest anchor.
+// own region, a head at or after its newest anchor. It reads only the
+// command (its proposer and time) and the state.
 func (f *FSM) applyAuditAnchor(w *writer, c Command, a AuditAnchor) error {
 	p := c.Proposer
 	if p.Federation != f.federation || !p.Role.IsNode() {
@@ -73,11 +104,16 @@ func (f *FSM) applyAuditAnchor(w *writer, c Command, a AuditAnchor) error {
 	if a.Seq == 0 || a.Hash == [32]byte{} {
 		return refuse(ErrInvalid, "an audit anchor needs the head's sequence number and hash")
 	}
-	var keys [][]byte
-	w.scanKeys(anchorPrefix(a.Node), func(k []byte) { keys = append(keys, k) })
-	if len(keys) > 0 {
-		var last AuditAnchor
-		w.getCBOR(keys[len(keys)-1], &last)
+	var recs []anchorRecord
+	w.scanKeys(anchorPrefix(a.Node), func(k []byte) {
+		var rec anchorRecord
+		w.getCBOR(k, &rec)
+		recs = append(recs, rec)
+	})
+	now := c.At.UTC()
+	var due time.Time
+	if n := len(recs); n > 0 {
+		last := &recs[n-1]
 		switch {
 		case a.Seq < last.Seq:
 			return refuse(ErrConflict, "the audit head of %s (entry %d) is below its anchor of entry %d: the log was rewound", a.Node, a.Seq, last.Seq)
@@ -86,15 +122,100 @@ func (f *FSM) applyAuditAnchor(w *writer, c Command, a AuditAnchor) error {
 		case a.Seq == last.Seq:
 			return nil // a retry of the anchor in place
 		}
+		due = last.Due
+		if last.Spare {
+			// The newest was taken beyond the budget: it stays if the
+			// budget allows it now, else this anchor takes its place.
+			if takeAnchorBudget(&due, now) {
+				last.Spare = false
+				w.setCBOR(anchorKey(a.Node, last.Seq), *last)
+			} else {
+				w.delete(anchorKey(a.Node, last.Seq))
+				recs = recs[:n-1]
+			}
+		}
 	}
-	a.At = c.At
-	w.setCBOR(anchorKey(a.Node, a.Seq), a)
-	keys = append(keys, anchorKey(a.Node, a.Seq))
-	for len(keys) > MaxAuditAnchors {
-		w.delete(keys[0])
-		keys = keys[1:]
+	rec := anchorRecord{Node: a.Node, Seq: a.Seq, Hash: a.Hash, At: now}
+	rec.Spare = !takeAnchorBudget(&due, now)
+	rec.Due = due
+	w.setCBOR(anchorKey(a.Node, a.Seq), rec)
+	for _, seq := range thinAnchors(append(recs, rec)) {
+		w.delete(anchorKey(a.Node, seq))
 	}
 	return nil
+}
+
+// takeAnchorBudget takes one anchor from a node's budget at now (a GCRA:
+// due is when the budget is whole again plus one interval), reporting
+// whether there was one. A leader's clock behind due only delays refill.
+func takeAnchorBudget(due *time.Time, now time.Time) bool {
+	tat := *due
+	if tat.Before(now) {
+		tat = now
+	}
+	if tat.Sub(now) > (anchorBudgetBurst-1)*anchorBudgetEvery {
+		return false
+	}
+	*due = tat.Add(anchorBudgetEvery)
+	return true
+}
+
+// thinAnchors returns the seqs of a node's anchors (recs, in seq order,
+// the newest last) that retention drops. Ages are taken from the latest
+// At among them, so that a leader whose clock is behind the last one's
+// ages nothing.
+func thinAnchors(recs []anchorRecord) []uint64 {
+	n := len(recs)
+	if n < 2 {
+		return nil
+	}
+	ref := recs[0].At
+	for _, r := range recs[1:] {
+		if r.At.After(ref) {
+			ref = r.At
+		}
+	}
+	const (
+		dropped = iota
+		thinned // kept as the first of its hour or day
+		recent  // kept as an anchor of the last hour (or the newest)
+	)
+	kept := make([]int, n)
+	kept[n-1] = recent
+	hours, days := map[int64]bool{}, map[int64]bool{}
+	count := 1
+	for i, r := range recs[:n-1] {
+		age := ref.Sub(r.At)
+		hour, day := r.At.Truncate(time.Hour).Unix(), r.At.Truncate(24*time.Hour).Unix()
+		firstHour, firstDay := !hours[hour], !days[day]
+		hours[hour], days[day] = true, true
+		switch {
+		case age < anchorRecent && !r.Spare:
+			kept[i] = recent
+		case age < anchorHourly && firstHour, age < anchorDaily && firstDay:
+			kept[i] = thinned
+		default:
+			continue
+		}
+		count++
+	}
+	// Over the cap: the oldest thinned anchors go first, then (never
+	// reached within the budget) the oldest recent ones.
+	for _, class := range []int{thinned, recent} {
+		for i := 0; i < n-1 && count > MaxAuditAnchors; i++ {
+			if kept[i] == class {
+				kept[i] = dropped
+				count--
+			}
+		}
+	}
+	var out []uint64
+	for i, k := range kept {
+		if k == dropped {
+			out = append(out, recs[i].Seq)
+		}
+	}
+	return out
 }
 
 // deleteAuditAnchors removes every anchor of a node (its region removed).
@@ -117,7 +238,7 @@ func readAuditAnchors(txn *badger.Txn, g *generation, node string) ([]AuditAncho
 }
 
 // AuditAnchors returns the anchors of node's audit log this replica holds,
-// oldest first (at most MaxAuditAnchors).
+// oldest first (at most MaxAuditAnchors: the retained history).
 func (s *State) AuditAnchors(node string) ([]AuditAnchor, error) {
 	g, _ := s.acquire()
 	defer g.release()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -36,9 +37,9 @@ func anchorsOf(t *testing.T, s *State, node string) []AuditAnchor {
 }
 
 // TestFSM_AuditAnchor: a registered node anchors its own region's chain
-// only, forward only; the state keeps the last MaxAuditAnchors of each
-// node, stamped with the leader's clock; a refused anchor changes
-// nothing.
+// only, forward only; the state keeps the newest anchor of each node and
+// those within its budget, stamped with the leader's clock; a refused
+// anchor changes nothing.
 func TestFSM_AuditAnchor(t *testing.T) {
 	f := newTestFSM(t)
 	initFederation(t, f)
@@ -100,14 +101,17 @@ func TestFSM_AuditAnchor(t *testing.T) {
 	if got := anchorsOf(t, f.state, city.Region); len(got) != 1 || got[0].At.Year() != 2026 {
 		t.Fatalf("the city's anchors %+v", got)
 	}
-	// The last MaxAuditAnchors are kept, oldest dropped first.
+	// At one instant the budget keeps anchorBudgetBurst anchors (seq 10
+	// used one); every forward anchor beyond it is taken, each in the place
+	// of the one before, so the newest is always there.
 	for i := 1; i <= MaxAuditAnchors+5; i++ {
 		if err := errOf(f.apply(t, CmdAuditAnchor, kecheng, certs.Identity{}, anchorOf(kecheng.Region, uint64(10+i)))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	got = anchorsOf(t, f.state, kecheng.Region)
-	if len(got) != MaxAuditAnchors || got[0].Seq != 16 || got[len(got)-1].Seq != uint64(10+MaxAuditAnchors+5) {
+	if len(got) != anchorBudgetBurst+1 || got[0].Seq != 10 || got[anchorBudgetBurst-1].Seq != 10+anchorBudgetBurst-1 ||
+		got[len(got)-1].Seq != uint64(10+MaxAuditAnchors+5) {
 		t.Fatalf("%d anchors, %d to %d", len(got), got[0].Seq, got[len(got)-1].Seq)
 	}
 	if len(anchorsOf(t, f.state, qujiang.Region)) != 0 || len(anchorsOf(t, f.state, city.Region)) != 1 {
@@ -256,5 +260,237 @@ func TestCluster_AuditAnchorFromEveryRole(t *testing.T) {
 	}
 	if logHolds(t, leader, from+1, bytes.Repeat([]byte{'q'}, 64)) {
 		t.Fatal("the oversized anchor is in the log")
+	}
+}
+
+// anchorAt applies p's anchor of seq as the next log entry, proposed by
+// a leader whose clock reads at.
+func (f *testFSM) anchorAt(t testing.TB, p certs.Identity, seq uint64, at time.Time) error {
+	t.Helper()
+	data, err := EncodeCommand(CmdAuditAnchor, Envelope{Proposer: p, At: at}, anchorOf(p.Region, seq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return errOf(f.applyRaw(data))
+}
+
+// holds reports whether anchors hold seq.
+func holds(anchors []AuditAnchor, seq uint64) bool {
+	for _, a := range anchors {
+		if a.Seq == seq {
+			return true
+		}
+	}
+	return false
+}
+
+// TestFSM_AuditAnchorRetentionUnderFlood: a district anchors once a
+// minute, stops (its last anchor is the evidence of a rewrite), then
+// floods 10,000 forward anchors four a second, as many as
+// consensus.anchor lets through. None is refused, the state stays
+// bounded, and the stop's anchor is there for its hour; then the first of
+// its hour for 7 days and the first of its day for 400 days, each gone
+// just after.
+func TestFSM_AuditAnchorRetentionUnderFlood(t *testing.T) {
+	f := newTestFSM(t)
+	initFederation(t, f)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var seq uint64
+	at := map[uint64]time.Time{}
+	anchor := func(when time.Time) uint64 {
+		t.Helper()
+		seq++
+		if err := f.anchorAt(t, kecheng, seq, when); err != nil {
+			t.Fatalf("anchor %d at %s: %v", seq, when, err)
+		}
+		at[seq] = when
+		return seq
+	}
+	// bounded checks the count, and that no more than the budget allows
+	// is kept for the last hour (besides the newest).
+	bounded := func() []AuditAnchor {
+		t.Helper()
+		got := anchorsOf(t, f.state, kecheng.Region)
+		newest := got[len(got)-1].At
+		recent := 0
+		for _, a := range got[:len(got)-1] {
+			if newest.Sub(a.At) < anchorRecent {
+				recent++
+			}
+		}
+		if len(got) > MaxAuditAnchors || recent > anchorBudgetBurst+int(anchorRecent/anchorBudgetEvery) {
+			t.Fatalf("%d anchors kept, %d of them within the hour", len(got), recent)
+		}
+		return got
+	}
+	// Honest: one a minute, 00:00 to 02:30.
+	var dayFirst, hourOne, hourFirst, inHour, stop uint64
+	for i := 0; i <= 150; i++ {
+		s := anchor(t0.Add(time.Duration(i) * time.Minute))
+		switch i {
+		case 0:
+			dayFirst = s
+		case 60:
+			hourOne = s
+		case 120:
+			hourFirst = s
+		case 140:
+			inHour = s
+		case 150:
+			stop = s
+		}
+	}
+	// The flood: 10,000 anchors 250 ms apart.
+	for i := 1; i <= 10000; i++ {
+		anchor(at[stop].Add(time.Duration(i) * 250 * time.Millisecond))
+		if i%500 == 0 {
+			if got := bounded(); !holds(got, stop) || !holds(got, inHour) {
+				t.Fatalf("after %d flooding anchors the stop's anchor or one of its hour is gone (%d kept)", i, len(got))
+			}
+		}
+	}
+	got := bounded()
+	after := 0
+	for _, a := range got {
+		if a.Seq > stop {
+			after++
+		}
+	}
+	if max := anchorBudgetBurst + int(2500*time.Second/anchorBudgetEvery) + 2; after > max {
+		t.Fatalf("the flood keeps %d anchors, more than the budget's %d", after, max)
+	}
+	// A restored replica carries the retained set and the budget: the next
+	// anchors leave both with the same anchors.
+	b := restoredCopy(t, f)
+	for i := 1; i <= 3; i++ {
+		when := at[seq].Add(time.Second)
+		if err := b.anchorAt(t, kecheng, seq+1, when); err != nil {
+			t.Fatal(err)
+		}
+		anchor(when)
+	}
+	if g, w := anchorsOf(t, b.state, kecheng.Region), anchorsOf(t, f.state, kecheng.Region); !reflect.DeepEqual(g, w) {
+		t.Fatalf("the restored replica keeps %d anchors after the same three, the original %d", len(g), len(w))
+	}
+	// The hour is the stop's: a minute before it ends it is there, a
+	// minute after it the first anchor of its hour stands for it.
+	anchor(at[stop].Add(anchorRecent - time.Minute))
+	if got := bounded(); !holds(got, stop) || holds(got, inHour) {
+		t.Fatalf("a minute before the stop's hour ends: stop %v, an anchor 10 minutes older (past its hour) %v", holds(got, stop), holds(got, inHour))
+	}
+	anchor(at[stop].Add(anchorRecent + time.Minute))
+	if got := bounded(); holds(got, stop) || holds(got, inHour) || !holds(got, hourFirst) || !holds(got, hourOne) || !holds(got, dayFirst) {
+		t.Fatalf("an hour after the stop: stop %v, in its hour %v, first of its hour %v, of 01:00 %v, of the day %v",
+			holds(got, stop), holds(got, inHour), holds(got, hourFirst), holds(got, hourOne), holds(got, dayFirst))
+	}
+	// Every 6 hours for 7 days: the first of each hour stays.
+	for when := at[seq].Add(6 * time.Hour); when.Before(at[hourFirst].Add(anchorHourly - time.Minute)); when = when.Add(6 * time.Hour) {
+		anchor(when)
+		if got := bounded(); !holds(got, hourFirst) || !holds(got, hourOne) {
+			t.Fatalf("the first anchor of an hour is gone at %s", when)
+		}
+	}
+	anchor(at[hourFirst].Add(anchorHourly - time.Minute))
+	if !holds(bounded(), hourFirst) {
+		t.Fatal("the first anchor of the stop's hour is gone within 7 days")
+	}
+	anchor(at[hourFirst].Add(anchorHourly + time.Minute))
+	if got := bounded(); holds(got, hourFirst) || holds(got, hourOne) || !holds(got, dayFirst) {
+		t.Fatalf("7 days on: first of the stop's hour %v, of 01:00 %v, of the day %v", holds(got, hourFirst), holds(got, hourOne), holds(got, dayFirst))
+	}
+	// Once a day for 400 days: the first of the day stays, then goes.
+	for when := at[seq].Add(24 * time.Hour); when.Before(at[dayFirst].Add(anchorDaily - time.Minute)); when = when.Add(24 * time.Hour) {
+		anchor(when)
+		if !holds(bounded(), dayFirst) {
+			t.Fatalf("the first anchor of the day is gone at %s", when)
+		}
+	}
+	anchor(at[dayFirst].Add(anchorDaily - time.Minute))
+	if !holds(bounded(), dayFirst) {
+		t.Fatal("the first anchor of the day is gone within 400 days")
+	}
+	anchor(at[dayFirst].Add(anchorDaily + time.Minute))
+	if holds(bounded(), dayFirst) {
+		t.Fatal("the first anchor of the day outlives 400 days")
+	}
+}
+
+// TestFSM_AuditAnchorCap: a node that fills every tier — a day's anchor
+// for 400 days, an hour's for 7 days, then its whole budget within an
+// hour — keeps MaxAuditAnchors: every anchor of the hour and of the 7
+// days stays, and the oldest days go first.
+func TestFSM_AuditAnchorCap(t *testing.T) {
+	f := newTestFSM(t)
+	initFederation(t, f)
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	var seq uint64
+	var daily []uint64
+	for d := 0; d < 400; d++ {
+		seq++
+		daily = append(daily, seq)
+		if err := f.anchorAt(t, kecheng, seq, t0.Add(time.Duration(d)*24*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := t0.Add(400 * 24 * time.Hour)
+	var hourly []uint64
+	for h := 0; h < 24*7; h++ {
+		seq++
+		hourly = append(hourly, seq)
+		if err := f.anchorAt(t, kecheng, seq, start.Add(time.Duration(h)*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The last hour: the whole burst at once, one every 30 s, then a
+	// hundred more beyond the budget in a second, each taking the place of
+	// the one before.
+	hour := start.Add(7 * 24 * time.Hour)
+	var budgeted []uint64
+	for i := 0; i < anchorBudgetBurst; i++ {
+		seq++
+		budgeted = append(budgeted, seq)
+		if err := f.anchorAt(t, kecheng, seq, hour.Add(time.Duration(i)*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for when := hour.Add(anchorBudgetEvery); when.Before(hour.Add(anchorRecent - anchorBudgetEvery)); when = when.Add(anchorBudgetEvery) {
+		seq++
+		budgeted = append(budgeted, seq)
+		if err := f.anchorAt(t, kecheng, seq, when); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end := hour.Add(anchorRecent - anchorBudgetEvery)
+	for i := 0; i < 100; i++ {
+		seq++
+		if err := f.anchorAt(t, kecheng, seq, end.Add(time.Duration(i)*10*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := anchorsOf(t, f.state, kecheng.Region)
+	if len(got) != MaxAuditAnchors || got[len(got)-1].Seq != seq || holds(got, seq-1) {
+		t.Fatalf("%d anchors kept, the newest %d, the one before it kept %v (want %d, %d, false)",
+			len(got), got[len(got)-1].Seq, holds(got, seq-1), MaxAuditAnchors, seq)
+	}
+	for _, s := range append(slices.Clone(budgeted), hourly...) {
+		if !holds(got, s) {
+			t.Fatalf("anchor %d of the hour or of the 7 days went for the cap", s)
+		}
+	}
+	// The days kept are the newest ones, contiguous to the week: the cap
+	// (and the 400 days) took the oldest.
+	keptDays := 0
+	for _, s := range daily {
+		if holds(got, s) {
+			keptDays++
+		}
+	}
+	if keptDays < MaxAuditAnchors-2-len(budgeted)-len(hourly) || keptDays >= 400-7 {
+		t.Fatalf("the cap leaves %d days", keptDays)
+	}
+	for i, s := range daily {
+		if holds(got, s) != (i >= len(daily)-keptDays) {
+			t.Fatalf("day %d of %d: kept %v, want the newest %d days", i, len(daily), holds(got, s), keptDays)
+		}
 	}
 }

@@ -6,15 +6,16 @@ package disclosure
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/netip"
 	"sort"
 	"strings"
-	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/text/unicode/norm"
 	"golang.org/x/time/rate"
 
 	"credfed/certs"
@@ -22,6 +23,7 @@ import (
 	"credfed/credit"
 	"credfed/exchange"
 	"credfed/fault"
+	"credfed/internal/keyrate"
 	"credfed/storage"
 )
 
@@ -46,7 +48,8 @@ type Entry struct {
 	Reason     string `cbor:"3,keyasint"`
 	LegalBasis string `cbor:"4,keyasint"`
 	// DecisionNumber is the decision's document number, with every run of
-	// 18 or more letters and digits masked (see scrub).
+	// 18 or more letters and digits masked, in whatever width or with
+	// whatever separators it is written (see scrub).
 	DecisionNumber string      `cbor:"5,keyasint"`
 	District       string      `cbor:"6,keyasint"`
 	DistrictName   string      `cbor:"7,keyasint,omitempty"`
@@ -141,8 +144,7 @@ type Service struct {
 	answered *prometheus.CounterVec
 	scanTime prometheus.Histogram
 
-	mu      sync.Mutex
-	clients map[netip.Addr]*rate.Limiter
+	clients *keyrate.Limiters[netip.Addr]
 }
 
 // New returns the service; on a district it registers Op on the endpoint.
@@ -165,7 +167,7 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, scans: make(chan struct{}, cfg.MaxScans), clients: map[netip.Addr]*rate.Limiter{},
+	s := &Service{cfg: cfg, log: cfg.Logger, scans: make(chan struct{}, cfg.MaxScans), clients: keyrate.New[netip.Addr](cfg.Rate, cfg.Burst, maxClients),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_disclosure_requests_total",
 			Help: "Public disclosure list requests to this node, by decision (served, limited, refused, unavailable). They are not audited: they disclose public data only.",
@@ -276,27 +278,7 @@ func (s *Service) allow(client netip.Addr) bool {
 		// be a limit on nothing.
 		key = netip.PrefixFrom(key, 64).Masked().Addr()
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l, ok := s.clients[key]
-	if !ok {
-		if len(s.clients) >= maxClients {
-			// Forget the clients that are back at a full bucket: they lose
-			// nothing by starting afresh.
-			now := time.Now()
-			for k, v := range s.clients {
-				if v.TokensAt(now) >= float64(v.Burst()) {
-					delete(s.clients, k)
-				}
-			}
-			if len(s.clients) >= maxClients {
-				return false
-			}
-		}
-		l = rate.NewLimiter(s.cfg.Rate, s.cfg.Burst)
-		s.clients[key] = l
-	}
-	return l.Allow()
+	return s.clients.Allow(key)
 }
 
 // local is a district's own list: up to limit entries after the position,
@@ -352,32 +334,130 @@ func (s *Service) local(ctx context.Context, cat *credit.Catalog, after *storage
 	return out, nil
 }
 
-// scrub masks, in text a department wrote, every run of 18 or more ASCII
-// letters and digits: an identifier has that shape, and nothing on the
-// list may show one whole. A run of exactly 18 is masked like an
-// identifier (credit.MaskIdentifier), a longer one entirely.
+// scrub masks, in text a department wrote, every run of 18 or more letters
+// and digits: an identifier has that shape, and nothing on the list may
+// show one whole, in any writing. A run is read as a reader would read it:
+// full-width and other compatibility forms fold to ASCII (NFKC), digits of
+// any script count by their value, Latin, Greek and Cyrillic letters and
+// other numbers count, invisible marks (Mn, Me, Cf) are skipped, and up to
+// maxGap separators (spaces, dashes, dots, slashes, brackets: anything but
+// a letter or digit) between two characters do not end it. Other letters,
+// such as Han characters, end a run. A run of exactly 18 that folds to
+// ASCII is masked like an identifier (credit.MaskIdentifier, folded, its
+// separators dropped), any other entirely; shorter runs stay as written. scrub(scrub(s)) == scrub(s): the
+// coordinator checks districts' answers with it (badAnswer).
 func scrub(s string) string {
-	alnum := func(c byte) bool { return c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' }
 	var b strings.Builder
-	for i := 0; i < len(s); {
-		j := i
-		for j < len(s) && alnum(s[j]) {
-			j++
-		}
-		switch n := j - i; {
-		case n == 0:
-			b.WriteByte(s[i])
-			j = i + 1
-		case n == 18:
-			b.WriteString(credit.MaskIdentifier(s[i:j]))
-		case n > 18:
-			b.WriteString(strings.Repeat("*", n))
-		default:
-			b.WriteString(s[i:j])
-		}
-		i = j
+	written := 0 // s[:written] is in b
+	var run struct {
+		on         bool
+		start, end int // bytes of s, from the run's first character to past its last
+		count      int // letters and digits in it
+		ascii      bool
+		fold       strings.Builder
+		gap        int // separators since its last character
 	}
+	flush := func() {
+		if !run.on {
+			return
+		}
+		run.on = false
+		b.WriteString(s[written:run.start])
+		switch {
+		case run.count < idLength:
+			b.WriteString(s[run.start:run.end])
+		case run.count == idLength && run.ascii:
+			b.WriteString(credit.MaskIdentifier(run.fold.String()))
+		default:
+			b.WriteString(strings.Repeat("*", run.count))
+		}
+		written = run.end
+	}
+	for i, r := range s {
+		kind, fold := classify(r)
+		switch kind {
+		case separator:
+			if run.on {
+				if run.gap++; run.gap > maxGap {
+					flush()
+				}
+			}
+		case breaker:
+			flush()
+		case alnum:
+			if !run.on {
+				run.on, run.start, run.count, run.ascii = true, i, 0, true
+				run.fold.Reset()
+			}
+			run.end, run.gap = i+utf8.RuneLen(r), 0
+			if fold == "" {
+				run.count++
+				run.ascii = false
+			} else {
+				run.count += len(fold)
+				run.fold.WriteString(fold)
+			}
+		}
+	}
+	flush()
+	b.WriteString(s[written:])
 	return b.String()
+}
+
+// idLength is the length of an identifier; maxGap is the most separators
+// between two characters of one run.
+const (
+	idLength = 18
+	maxGap   = 3
+)
+
+// The kinds of character scrub tells apart.
+const (
+	separator = iota // punctuation, symbols, spaces: at most maxGap do not end a run
+	breaker          // a letter of another script: ends a run
+	invisible        // a mark or format character: skipped
+	alnum            // a letter or digit of a run
+)
+
+// classify says what kind r is; for a letter or digit, fold is the ASCII
+// letters and digits it stands for ("" if none: a Greek letter, say).
+func classify(r rune) (kind int, fold string) {
+	switch {
+	case r < utf8.RuneSelf:
+		if r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' {
+			return alnum, string(r)
+		}
+		return separator, ""
+	case unicode.IsDigit(r):
+		return alnum, string('0' + digitValue(r))
+	}
+	var ascii []byte
+	for _, c := range []byte(norm.NFKC.String(string(r))) {
+		if c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' {
+			ascii = append(ascii, c)
+		}
+	}
+	switch {
+	case len(ascii) > 0:
+		return alnum, string(ascii)
+	case unicode.IsNumber(r) || unicode.In(r, unicode.Latin, unicode.Greek, unicode.Cyrillic) && unicode.IsLetter(r):
+		return alnum, ""
+	case unicode.In(r, unicode.Mn, unicode.Me, unicode.Cf):
+		return invisible, ""
+	case unicode.IsLetter(r):
+		return breaker, ""
+	}
+	return separator, ""
+}
+
+// digitValue is the value of the decimal digit r (unicode.Nd). Unicode
+// assigns decimal digits only in contiguous ranges of whole sets 0 to 9.
+func digitValue(r rune) rune {
+	zero := r
+	for unicode.IsDigit(zero - 1) {
+		zero--
+	}
+	return (r - zero) % 10
 }
 
 // request is Op's body.
@@ -464,7 +544,7 @@ func (s *Service) gather(ctx context.Context, after *storage.RecordPosition, lim
 		part := &parts[partOf[i]]
 		part.Status = res.Status
 		if res.Err != nil {
-			part.Error = wireMessage(res.Err)
+			part.Error = exchange.WireMessage(res.Err)
 			continue
 		}
 		entries := make([]Entry, len(res.Resp.(*reply).Entries))
@@ -525,17 +605,4 @@ func isMasked(s string) bool {
 	}
 	hidden := func(from, to int) bool { return strings.Count(s[from:to], "*") == to-from }
 	return hidden(6, 17) || hidden(0, 2) && hidden(8, 17)
-}
-
-// wireMessage is what a page says about a district's error: the code and
-// the peer's message, which exchange handlers build on purpose.
-func wireMessage(err error) string {
-	var e *exchange.Error
-	if errors.As(err, &e) {
-		if e.Message == "" {
-			return string(e.Code)
-		}
-		return string(e.Code) + ": " + e.Message
-	}
-	return "error"
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/text/unicode/norm"
 
 	"credfed/certs"
 	"credfed/consensus"
@@ -301,6 +302,11 @@ func TestHostileOrBrokenDistricts(t *testing.T) {
 			e.DecisionNumber = "罚" + subject
 			return e
 		}()}}},
+		{"an identifier in the decision number in another writing", "not scrubbed", reply{Entries: []wireEntry{func() wireEntry {
+			e := entry(hostileID.Region, credit.MaskIdentifier(subject), now)
+			e.DecisionNumber = "罚" + fullWidth(subject[:6]) + "-" + subject[6:14] + " " + subject[14:] + "号"
+			return e
+		}()}}},
 	} {
 		answer.Store(tc.reply)
 		page, err := first(city)
@@ -400,18 +406,146 @@ func TestBadQueries(t *testing.T) {
 	}
 }
 
-func TestScrub(t *testing.T) {
-	id := credit.SyntheticPerson(31, credit.NewDate(1970, 1, 1))
-	for in, want := range map[string]string{
-		"津市监罚〔2024〕17号":          "津市监罚〔2024〕17号",
-		"罚" + id + "号":           "罚" + credit.MaskIdentifier(id) + "号",
-		"X" + id:                 strings.Repeat("*", 19),
-		"12345678901234567":      "12345678901234567",
-		"A-" + id + "-" + id[:5]: "A-" + credit.MaskIdentifier(id) + "-" + id[:5],
-		"":                       "",
-	} {
-		if got := scrub(in); got != want {
-			t.Errorf("scrub(%q) = %q, want %q", in, got, want)
+// fullWidth writes the ASCII letters and digits of s in their full-width
+// forms.
+func fullWidth(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' {
+			return r + 0xFEE0
+		}
+		return r
+	}, s)
+}
+
+// inScript writes the digits of s in the decimal digits that start at zero.
+func inScript(s string, zero rune) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return zero + r - '0'
+		}
+		return r
+	}, s)
+}
+
+// showsWhole reports whether out, read with width folded and everything
+// but ASCII letters and digits dropped, holds id.
+func showsWhole(out, id string) bool {
+	var b strings.Builder
+	for _, c := range []byte(norm.NFKC.String(out)) {
+		if c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' {
+			b.WriteByte(c)
 		}
 	}
+	return strings.Contains(strings.ToUpper(b.String()), strings.ToUpper(id))
+}
+
+func TestScrub(t *testing.T) {
+	id := credit.SyntheticPerson(31, credit.NewDate(1970, 1, 1))
+	org := credit.SyntheticOrganization(31)
+	masked := credit.MaskIdentifier(id)
+	groups := func(sep ...string) string { // 6, 8 and 4, as an identifier is read
+		return id[:6] + sep[0] + id[6:14] + sep[len(sep)-1] + id[14:]
+	}
+	fours := func(sep string) string {
+		return id[:4] + sep + id[4:8] + sep + id[8:12] + sep + id[12:16] + sep + id[16:]
+	}
+	each := func(sep string) string { return strings.Join(strings.Split(id, ""), sep) }
+	for _, tc := range []struct{ name, in, want string }{
+		// Ordinary decision numbers stay as written.
+		{"ordinary", "津市监罚〔2024〕17号", "津市监罚〔2024〕17号"},
+		{"ordinary", "浙市监罚〔2026〕123号", "浙市监罚〔2026〕123号"},
+		{"ordinary, 17 letters and digits", "shangcheng〔2026〕605号", "shangcheng〔2026〕605号"},
+		{"ordinary, full-width", "浙市监罚〔２０２６〕１２３号", "浙市监罚〔２０２６〕１２３号"},
+		{"ordinary, ASCII", "ZJ-HZ 2026/000123", "ZJ-HZ 2026/000123"},
+		{"17 digits", "12345678901234567", "12345678901234567"},
+		{"Han characters end a run", "2026001234号第56789012345号", "2026001234号第56789012345号"},
+		{"more than maxGap separators end a run", "(2026) 12345678 ---- 1234567890", "(2026) 12345678 ---- 1234567890"},
+		{"empty", "", ""},
+		// Plain ASCII runs.
+		{"plain", "罚" + id + "号", "罚" + masked + "号"},
+		{"plain, longer", "X" + id, strings.Repeat("*", 19)},
+		{"plain, organization", "罚" + org + "号", "罚" + credit.MaskIdentifier(org) + "号"},
+		// Full-width.
+		{"full-width", "罚决字" + fullWidth(id) + "号", "罚决字" + masked + "号"},
+		{"full-width, lower case", "罚" + fullWidth(strings.ToLower(org)) + "号", "罚" + credit.MaskIdentifier(org) + "号"},
+		// Separated.
+		{"hyphens", "罚决字" + groups("-") + "号", "罚决字" + masked + "号"},
+		{"spaces", "罚决字" + groups(" ") + "号", "罚决字" + masked + "号"},
+		{"groups of four", "罚" + fours(" ") + "号", "罚" + masked + "号"},
+		{"dots", groups("."), masked},
+		{"slashes", groups("/"), masked},
+		{"underscores", groups("_"), masked},
+		{"brackets", groups("〔", "〕"), masked},
+		{"en dash", groups("–"), masked},
+		{"em dash", groups("—"), masked},
+		{"hyphen U+2010", groups("‐"), masked},
+		{"minus sign", groups("−"), masked},
+		{"full-width hyphen", groups("－"), masked},
+		{"ideographic space", groups("\u3000"), masked},
+		{"spaced hyphen", groups(" - "), masked},
+		{"a separator after every character", each("."), masked},
+		{"zero-width spaces", each("\u200b\u200b\u200b\u200b"), masked},
+		{"joined to a word", "A-" + id + "-" + id[:5], strings.Repeat("*", 24)},
+		{"No.", "No." + id, strings.Repeat("*", 20)},
+		// Mixed writings.
+		{"full-width and hyphens", "罚" + fullWidth(id[:9]) + "-" + id[9:] + "号", "罚" + masked + "号"},
+		{"full-width groups", fullWidth(groups(" ")), masked},
+		{"Arabic-Indic digits", inScript(groups("-"), '٠'), masked},
+		{"Devanagari digits", inScript(id, '०'), masked},
+		{"mathematical digits", inScript(fours(" "), '𝟘'), masked},
+		{"circled digits", strings.Map(func(r rune) rune {
+			if r >= '1' && r <= '9' {
+				return '①' + r - '1'
+			}
+			return r
+		}, id), masked},
+		{"a Cyrillic check character", id[:17] + "Х", strings.Repeat("*", 18)},
+	} {
+		got := scrub(tc.in)
+		if got != tc.want {
+			t.Errorf("%s: scrub(%q) = %q, want %q", tc.name, tc.in, got, tc.want)
+		}
+		if again := scrub(got); again != got {
+			t.Errorf("%s: scrub(%q) = %q, not scrubbed already", tc.name, got, again)
+		}
+		if tc.in != tc.want && (showsWhole(got, id) || showsWhole(got, org)) {
+			t.Errorf("%s: scrub(%q) = %q shows the identifier", tc.name, tc.in, got)
+		}
+	}
+}
+
+func TestDigitValue(t *testing.T) {
+	for _, zero := range []rune{'0', '٠', '۰', '०', '০', '๐', '０', '𝟎', '𝟘', '𝟢', '𝟬', '𝟶'} {
+		for v := range rune(10) {
+			if got := digitValue(zero + v); got != v {
+				t.Errorf("digitValue(%U) = %d, want %d", zero+v, got, v)
+			}
+		}
+	}
+}
+
+// FuzzScrub: what scrub writes, it leaves as it is, so a coordinator never
+// drops the answer of a district that scrubs; and no run of 18 ASCII
+// letters and digits survives it.
+func FuzzScrub(f *testing.F) {
+	id := credit.SyntheticPerson(32, credit.NewDate(1971, 2, 3))
+	for _, s := range []string{"", "罚" + id, fullWidth(id), id[:6] + " - " + id[6:], "A-" + id + "-B", "shangcheng〔2026〕605号", "**" + id[2:]} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := scrub(s)
+		if again := scrub(got); again != got {
+			t.Fatalf("scrub(%q) = %q; scrubbed again %q", s, got, again)
+		}
+		n := 0
+		for i := range len(got) {
+			if c := got[i]; c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' {
+				if n++; n >= 18 {
+					t.Fatalf("scrub(%q) = %q keeps a run of 18", s, got)
+				}
+			} else {
+				n = 0
+			}
+		}
+	})
 }

@@ -265,3 +265,17 @@ func x509Reason(err error) *certs.VerifyError {
 	}
 	return &certs.VerifyError{Reason: certs.ErrUntrusted, Detail: "verification failed"}
 }
+
+// WireMessage is what an answer says about a peer's error: its code and
+// the peer's message (which handlers build to be shown), or "error" for a
+// local failure whose text may say more than a caller should see.
+func WireMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		if e.Message == "" {
+			return string(e.Code)
+		}
+		return string(e.Code) + ": " + e.Message
+	}
+	return "error"
+}

@@ -85,5 +85,13 @@ func (a access) admits(c caller) *api.Error {
 		names[i] = string(r)
 	}
 	return &api.Error{Code: api.CodeForbidden,
-		Message: fmt.Sprintf("a %s certificate may not use this route (admitted: %s)", c.id.Role, strings.Join(names, ", "))}
+		Message: fmt.Sprintf("%s %s certificate may not use this route (admitted: %s)", article(string(c.id.Role)), c.id.Role, strings.Join(names, ", "))}
+}
+
+// article is "an" before a vowel, "a" otherwise.
+func article(word string) string {
+	if word != "" && strings.ContainsRune("aeiou", rune(word[0])) {
+		return "an"
+	}
+	return "a"
 }

@@ -128,7 +128,7 @@ func (s *Server) decideCase(kind string) handler {
 func caseView(c rights.Case) api.Case {
 	v := api.Case{ID: c.ID, Kind: c.Kind, Record: c.Ref, State: c.State, Outcome: c.Outcome,
 		FiledAt: c.FiledAt.UTC().Format(time.RFC3339), Overdue: c.Overdue, Reason: c.Reason, Grounds: c.Grounds,
-		Evidence: c.Evidence, Decision: c.Decision, DecidedBy: c.DecidedBy, Version: c.Version, Notify: c.Notify}
+		Evidence: c.Evidence, Decision: c.Decision, DecidedBy: c.DecidedBy, Version: c.Version, Notify: c.Notify, NotifyConfidential: c.Confidential}
 	if c.Deadline != 0 {
 		v.Deadline = c.Deadline.String()
 	}

@@ -18,8 +18,8 @@ import (
 	"credfed/intake"
 )
 
-// recordTimeLayout is how record times are shown (RFC 3339, milliseconds).
-const recordTimeLayout = "2006-01-02T15:04:05.000Z07:00"
+// recordTimeLayout is how record times are shown (api.RecordTimeLayout).
+const recordTimeLayout = api.RecordTimeLayout
 
 func (s *Server) recordRoutes() []route {
 	return []route{
@@ -29,26 +29,8 @@ func (s *Server) recordRoutes() []route {
 	}
 }
 
-// recordView is a record as the API shows it; cat, if set, dates the end
-// of its display period.
-func recordView(r credit.Record, cat *credit.Catalog) api.Record {
-	v := api.Record{
-		ID: r.ID, Subject: r.Subject, CatalogItem: r.CatalogItem, DecisionNumber: r.DecisionNumber,
-		OccurredOn: r.OccurredOn.String(), DecidedOn: r.DecidedOn.String(), Summary: r.Summary, Department: r.Department,
-		District: r.District, Polarity: string(r.Polarity), Severity: string(r.Severity), LegalBasis: r.LegalBasis,
-		Status: string(r.Status), Version: r.Version, CatalogVersion: r.CatalogVersion,
-		RecordedAt: r.RecordedAt.UTC().Format(recordTimeLayout), Reason: r.Reason,
-	}
-	if r.District != "" && r.Department != "" && r.ID != "" {
-		v.Ref = credit.RefOf(r.District, r).String()
-	}
-	if cat != nil {
-		if it, ok := cat.Item(r.CatalogItem); ok {
-			v.DisplayUntil = credit.DisplayUntil(r, it).String()
-		}
-	}
-	return v
-}
+// recordView is a record as the API shows it (api.RecordOf).
+func recordView(r credit.Record, cat *credit.Catalog) api.Record { return api.RecordOf(r, cat) }
 
 // postRecords accepts one record, a JSON array of records, or NDJSON
 // (Content-Type application/x-ndjson). Every item is answered; the answer

@@ -82,10 +82,8 @@ type Config struct {
 	Records Records
 	Lookups Lookups
 	Custody Custody
-	// Rights serves the subject's report and access log; Signer signs the
-	// reports (nil: the node serves none).
+	// Rights serves the subject's report and access log.
 	Rights Rights
-	Signer Signer
 	// Cases serves objections and repair requests.
 	Cases Cases
 	// Disclosures serves the public disclosure list.

@@ -280,7 +280,7 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 		part := &out.Districts[partOf[i]]
 		part.Status = res.Status
 		if res.Err != nil {
-			part.Error = wireMessage(res.Err)
+			part.Error = exchange.WireMessage(res.Err)
 			continue
 		}
 		recs := res.Resp.(*reply).Records
@@ -409,19 +409,6 @@ func checkField(name, v string) *fault.Error {
 		}
 	}
 	return nil
-}
-
-// wireMessage is what an answer says about a district's error: the code
-// and the peer's message, which exchange handlers build on purpose.
-func wireMessage(err error) string {
-	var e *exchange.Error
-	if errors.As(err, &e) {
-		if e.Message == "" {
-			return string(e.Code)
-		}
-		return string(e.Code) + ": " + e.Message
-	}
-	return "error"
 }
 
 // answer is a district's side of a lookup: it checks the request again

@@ -66,7 +66,11 @@ func (n *Node) anchorAtStop(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, auditStopWait)
 	defer cancel()
-	if err := n.anchorer.Stop(ctx); err != nil {
+	if err := n.anchorer.Stop(ctx); errors.Is(err, consensus.ErrNoLeader) {
+		// The federation stopping as a whole: the last coordinators to stop
+		// find no leader. Expected, and said once.
+		n.log.Info("the audit head was not anchored at stop (no Raft leader: the federation is stopping?); the entries since the last anchor are checked by the chain alone at the next start")
+	} else if err != nil {
 		n.log.Warn("the audit head could not be anchored at stop; the entries since the last anchor are checked by the chain alone at the next start", "error", err)
 	}
 }

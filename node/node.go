@@ -368,14 +368,17 @@ func (n *Node) startServices() error {
 		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
 	n.disclosures = disclosure.New(disclosure.Config{Self: cfg.Identity(), Records: n.db, Registry: state, Endpoint: n.ep,
 		Catalog: state.Catalog, Now: n.now, Logger: n.log, Registerer: n.registry})
+	if cfg.Role.IsCoordinatorNode() {
+		signer, err := attest.NewSigner(n.cert, n.now)
+		if err != nil {
+			return fmt.Errorf("node: the node certificate cannot sign reports: %w", err)
+		}
+		n.signer = signer
+	}
 	n.rights = rights.New(rights.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
 		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, AuditLog: n.db.Audit(),
-		Cases: n.db, Notify: func() { n.jobs.Wake(publish.JobName) }, Catalog: state.Catalog, Audit: n.audit, Now: n.now, Logger: n.log, Registerer: n.registry})
-	signer, err := attest.NewSigner(n.cert, n.now)
-	if err != nil {
-		return fmt.Errorf("node: the node certificate cannot sign reports: %w", err)
-	}
-	n.signer = signer
+		Cases: n.db, Notify: func() { n.jobs.Wake(publish.JobName) }, Catalog: state.Catalog, Audit: n.audit,
+		Signer: n.signer, Now: n.now, Logger: n.log, Registerer: n.registry})
 	if err := n.rights.Reconcile(); err != nil {
 		return fmt.Errorf("node: open objections: %w", err)
 	}
@@ -443,7 +446,7 @@ func (n *Node) serve() error {
 	// longest new or idle one is closed for the newcomer.
 	ln := httpapi.NewListener(apiLn, n.cfg.API.MaxConnections, n.registry)
 	n.apiLn = ln
-	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Signer: n.signer, Cases: n.rights, Disclosures: n.disclosures, Revocations: n.revs, Now: n.now,
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Revocations: n.revs, Now: n.now,
 		BulkReadTimeout: time.Duration(n.cfg.API.BulkReadTimeout), BodyBudget: n.cfg.API.BodyBudgetMiB << 20,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{

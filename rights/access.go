@@ -42,9 +42,11 @@ type AccessLog struct {
 
 // askingOps are the audit operations of a coordinator that looked a subject
 // up; answeringOps those of a district that answered.
+// A report is a read of the subject's records too (by a portal, or by
+// whoever a node claims is one), so it is in the access log like a lookup.
 var (
-	askingOps    = map[string]string{"lookup": "lookup", "check": "check"}
-	answeringOps = map[string]string{"lookup.answer": "lookup", "check.answer": "check"}
+	askingOps    = map[string]string{"lookup": "lookup", "check": "check", KindReport: KindReport}
+	answeringOps = map[string]string{"lookup.answer": "lookup", "check.answer": "check", "report.answer": KindReport}
 )
 
 // fromAsking reads the coordinator-side entries of a subject's audit.
@@ -109,7 +111,7 @@ func merge(asking, answering []Access, shownFrom func(purpose string, at time.Ti
 	var out []*Access
 	add := func(a Access) {
 		if a.LookupID != "" {
-			if have, ok := byID[a.LookupID]; ok {
+			if have, ok := byID[a.LookupID]; ok && sameRequest(have, a) {
 				have.Districts = append(have.Districts, a.Districts...)
 				if have.User == "" {
 					// The asking side's entry is missing: keep what the
@@ -149,6 +151,23 @@ func merge(asking, answering []Access, shownFrom func(purpose string, at time.Ti
 		return log.Entries[i].LookupID < log.Entries[j].LookupID
 	})
 	return log
+}
+
+// sameRequest reports whether an answering district's entry can be the
+// asking entry's lookup: the same asking node, operation, purpose and
+// reference. A node that reuses another lookup's id for a lookup of its
+// own does not hide it in the other's entry.
+func sameRequest(have *Access, a Access) bool {
+	if have.Coordinator != "" && a.Coordinator != "" && have.Coordinator != a.Coordinator {
+		return false
+	}
+	if have.Operation != a.Operation {
+		return false
+	}
+	if have.User == "" {
+		return true // the asking side's entry is missing: nothing to compare
+	}
+	return (a.Purpose == "" || a.Purpose == have.Purpose) && (a.Reference == "" || a.Reference == have.Reference) && (a.User == "" || a.User == have.User)
 }
 
 func fill(dst *Access, src Access) {

@@ -145,6 +145,10 @@ func caseDistrict(kind, id string) (string, error) {
 	}
 	rest, ok := strings.CutPrefix(id, pfx)
 	i := strings.IndexByte(rest, '.')
+	if !ok && (strings.HasPrefix(id, "ob-") || strings.HasPrefix(id, "rp-")) {
+		other := map[string]string{"ob-": KindObjection, "rp-": KindRepair}[id[:3]]
+		return "", fault.New(fault.NotFound, "no such %s: the id is %s %s's", kind, article(other), other)
+	}
 	if !ok || len(id) > 200 || i != 26 {
 		return "", fault.New(fault.NotFound, "no such %s", kind)
 	}
@@ -211,7 +215,7 @@ func (s *Service) Get(ctx context.Context, caller certs.Identity, kind, id strin
 	switch caller.Role {
 	case certs.Department:
 		if s.cfg.Self.Role != certs.District || district != s.cfg.Self.Region {
-			return Case{}, fault.New(fault.NotFound, "no such %s at this node", kind)
+			return Case{}, s.elsewhere(kind, district)
 		}
 		c, err := s.localCase(kind, id)
 		if err != nil {
@@ -299,6 +303,13 @@ func (s *Service) Decide(ctx context.Context, caller certs.Identity, kind, id st
 	if kind != storage.CaseObjection && kind != storage.CaseRepair {
 		return fail(fault.New(fault.NotFound, "no such kind of case"))
 	}
+	district, derr := caseDistrict(kind, id)
+	if derr != nil {
+		return fail(derr)
+	}
+	if district != s.cfg.Self.Region {
+		return fail(s.elsewhere(kind, district))
+	}
 	sc, err := s.cfg.Cases.GetCase(kind, id)
 	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalidRecord) {
 		return fail(fault.New(fault.NotFound, "no such %s at this node", kind))
@@ -381,7 +392,7 @@ func (s *Service) Decide(ctx context.Context, caller certs.Identity, kind, id st
 		}
 	}
 	if kind == storage.CaseObjection {
-		sc.Notify = s.lookers(sc)
+		sc.Notify, sc.Confidential = s.lookers(sc, now)
 	}
 	sc.State, sc.Outcome, sc.Decision = storage.CaseDecided, d.Outcome, d.Reason
 	sc.DecidedBy, sc.DecidedAt = caller.String(), now.UTC()
@@ -398,17 +409,18 @@ func (s *Service) Decide(ctx context.Context, caller certs.Identity, kind, id st
 
 // lookers are the institutions that looked the record up while it was
 // disputed or in the 30 days before the objection, from this district's
-// audit log.
-func (s *Service) lookers(sc storage.Case) []string {
+// audit log; confidential are those whose lookups the subject's access
+// log still hides (their purpose's delay has not passed).
+func (s *Service) lookers(sc storage.Case, now time.Time) (notify, confidential []string) {
 	entries, err := s.cfg.AuditLog.BySubject(sc.Subject)
 	if err != nil {
 		s.log.Warn("the lookups of a disputed record could not be read for the notice list", "error", err)
-		return nil
+		return nil, nil
 	}
+	shownFrom := delays(s.cfg.Catalog())
 	want := sc.Department + "/" + sc.Record
 	from := sc.FiledAt.Add(-noticeWindow)
 	seen := map[string]bool{}
-	var out []string
 	for _, e := range entries {
 		if _, ok := answeringOps[e.Operation]; !ok || e.Decision != storage.DecisionAllowed || e.At.Before(from) {
 			continue
@@ -419,15 +431,21 @@ func (s *Service) lookers(sc storage.Case) []string {
 				if e.Caller != "" {
 					who = callerRegion(e.Caller) + "/" + e.Institution
 				}
-				if !seen[who] {
-					seen[who] = true
-					out = append(out, who)
+				if seen[who] {
+					continue
+				}
+				seen[who] = true
+				if now.Before(shownFrom(e.Purpose, e.At)) {
+					confidential = append(confidential, who)
+				} else {
+					notify = append(notify, who)
 				}
 			}
 		}
 	}
-	sort.Strings(out)
-	return out
+	sort.Strings(notify)
+	sort.Strings(confidential)
+	return notify, confidential
 }
 
 func (s *Service) collector(caller certs.Identity) error {
@@ -602,13 +620,7 @@ func (s *Service) serveCaseForward(ctx context.Context, req *exchange.Request) (
 	kind := in.Filing.Kind
 	entry := audit.By(in.Requester, "case.forward")
 	entry.Caller = req.Caller.String()
-	deny := func(code exchange.Code, msg string) (any, error) {
-		entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
-		if err := s.cfg.Audit.Record(entry); err != nil {
-			return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
-		}
-		return nil, exchange.Errorf(code, "%s", msg)
-	}
+	deny := func(code exchange.Code, msg string) (any, error) { return s.refuseWire(&entry, code, msg) }
 	if kind != storage.CaseObjection && kind != storage.CaseRepair {
 		return deny(exchange.CodeBadRequest, "unknown kind of case")
 	}
@@ -616,8 +628,8 @@ func (s *Service) serveCaseForward(ctx context.Context, req *exchange.Request) (
 	if in.Requester.Role != certs.Portal || in.Requester.Federation != s.cfg.Self.Federation || !certs.InRegion(in.Requester.Region, req.Caller.Region) {
 		return deny(exchange.CodeForbidden, "the requester is not a portal of the forwarding district")
 	}
-	if !s.allow(in.Requester) {
-		return deny(exchange.CodeTooManyRequests, "this portal asks too often")
+	if !s.nodes.Allow(req.Caller.String()) || !s.allow(in.Requester) {
+		return deny(exchange.CodeTooManyRequests, "this district or portal asks too often")
 	}
 	var district string
 	fwd := caseRequest{Action: in.Action, Filing: in.Filing, ID: in.ID, Requester: in.Requester}
@@ -709,15 +721,12 @@ func (s *Service) serveCase(ctx context.Context, req *exchange.Request) (any, er
 	entry := audit.By(in.Requester, "case.answer")
 	entry.Caller = req.Caller.String()
 	entry.District = s.cfg.Self.Region
-	deny := func(code exchange.Code, msg string) (any, error) {
-		entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
-		if err := s.cfg.Audit.Record(entry); err != nil {
-			return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
-		}
-		return nil, exchange.Errorf(code, "%s", msg)
-	}
+	deny := func(code exchange.Code, msg string) (any, error) { return s.refuseWire(&entry, code, msg) }
 	if kind != storage.CaseObjection && kind != storage.CaseRepair {
 		return deny(exchange.CodeBadRequest, "unknown kind of case")
+	}
+	if in.Action != actionFile && in.Action != actionGet {
+		return deny(exchange.CodeBadRequest, "unknown action")
 	}
 	entry.Operation = kind + "." + in.Action
 	if in.Requester.Role != certs.Portal || in.Requester.Federation != s.cfg.Self.Federation {
@@ -731,6 +740,8 @@ func (s *Service) serveCase(ctx context.Context, req *exchange.Request) (any, er
 		if err != nil {
 			return deny(exchange.CodeNotFound, "no such "+kind)
 		}
+		// The portal sees what the subject's access log shows.
+		c.Confidential = nil
 		entry.Subject = c.Subject
 		entry.Decision = storage.DecisionAllowed
 		if err := s.cfg.Audit.Record(entry); err != nil {
@@ -772,6 +783,10 @@ func (s *Service) serveCase(ctx context.Context, req *exchange.Request) (any, er
 	if !ok {
 		return deny(exchange.CodeConflict, "the record's catalog item is no longer in the catalog")
 	}
+	// One open case per record and kind: the check and the filing are one
+	// step (concurrent filings of one record would each see none open).
+	s.caseMu.Lock()
+	defer s.caseMu.Unlock()
 	open, err := s.cfg.Cases.Cases(kind, 1, func(c storage.Case) bool {
 		return c.State == storage.CaseOpen && c.Department == rec.Department && c.Record == rec.ID
 	})
@@ -779,7 +794,7 @@ func (s *Service) serveCase(ctx context.Context, req *exchange.Request) (any, er
 		return nil, exchange.Errorf(exchange.CodeInternal, "cases unavailable")
 	}
 	if len(open) > 0 {
-		return deny(exchange.CodeConflict, "an "+kind+" of this record is open already ("+open[0].ID+")")
+		return deny(exchange.CodeConflict, article(kind)+" "+kind+" of this record is open already ("+open[0].ID+")")
 	}
 	sc := storage.Case{Kind: kind, ID: NewCaseID(kind, s.cfg.Self.Region), Department: rec.Department, Record: rec.ID,
 		Subject: own[0].String(), Portal: in.Requester.String(), Authentication: in.Filing.Authentication,
@@ -827,8 +842,11 @@ func (s *Service) serveCase(ctx context.Context, req *exchange.Request) (any, er
 // a repair request.
 const repairDeadlineDays = 15
 
+// markDisputed marks an active record disputed. A repaired record stays
+// repaired (an objection must not show it to ordinary purposes again), an
+// expired one out of display.
 func (s *Service) markDisputed(rec credit.Record, caseID string, now time.Time) error {
-	if rec.Status == credit.StatusDisputed {
+	if rec.Status != credit.StatusActive {
 		return nil
 	}
 	next := rec
@@ -843,6 +861,16 @@ func (s *Service) markDisputed(rec credit.Record, caseID string, now time.Time) 
 		s.cfg.Notify()
 	}
 	return nil
+}
+
+// elsewhere is the refusal of a case whose id names another district: it
+// names that district only if it is a registered one (an id is the
+// caller's input).
+func (s *Service) elsewhere(kind, district string) error {
+	if reg, ok := s.cfg.Index.Region(district); ok && reg.Role == certs.District {
+		return fault.New(fault.NotFound, "no such %s at this node: the id names a case kept at %s, decided on that district's node", kind, district)
+	}
+	return fault.New(fault.NotFound, "no such %s at this node", kind)
 }
 
 // Reconcile marks disputed the records of open objections that a crash
@@ -862,9 +890,26 @@ func (s *Service) Reconcile() error {
 		} else if err != nil {
 			return err
 		}
+		if rec.Status != credit.StatusActive {
+			continue
+		}
 		if err := s.markDisputed(rec, c.ID, s.cfg.Now()); err != nil {
+			return err
+		}
+		e := storage.AuditEntry{Role: string(certs.District), Operation: "objection.reconcile", Subject: c.Subject,
+			District: s.cfg.Self.Region, Records: []string{c.Department + "/" + c.Record}, Reference: c.ID,
+			Decision: storage.DecisionAllowed}
+		if err := s.cfg.Audit.Record(e); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// article is "an" before a vowel, "a" otherwise.
+func article(word string) string {
+	if word != "" && strings.ContainsRune("aeiou", rune(word[0])) {
+		return "an"
+	}
+	return "a"
 }

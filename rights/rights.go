@@ -6,6 +6,8 @@ package rights
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base32"
 	"errors"
 	"log/slog"
 	"sort"
@@ -18,12 +20,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"credfed/attest"
 	"credfed/audit"
 	"credfed/certs"
 	"credfed/consensus"
 	"credfed/credit"
 	"credfed/exchange"
 	"credfed/fault"
+	"credfed/internal/keyrate"
 	"credfed/storage"
 )
 
@@ -63,6 +67,8 @@ type recordsRequest struct {
 	Requester certs.Identity   `cbor:"3,keyasint"`
 	// AccessOnly asks for the lookups answered, not the records.
 	AccessOnly bool `cbor:"4,keyasint,omitempty"`
+	// Authentication is how the portal verified the person.
+	Authentication string `cbor:"5,keyasint,omitempty"`
 }
 
 type recordsReply struct {
@@ -91,6 +97,9 @@ type Report struct {
 	// others see them: repaired records do not count).
 	Lists  []string  `cbor:"5,keyasint,omitempty"`
 	Access AccessLog `cbor:"6,keyasint"`
+	// RequestID is the gathering's id, in the audit entries of the
+	// coordinator and of every district asked.
+	RequestID string `cbor:"7,keyasint,omitempty"`
 }
 
 // District is one district's part of a report.
@@ -141,7 +150,9 @@ type Config struct {
 	Notify  func()
 	Catalog func() *credit.Catalog
 	Audit   *audit.Recorder
-	Now     func() time.Time
+	// Signer signs the reports a coordinator gathers (coordinators only).
+	Signer *attest.Signer
+	Now    func() time.Time
 	// Timeout bounds a request across the federation (default 10 s).
 	Timeout time.Duration
 	// PortalRate is how many report and access-log requests one portal may
@@ -157,8 +168,10 @@ type Service struct {
 	log      *slog.Logger
 	requests *prometheus.CounterVec
 
-	mu      sync.Mutex
-	portals map[string]*rate.Limiter
+	portals *keyrate.Limiters[string]
+	nodes   *keyrate.Limiters[string]
+	// caseMu makes checking for an open case and filing one a single step.
+	caseMu sync.Mutex
 }
 
 // maxPortals bounds the per-portal limiters kept.
@@ -178,7 +191,8 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, portals: map[string]*rate.Limiter{},
+	s := &Service{cfg: cfg, log: cfg.Logger, portals: keyrate.New[string](cfg.PortalRate, 20, maxPortals),
+		nodes: keyrate.New[string](2*cfg.PortalRate, 40, maxPortals),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_rights_requests_total", Help: "Reports and access logs asked of this node, by kind and decision.",
 		}, []string{"kind", "decision"}),
@@ -199,48 +213,44 @@ func New(cfg Config) *Service {
 	return s
 }
 
-// Report returns the subject's own report for a portal. At a district it
-// is gathered by the district's city (its province if the city cannot be
-// reached). It is in this node's audit log before it is returned.
-func (s *Service) Report(ctx context.Context, caller certs.Identity, subject, authentication string) (Report, error) {
-	var rep Report
-	err := s.portalRequest(ctx, caller, KindReport, subject, authentication, &rep, func(ctx context.Context, sub credit.Subject, requester certs.Identity, entry *storage.AuditEntry) error {
-		var err error
-		rep, err = s.gather(ctx, sub, requester, false)
-		entry.Subject = rep.Pseudonym.String()
-		return err
-	})
-	return rep, err
+// Signed is a gathered report or access log; a report's Doc is its signed
+// JSON document (api.Report with its signature), as the coordinator that
+// gathered it signed it.
+type Signed struct {
+	Report Report `cbor:"1,keyasint"`
+	Doc    []byte `cbor:"2,keyasint,omitempty"`
+}
+
+// Report returns the subject's own report for a portal: its signed JSON
+// document. At a district it is gathered and signed by the district's city
+// (its province if the city cannot be reached), and relayed as it came. It
+// is in this node's audit log before it is returned.
+func (s *Service) Report(ctx context.Context, caller certs.Identity, subject, authentication string) ([]byte, Report, error) {
+	got, err := s.portalRequest(ctx, caller, KindReport, subject, authentication)
+	return got.Doc, got.Report, err
 }
 
 // AccessLog returns who looked the subject up, for a portal.
 func (s *Service) AccessLog(ctx context.Context, caller certs.Identity, subject, authentication string) (AccessLog, error) {
-	var rep Report
-	err := s.portalRequest(ctx, caller, KindAccessLog, subject, authentication, &rep, func(ctx context.Context, sub credit.Subject, requester certs.Identity, entry *storage.AuditEntry) error {
-		var err error
-		rep, err = s.gather(ctx, sub, requester, true)
-		entry.Subject = rep.Pseudonym.String()
-		return err
-	})
-	return rep.Access, err
+	got, err := s.portalRequest(ctx, caller, KindAccessLog, subject, authentication)
+	return got.Report.Access, err
 }
 
 // portalRequest checks a portal's request, runs it here (a coordinator) or
 // forwards it (a district), and audits it either way.
-func (s *Service) portalRequest(ctx context.Context, caller certs.Identity, kind, subject, authentication string, fwd *Report,
-	here func(context.Context, credit.Subject, certs.Identity, *storage.AuditEntry) error) error {
+func (s *Service) portalRequest(ctx context.Context, caller certs.Identity, kind, subject, authentication string) (Signed, error) {
 	entry := audit.By(caller, kind)
 	entry.Authentication = audit.Bound(authentication, MaxAuthentication)
-	fail := func(e error) error {
+	fail := func(e error) (Signed, error) {
 		entry.Decision, entry.Reason = storage.DecisionDenied, string(fault.KindOf(e))
 		if err := s.cfg.Audit.Record(entry); err != nil {
-			return err
+			return Signed{}, err
 		}
 		s.requests.WithLabelValues(kind, "denied").Inc()
-		return e
+		return Signed{}, e
 	}
 	if caller.Role != certs.Portal {
-		return fail(fault.New(fault.Forbidden, "a subject's %s is asked through a portal, not with a %s certificate", kind, caller.Role))
+		return fail(fault.New(fault.Forbidden, "a subject's %s is asked through a portal, not with %s %s certificate", kind, article(string(caller.Role)), caller.Role))
 	}
 	if !certs.InRegion(caller.Region, s.cfg.Self.Region) {
 		return fail(fault.New(fault.Forbidden, "a portal of %s asks through its own node", caller.Region))
@@ -248,43 +258,57 @@ func (s *Service) portalRequest(ctx context.Context, caller certs.Identity, kind
 	if e := checkAuthentication(authentication); e != nil {
 		return fail(e)
 	}
-	if !s.allow(caller) {
+	if !s.portals.Allow(caller.String()) {
 		return fail(fault.New(fault.TooManyRequests, "this portal asks more than %g reports and access logs per second", float64(s.cfg.PortalRate)))
 	}
-	opt := s.cfg.Identifiers
-	opt.Today = credit.TodayAt(s.cfg.Now())
-	sub, err := credit.ParseSubject(subject, opt)
+	sub, err := s.parseSubject(subject)
 	if err != nil {
-		var ie *credit.IdentifierError
-		msg := "not a valid identifier"
-		if errors.As(err, &ie) {
-			msg = ie.Message
-		}
-		return fail(fault.Field(fault.InvalidIdentifier, "subject", "%s", msg))
+		return fail(err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
+	var got Signed
 	if s.cfg.Self.Role.IsCoordinatorNode() {
-		err = here(ctx, sub, caller, &entry)
+		got, err = s.gatherSigned(ctx, kind, sub, caller, authentication)
 	} else {
-		err = s.forward(ctx, kind, sub.ID, authentication, caller, fwd)
-		entry.Subject = fwd.Pseudonym.String()
-		if fwd.Pseudonym.IsZero() {
-			entry.Subject = ""
-		}
+		got, err = s.forward(ctx, kind, sub.ID, authentication, caller)
+	}
+	if !got.Report.Pseudonym.IsZero() {
+		entry.Subject = got.Report.Pseudonym.String()
+	}
+	if s.cfg.Self.Role.IsCoordinatorNode() {
+		entry.LookupID = got.Report.RequestID
 	}
 	if err != nil {
 		return fail(err)
 	}
 	entry.Decision = storage.DecisionAllowed
 	if kind == KindReport {
-		entry.Records = refsOf(fwd)
+		entry.Records = refsOf(&got.Report)
 	}
 	if err := s.cfg.Audit.Record(entry); err != nil {
-		return err
+		return Signed{}, err
 	}
 	s.requests.WithLabelValues(kind, "allowed").Inc()
-	return nil
+	return got, nil
+}
+
+// gatherSigned gathers at this coordinator and, for a report, signs its
+// document.
+func (s *Service) gatherSigned(ctx context.Context, kind string, sub credit.Subject, requester certs.Identity, authentication string) (Signed, error) {
+	rep, err := s.gather(ctx, sub, requester, authentication, kind == KindAccessLog)
+	out := Signed{Report: rep}
+	if err != nil || kind != KindReport {
+		return out, err
+	}
+	if s.cfg.Signer == nil {
+		return out, fault.New(fault.Unavailable, "this node cannot sign reports")
+	}
+	doc := reportDocument(rep, s.cfg.Self.Federation, sub.Masked(), s.cfg.Catalog(), credit.TodayAt(s.cfg.Now()))
+	if out.Doc, err = s.cfg.Signer.Sign(doc); err != nil {
+		return out, fault.Wrap(fault.Internal, err, "the report could not be signed")
+	}
+	return out, nil
 }
 
 func refsOf(rep *Report) []string {
@@ -298,30 +322,7 @@ func refsOf(rep *Report) []string {
 }
 
 // allow takes a token of the portal's rate.
-func (s *Service) allow(caller certs.Identity) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	key := caller.String()
-	l, ok := s.portals[key]
-	if !ok {
-		if len(s.portals) >= maxPortals {
-			// Forget the portals that are back at a full bucket: they lose
-			// nothing by starting afresh.
-			now := time.Now()
-			for k, v := range s.portals {
-				if v.TokensAt(now) >= float64(v.Burst()) {
-					delete(s.portals, k)
-				}
-			}
-			if len(s.portals) >= maxPortals {
-				return false
-			}
-		}
-		l = rate.NewLimiter(s.cfg.PortalRate, 20)
-		s.portals[key] = l
-	}
-	return l.Allow()
-}
+func (s *Service) allow(caller certs.Identity) bool { return s.portals.Allow(caller.String()) }
 
 func checkAuthentication(v string) *fault.Error {
 	switch {
@@ -342,26 +343,28 @@ func checkAuthentication(v string) *fault.Error {
 
 // forward sends a portal's request to the district's coordinators, nearest
 // first, until one answers; only an unreachable one is passed over.
-func (s *Service) forward(ctx context.Context, kind, subject, authentication string, requester certs.Identity, out *Report) error {
+func (s *Service) forward(ctx context.Context, kind, subject, authentication string, requester certs.Identity) (Signed, error) {
 	peers := consensus.CoordinatorPeers(s.cfg.Index.Regions(), s.cfg.Self)
 	if len(peers) == 0 {
-		return fault.New(fault.Unavailable, "no coordinator node is registered to gather the %s", kind)
+		return Signed{}, fault.New(fault.Unavailable, "no coordinator node is registered to gather the %s", kind)
 	}
 	req := forwardRequest{Kind: kind, Subject: subject, Authentication: authentication, Requester: requester}
 	var last error
 	for _, p := range peers {
-		var rep Report
-		err := s.cfg.Endpoint.Call(ctx, p, OpForward, exchange.Meta{Authentication: authentication}, req, &rep)
+		var got Signed
+		err := s.cfg.Endpoint.Call(ctx, p, OpForward, exchange.Meta{Authentication: authentication}, req, &got)
 		if err == nil {
-			*out = rep
-			return nil
+			if kind == KindReport && len(got.Doc) == 0 {
+				return got, fault.New(fault.Unavailable, "the coordinator answered the report unsigned")
+			}
+			return got, nil
 		}
 		last = err
 		if !passOver(err) || ctx.Err() != nil {
 			break
 		}
 	}
-	return remoteFault(last, kind)
+	return Signed{}, remoteFault(last, kind)
 }
 
 // passOver reports whether a coordinator's failure lets the next one be
@@ -404,14 +407,10 @@ func (s *Service) serveForward(ctx context.Context, req *exchange.Request) (any,
 	entry.Caller = req.Caller.String()
 	entry.Authentication = audit.Bound(in.Authentication, MaxAuthentication)
 	deny := func(code exchange.Code, msg string) (any, error) {
-		entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
 		if entry.Operation != KindReport && entry.Operation != KindAccessLog {
 			entry.Operation = "rights.forward"
 		}
-		if err := s.cfg.Audit.Record(entry); err != nil {
-			return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
-		}
-		return nil, exchange.Errorf(code, "%s", msg)
+		return s.refuseWire(&entry, code, msg)
 	}
 	switch {
 	case in.Kind != KindReport && in.Kind != KindAccessLog:
@@ -422,35 +421,36 @@ func (s *Service) serveForward(ctx context.Context, req *exchange.Request) (any,
 	if e := checkAuthentication(in.Authentication); e != nil {
 		return deny(exchange.CodeBadRequest, e.Message)
 	}
-	if !s.allow(in.Requester) {
-		return deny(exchange.CodeTooManyRequests, "this portal asks too often")
+	// A district node vouches for its portals as a coordinator node does
+	// for its users; what it may ask is bounded per node as well as per
+	// portal it names.
+	if !s.nodes.Allow(req.Caller.String()) || !s.portals.Allow(in.Requester.String()) {
+		return deny(exchange.CodeTooManyRequests, "this district or portal asks too often")
 	}
-	opt := s.cfg.Identifiers
-	opt.Today = credit.TodayAt(s.cfg.Now())
-	sub, err := credit.ParseSubject(in.Subject, opt)
+	sub, err := s.parseSubject(in.Subject)
 	if err != nil {
 		return deny(exchange.CodeBadRequest, "invalid subject identifier")
 	}
-	rep, err := s.gather(ctx, sub, in.Requester, in.Kind == KindAccessLog)
-	entry.Subject = rep.Pseudonym.String()
+	got, err := s.gatherSigned(ctx, in.Kind, sub, in.Requester, in.Authentication)
+	entry.Subject, entry.LookupID = got.Report.Pseudonym.String(), got.Report.RequestID
 	if err != nil {
 		return deny(exchange.CodeUnavailable, "the request could not be gathered")
 	}
 	entry.Decision = storage.DecisionAllowed
 	if in.Kind == KindReport {
-		entry.Records = refsOf(&rep)
+		entry.Records = refsOf(&got.Report)
 	}
 	if err := s.cfg.Audit.Record(entry); err != nil {
 		return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
 	}
 	s.requests.WithLabelValues(in.Kind, "allowed").Inc()
-	return rep, nil
+	return got, nil
 }
 
 // gather builds a subject's report at a coordinator: the index names the
 // districts, each sends its records and the lookups it answered, every
 // coordinator sends the lookups it made.
-func (s *Service) gather(ctx context.Context, sub credit.Subject, requester certs.Identity, accessOnly bool) (Report, error) {
+func (s *Service) gather(ctx context.Context, sub credit.Subject, requester certs.Identity, authentication string, accessOnly bool) (Report, error) {
 	if !s.cfg.Key.Valid() {
 		return Report{}, fault.New(fault.Unavailable, "this node holds no pseudonym key")
 	}
@@ -460,7 +460,7 @@ func (s *Service) gather(ctx context.Context, sub credit.Subject, requester cert
 	}
 	now := s.cfg.Now()
 	p := s.cfg.Key.Pseudonym(sub.ID)
-	rep := Report{Pseudonym: p, GatheredBy: s.cfg.Self.Region, At: now.UTC()}
+	rep := Report{Pseudonym: p, GatheredBy: s.cfg.Self.Region, At: now.UTC(), RequestID: newRequestID()}
 	entries, _, err := s.cfg.Index.Lookup(ctx, p, false)
 	if err != nil {
 		return rep, fault.Wrap(fault.Unavailable, err, "the index could not be read")
@@ -488,9 +488,9 @@ func (s *Service) gather(ctx context.Context, sub credit.Subject, requester cert
 		defer wg.Done()
 		coordAccess, incomplete = s.coordinatorAccess(ctx, p, requester)
 	}()
-	meta := exchange.Meta{Purpose: selfPurpose(cat)}
+	meta := exchange.Meta{Purpose: selfPurpose(cat), LookupID: rep.RequestID}
 	results := s.cfg.Endpoint.FanOut(ctx, peers, OpRecords, meta,
-		recordsRequest{Subject: sub.ID, Pseudonym: p, Requester: requester, AccessOnly: accessOnly}, func() any { return &recordsReply{} })
+		recordsRequest{Subject: sub.ID, Pseudonym: p, Requester: requester, AccessOnly: accessOnly, Authentication: authentication}, func() any { return &recordsReply{} })
 	wg.Wait()
 	var distAccess []Access
 	var all []credit.Record
@@ -498,7 +498,7 @@ func (s *Service) gather(ctx context.Context, sub credit.Subject, requester cert
 		part := &rep.Districts[partOf[i]]
 		part.Status = res.Status
 		if res.Err != nil {
-			part.Error = wireMessage(res.Err)
+			part.Error = exchange.WireMessage(res.Err)
 			incomplete = append(incomplete, part.Region)
 			continue
 		}
@@ -615,16 +615,16 @@ func (s *Service) serveRecords(ctx context.Context, req *exchange.Request) (any,
 	}
 	entry.Caller = req.Caller.String()
 	entry.District = s.cfg.Self.Region
-	entry.Authentication = audit.Bound(req.Meta.Authentication, MaxAuthentication)
-	deny := func(code exchange.Code, msg string) (any, error) {
-		entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
-		if err := s.cfg.Audit.Record(entry); err != nil {
-			return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
-		}
-		return nil, exchange.Errorf(code, "%s", msg)
+	entry.Authentication = audit.Bound(in.Authentication, MaxAuthentication)
+	if validRequestID(req.Meta.LookupID) {
+		entry.LookupID = req.Meta.LookupID
 	}
-	if in.Requester.Role != certs.Portal || in.Requester.Federation != s.cfg.Self.Federation {
-		return deny(exchange.CodeForbidden, "a report is asked for a portal")
+	deny := func(code exchange.Code, msg string) (any, error) { return s.refuseWire(&entry, code, msg) }
+	if in.Requester.Role != certs.Portal || in.Requester.Federation != s.cfg.Self.Federation || !certs.InRegion(in.Requester.Region, req.Caller.Region) {
+		return deny(exchange.CodeForbidden, "a report is asked for a portal of the asking coordinator's region")
+	}
+	if e := checkAuthentication(in.Authentication); e != nil {
+		return deny(exchange.CodeBadRequest, e.Message)
 	}
 	opt := s.cfg.Identifiers
 	opt.Today = credit.TodayAt(s.cfg.Now())
@@ -670,6 +670,16 @@ func (s *Service) serveRecords(ctx context.Context, req *exchange.Request) (any,
 	return out, nil
 }
 
+// refuseWire registers a refused exchange request and returns its refusal
+// (unavailable if the refusal cannot be registered).
+func (s *Service) refuseWire(entry *storage.AuditEntry, code exchange.Code, msg string) (any, error) {
+	entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
+	if err := s.cfg.Audit.Record(*entry); err != nil {
+		return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
+	}
+	return nil, exchange.Errorf(code, "%s", msg)
+}
+
 // ofSubject reports whether every record is the district's own and of the
 // subject.
 func ofSubject(recs []credit.Record, district, subject string) bool {
@@ -681,14 +691,24 @@ func ofSubject(recs []credit.Record, district, subject string) bool {
 	return true
 }
 
-// wireMessage is what a report says about a district's error.
-func wireMessage(err error) string {
-	var e *exchange.Error
-	if errors.As(err, &e) {
-		if e.Message == "" {
-			return string(e.Code)
-		}
-		return string(e.Code) + ": " + e.Message
+// newRequestID is a fresh id of a gathering: "rq-" and 26 random base32
+// characters.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "rq-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// validRequestID reports whether id has newRequestID's form.
+func validRequestID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "rq-")
+	if !ok || len(rest) != 26 {
+		return false
 	}
-	return "error"
+	for _, c := range rest {
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
 }

@@ -65,6 +65,10 @@ type Case struct {
 	// Grounds is a repair's kind of grounds (performance, volunteer
 	// service, donation, training).
 	Grounds string `cbor:"20,keyasint,omitempty"`
+	// Confidential are those of Notify's kind whose lookups were made under
+	// a purpose the subject's access log still hides: the collector tells
+	// them, the subject's portal does not see them.
+	Confidential []string `cbor:"21,keyasint,omitempty"`
 }
 
 // Case states.

@@ -94,6 +94,14 @@ func TestObjectionFiledAnywhereResolvedByTheCollector(t *testing.T) {
 		return err == nil && len(es) == 1 && es[0].Summary.HasDisputed
 	})
 
+	// An investigation looks while the record is disputed: the collector
+	// is told to notify it, the subject does not learn of it yet.
+	city := "hangzhou"
+	investigator := clientOf(t, f, city, f.Layout.Coordinators[city])
+	if _, err := lookupUntil(t, investigator, api.LookupRequest{Subject: subject, Purpose: "LAW-ENFORCEMENT", User: "侦查员", Reference: "案〔2026〕5号"}); err != nil {
+		t.Fatal(err)
+	}
+
 	// The collector sees it; another department of B does not decide it.
 	dept := department(t, f, b)
 	open, err := dept.Cases(ctxT(t, 30*time.Second), "objections", "open")
@@ -124,12 +132,23 @@ func TestObjectionFiledAnywhereResolvedByTheCollector(t *testing.T) {
 	if res.State != "decided" || res.Outcome != "corrected" || res.Version != 3 || len(res.Notify) == 0 {
 		t.Fatalf("resolution %+v, want decided, corrected, version 3, with the institutions to notify", res)
 	}
+	if len(res.NotifyConfidential) != 1 || res.NotifyConfidential[0] != regionOf(f, city)+"/"+localfed.CoordinatorInstitution {
+		t.Errorf("confidential notices %v, want the investigating city's coordinator", res.NotifyConfidential)
+	}
+	for _, who := range res.Notify {
+		if strings.HasPrefix(who, regionOf(f, city)+"/") {
+			t.Errorf("the investigation's lookup is among the notices the subject sees: %v", res.Notify)
+		}
+	}
 	if _, err := dept.Decide(ctxT(t, 30*time.Second), "objections", ob.ID, api.CaseDecision{Outcome: "upheld", Reason: "again"}); api.Code(err) != api.CodeConflict {
 		t.Errorf("a second resolution: %v, want conflict", err)
 	}
 	got, err := pa.Case(ctxT(t, 30*time.Second), "objections", ob.ID)
 	if err != nil || got.State != "decided" || got.Outcome != "corrected" {
 		t.Fatalf("the subject follows the objection: %+v, %v", got, err)
+	}
+	if len(got.NotifyConfidential) != 0 {
+		t.Errorf("the portal sees the confidential notices: %v", got.NotifyConfidential)
 	}
 	ans, err = lookupUntil(t, coord, licensing)
 	if err != nil {
@@ -189,6 +208,18 @@ func TestRepairTooEarlyThenApproved(t *testing.T) {
 	}
 	if _, ok := lookupRecord(t, ans, "REP-1"); ok {
 		t.Errorf("a repaired record is still shown to an ordinary purpose: %+v", ans)
+	}
+	// An objection to the repaired record does not show it again.
+	if _, err := p.File(ctxT(t, 30*time.Second), "objections", api.CaseRequest{Subject: subject, Record: ref("REP-1"),
+		Reason: "金额有误", Authentication: "实名认证 FACE-903"}); err != nil {
+		t.Fatal(err)
+	}
+	ans, err = lookupUntil(t, coord, api.LookupRequest{Subject: subject, Purpose: "ADMIN-LICENSING", User: "赵六", Reference: "许可〔2026〕10号"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := lookupRecord(t, ans, "REP-1"); ok {
+		t.Errorf("an objection brought a repaired record back to ordinary purposes: %+v", r)
 	}
 	// The subject still sees it, as repaired.
 	_, rep, err := p.Report(ctxT(t, 30*time.Second), api.SubjectRequest{Subject: subject, Authentication: "实名认证 FACE-903"})

@@ -86,8 +86,10 @@ func TestReportAndAccessLogAcrossTheFederation(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the report does not verify: %v", err)
 	}
-	if !v.Signer.Role.IsNode() || v.Signer.Region != regionOf(f, ds[3]) {
-		t.Errorf("signed by %v, want the answering node %s", v.Signer, regionOf(f, ds[3]))
+	// Signed by the coordinator that gathered it (the portal's city), and
+	// relayed by the district as it was signed.
+	if !v.Signer.Role.IsCoordinatorNode() || v.Signer.Region != rep.GatheredBy || !certs.InRegion(regionOf(f, ds[3]), v.Signer.Region) {
+		t.Errorf("signed by %v, gathered by %s; want the portal district's coordinator", v.Signer, rep.GatheredBy)
 	}
 	var doc map[string]any
 	if err := json.Unmarshal(raw, &doc); err != nil {
@@ -111,26 +113,53 @@ func TestReportAndAccessLogAcrossTheFederation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(log.Entries) != 1 || log.Delayed != 1 {
-		t.Fatalf("access log %+v, want the licensing lookup and one delayed", log)
+	// The report just asked is a read of the records too: one entry, the
+	// portal's, however many districts answered.
+	lookups, reports := byOperation(log)
+	if len(lookups) != 1 || log.Delayed != 1 || len(reports) != 1 {
+		t.Fatalf("access log %+v, want the licensing lookup, the report, and one delayed", log)
 	}
-	e := log.Entries[0]
+	e := lookups[0]
 	if e.Purpose != licensing.Purpose || e.Reference != licensing.Reference || e.User != licensing.User ||
 		e.LookupID == "" || len(e.Districts) != 3 || e.Role != "coordinator" {
 		t.Errorf("entry %+v", e)
+	}
+	if r := reports[0]; r.Role != "portal" || len(r.Districts) != 3 || r.LookupID == "" {
+		t.Errorf("report entry %+v, want the portal's, from 3 districts", r)
 	}
 	if len(rep.AccessLog.Entries) != 1 || rep.AccessLog.Entries[0].LookupID != e.LookupID {
 		t.Errorf("the report's access log %+v differs from the access log", rep.AccessLog)
 	}
 
-	// Seven months later the investigation's lookup is shown too.
+	// Seven months later the investigation's lookup is shown too, newest
+	// lookup first.
 	clock.set(clock.Now().AddDate(0, 7, 0))
 	log, err = p.AccessLog(ctxT(t, 30*time.Second), req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(log.Entries) != 2 || log.Delayed != 0 || log.Entries[0].Purpose != investigation.Purpose {
+	lookups, _ = byOperation(log)
+	if len(lookups) != 2 || log.Delayed != 0 || lookups[0].Purpose != investigation.Purpose {
 		t.Fatalf("access log after the delay %+v", log)
+	}
+
+	// Past the display period (a year for this item) the subject still sees
+	// the records, as expired, until their retention ends.
+	clock.set(clock.Now().AddDate(0, 6, 0))
+	_, rep, err = p.Report(ctxT(t, 30*time.Second), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := 0
+	for _, d := range rep.Districts {
+		for _, r := range d.Records {
+			if r.Status == "expired" {
+				expired++
+			}
+		}
+	}
+	if expired != 3 {
+		t.Errorf("a year and more later the report shows %d expired records, want 3: %+v", expired, rep.Districts)
 	}
 
 	// Only portals ask; a department is refused.
@@ -141,4 +170,17 @@ func TestReportAndAccessLogAcrossTheFederation(t *testing.T) {
 	if _, _, err := p.Report(ctxT(t, 30*time.Second), api.SubjectRequest{Subject: subject}); api.Code(err) != api.CodeBadRequest {
 		t.Errorf("a report without authentication: %v, want bad_request", err)
 	}
+}
+
+// byOperation splits an access log into its lookups and its reports.
+func byOperation(log *api.AccessLog) (lookups, reports []api.AccessEntry) {
+	for _, e := range log.Entries {
+		switch e.Operation {
+		case "lookup":
+			lookups = append(lookups, e)
+		case "report":
+			reports = append(reports, e)
+		}
+	}
+	return lookups, reports
 }

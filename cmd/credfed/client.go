@@ -68,6 +68,18 @@ func addConnectionFlags(cmd *cobra.Command, defaultAs string) *connection {
 	return c
 }
 
+// nodeOfCase picks, with --demo and --as department and no --node, the
+// district node that keeps a case: its id ends with the district's region
+// (dots for slashes), whose last level is the demo's node name.
+func (c *connection) nodeOfCase(id string) {
+	if c.demo == "" || c.node != "" || c.as != "department" {
+		return
+	}
+	if i := strings.LastIndexByte(id, '.'); i > 0 && i < len(id)-1 {
+		c.node = id[i+1:]
+	}
+}
+
 // client returns the API client the flags describe. Flags win over the
 // CREDFED_* variables (a --cert or --key flag takes the pair from the
 // flags); --demo excludes the other connection flags and the variables.

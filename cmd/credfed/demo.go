@@ -349,7 +349,13 @@ Federation status, the catalog, a node's metrics:
 Submit records as the market-supervision department of %[8]s (JSON, NDJSON or CSV):
   %[1]s records submit examples/records.ndjson --demo %[2]s --node %[8]s
 
-`, self, shellQuote(dir), shellQuote(d.CA), shellQuote(c.Cert), shellQuote(c.Key), prov.API, firstDistrict.Metrics, firstDistrict.Name)
+The subject's side, through %[8]s's portal: the signed own report, who looked
+(objections and repairs: see README.md, "The subject's side"):
+  %[1]s report get --demo %[2]s --as portal --node %[8]s --subject %[9]s --authentication FACE-0001 --out report.json
+  %[1]s report verify --ca %[3]s report.json
+  %[1]s access-log --demo %[2]s --as portal --node %[8]s --subject %[9]s --authentication FACE-0001
+
+`, self, shellQuote(dir), shellQuote(d.CA), shellQuote(c.Cert), shellQuote(c.Key), prov.API, firstDistrict.Metrics, firstDistrict.Name, d.Showcase.Subject)
 }
 
 // printLookupLines prints credfed lookups of the showcase subject: as the

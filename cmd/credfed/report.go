@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"credfed/api"
 	"credfed/attest"
 	"credfed/certs"
 )
@@ -20,7 +21,7 @@ func reportVerifyCommand() *cobra.Command {
 	var caPath string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "verify --ca CA FILE",
+		Use:   "verify --ca CA FILE|-",
 		Short: "Check offline that a report came from a node of the federation, unaltered.",
 		Long: `Checks the "signature" member of a report (the answer of POST /v1/reports,
 saved as it came): the signer's certificate chain against the federation's CA
@@ -35,22 +36,29 @@ reach the federation can ask.`,
 		Example: `  credfed report verify --ca credfed-demo/ca.pem report.json`,
 		Args:    exactArgs(1, "the report file"),
 	}
-	cmd.Flags().StringVar(&caPath, "ca", "", "the federation's CA certificate (PEM)")
+	cmd.Flags().StringVar(&caPath, "ca", "", "the federation's CA certificate `FILE` (PEM) (default $"+api.EnvCACert+")")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"signer","signed_at","serial"} as JSON`)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if caPath == "" {
-			return usageErrorf("report verify needs --ca: the federation's CA certificate")
+			caPath = os.Getenv(api.EnvCACert)
+		}
+		if caPath == "" {
+			return usageErrorf("report verify needs --ca (or $%s): the federation's CA certificate", api.EnvCACert)
 		}
 		ca, err := certs.LoadCertFile(caPath)
 		if err != nil {
 			return err
 		}
-		f, err := os.Open(args[0])
-		if err != nil {
-			return err
+		var in io.Reader = cmd.InOrStdin()
+		if args[0] != "-" {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			in = f
 		}
-		defer f.Close()
-		data, err := io.ReadAll(io.LimitReader(f, attest.MaxDocument+1))
+		data, err := io.ReadAll(io.LimitReader(in, attest.MaxDocument+1))
 		if err != nil {
 			return err
 		}
