@@ -1,6 +1,8 @@
 package exchange
 
 import (
+	"crypto/rand"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"reflect"
@@ -211,4 +213,27 @@ func describeDecodeError(v any, err error) string {
 		return strings.TrimPrefix(err.Error(), "cbor: ")
 	}
 	return "not a valid " + what
+}
+
+// NewID returns a fresh federation-wide request id for Meta.LookupID:
+// prefix, "-" and 26 random base32 characters (128 bits).
+func NewID(prefix string) string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// ValidID reports whether id has the form NewID(prefix) gives: a node keeps
+// an asking node's id in its audit entry only if it does.
+func ValidID(prefix, id string) bool {
+	rest, ok := strings.CutPrefix(id, prefix+"-")
+	if !ok || len(rest) != 26 {
+		return false
+	}
+	for _, c := range rest {
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
 }

@@ -7,8 +7,6 @@ package lookup
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"errors"
 	"log/slog"
 	"sort"
@@ -186,7 +184,7 @@ type District struct {
 // draws that way is a phantom answer.
 func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request) (Answer, error) {
 	entry := audit.By(caller, "lookup")
-	entry.LookupID = NewID()
+	entry.LookupID = exchange.NewID("lk")
 	cat := s.cfg.Catalog()
 	entry.Purpose, entry.User, entry.Reference, entry.Authorization = statedFields(cat, in.Purpose, in.User, in.Reference, in.Authorization)
 	deny := func(e *fault.Error) (Answer, error) {
@@ -434,7 +432,7 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	m := req.Meta
 	entry := storage.AuditEntry{Caller: req.Caller.String(), Role: string(in.Requester.Role), Institution: in.Requester.Institution,
 		Operation: "lookup.answer", District: s.cfg.Self.Region}
-	if ValidID(m.LookupID) {
+	if exchange.ValidID("lk", m.LookupID) {
 		entry.LookupID = m.LookupID
 	}
 	entry.Purpose, entry.User, entry.Reference, entry.Authorization = statedFields(cat, m.Purpose, m.User, m.Reference, m.Authorization)
@@ -499,26 +497,4 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	}
 	s.answered.WithLabelValues("allowed").Inc()
 	return out, nil
-}
-
-// NewID returns a fresh lookup id: "lk-" and 26 random base32 characters.
-func NewID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return "lk-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
-}
-
-// ValidID reports whether id has the form NewID gives (a district keeps an
-// asking node's id only if it does).
-func ValidID(id string) bool {
-	rest, ok := strings.CutPrefix(id, "lk-")
-	if !ok || len(rest) != 26 {
-		return false
-	}
-	for _, c := range rest {
-		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
-			return false
-		}
-	}
-	return true
 }

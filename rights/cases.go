@@ -2,8 +2,6 @@ package rights
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"errors"
 	"sort"
 	"strings"
@@ -128,13 +126,11 @@ type CaseStore interface {
 // base32 characters, and the holding district's region with dots for
 // slashes, so that any node can tell where a case is kept.
 func NewCaseID(kind, district string) string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
 	pfx := "ob"
 	if kind == storage.CaseRepair {
 		pfx = "rp"
 	}
-	return pfx + "-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])) + "." + strings.ReplaceAll(district, "/", ".")
+	return exchange.NewID(pfx) + "." + strings.ReplaceAll(district, "/", ".")
 }
 
 // caseDistrict is the district a case id names.

@@ -6,8 +6,6 @@ package rights
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"errors"
 	"log/slog"
 	"sort"
@@ -460,7 +458,7 @@ func (s *Service) gather(ctx context.Context, sub credit.Subject, requester cert
 	}
 	now := s.cfg.Now()
 	p := s.cfg.Key.Pseudonym(sub.ID)
-	rep := Report{Pseudonym: p, GatheredBy: s.cfg.Self.Region, At: now.UTC(), RequestID: newRequestID()}
+	rep := Report{Pseudonym: p, GatheredBy: s.cfg.Self.Region, At: now.UTC(), RequestID: exchange.NewID("rq")}
 	entries, _, err := s.cfg.Index.Lookup(ctx, p, false)
 	if err != nil {
 		return rep, fault.Wrap(fault.Unavailable, err, "the index could not be read")
@@ -616,7 +614,7 @@ func (s *Service) serveRecords(ctx context.Context, req *exchange.Request) (any,
 	entry.Caller = req.Caller.String()
 	entry.District = s.cfg.Self.Region
 	entry.Authentication = audit.Bound(in.Authentication, MaxAuthentication)
-	if validRequestID(req.Meta.LookupID) {
+	if exchange.ValidID("rq", req.Meta.LookupID) {
 		entry.LookupID = req.Meta.LookupID
 	}
 	deny := func(code exchange.Code, msg string) (any, error) { return s.refuseWire(&entry, code, msg) }
@@ -685,28 +683,6 @@ func (s *Service) refuseWire(entry *storage.AuditEntry, code exchange.Code, msg 
 func ofSubject(recs []credit.Record, district, subject string) bool {
 	for _, r := range recs {
 		if r.District != district || r.Subject != subject {
-			return false
-		}
-	}
-	return true
-}
-
-// newRequestID is a fresh id of a gathering: "rq-" and 26 random base32
-// characters.
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return "rq-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
-}
-
-// validRequestID reports whether id has newRequestID's form.
-func validRequestID(id string) bool {
-	rest, ok := strings.CutPrefix(id, "rq-")
-	if !ok || len(rest) != 26 {
-		return false
-	}
-	for _, c := range rest {
-		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
 			return false
 		}
 	}
