@@ -141,6 +141,9 @@ type RaftConfig struct {
 	// 8192 and 10240).
 	SnapshotThreshold uint64 `yaml:"snapshot_threshold,omitempty"`
 	TrailingLogs      uint64 `yaml:"trailing_logs,omitempty"`
+	// SnapshotInterval is how often Raft checks whether to snapshot
+	// (hashicorp/raft's default 120 s, randomized up to twice that).
+	SnapshotInterval Duration `yaml:"snapshot_interval,omitempty"`
 }
 
 // RegionConfig is a region registered at bootstrap.
@@ -388,6 +391,9 @@ func (c Config) Validate() error {
 	}
 	if c.PseudonymKeyFile == "" && c.Role.IsCoordinatorNode() {
 		return fieldErr("pseudonym_key_file", "required on a %s node: coordinators pseudonymize subjects", c.Role)
+	}
+	if c.Raft.SnapshotInterval < 0 {
+		return fieldErr("raft.snapshot_interval", "must not be negative")
 	}
 	if c.API.MaxConnections < 0 || c.API.BodyBudgetMiB < 0 || c.API.BulkReadTimeout < 0 {
 		return fieldErr("api", "max_connections, body_budget_mib and bulk_read_timeout must not be negative")

@@ -233,7 +233,8 @@ func (n *Node) openConsensus(opts Options) error {
 		HeartbeatTimeout: opts.RaftTiming.Heartbeat, ElectionTimeout: opts.RaftTiming.Election,
 		LeaderLeaseTimeout: opts.RaftTiming.LeaderLease, CommitTimeout: opts.RaftTiming.Commit,
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
-		EncryptionKey: encKey, IndexKeys: indexKeys,
+		SnapshotInterval: time.Duration(cfg.Raft.SnapshotInterval),
+		EncryptionKey:    encKey, IndexKeys: indexKeys,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
