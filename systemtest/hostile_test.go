@@ -1953,6 +1953,9 @@ type procFed struct {
 	bin    string
 	layout localfed.Layout
 	procs  map[string]*exec.Cmd
+	// exited is closed when a process's Wait has returned (the only
+	// goroutine that touches its ProcessState).
+	exited map[string]chan struct{}
 }
 
 func startProcFed(t *testing.T, districts int) *procFed {
@@ -1965,13 +1968,11 @@ func startProcFed(t *testing.T, districts int) *procFed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pf := &procFed{t: t, bin: bin, layout: l, procs: map[string]*exec.Cmd{}}
+	pf := &procFed{t: t, bin: bin, layout: l, procs: map[string]*exec.Cmd{}, exited: map[string]chan struct{}{}}
 	t.Cleanup(func() {
-		for _, c := range pf.procs {
-			if c.ProcessState == nil {
-				c.Process.Kill()
-				c.Wait()
-			}
+		for name, c := range pf.procs {
+			c.Process.Kill()
+			<-pf.exited[name]
 		}
 	})
 	for _, ln := range l.Nodes {
@@ -1995,15 +1996,17 @@ func (pf *procFed) start(name string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { cmd.Wait(); logf.Close() }()
-	pf.procs[name] = cmd
+	done := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	pf.procs[name], pf.exited[name] = cmd, done
 }
 
 func (pf *procFed) kill(name string) {
-	c := pf.procs[name]
-	c.Process.Signal(syscall.SIGKILL)
-	for end := time.Now().Add(10 * time.Second); c.ProcessState == nil && time.Now().Before(end); {
-		time.Sleep(10 * time.Millisecond)
+	pf.procs[name].Process.Signal(syscall.SIGKILL)
+	select {
+	case <-pf.exited[name]:
+	case <-time.After(10 * time.Second):
+		pf.t.Fatalf("%s did not exit within 10 s of SIGKILL", name)
 	}
 }
 
