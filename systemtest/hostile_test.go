@@ -723,7 +723,14 @@ func TestHostileBodiesJustUnderTheLargeThresholdAreBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(3 * time.Second) // let the node read what was sent
+	// The node has read what was sent once its heap stops growing.
+	last := heapInUse()
+	_ = wait.For(ctxT(t, 10*time.Second), 250*time.Millisecond, func() bool {
+		now := heapInUse()
+		settled := now-last < 1<<20
+		last = now
+		return settled
+	})
 	held := heapInUse() - base
 	t.Logf("%d connections, each with %d of %d announced bytes sent: the heap grew by %d MiB", len(open), body.Len(), announced, held>>20)
 	// And the node still answers the department?
@@ -769,7 +776,10 @@ func TestHostileIdleConnectionsDoNotLockOutTheAPI(t *testing.T) {
 		}
 		open = append(open, c)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Every connection accepted by the API before the department asks.
+	wait.Until(t, 10*time.Second, "the API to hold the idle connections", func() bool {
+		return gaugeOf(t, f.Node(district), "credfed_api_open_connections") >= float64(min(len(open), 4096)-16)
+	})
 	start := time.Now()
 	_, err := department(t, f, district).Federation(ctxT(t, 5*time.Second))
 	took := time.Since(start)
@@ -1178,26 +1188,24 @@ func TestHostileRevokedCityIsCutOnItsLiveQUICConnection(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); {
-			if dn.Replica().State().Revocations().Check(stolen.Leaf, certs.Identity{Federation: f.Layout.Federation, Role: certs.City, Region: "zhejiang/quzhou"}) != nil {
-				mu.Lock()
-				revokedAt = time.Now()
-				mu.Unlock()
-				return
+		_ = wait.For(ctxT(t, 20*time.Second), 200*time.Microsecond, func() bool {
+			if dn.Replica().State().Revocations().Check(stolen.Leaf, certs.Identity{Federation: f.Layout.Federation, Role: certs.City, Region: "zhejiang/quzhou"}) == nil {
+				return false
 			}
-			time.Sleep(200 * time.Microsecond)
-		}
+			mu.Lock()
+			revokedAt = time.Now()
+			mu.Unlock()
+			return true
+		})
 	}()
 	go func() {
-		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		_ = wait.For(ctxT(t, 20*time.Second), 50*time.Millisecond, func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
 			_, err := f.Node(f.Province()).Replica().Apply(ctx, consensus.CmdRevoke, operatorOf(f),
 				certs.Revocation{Serial: certs.SerialString(stolen.Leaf.SerialNumber), Reason: "stolen"})
-			cancel()
-			if err == nil {
-				return
-			}
-		}
+			return err == nil
+		})
 	}()
 	late, calls := 0, 0
 	for end := time.Now().Add(15 * time.Second); time.Now().Before(end) && calls < 20000; calls++ {
@@ -2251,10 +2259,10 @@ func TestHostileUnregisteredCityCannotCaptureANewNode(t *testing.T) {
 	var resp raft.AppendEntriesResponse
 	err = trans.AppendEntries(raft.ServerID(region), raft.ServerAddress(newNode.ExchangeAddr()), &req, &resp)
 	t.Logf("the forged first entry: %v, success %v", err, resp.Success)
-	captured := false
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end) && !captured; time.Sleep(50 * time.Millisecond) {
-		_, captured = newNode.Replica().State().Region("zhejiang/rogue")
-	}
+	captured := wait.For(ctxT(t, 5*time.Second), 50*time.Millisecond, func() bool {
+		_, ok := newNode.Replica().State().Region("zhejiang/rogue")
+		return ok
+	}) == nil
 	if !captured {
 		return // the defence held
 	}
@@ -2267,10 +2275,10 @@ func TestHostileUnregisteredCityCannotCaptureANewNode(t *testing.T) {
 	}
 	defer c.CloseIdle()
 	_, _, subErr := c.SubmitRecords(ctxT(t, 30*time.Second), []api.RecordInput{record("CAP-1", subject, "FOOD-DRUG-PENALTY", "被劫持的区县记录")})
-	gotID := false
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !gotID; time.Sleep(100 * time.Millisecond) {
-		_, gotID = stolen.Load(subject)
-	}
+	gotID := wait.For(ctxT(t, 10*time.Second), 100*time.Millisecond, func() bool {
+		_, ok := stolen.Load(subject)
+		return ok
+	}) == nil
 	// ...and its records, by lookup.
 	var rep lookupReply
 	lerr := thief.Call(ctxT(t, 10*time.Second), exchange.Peer{Name: "new", Addr: newNode.ExchangeAddr()}, "lookup",
@@ -2280,4 +2288,23 @@ func TestHostileUnregisteredCityCannotCaptureANewNode(t *testing.T) {
 	t.Fatalf("an unregistered city's certificate captured a new district node with one forged raft entry: its registry is the thief's "+
 		"(%d regions, the thief a voter); a department's record there (submit: %v) sent the thief the subject's identifier: %v; "+
 		"the thief's lookup: %d records (%v)", len(newNode.Replica().State().Regions()), subErr, gotID, len(rep.Records), lerr)
+}
+
+// gaugeOf reads a gauge of a node's registry (0 if it has none).
+func gaugeOf(t *testing.T, n *node.Node, name string) float64 {
+	t.Helper()
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			sum := 0.0
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue()
+			}
+			return sum
+		}
+	}
+	return 0
 }
