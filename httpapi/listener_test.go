@@ -75,7 +75,11 @@ func TestListenerEvictsIdleConnectionsForNewOnes(t *testing.T) {
 	srv, ln, inner := limitedServer(t, 2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	get := func() *http.Response {
 		t.Helper()
-		resp, err := srv.Client().Get(srv.URL)
+		// A fresh transport each time: the pooled HTTP/2 connection may be
+		// the one evicted, and a client that has not yet read the close
+		// would send on it and get EOF.
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone(), ForceAttemptHTTP2: true}}
+		resp, err := hc.Get(srv.URL)
 		if err != nil {
 			t.Fatal(err)
 		}
