@@ -314,3 +314,54 @@ func (c *Client) Decide(ctx context.Context, kind, id string, d CaseDecision) (*
 	_, err := c.Do(ctx, "POST", "/v1/"+kind+"/"+url.PathEscape(id)+"/"+step, "", d, &out)
 	return &out, err
 }
+
+// Check runs a check before a decision (coordinator at its node,
+// department at its district's node).
+func (c *Client) Check(ctx context.Context, req CheckRequest) (*CheckAnswer, error) {
+	var out CheckAnswer
+	_, err := c.Do(ctx, "POST", "/v1/checks", "", req, &out)
+	return &out, err
+}
+
+// SubmitBatch queues a batch check (coordinator) and returns its job.
+func (c *Client) SubmitBatch(ctx context.Context, req BatchCheckRequest) (*Job, error) {
+	var out Job
+	_, err := c.Do(ctx, "POST", "/v1/checks/batch", "", req, &out)
+	return &out, err
+}
+
+// Job returns a batch job's progress.
+func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
+	var out Job
+	_, err := c.Do(ctx, "GET", "/v1/jobs/"+url.PathEscape(id), "", nil, &out)
+	return &out, err
+}
+
+// JobResults returns a batch job's results so far, one line each.
+func (c *Client) JobResults(ctx context.Context, id string) ([]BatchResult, error) {
+	path := "/v1/jobs/" + url.PathEscape(id) + "/results"
+	data, status, err := c.send(ctx, "GET", path, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	if status/100 != 2 {
+		return nil, statusError("GET", path, status, data)
+	}
+	var out []BatchResult
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for dec.More() {
+		var r BatchResult
+		if err := dec.Decode(&r); err != nil {
+			return out, fmt.Errorf("GET %s: line %d is not a result: %w", path, len(out)+1, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Classify returns a subject's informational classification.
+func (c *Client) Classify(ctx context.Context, req ClassificationRequest) (*Classification, error) {
+	var out Classification
+	_, err := c.Do(ctx, "POST", "/v1/classification", "", req, &out)
+	return &out, err
+}

@@ -165,15 +165,19 @@ type Scenario struct {
 }
 
 // Measure is one joint incentive or restriction. It applies when the subject
-// is on List, or when Condition holds; exactly one of the two is set. An
-// incentive follows from a red list or a condition, a restriction from a
-// serious-dishonesty list.
+// is on List, on any list of ListKind (a law that names every list of a
+// kind, such as the Civil Servant Law art. 26 for every list of joint
+// punishment of dishonesty, including lists added later), or when
+// Condition holds; exactly one of the three is set. An incentive follows
+// from a red list or a condition, a restriction from a serious-dishonesty
+// list.
 type Measure struct {
 	Code       string      `json:"code" yaml:"code"`
 	Text       string      `json:"text" yaml:"text"`
 	LegalBasis string      `json:"legal_basis" yaml:"legal_basis"`
 	Kind       MeasureKind `json:"kind" yaml:"kind"`
 	List       string      `json:"list,omitempty" yaml:"list"`
+	ListKind   ListKind    `json:"list_kind,omitempty" yaml:"list_kind"`
 	Condition  string      `json:"condition,omitempty" yaml:"condition"`
 }
 
@@ -287,16 +291,39 @@ func (c *Catalog) RulesFor(item string) []ClassificationRule {
 func (p Purpose) Admits(role string) bool { return slices.Contains(p.Roles, role) }
 
 // Applicable returns the scenario's measures that follow for a subject on
-// the given lists (list codes) and for whom the three-years-clean condition
-// does or does not hold, in catalog order.
-func (s Scenario) Applicable(lists []string, threeYearsClean bool) []Measure {
-	var out []Measure
+// the given lists and for whom the three-years-clean condition does or does
+// not hold, in catalog order, each measure once. With a measure that names
+// a kind of list, Because names the subject's lists of that kind.
+func (s Scenario) Applicable(lists []List, threeYearsClean bool) []Applied {
+	var out []Applied
 	for _, m := range s.Measures {
-		switch {
-		case m.List != "" && slices.Contains(lists, m.List):
-			out = append(out, m)
-		case m.Condition == ConditionThreeYearsClean && threeYearsClean:
-			out = append(out, m)
+		a := Applied{Measure: m}
+		for _, l := range lists {
+			if (m.List != "" && l.Code == m.List) || (m.ListKind != "" && l.Kind == m.ListKind) {
+				a.Because = append(a.Because, l.Code)
+			}
+		}
+		if len(a.Because) > 0 || (m.Condition == ConditionThreeYearsClean && threeYearsClean) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Applied is a measure that follows, and the codes of the lists it follows
+// from (none for a condition).
+type Applied struct {
+	Measure
+	Because []string `json:"because,omitempty"`
+}
+
+// ListsOf returns the catalog's lists of the given codes, in catalog order;
+// unknown codes are skipped.
+func (c *Catalog) ListsOf(codes []string) []List {
+	var out []List
+	for _, l := range c.Lists {
+		if slices.Contains(codes, l.Code) {
+			out = append(out, l)
 		}
 	}
 	return out

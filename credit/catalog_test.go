@@ -206,8 +206,9 @@ func TestCatalogLookups(t *testing.T) {
 }
 
 func TestScenarioApplicable(t *testing.T) {
-	s, _ := DefaultCatalog().Scenario("ADMIN-LICENSING")
-	codes := func(ms []Measure) string {
+	cat := DefaultCatalog()
+	s, _ := cat.Scenario("ADMIN-LICENSING")
+	codes := func(ms []Applied) string {
 		var out []string
 		for _, m := range ms {
 			out = append(out, m.Code)
@@ -217,11 +218,45 @@ func TestScenarioApplicable(t *testing.T) {
 	if got := codes(s.Applicable(nil, true)); got != "GREEN-CHANNEL" {
 		t.Errorf("clean subject: %s", got)
 	}
-	if got := codes(s.Applicable([]string{"DISHONEST-JUDGMENT-DEBTORS", "YOUTH-VOLUNTEER-RED"}, false)); got != "PRIORITY-VOLUNTEER,STRICT-REVIEW-DEBTOR" {
+	if got := codes(s.Applicable(cat.ListsOf([]string{"DISHONEST-JUDGMENT-DEBTORS", "YOUTH-VOLUNTEER-RED"}), false)); got != "PRIORITY-VOLUNTEER,STRICT-REVIEW-DEBTOR" {
 		t.Errorf("listed subject: %s", got)
 	}
 	if got := s.Applicable(nil, false); len(got) != 0 {
 		t.Errorf("nothing applies, got %v", got)
+	}
+}
+
+// TestCivilServiceRestrictsEverySeriousDishonestyList: the Civil Servant
+// Law art. 26 bars every person listed for joint punishment of dishonesty,
+// so each serious-dishonesty list of the catalog restricts recruitment,
+// with that article as its basis, and no red list does.
+func TestCivilServiceRestrictsEverySeriousDishonestyList(t *testing.T) {
+	cat := DefaultCatalog()
+	s, ok := cat.Scenario("CIVIL-SERVICE-RECRUITMENT")
+	if !ok {
+		t.Fatal("no civil-service scenario")
+	}
+	n := 0
+	for _, l := range cat.Lists {
+		got := s.Applicable([]List{l}, false)
+		restricted := false
+		for _, a := range got {
+			if a.Kind == Restriction {
+				restricted = true
+				if !strings.Contains(a.LegalBasis, "公务员法") || len(a.Because) != 1 || a.Because[0] != l.Code {
+					t.Errorf("list %s: restriction %s with basis %q because %v", l.Code, a.Code, a.LegalBasis, a.Because)
+				}
+			}
+		}
+		if want := l.Kind == SeriousDishonestyList; restricted != want {
+			t.Errorf("list %s (%s): restricted %v, want %v", l.Code, l.Kind, restricted, want)
+		}
+		if l.Kind == SeriousDishonestyList {
+			n++
+		}
+	}
+	if n < 4 {
+		t.Fatalf("the default catalog has %d serious-dishonesty lists; the test expects several", n)
 	}
 }
 
@@ -302,13 +337,13 @@ func TestValidateRefusesBadCatalogs(t *testing.T) {
 		{"version", func(c *Catalog) { c.Version = 0 }, "catalog", "", "version"},
 		{"no items", func(c *Catalog) { c.Items = nil; c.Rules = nil }, "catalog", "", "items"},
 		{"item legal basis", func(c *Catalog) { item(c, "TAX-SERIOUS").LegalBasis = "  " }, "item", "TAX-SERIOUS", "legal_basis"},
-		{"measure legal basis", func(c *Catalog) { c.Scenarios[0].Measures[0].LegalBasis = "" }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DEBTOR", "legal_basis"},
+		{"measure legal basis", func(c *Catalog) { c.Scenarios[0].Measures[0].LegalBasis = "" }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DISHONESTY", "legal_basis"},
 		{"rule legal basis", func(c *Catalog) { c.Rules[0].LegalBasis = "" }, "rule", "P-DISHONEST-DEBTOR", "legal_basis"},
 		{"list legal basis", func(c *Catalog) { c.Lists[0].LegalBasis = "" }, "list", "DISHONEST-JUDGMENT-DEBTORS", "legal_basis"},
 		{"duplicate item", func(c *Catalog) { c.Items[1].Code = c.Items[0].Code }, "item", "FOOD-DRUG-PENALTY", "code"},
 		{"duplicate purpose", func(c *Catalog) { c.Purposes[1].Code = c.Purposes[0].Code }, "purpose", "CIVIL-SERVICE-RECRUITMENT", "code"},
 		{"duplicate domain", func(c *Catalog) { c.Domains[1].Code = c.Domains[0].Code }, "domain", "FOOD-DRUG", "code"},
-		{"duplicate measure", func(c *Catalog) { c.Scenarios[0].Measures[1].Code = c.Scenarios[0].Measures[0].Code }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DEBTOR", "code"},
+		{"duplicate measure", func(c *Catalog) { c.Scenarios[0].Measures[1].Code = c.Scenarios[0].Measures[0].Code }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DISHONESTY", "code"},
 		{"missing code", func(c *Catalog) { c.Lists[2].Code = "" }, "list", "#3", "code"},
 		{"bad code", func(c *Catalog) { item(c, "TAX-SERIOUS").Code = "TAX SERIOUS" }, "item", "TAX SERIOUS", "code"},
 		{"missing name", func(c *Catalog) { item(c, "TAX-SERIOUS").Name = "" }, "item", "TAX-SERIOUS", "name"},
@@ -318,7 +353,7 @@ func TestValidateRefusesBadCatalogs(t *testing.T) {
 		{"disclosure", func(c *Catalog) { item(c, "TAX-SERIOUS").Disclosure = "secret" }, "item", "TAX-SERIOUS", "disclosure"},
 		{"subject kind", func(c *Catalog) { item(c, "TAX-SERIOUS").SubjectKind = 0 }, "item", "TAX-SERIOUS", "subject_kind"},
 		{"list kind", func(c *Catalog) { c.Lists[0].Kind = "black" }, "list", "DISHONEST-JUDGMENT-DEBTORS", "kind"},
-		{"measure kind", func(c *Catalog) { c.Scenarios[0].Measures[0].Kind = "reward" }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DEBTOR", "kind"},
+		{"measure kind", func(c *Catalog) { c.Scenarios[0].Measures[0].Kind = "reward" }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DISHONESTY", "kind"},
 		{"zero display", func(c *Catalog) { item(c, "TAX-SERIOUS").DisplayPeriod = Period{} }, "item", "TAX-SERIOUS", "display_period"},
 		{"negative display", func(c *Catalog) { item(c, "TAX-SERIOUS").DisplayPeriod = Period{Years: 3, Days: -1} }, "item", "TAX-SERIOUS", "display_period"},
 		{"zero retention", func(c *Catalog) { item(c, "TAX-SERIOUS").RetentionPeriod = Period{} }, "item", "TAX-SERIOUS", "retention_period"},
@@ -358,17 +393,22 @@ func TestValidateRefusesBadCatalogs(t *testing.T) {
 		{"scenario purpose", func(c *Catalog) { c.Scenarios[0].Purpose = "NO-SUCH" }, "scenario", "CIVIL-SERVICE-RECRUITMENT", "purpose"},
 		{"scenario self purpose", func(c *Catalog) { c.Scenarios[0].Purpose = "SELF-INQUIRY" }, "scenario", "CIVIL-SERVICE-RECRUITMENT", "purpose"},
 		{"scenario without measures", func(c *Catalog) { c.Scenarios[0].Measures = nil }, "scenario", "CIVIL-SERVICE-RECRUITMENT", "measures"},
-		{"measure unknown list", func(c *Catalog) { c.Scenarios[0].Measures[0].List = "NO-SUCH" }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DEBTOR", "list"},
-		{"restriction from red list", func(c *Catalog) { c.Scenarios[0].Measures[0].List = "MORAL-MODEL-RED" }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DEBTOR", "list"},
-		{"incentive from dishonesty list", func(c *Catalog) { c.Scenarios[0].Measures[3].List = "WAGE-ARREARS" }, "measure", "CIVIL-SERVICE-RECRUITMENT/VOLUNTEER-REFERENCE", "list"},
-		{"measure list and condition", func(c *Catalog) { c.Scenarios[0].Measures[3].Condition = ConditionThreeYearsClean }, "measure", "CIVIL-SERVICE-RECRUITMENT/VOLUNTEER-REFERENCE", "list"},
-		{"measure neither", func(c *Catalog) { c.Scenarios[0].Measures[3].List = "" }, "measure", "CIVIL-SERVICE-RECRUITMENT/VOLUNTEER-REFERENCE", "list"},
+		{"measure unknown list", func(c *Catalog) { c.Scenarios[0].Measures[0].ListKind, c.Scenarios[0].Measures[0].List = "", "NO-SUCH" }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DISHONESTY", "list"},
+		{"restriction from red list", func(c *Catalog) {
+			c.Scenarios[0].Measures[0].ListKind, c.Scenarios[0].Measures[0].List = "", "MORAL-MODEL-RED"
+		}, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DISHONESTY", "list"},
+		{"list and list kind", func(c *Catalog) { c.Scenarios[0].Measures[0].List = "WAGE-ARREARS" }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DISHONESTY", "list"},
+		{"unknown list kind", func(c *Catalog) { c.Scenarios[0].Measures[0].ListKind = "grey" }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DISHONESTY", "list_kind"},
+		{"restriction from red lists", func(c *Catalog) { c.Scenarios[0].Measures[0].ListKind = RedList }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DISHONESTY", "list_kind"},
+		{"incentive from dishonesty list", func(c *Catalog) { c.Scenarios[0].Measures[1].List = "WAGE-ARREARS" }, "measure", "CIVIL-SERVICE-RECRUITMENT/VOLUNTEER-REFERENCE", "list"},
+		{"measure list and condition", func(c *Catalog) { c.Scenarios[0].Measures[1].Condition = ConditionThreeYearsClean }, "measure", "CIVIL-SERVICE-RECRUITMENT/VOLUNTEER-REFERENCE", "list"},
+		{"measure neither", func(c *Catalog) { c.Scenarios[0].Measures[1].List = "" }, "measure", "CIVIL-SERVICE-RECRUITMENT/VOLUNTEER-REFERENCE", "list"},
 		{"unknown condition", func(c *Catalog) {
 			m := &c.Scenarios[1].Measures[0]
 			m.Condition = "five_years_clean"
 		}, "measure", "ADMIN-LICENSING/GREEN-CHANNEL", "condition"},
 		{"restriction by condition", func(c *Catalog) { c.Scenarios[1].Measures[0].Kind = Restriction }, "measure", "ADMIN-LICENSING/GREEN-CHANNEL", "condition"},
-		{"measure text", func(c *Catalog) { c.Scenarios[0].Measures[0].Text = "" }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DEBTOR", "text"},
+		{"measure text", func(c *Catalog) { c.Scenarios[0].Measures[0].Text = "" }, "measure", "CIVIL-SERVICE-RECRUITMENT/NO-RECRUITMENT-DISHONESTY", "text"},
 		{"rule unknown item", func(c *Catalog) { c.Rules[0].Item = "NO-SUCH" }, "rule", "P-DISHONEST-DEBTOR", "item"},
 		{"rule zero points", func(c *Catalog) { c.Rules[0].Points = 0 }, "rule", "P-DISHONEST-DEBTOR", "points"},
 		{"rule wrong sign", func(c *Catalog) { c.Rules[0].Points = 30 }, "rule", "P-DISHONEST-DEBTOR", "points"},

@@ -297,8 +297,17 @@ func (v *validator) scenario(s Scenario) {
 			v.add("measure", mcode, "kind", "must be incentive or restriction, not %q", m.Kind)
 		}
 		switch {
-		case (m.List == "") == (m.Condition == ""):
-			v.add("measure", mcode, "list", "exactly one of list and condition is required")
+		case countSet(m.List, string(m.ListKind), m.Condition) != 1:
+			v.add("measure", mcode, "list", "exactly one of list, list_kind and condition is required")
+		case m.ListKind != "":
+			switch {
+			case m.ListKind != RedList && m.ListKind != SeriousDishonestyList:
+				v.add("measure", mcode, "list_kind", "must be %s or %s, not %q", RedList, SeriousDishonestyList, m.ListKind)
+			case m.Kind == Incentive && m.ListKind != RedList:
+				v.add("measure", mcode, "list_kind", "an incentive follows from red lists, not %s", m.ListKind)
+			case m.Kind == Restriction && m.ListKind != SeriousDishonestyList:
+				v.add("measure", mcode, "list_kind", "a restriction follows from serious-dishonesty lists, not %s", m.ListKind)
+			}
 		case m.List != "":
 			l, ok := v.c.List(m.List)
 			switch {
@@ -358,6 +367,17 @@ func (v *validator) levels() {
 func abs(n int) int {
 	if n < 0 {
 		return -n
+	}
+	return n
+}
+
+// countSet counts the non-empty strings.
+func countSet(vs ...string) int {
+	n := 0
+	for _, v := range vs {
+		if v != "" {
+			n++
+		}
 	}
 	return n
 }

@@ -88,6 +88,9 @@ type Config struct {
 	Cases Cases
 	// Disclosures serves the public disclosure list.
 	Disclosures Disclosures
+	// Checks serves checks, batch checks and their jobs, and
+	// classifications.
+	Checks Checks
 	// Revocations is checked on every request: TLS checks a client
 	// certificate at the handshake only, and a keep-alive connection
 	// outlives a revocation.
@@ -186,7 +189,7 @@ type route struct {
 // docs/openapi.yaml documents the same list (a test compares them).
 func (s *Server) routes() []route {
 	var out []route
-	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes()} {
+	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes()} {
 		out = append(out, rs...)
 	}
 	return out

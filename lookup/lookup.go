@@ -173,7 +173,7 @@ type District struct {
 
 // Lookup is a coordinator's federated lookup. Allowed or refused, it is in
 // this node's audit log before the answer (or the refusal) is returned; the
-// entry keeps only the stated fields that pass validation (statedFields).
+// entry keeps only the stated fields that pass validation (StatedFields).
 //
 // Two kinds of district answers are noted in the audit log with the
 // lookup's entry and counted by district: forged ones (records of another
@@ -186,7 +186,7 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 	entry := audit.By(caller, "lookup")
 	entry.LookupID = exchange.NewID("lk")
 	cat := s.cfg.Catalog()
-	entry.Purpose, entry.User, entry.Reference, entry.Authorization = statedFields(cat, in.Purpose, in.User, in.Reference, in.Authorization)
+	entry.Purpose, entry.User, entry.Reference, entry.Authorization = StatedFields(cat, in.Purpose, in.User, in.Reference, in.Authorization)
 	deny := func(e *fault.Error) (Answer, error) {
 		entry.Decision, entry.Reason = storage.DecisionDenied, string(e.Kind)
 		if err := s.cfg.Audit.Record(entry); err != nil {
@@ -332,14 +332,14 @@ func foreign(recs []credit.Record, district, subject string) string {
 	return ""
 }
 
-// statedFields returns what an audit entry keeps of a lookup's stated
+// StatedFields returns what an audit entry keeps of a lookup's stated
 // purpose, user, case reference and authorization: each as given when it
 // passes validation (a purpose: when it is in the catalog), empty when
 // not, so that a refused lookup's entry holds nothing the edge refused —
 // an unknown purpose may be anything, an identifier too.
-func statedFields(cat *credit.Catalog, purpose, user, reference, authorization string) (string, string, string, string) {
+func StatedFields(cat *credit.Catalog, purpose, user, reference, authorization string) (string, string, string, string) {
 	keep := func(name, v string) string {
-		if checkField(name, v) != nil {
+		if CheckField(name, v) != nil {
 			return ""
 		}
 		return v
@@ -379,7 +379,7 @@ func checkRequest(cat *credit.Catalog, requester certs.Identity, purpose, user, 
 		return p, fault.Field(fault.Forbidden, "authorization", "purpose %q requires the subject's authorization reference", purpose)
 	}
 	for _, f := range []struct{ name, v string }{{"user", user}, {"reference", reference}, {"authorization", authorization}} {
-		if e := checkField(f.name, f.v); e != nil {
+		if e := CheckField(f.name, f.v); e != nil {
 			return p, e
 		}
 	}
@@ -390,9 +390,9 @@ func checkRequest(cat *credit.Catalog, requester certs.Identity, purpose, user, 
 // lookup (they travel to every district and into every audit entry).
 const MaxFieldLength = 256
 
-// checkField refuses a stated field that is too long or not plain
+// CheckField refuses a stated field that is too long or not plain
 // printable text, naming the field and never its value.
-func checkField(name, v string) *fault.Error {
+func CheckField(name, v string) *fault.Error {
 	if len(v) > MaxFieldLength {
 		return fault.Field(fault.BadRequest, name, "must be at most %d bytes, got %d", MaxFieldLength, len(v))
 	}
@@ -435,7 +435,7 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	if exchange.ValidID("lk", m.LookupID) {
 		entry.LookupID = m.LookupID
 	}
-	entry.Purpose, entry.User, entry.Reference, entry.Authorization = statedFields(cat, m.Purpose, m.User, m.Reference, m.Authorization)
+	entry.Purpose, entry.User, entry.Reference, entry.Authorization = StatedFields(cat, m.Purpose, m.User, m.Reference, m.Authorization)
 	deny := func(code exchange.Code, msg string) (any, error) {
 		entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
 		if err := s.cfg.Audit.Record(entry); err != nil {

@@ -22,6 +22,7 @@ import (
 	"credfed/attest"
 	"credfed/audit"
 	"credfed/certs"
+	"credfed/checks"
 	"credfed/consensus"
 	"credfed/credit"
 	"credfed/disclosure"
@@ -64,6 +65,7 @@ type Node struct {
 	records *intake.Service
 	lookups *lookup.Service
 	rights  *rights.Service
+	checks  *checks.Service
 	signer  *attest.Signer
 
 	// anchorer anchors the audit log's head in Raft (auditcheck.go).
@@ -383,6 +385,12 @@ func (n *Node) startServices() error {
 	if err := n.rights.Reconcile(); err != nil {
 		return fmt.Errorf("node: open objections: %w", err)
 	}
+	n.checks = checks.New(checks.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
+		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Catalog: state.Catalog, Audit: n.audit,
+		Batches: n.db, Now: n.now, Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
+	if err := n.checks.Start(); err != nil {
+		return fmt.Errorf("node: batch checks: %w", err)
+	}
 	wake := func() { n.jobs.Wake(publish.JobName) }
 	// On a coordinator the records service only refuses: records are kept
 	// by districts.
@@ -447,7 +455,7 @@ func (n *Node) serve() error {
 	// longest new or idle one is closed for the newcomer.
 	ln := httpapi.NewListener(apiLn, n.cfg.API.MaxConnections, n.registry)
 	n.apiLn = ln
-	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Revocations: n.revs, Now: n.now,
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Checks: n.checks, Revocations: n.revs, Now: n.now,
 		BulkReadTimeout: time.Duration(n.cfg.API.BulkReadTimeout), BodyBudget: n.cfg.API.BodyBudgetMiB << 20,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{
@@ -654,6 +662,9 @@ func (n *Node) closeAll() error {
 	}
 	if n.jobs != nil {
 		n.jobs.Stop()
+	}
+	if n.checks != nil {
+		n.checks.Stop()
 	}
 	if n.rep != nil {
 		if err := n.rep.Close(); err != nil {

@@ -25,7 +25,7 @@ type Access struct {
 	Coordinator string `cbor:"8,keyasint,omitempty"`
 	// Districts are the regions of the districts that answered, sorted.
 	Districts []string `cbor:"9,keyasint,omitempty"`
-	// Operation is what was done: "lookup" (later "check").
+	// Operation is what was done: "lookup", "check", "classification" or "report".
 	Operation string `cbor:"10,keyasint,omitempty"`
 }
 
@@ -45,8 +45,8 @@ type AccessLog struct {
 // A report is a read of the subject's records too (by a portal, or by
 // whoever a node claims is one), so it is in the access log like a lookup.
 var (
-	askingOps    = map[string]string{"lookup": "lookup", "check": "check", KindReport: KindReport}
-	answeringOps = map[string]string{"lookup.answer": "lookup", "check.answer": "check", "report.answer": KindReport}
+	askingOps    = map[string]string{"lookup": "lookup", "check": "check", "classification": "classification", KindReport: KindReport}
+	answeringOps = map[string]string{"lookup.answer": "lookup", "check.answer": "check", "classification.answer": "classification", "report.answer": KindReport}
 )
 
 // fromAsking reads the coordinator-side entries of a subject's audit.

@@ -1,0 +1,133 @@
+package checks
+
+import (
+	"context"
+	"strings"
+
+	"credfed/api"
+	"credfed/audit"
+	"credfed/certs"
+	"credfed/credit"
+	"credfed/exchange"
+	"credfed/fault"
+	"credfed/lookup"
+	"credfed/storage"
+)
+
+// ClassificationNote is said with every classification.
+const ClassificationNote = "Informational only: no measure follows from a level by itself (measures follow from lists and conditions in a check's scenario)."
+
+// planForPurpose is planFor for a classification: a purpose of the
+// catalog the requester's role may use, not the subject's own.
+func planForPurpose(cat *credit.Catalog, requester certs.Identity, purpose, user string) (plan, *fault.Error) {
+	pl := plan{cat: cat}
+	p, ok := cat.Purpose(purpose)
+	switch {
+	case purpose == "":
+		return pl, fault.Field(fault.BadRequest, "purpose", "required: a classification names a purpose of the catalog")
+	case !ok:
+		return pl, fault.Field(fault.Forbidden, "purpose", "the purpose is not in catalog version %d (GET /v1/catalog lists the purposes)", cat.Version)
+	case p.SubjectOwn:
+		return pl, fault.Field(fault.Forbidden, "purpose", "purpose %q is the subject's own inquiry, made through a portal", purpose)
+	case requester.Role != certs.Coordinator:
+		return pl, fault.New(fault.Forbidden, "classifications are asked by coordinators, not by a %s certificate", requester.Role)
+	case !p.Admits(string(requester.Role)):
+		return pl, fault.Field(fault.Forbidden, "purpose", "purpose %q may not be used by a %s", purpose, requester.Role)
+	case strings.TrimSpace(user) == "":
+		return pl, fault.Field(fault.BadRequest, "user", "required: the end user who asks")
+	}
+	if e := lookup.CheckField("user", user); e != nil {
+		return pl, e
+	}
+	pl.purpose = p
+	return pl, nil
+}
+
+// Classify is a coordinator's classification of a subject (integrity
+// points): every district that holds something of the subject is asked
+// for what the purpose may see, and the catalog's rules give the points.
+// Informational only; audited like a lookup at every node it touches.
+func (s *Service) Classify(ctx context.Context, caller certs.Identity, in api.ClassificationRequest) (api.Classification, error) {
+	entry := audit.By(caller, "classification")
+	entry.LookupID = exchange.NewID("lk")
+	cat := s.cfg.Catalog()
+	entry.Purpose, entry.User, entry.Reference, entry.Authorization = lookup.StatedFields(cat, in.Purpose, in.User, in.Reference, in.Authorization)
+	key := s.cfg.Key
+	switch {
+	case caller.Role == certs.Portal:
+		return api.Classification{}, s.refuse(&entry, fault.New(fault.Forbidden, "a subject's own classification is part of the report (POST /v1/reports); this classification is for coordinators"))
+	case !s.cfg.Self.Role.IsCoordinatorNode() || !key.Valid():
+		return api.Classification{}, s.refuse(&entry, fault.New(fault.Forbidden, "classifications are made at coordinator nodes (province, city); this is a %s node", s.cfg.Self.Role))
+	case !certs.InRegion(caller.Region, s.cfg.Self.Region):
+		return api.Classification{}, s.refuse(&entry, fault.New(fault.Forbidden, "a coordinator of %s asks through its own node", caller.Region))
+	case cat == nil:
+		return api.Classification{}, fault.New(fault.Unavailable, "this node has not received the federation's catalog yet")
+	}
+	pl, e := planForPurpose(cat, caller, in.Purpose, in.User)
+	if e == nil {
+		e = pl.checkRow(in.Reference, in.Authorization)
+	}
+	if e != nil {
+		return api.Classification{}, s.refuse(&entry, e)
+	}
+	sub, e := s.parse(in.Subject)
+	if e != nil {
+		return api.Classification{}, s.refuse(&entry, e)
+	}
+	p := key.Pseudonym(sub.ID)
+	entry.Subject = p.String()
+	if s.cfg.Quotas != nil {
+		if err := s.cfg.Quotas.Admit(institutionOf(caller), pl.purpose.Code, 1); err != nil {
+			return api.Classification{}, s.refuse(&entry, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	entries, _, err := s.cfg.Index.Lookup(ctx, p, false)
+	if err != nil {
+		return api.Classification{}, indexFault(err)
+	}
+	row := &pending{query: subjectQuery{Subject: sub.ID, Pseudonym: p, Reference: in.Reference, Authorization: in.Authorization, CheckID: entry.LookupID}}
+	var held []consensusEntry
+	for _, ie := range entries {
+		if ie.Holds() {
+			held = append(held, ie)
+		}
+	}
+	row.routeAll(held, s.cfg.Index, s.cfg.Self.Federation)
+	s.ask(ctx, caller, pl, in.User, []*pending{row})
+	today := credit.TodayAt(s.cfg.Now())
+	out := api.Classification{ClassificationID: entry.LookupID, Note: ClassificationNote, Complete: true, Points: []api.ClassificationPoint{}, Districts: []api.DistrictResult{}}
+	var recs []credit.Record
+	for _, pt := range row.parts {
+		out.Districts = append(out.Districts, api.DistrictResult{District: pt.region, Name: pt.name, Status: string(pt.status), Error: pt.err, Records: []api.Record{}})
+		if pt.status != exchange.StatusOK {
+			out.Complete = false
+			continue
+		}
+		recs = append(recs, pt.records...)
+	}
+	c := cat.Classify(recs, pl.purpose, today)
+	out.Level, out.LevelName, out.Total = c.Level, c.LevelName, c.Total
+	byID := map[string]credit.Record{}
+	for _, r := range recs {
+		byID[r.Department+"\x00"+r.ID] = r
+	}
+	for _, pnt := range c.Points {
+		ref := pnt.Record
+		if r, ok := byID[pnt.Department+"\x00"+pnt.Record]; ok {
+			ref = credit.RefOf(r.District, r).String()
+		}
+		out.Points = append(out.Points, api.ClassificationPoint{Points: pnt.Points, Record: ref, Rule: pnt.Rule, LegalBasis: pnt.LegalBasis,
+			Decayed: pnt.Decayed, Capped: pnt.Capped})
+	}
+	entry.Decision, entry.Records = storage.DecisionAllowed, row.refs()
+	if err := s.cfg.Audit.Record(entry, row.notes(entry)...); err != nil {
+		return api.Classification{}, err
+	}
+	if s.cfg.Quotas != nil {
+		s.cfg.Quotas.Observe(institutionOf(caller), pl.purpose.Code, entry.Subject, in.Reference, s.cfg.Now(), 1)
+	}
+	s.checks.WithLabelValues("allowed").Inc()
+	return out, nil
+}
