@@ -36,11 +36,11 @@ type BatchStore interface {
 const (
 	// MaxBatchRows bounds the rows of one batch check.
 	MaxBatchRows = 100_000
-	// ChunkRows is how many rows a batch checks at a time: their audit
-	// entries are appended at once and their results kept with the job's
-	// progress in one synced write, so that a restart resumes after the
-	// last chunk kept.
-	ChunkRows = 2000
+	// DefaultChunkRows is how many rows a batch checks at a time: their
+	// audit entries are appended at once and their results kept with the
+	// job's progress in one synced write, so that a restart resumes after
+	// the last chunk kept.
+	DefaultChunkRows = 2000
 	// MaxJobs bounds the batch jobs a node keeps (finished ones are
 	// dropped oldest first to make room); MaxPending those not finished.
 	MaxJobs    = 32
@@ -71,6 +71,7 @@ type jobState struct {
 	Done      int            `cbor:"9,keyasint"`
 	Failed    int            `cbor:"10,keyasint"`
 	Status    string         `cbor:"11,keyasint"`
+	ChunkRows int            `cbor:"16,keyasint"`
 	Created   time.Time      `cbor:"12,keyasint"`
 	Started   time.Time      `cbor:"13,keyasint,omitzero"`
 	Finished  time.Time      `cbor:"14,keyasint,omitzero"`
@@ -216,8 +217,9 @@ func (s *Service) SubmitBatch(ctx context.Context, caller certs.Identity, in api
 	st := jobState{ID: exchange.NewID("job"), Requester: caller, Scenario: pl.scenario.Code, Purpose: pl.purpose.Code, User: in.User,
 		Rows: len(in.Rows), Status: JobQueued, Created: s.cfg.Now().UTC()}
 	var chunks [][]byte
-	for i := 0; i < len(in.Rows); i += ChunkRows {
-		c, err := cbor.Marshal(in.Rows[i:min(i+ChunkRows, len(in.Rows))])
+	st.ChunkRows = s.cfg.ChunkRows
+	for i := 0; i < len(in.Rows); i += st.ChunkRows {
+		c, err := cbor.Marshal(in.Rows[i:min(i+st.ChunkRows, len(in.Rows))])
 		if err != nil {
 			return api.Job{}, fault.Wrap(fault.Internal, err, "the rows could not be encoded")
 		}
@@ -388,7 +390,7 @@ func (b *batchRunner) run(ctx context.Context, id string) error {
 		var results []byte
 		var failed int
 		for attempt := 0; ; attempt++ {
-			results, failed, err = b.s.checkChunk(ctx, st, pl, st.Next*ChunkRows, rows)
+			results, failed, err = b.s.checkChunk(ctx, st, pl, st.Next*st.ChunkRows, rows)
 			if err == nil || ctx.Err() != nil || attempt == 4 {
 				break
 			}
@@ -514,7 +516,7 @@ func (s *Service) checkChunk(ctx context.Context, st jobState, pl plan, first in
 		}
 		s.rows.WithLabelValues(status).Inc()
 		if s.cfg.Quotas != nil && entries[i].Decision == storage.DecisionAllowed {
-			s.cfg.Quotas.Observe(institutionOf(st.Requester), pl.purpose.Code, entries[i].Subject, rows[i].Reference, now, st.Rows)
+			s.cfg.Quotas.Observe(institutionOf(st.Requester), pl.purpose.Code, entries[i].Subject, rows[i].Reference, st.Rows)
 		}
 	}
 	var buf bytes.Buffer

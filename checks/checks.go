@@ -97,11 +97,8 @@ type Records interface {
 }
 
 // Quotas admits queries against the querier quotas and notes them for
-// the anomaly flags (queriers.Tracker).
-type Quotas interface {
-	Admit(institution, purpose string, n int) error
-	Observe(institution, purpose, subject, reference string, at time.Time, batch int)
-}
+// the anomaly flags (as for lookups).
+type Quotas = lookup.Quotas
 
 // Config configures the check service of one node.
 type Config struct {
@@ -120,6 +117,9 @@ type Config struct {
 	Quotas Quotas
 	// Batches keeps batch jobs (coordinators; storage.DB).
 	Batches BatchStore
+	// ChunkRows is how many rows of a batch are checked, audited and kept
+	// at a time (default DefaultChunkRows).
+	ChunkRows int
 	// Now is the node's clock; nil is time.Now.
 	Now func() time.Time
 	// Timeout bounds one check across districts (default 5 s).
@@ -149,6 +149,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.ChunkRows <= 0 {
+		cfg.ChunkRows = DefaultChunkRows
 	}
 	if cfg.ForwardRate <= 0 {
 		cfg.ForwardRate = 100
@@ -274,12 +277,7 @@ func (pl plan) checkRow(reference, authorization string) *fault.Error {
 }
 
 // institutionOf is who a quota counts a query against.
-func institutionOf(id certs.Identity) string {
-	if id.Institution != "" {
-		return id.Institution
-	}
-	return id.Region
-}
+func institutionOf(id certs.Identity) string { return lookup.QuotaKey(id) }
 
 // run is a check at a coordinator node, for a requester it vouches for
 // (via nil) or that the district via forwarded.
@@ -345,7 +343,7 @@ func (s *Service) run(ctx context.Context, requester certs.Identity, via *certs.
 		return api.CheckAnswer{}, err
 	}
 	if s.cfg.Quotas != nil {
-		s.cfg.Quotas.Observe(institutionOf(requester), pl.purpose.Code, entry.Subject, in.Reference, s.cfg.Now(), 1)
+		s.cfg.Quotas.Observe(institutionOf(requester), pl.purpose.Code, entry.Subject, in.Reference, 1)
 	}
 	s.checks.WithLabelValues("allowed").Inc()
 	return out, nil

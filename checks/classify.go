@@ -126,7 +126,7 @@ func (s *Service) Classify(ctx context.Context, caller certs.Identity, in api.Cl
 		return api.Classification{}, err
 	}
 	if s.cfg.Quotas != nil {
-		s.cfg.Quotas.Observe(institutionOf(caller), pl.purpose.Code, entry.Subject, in.Reference, s.cfg.Now(), 1)
+		s.cfg.Quotas.Observe(institutionOf(caller), pl.purpose.Code, entry.Subject, in.Reference, 1)
 	}
 	s.checks.WithLabelValues("allowed").Inc()
 	return out, nil

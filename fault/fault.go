@@ -7,6 +7,7 @@ package fault
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind is why a request was refused. The values are the API's error codes
@@ -37,7 +38,11 @@ type Error struct {
 	Kind    Kind
 	Field   string // the JSON field the refusal is about, if any
 	Message string
-	Cause   error
+	// RetryAfter, if above zero, is how long the caller should wait
+	// before asking again (a quota's reset); the HTTP edge sends it as
+	// Retry-After in whole seconds, rounded up.
+	RetryAfter time.Duration
+	Cause      error
 }
 
 // Error implements error with the message meant for the caller.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"credfed/api"
 	"credfed/fault"
@@ -73,8 +74,17 @@ func writeError(w http.ResponseWriter, e *api.Error) {
 }
 
 // retryAfter is the Retry-After (seconds) of an unavailable or
-// too-many-requests refusal.
+// too-many-requests refusal that does not say how long to wait.
 const retryAfter = "2"
+
+// setRetryAfter sets Retry-After from a refusal that says how long to wait
+// (fault.Error.RetryAfter, e.g. until a quota resets), in whole seconds
+// rounded up; writeError then keeps it.
+func setRetryAfter(w http.ResponseWriter, err error) {
+	if e := fault.As(err); e != nil && e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
+	}
+}
 
 func writeErrorStatus(w http.ResponseWriter, status int, e *api.Error) {
 	writeJSON(w, status, api.ErrorBody{Error: e})

@@ -91,6 +91,9 @@ type Config struct {
 	// Checks serves checks, batch checks and their jobs, and
 	// classifications.
 	Checks Checks
+	// Queriers serves GET /v1/audit/queriers (queriers.Tracker); nil on a
+	// node that tracks no queriers.
+	Queriers Queriers
 	// Revocations is checked on every request: TLS checks a client
 	// certificate at the handshake only, and a keep-alive connection
 	// outlives a revocation.
@@ -189,7 +192,7 @@ type route struct {
 // docs/openapi.yaml documents the same list (a test compares them).
 func (s *Server) routes() []route {
 	var out []route
-	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes()} {
+	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes()} {
 		out = append(out, rs...)
 	}
 	return out
@@ -295,6 +298,7 @@ func (s *Server) serveRoute(rt route, w http.ResponseWriter, r *http.Request) {
 	if err := rt.handle(w, r, c); err != nil {
 		e := s.apiError(rt, err)
 		code = e.Code
+		setRetryAfter(w, err)
 		writeError(w, e)
 	}
 }

@@ -76,6 +76,9 @@ type Config struct {
 	// Catalog is the replicated catalog, nil before it has arrived.
 	Catalog func() *credit.Catalog
 	Audit   *audit.Recorder
+	// Quotas admits lookups against the querier quotas and notes them for
+	// the anomaly flags (queriers.Tracker); nil for none.
+	Quotas Quotas
 	// Now is the node's clock (display periods, audit times); nil is
 	// time.Now.
 	Now func() time.Time
@@ -83,6 +86,22 @@ type Config struct {
 	Timeout    time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+}
+
+// Quotas admits queries against the querier quotas and notes the ones
+// that ran (queriers.Tracker behind an adapter).
+type Quotas interface {
+	Admit(institution, purpose string, n int) error
+	Observe(institution, purpose, subject, reference string, batch int)
+}
+
+// QuotaKey is who a quota counts a query against: the requester's
+// institution, or its region when it names none.
+func QuotaKey(id certs.Identity) string {
+	if id.Institution != "" {
+		return id.Institution
+	}
+	return id.Region
 }
 
 // Service is a node's lookup service.
@@ -231,6 +250,14 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 	default:
 		return deny(fault.Field(fault.BadRequest, "consistency", "must be local or strong"))
 	}
+	if s.cfg.Quotas != nil {
+		if err := s.cfg.Quotas.Admit(QuotaKey(caller), in.Purpose, 1); err != nil {
+			if fe := fault.As(err); fe != nil {
+				return deny(fe)
+			}
+			return Answer{}, err
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	p := key.Pseudonym(subject.ID)
@@ -312,6 +339,9 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 	entry.Decision = storage.DecisionAllowed
 	if err := s.cfg.Audit.Record(entry, notes...); err != nil {
 		return Answer{}, err
+	}
+	if s.cfg.Quotas != nil {
+		s.cfg.Quotas.Observe(QuotaKey(caller), in.Purpose, entry.Subject, in.Reference, 1)
 	}
 	s.asked.WithLabelValues("allowed").Inc()
 	return out, nil

@@ -16,6 +16,7 @@ import (
 
 	"credfed/certs"
 	"credfed/credit"
+	"credfed/queriers"
 )
 
 // Config is everything a node needs to run. docs/config.md documents each
@@ -46,6 +47,9 @@ type Config struct {
 	// API bounds what the HTTPS API holds for its clients.
 	API APIConfig `yaml:"api,omitempty"`
 
+	// Checks tunes checks and batch checks (coordinators).
+	Checks ChecksConfig `yaml:"checks,omitempty"`
+
 	// EncryptionKeyFile holds the AES key (hex) that encrypts the data
 	// directory at rest; empty leaves it unencrypted.
 	EncryptionKeyFile string `yaml:"encryption_key_file,omitempty"`
@@ -57,6 +61,10 @@ type Config struct {
 
 	// PseudonymCustody tunes a coordinator's custody of the pseudonym key.
 	PseudonymCustody CustodyConfig `yaml:"pseudonym_custody,omitempty"`
+
+	// Queriers sets the query quotas of institutions and the thresholds
+	// of the anomaly flags on their use (coordinators).
+	Queriers queriers.Config `yaml:"queriers,omitempty"`
 
 	// Coordinators are exchange addresses (host:port) of coordinator nodes
 	// a district asks for pseudonyms before the registry has reached it,
@@ -217,7 +225,8 @@ var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type
 var sectionOf = map[string]string{
 	"node.Config": "", "node.ListenConfig": "listen.", "node.AdvertiseConfig": "advertise.", "node.TLSConfig": "tls.",
 	"node.RaftConfig": "raft.", "node.RegionConfig": "raft.bootstrap_regions[].", "node.LogConfig": "log.",
-	"node.CustodyConfig": "pseudonym_custody.", "node.APIConfig": "api.",
+	"node.CustodyConfig": "pseudonym_custody.", "node.APIConfig": "api.", "node.ChecksConfig": "checks.",
+	"queriers.Config": "queriers.", "queriers.Quota": "queriers.quotas[].", "queriers.Flags": "queriers.flags.",
 }
 
 // LoadConfig reads a YAML configuration file; unknown fields are refused.
@@ -301,6 +310,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AuditAnchorInterval <= 0 {
 		c.AuditAnchorInterval = Duration(time.Minute)
+	}
+	if c.Checks.BatchChunkRows <= 0 {
+		c.Checks.BatchChunkRows = 2000
 	}
 	if c.API.MaxConnections <= 0 {
 		c.API.MaxConnections = 4096
@@ -395,6 +407,9 @@ func (c Config) Validate() error {
 	if c.Raft.SnapshotInterval < 0 {
 		return fieldErr("raft.snapshot_interval", "must not be negative")
 	}
+	if c.Checks.BatchChunkRows > 5000 {
+		return fieldErr("checks.batch_chunk_rows", "at most 5000 (a chunk's results are kept in one write), got %d", c.Checks.BatchChunkRows)
+	}
 	if c.API.MaxConnections < 0 || c.API.BodyBudgetMiB < 0 || c.API.BulkReadTimeout < 0 {
 		return fieldErr("api", "max_connections, body_budget_mib and bulk_read_timeout must not be negative")
 	}
@@ -405,6 +420,13 @@ func (c Config) Validate() error {
 		if err := certs.CheckRegion(path); err != nil || r <= 0 {
 			return fieldErr("pseudonym_custody.district_rates", "%q: a region path and a rate above 0", path)
 		}
+	}
+	if err := c.Queriers.Validate(); err != nil {
+		var qe *queriers.ConfigError
+		if errors.As(err, &qe) {
+			return fieldErr("queriers."+qe.Field, "%s", qe.Message)
+		}
+		return fieldErr("queriers", "%v", err)
 	}
 	if c.Raft.Bootstrap && c.Role != certs.Province {
 		return fieldErr("raft.bootstrap", "only a province node starts a federation")
@@ -428,4 +450,12 @@ func (c Config) Validate() error {
 		return fieldErr("log.format", "%q is not text or json", c.Log.Format)
 	}
 	return nil
+}
+
+// ChecksConfig tunes checks and batch checks.
+type ChecksConfig struct {
+	// BatchChunkRows is how many rows of a batch check are checked, audited
+	// and kept at a time (default 2000, at most 5000): a restart resumes
+	// after the last chunk kept.
+	BatchChunkRows int `yaml:"batch_chunk_rows,omitempty"`
 }

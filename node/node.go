@@ -33,6 +33,7 @@ import (
 	"credfed/lookup"
 	"credfed/pseudonym"
 	"credfed/publish"
+	"credfed/queriers"
 	"credfed/rights"
 	"credfed/storage"
 	"credfed/sweep"
@@ -66,6 +67,9 @@ type Node struct {
 	lookups *lookup.Service
 	rights  *rights.Service
 	checks  *checks.Service
+	// queriers holds the querier quotas and flags (coordinators; nil on
+	// districts).
+	queriers *queriers.Tracker
 	signer  *attest.Signer
 
 	// anchorer anchors the audit log's head in Raft (auditcheck.go).
@@ -366,7 +370,14 @@ func (n *Node) startServices() error {
 			return fmt.Errorf("node: %w", err)
 		}
 	}
-	n.lookups = lookup.New(lookup.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
+	var quotas lookup.Quotas
+	if cfg.Role.IsCoordinatorNode() {
+		qc := cfg.Queriers
+		qc.Logger, qc.Registerer = n.log, n.registry
+		n.queriers = queriers.New(qc)
+		quotas = querierQuotas{n.queriers}
+	}
+	n.lookups = lookup.New(lookup.Config{Quotas: quotas, Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
 		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Catalog: state.Catalog, Audit: n.audit, Now: n.now,
 		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
 	n.disclosures = disclosure.New(disclosure.Config{Self: cfg.Identity(), Records: n.db, Registry: state, Endpoint: n.ep,
@@ -387,7 +398,7 @@ func (n *Node) startServices() error {
 	}
 	n.checks = checks.New(checks.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
 		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Catalog: state.Catalog, Audit: n.audit,
-		Batches: n.db, Now: n.now, Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
+		Quotas: quotas, Batches: n.db, ChunkRows: cfg.Checks.BatchChunkRows, Now: n.now, Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
 	if err := n.checks.Start(); err != nil {
 		return fmt.Errorf("node: batch checks: %w", err)
 	}
@@ -409,6 +420,18 @@ func (n *Node) startServices() error {
 		}
 	}
 	return nil
+}
+
+// querierQuotas is the querier tracker as the lookup and check services
+// see it.
+type querierQuotas struct{ t *queriers.Tracker }
+
+func (q querierQuotas) Admit(institution, purpose string, n int) error {
+	return q.t.Admit(institution, purpose, n)
+}
+
+func (q querierQuotas) Observe(institution, purpose, subject, reference string, batch int) {
+	q.t.Observe(queriers.Query{Institution: institution, Purpose: purpose, Subject: subject, Reference: reference, Batch: batch})
 }
 
 // replicaIndex is the replica as the services see the index.
@@ -455,7 +478,7 @@ func (n *Node) serve() error {
 	// longest new or idle one is closed for the newcomer.
 	ln := httpapi.NewListener(apiLn, n.cfg.API.MaxConnections, n.registry)
 	n.apiLn = ln
-	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Checks: n.checks, Revocations: n.revs, Now: n.now,
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
 		BulkReadTimeout: time.Duration(n.cfg.API.BulkReadTimeout), BodyBudget: n.cfg.API.BodyBudgetMiB << 20,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{
@@ -543,6 +566,14 @@ func (n *Node) Ready() (bool, string) {
 		return false, "no Raft leader known"
 	}
 	return true, "ready"
+}
+
+// querierReport is what GET /v1/audit/queriers serves: nil on a district.
+func (n *Node) querierReport() httpapi.Queriers {
+	if n.queriers == nil {
+		return nil
+	}
+	return n.queriers
 }
 
 // Catalog is the replicated catalog, nil before it has arrived.

@@ -23,7 +23,7 @@ import (
 const famBatch = 'k'
 
 // MaxBatchChunk bounds one chunk of rows or results.
-const MaxBatchChunk = 8 << 20
+const MaxBatchChunk = 32 << 20
 
 func batchKey(id string, kind byte, chunk int) []byte {
 	b := prefix(famBatch, len(id)+6)

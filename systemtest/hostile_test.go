@@ -1968,6 +1968,13 @@ type procFed struct {
 
 func startProcFed(t *testing.T, districts int) *procFed {
 	t.Helper()
+	return startProcFedWith(t, districts, nil)
+}
+
+// startProcFedWith is startProcFed with patch called on the layout before
+// any node starts (to change a node's configuration file).
+func startProcFedWith(t *testing.T, districts int, patch func(localfed.Layout)) *procFed {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "credfed")
 	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "credfed/cmd/credfed").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -1975,6 +1982,9 @@ func startProcFed(t *testing.T, districts int) *procFed {
 	l, err := localfed.Create(localfed.Spec{Dir: filepath.Join(t.TempDir(), "fed"), Districts: districts})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if patch != nil {
+		patch(l)
 	}
 	pf := &procFed{t: t, bin: bin, layout: l, procs: map[string]*exec.Cmd{}, exited: map[string]chan struct{}{}}
 	t.Cleanup(func() {
