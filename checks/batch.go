@@ -78,6 +78,10 @@ type jobState struct {
 	Error     string         `cbor:"15,keyasint,omitempty"`
 }
 
+// jobEnc keeps a job's times to the nanosecond (the rate is computed from
+// them).
+var jobEnc, _ = cbor.EncOptions{Time: cbor.TimeRFC3339Nano}.EncMode()
+
 // batchRunner checks batch jobs one at a time, in the order they came.
 type batchRunner struct {
 	s     *Service
@@ -226,7 +230,7 @@ func (s *Service) SubmitBatch(ctx context.Context, caller certs.Identity, in api
 		chunks = append(chunks, c)
 	}
 	st.Chunks = len(chunks)
-	raw, _ := cbor.Marshal(st)
+	raw, _ := jobEnc.Marshal(st)
 	if err := b.store.CreateBatch(st.ID, raw, chunks); err != nil {
 		return api.Job{}, fault.Wrap(fault.Unavailable, err, "the batch could not be kept")
 	}
@@ -414,7 +418,7 @@ func (b *batchRunner) run(ctx context.Context, id string) error {
 		if st.Next == st.Chunks {
 			st.Status, st.Finished = JobDone, b.s.cfg.Now().UTC()
 		}
-		enc, _ := cbor.Marshal(st)
+		enc, _ := jobEnc.Marshal(st)
 		if err := b.store.PutBatchResults(id, st.Next-1, results, enc); err != nil {
 			return err
 		}
@@ -426,7 +430,7 @@ func (b *batchRunner) run(ctx context.Context, id string) error {
 }
 
 func (b *batchRunner) put(st jobState) error {
-	raw, err := cbor.Marshal(st)
+	raw, err := jobEnc.Marshal(st)
 	if err != nil {
 		return err
 	}
