@@ -70,7 +70,7 @@ type Node struct {
 	// queriers holds the querier quotas and flags (coordinators; nil on
 	// districts).
 	queriers *queriers.Tracker
-	signer  *attest.Signer
+	signer   *attest.Signer
 
 	// anchorer anchors the audit log's head in Raft (auditcheck.go).
 	anchorer *audit.Anchorer
