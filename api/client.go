@@ -365,3 +365,27 @@ func (c *Client) Classify(ctx context.Context, req ClassificationRequest) (*Clas
 	_, err := c.Do(ctx, "POST", "/v1/classification", "", req, &out)
 	return &out, err
 }
+
+// JobResultsTo streams a batch job's NDJSON results into w, as they come,
+// and returns the bytes written.
+func (c *Client) JobResultsTo(ctx context.Context, id string, w io.Writer) (int64, error) {
+	path := "/v1/jobs/" + url.PathEscape(id) + "/results"
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base+path, nil)
+	if err != nil {
+		return 0, fmt.Errorf("api: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return 0, statusError("GET", path, resp.StatusCode, data)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("GET %s: reading the results: %w", path, err)
+	}
+	return n, nil
+}

@@ -25,12 +25,17 @@ func newProgress(w io.Writer, total int, what string) *progress {
 // newBar draws on w, terminal or not (tests draw into a buffer), at most
 // once every throttle.
 func newBar(w io.Writer, total int, what string, throttle time.Duration) *progressbar.ProgressBar {
+	return newBarOf(w, total, what, "records", throttle)
+}
+
+// newBarOf is newBar counting unit (records, rows).
+func newBarOf(w io.Writer, total int, what, unit string, throttle time.Duration) *progressbar.ProgressBar {
 	return progressbar.NewOptions(total,
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription(what),
 		progressbar.OptionShowCount(),
 		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("records"),
+		progressbar.OptionSetItsString(unit),
 		progressbar.OptionSetPredictTime(true),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(throttle),
