@@ -88,6 +88,8 @@ type Config struct {
 	Cases Cases
 	// Disclosures serves the public disclosure list.
 	Disclosures Disclosures
+	// Stats serves the federation statistics (coordinator nodes).
+	Stats Stats
 	// Checks serves checks, batch checks and their jobs, and
 	// classifications.
 	Checks Checks
@@ -192,7 +194,7 @@ type route struct {
 // docs/openapi.yaml documents the same list (a test compares them).
 func (s *Server) routes() []route {
 	var out []route
-	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes()} {
+	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes(), s.statsRoutes()} {
 		out = append(out, rs...)
 	}
 	return out

@@ -35,6 +35,7 @@ import (
 	"credfed/publish"
 	"credfed/queriers"
 	"credfed/rights"
+	"credfed/stats"
 	"credfed/storage"
 	"credfed/sweep"
 )
@@ -76,6 +77,7 @@ type Node struct {
 	anchorer *audit.Anchorer
 
 	disclosures *disclosure.Service // the public disclosure list
+	stats       *stats.Service      // the federation statistics
 
 	apiLn      net.Listener
 	api        *http.Server
@@ -382,6 +384,8 @@ func (n *Node) startServices() error {
 		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
 	n.disclosures = disclosure.New(disclosure.Config{Self: cfg.Identity(), Records: n.db, Registry: state, Endpoint: n.ep,
 		Catalog: state.Catalog, Now: n.now, Logger: n.log, Registerer: n.registry})
+	n.stats = stats.New(stats.Config{Self: cfg.Identity(), Registry: state, Endpoint: n.ep, Records: n.db, AuditLog: n.db.Audit(),
+		Catalog: state.Catalog, Audit: n.audit, Now: n.now, Logger: n.log, Registerer: n.registry})
 	if cfg.Role.IsCoordinatorNode() {
 		signer, err := attest.NewSigner(n.cert, n.now)
 		if err != nil {
@@ -478,7 +482,7 @@ func (n *Node) serve() error {
 	// longest new or idle one is closed for the newcomer.
 	ln := httpapi.NewListener(apiLn, n.cfg.API.MaxConnections, n.registry)
 	n.apiLn = ln
-	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Stats: n.stats, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
 		BulkReadTimeout: time.Duration(n.cfg.API.BulkReadTimeout), BodyBudget: n.cfg.API.BodyBudgetMiB << 20,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{
