@@ -129,6 +129,10 @@ type UsagePurpose struct {
 // UsageRow is one institution's lookups: Counts in the order of the
 // purposes. Institution "(other)" takes those beyond the table's bound.
 type UsageRow struct {
+	// Node is the coordinator node that served the queries: each node's
+	// are a row of their own, so that one node's counts cannot be
+	// subtracted from another's.
+	Node        string `json:"node,omitempty"`
 	Region      string `json:"region,omitempty"`
 	Institution string `json:"institution"`
 	Counts      []Cell `json:"counts"`

@@ -45,6 +45,9 @@ const (
 	// dropped oldest first to make room); MaxPending those not finished.
 	MaxJobs    = 32
 	MaxPending = 8
+	// JobRetention is how long a finished job and its results are kept:
+	// the results hold the subjects' records as they were.
+	JobRetention = 7 * 24 * time.Hour
 	// JobKind is the kind of a batch check job.
 	JobKind = "check.batch"
 )
@@ -111,18 +114,27 @@ func (s *Service) Start() error {
 		return nil
 	}
 	var resume []jobState
+	var expired []string
 	err := b.store.Batches(func(id string, raw []byte) error {
 		var st jobState
 		if err := cbor.Unmarshal(raw, &st); err != nil {
 			return fmt.Errorf("checks: batch job state: %w", err)
 		}
-		if st.Status == JobQueued || st.Status == JobRunning {
+		switch {
+		case st.Status == JobQueued || st.Status == JobRunning:
 			resume = append(resume, st)
+		case s.cfg.Now().Sub(st.Finished) > JobRetention:
+			expired = append(expired, st.ID)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
+	}
+	for _, id := range expired {
+		if err := b.store.DeleteBatch(id); err != nil {
+			return fmt.Errorf("checks: dropping an expired batch job: %w", err)
+		}
 	}
 	sortJobs(resume)
 	for _, st := range resume {
@@ -209,10 +221,13 @@ func (s *Service) SubmitBatch(ctx context.Context, caller certs.Identity, in api
 			return api.Job{}, s.refuse(&entry, err)
 		}
 	}
-	// Room for the new job: the oldest finished ones go.
+	// Room for the new job: the oldest finished ones go, and every one
+	// finished more than JobRetention ago.
 	sortJobs(kept)
-	for i := 0; len(kept)-i >= MaxJobs && i < len(kept); i++ {
-		if st := kept[i]; st.Status == JobDone || st.Status == JobFailed {
+	now := s.cfg.Now()
+	for i, st := range kept {
+		finished := st.Status == JobDone || st.Status == JobFailed
+		if finished && (len(kept)-i >= MaxJobs || now.Sub(st.Finished) > JobRetention) {
 			if err := b.store.DeleteBatch(st.ID); err != nil {
 				return api.Job{}, fault.Wrap(fault.Unavailable, err, "an old batch job could not be dropped")
 			}
@@ -288,7 +303,8 @@ func (s *Service) jobFor(caller certs.Identity, id string, operator bool) (jobSt
 	if err := cbor.Unmarshal(raw, &st); err != nil {
 		return jobState{}, fault.Wrap(fault.Internal, err, "the job's state is unreadable")
 	}
-	if st.Requester.String() != caller.String() && !(operator && caller.Role == certs.Operator) {
+	reviewer := operator && caller.Role == certs.Operator && caller.Federation == s.cfg.Self.Federation && certs.InRegion(s.cfg.Self.Region, caller.Region)
+	if st.Requester.String() != caller.String() && !reviewer {
 		// Not "forbidden": whose jobs exist is not for others to learn.
 		return jobState{}, fault.Field(fault.NotFound, "id", "no such job")
 	}

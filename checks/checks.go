@@ -248,7 +248,7 @@ func planFor(cat *credit.Catalog, requester certs.Identity, scenario, purpose, u
 	pl.purpose = p
 	switch {
 	case requester.Role != certs.Coordinator && requester.Role != certs.Department:
-		return pl, fault.New(fault.Forbidden, "checks are made by coordinators and departments, not by a %s certificate", requester.Role)
+		return pl, fault.New(fault.Forbidden, "checks are made by coordinators and departments, not with %s %s certificate", article(string(requester.Role)), requester.Role)
 	case !p.Admits(string(requester.Role)):
 		return pl, fault.Field(fault.Forbidden, "scenario", "the purpose of scenario %s (%s) may not be used by a %s", sc.Code, p.Code, requester.Role)
 	case strings.TrimSpace(user) == "":
@@ -274,6 +274,14 @@ func (pl plan) checkRow(reference, authorization string) *fault.Error {
 		}
 	}
 	return nil
+}
+
+// article is "an" before a vowel, "a" otherwise.
+func article(word string) string {
+	if word != "" && strings.ContainsRune("aeiou", rune(word[0])) {
+		return "an"
+	}
+	return "a"
 }
 
 // institutionOf is who a quota counts a query against.

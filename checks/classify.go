@@ -30,7 +30,7 @@ func planForPurpose(cat *credit.Catalog, requester certs.Identity, purpose, user
 	case p.SubjectOwn:
 		return pl, fault.Field(fault.Forbidden, "purpose", "purpose %q is the subject's own inquiry, made through a portal", purpose)
 	case requester.Role != certs.Coordinator:
-		return pl, fault.New(fault.Forbidden, "classifications are asked by coordinators, not by a %s certificate", requester.Role)
+		return pl, fault.New(fault.Forbidden, "classifications are asked by coordinators, not with %s %s certificate", article(string(requester.Role)), requester.Role)
 	case !p.Admits(string(requester.Role)):
 		return pl, fault.Field(fault.Forbidden, "purpose", "purpose %q may not be used by a %s", purpose, requester.Role)
 	case strings.TrimSpace(user) == "":
@@ -55,7 +55,7 @@ func (s *Service) Classify(ctx context.Context, caller certs.Identity, in api.Cl
 	key := s.cfg.Key
 	switch {
 	case caller.Role == certs.Portal:
-		return api.Classification{}, s.refuse(&entry, fault.New(fault.Forbidden, "a subject's own classification is part of the report (POST /v1/reports); this classification is for coordinators"))
+		return api.Classification{}, s.refuse(&entry, fault.New(fault.Forbidden, "classifications are asked by coordinators; a subject's own classification through a portal is not served yet"))
 	case !s.cfg.Self.Role.IsCoordinatorNode() || !key.Valid():
 		return api.Classification{}, s.refuse(&entry, fault.New(fault.Forbidden, "classifications are made at coordinator nodes (province, city); this is a %s node", s.cfg.Self.Role))
 	case !certs.InRegion(caller.Region, s.cfg.Self.Region):
@@ -100,12 +100,16 @@ func (s *Service) Classify(ctx context.Context, caller certs.Identity, in api.Cl
 	out := api.Classification{ClassificationID: entry.LookupID, Note: ClassificationNote, Complete: true, Points: []api.ClassificationPoint{}, Districts: []api.DistrictResult{}}
 	var recs []credit.Record
 	for _, pt := range row.parts {
-		out.Districts = append(out.Districts, api.DistrictResult{District: pt.region, Name: pt.name, Status: string(pt.status), Error: pt.err, Records: []api.Record{}})
+		d := api.DistrictResult{District: pt.region, Name: pt.name, Status: string(pt.status), Error: pt.err, Records: []api.Record{}}
 		if pt.status != exchange.StatusOK {
 			out.Complete = false
-			continue
+		} else {
+			recs = append(recs, pt.records...)
+			for _, r := range pt.records {
+				d.Records = append(d.Records, api.RecordOf(r, cat))
+			}
 		}
-		recs = append(recs, pt.records...)
+		out.Districts = append(out.Districts, d)
 	}
 	c := cat.Classify(recs, pl.purpose, today)
 	out.Level, out.LevelName, out.Total = c.Level, c.LevelName, c.Total

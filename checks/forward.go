@@ -25,13 +25,16 @@ func (s *Service) forward(ctx context.Context, caller certs.Identity, in api.Che
 	entry.Purpose, entry.User, entry.Reference, entry.Authorization = statedOf(cat, in)
 	switch {
 	case caller.Role != certs.Department:
-		return api.CheckAnswer{}, s.refuse(&entry, fault.New(fault.Forbidden, "at a district node, checks are made by its departments; a %s checks at its coordinator node", caller.Role))
+		return api.CheckAnswer{}, s.refuse(&entry, fault.New(fault.Forbidden, "at a district node, checks are made by its departments (coordinators check at their coordinator node), not with %s %s certificate", article(string(caller.Role)), caller.Role))
 	case caller.Region != s.cfg.Self.Region:
 		return api.CheckAnswer{}, s.refuse(&entry, fault.New(fault.Forbidden, "a department of %s checks through its own district's node", caller.Region))
 	}
 	// What the coordinator would refuse anyway is refused here, unsent.
 	if cat != nil {
 		pl, e := planFor(cat, caller, in.Scenario, in.Purpose, in.User)
+		if pl.purpose.Code != "" {
+			entry.Purpose = pl.purpose.Code
+		}
 		if e == nil {
 			e = pl.checkRow(in.Reference, in.Authorization)
 		}
@@ -42,16 +45,23 @@ func (s *Service) forward(ctx context.Context, caller certs.Identity, in api.Che
 			return api.CheckAnswer{}, s.refuse(&entry, e)
 		}
 	}
-	peers := consensus.CoordinatorPeers(s.cfg.Index.Regions(), s.cfg.Self)
+	// Only the coordinators above this district run its departments'
+	// checks: no other can vouch for them.
+	var peers []exchange.Peer
+	for _, p := range consensus.CoordinatorPeers(s.cfg.Index.Regions(), s.cfg.Self) {
+		if certs.InRegion(s.cfg.Self.Region, p.Name) {
+			peers = append(peers, p)
+		}
+	}
 	if len(peers) == 0 {
-		return api.CheckAnswer{}, s.refuse(&entry, fault.New(fault.Unavailable, "no coordinator node is registered to run the check"))
+		return api.CheckAnswer{}, s.refuse(&entry, fault.New(fault.Unavailable, "no coordinator node above this district is registered to run the check"))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout+2*time.Second)
 	defer cancel()
 	var last error
 	for _, p := range peers {
 		var got api.CheckAnswer
-		err := s.cfg.Endpoint.Call(ctx, p, OpForward, exchange.Meta{Purpose: in.Purpose, User: in.User, Reference: in.Reference, Authorization: in.Authorization},
+		err := s.cfg.Endpoint.Call(ctx, p, OpForward, exchange.Meta{Purpose: entry.Purpose, User: in.User, Reference: in.Reference, Authorization: in.Authorization},
 			forwardRequest{Requester: caller, Check: in}, &got)
 		if err == nil {
 			entry.LookupID, entry.Subject = got.CheckID, got.SubjectPseudonym
@@ -121,6 +131,12 @@ func (s *Service) serveForward(ctx context.Context, req *exchange.Request) (any,
 		return nil, err
 	}
 	r := in.Requester
+	if !certs.InRegion(req.Caller.Region, s.cfg.Self.Region) {
+		entry := audit.By(r, "check")
+		entry.Caller = req.Caller.String()
+		_ = s.refuse(&entry, fault.New(fault.Forbidden, "the forwarding district is not below this node"))
+		return nil, exchange.Errorf(exchange.CodeForbidden, "%s is not below %s: a district forwards its departments' checks to the coordinators above it", req.Caller.Region, s.cfg.Self.Region)
+	}
 	if r.Role != certs.Department || r.Federation != s.cfg.Self.Federation || r.Region != req.Caller.Region {
 		entry := audit.By(r, "check")
 		entry.Caller = req.Caller.String()

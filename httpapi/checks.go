@@ -114,7 +114,9 @@ func tooManyRows() *fault.Error {
 
 func readNDJSONRows(body io.Reader) ([]api.BatchRow, error) {
 	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 0, 64<<10), MaxBatchRowBytes)
+	// The scanner's bound is the larger of its max and the buffer's
+	// capacity: both are the row bound.
+	sc.Buffer(make([]byte, 0, MaxBatchRowBytes+1), MaxBatchRowBytes+1)
 	var rows []api.BatchRow
 	for sc.Scan() {
 		line := bytes.TrimSpace(sc.Bytes())
@@ -124,9 +126,15 @@ func readNDJSONRows(body io.Reader) ([]api.BatchRow, error) {
 		var row api.BatchRow
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.DisallowUnknownFields()
+		if len(line) > MaxBatchRowBytes {
+			return nil, fault.Field(fault.BadRequest, "rows", "row %d is longer than %d bytes", len(rows)+1, MaxBatchRowBytes)
+		}
 		if err := dec.Decode(&row); err != nil {
 			e := jsonError(err)
 			return nil, fault.Field(fault.BadRequest, "rows", "row %d: %s", len(rows)+1, e.Message)
+		}
+		if dec.More() {
+			return nil, fault.Field(fault.BadRequest, "rows", "row %d: a line holds one row, and this one holds more", len(rows)+1)
 		}
 		if rows = append(rows, row); len(rows) > checks.MaxBatchRows {
 			return nil, tooManyRows()

@@ -122,7 +122,7 @@ func usageView(u stats.UsageTable) api.UsageStats {
 		out.Purposes = append(out.Purposes, api.UsagePurpose{Purpose: p, Total: cellView(u.ColTotals[i])})
 	}
 	for i, inst := range u.Institutions {
-		out.Institutions = append(out.Institutions, api.UsageRow{Region: inst.Region, Institution: inst.Institution,
+		out.Institutions = append(out.Institutions, api.UsageRow{Node: inst.Node, Region: inst.Region, Institution: inst.Institution,
 			Counts: cellsView(u.Cells[i]), Total: cellView(u.RowTotals[i])})
 	}
 	return out

@@ -95,11 +95,13 @@ type Quotas interface {
 	Observe(institution, purpose, subject, reference string, batch int)
 }
 
-// QuotaKey is who a quota counts a query against: the requester's
-// institution, or its region when it names none.
+// QuotaKey is who a quota counts a query against: the requester's region
+// and institution ("zhejiang/quzhou/kecheng/market-supervision"), or its
+// region when it names none. Same-named institutions of two regions are
+// two accounts, and a district cannot name one of another region's.
 func QuotaKey(id certs.Identity) string {
 	if id.Institution != "" {
-		return id.Institution
+		return id.Region + "/" + id.Institution
 	}
 	return id.Region
 }

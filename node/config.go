@@ -311,7 +311,7 @@ func (c Config) withDefaults() Config {
 	if c.AuditAnchorInterval <= 0 {
 		c.AuditAnchorInterval = Duration(time.Minute)
 	}
-	if c.Checks.BatchChunkRows <= 0 {
+	if c.Checks.BatchChunkRows == 0 {
 		c.Checks.BatchChunkRows = 2000
 	}
 	if c.API.MaxConnections <= 0 {
@@ -406,6 +406,9 @@ func (c Config) Validate() error {
 	}
 	if c.Raft.SnapshotInterval < 0 {
 		return fieldErr("raft.snapshot_interval", "must not be negative")
+	}
+	if c.Checks.BatchChunkRows < 0 {
+		return fieldErr("checks.batch_chunk_rows", "must not be negative (0 takes the default, 2000)")
 	}
 	if c.Checks.BatchChunkRows > 5000 {
 		return fieldErr("checks.batch_chunk_rows", "at most 5000 (a chunk's results are kept in one write), got %d", c.Checks.BatchChunkRows)

@@ -59,6 +59,11 @@ type usageCount struct {
 	Institution string `cbor:"3,keyasint"`
 	Purpose     string `cbor:"4,keyasint"`
 	Count       int64  `cbor:"5,keyasint"`
+	// Node is the coordinator node whose audit log counted the use, set
+	// by the merging node from the source it asked (never taken from the
+	// wire): rows are kept per node so that a node's published counts
+	// cannot be subtracted from another's to give back a small one.
+	Node string `cbor:"-"`
 }
 
 type auditReply struct {

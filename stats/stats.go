@@ -245,6 +245,8 @@ type TimelinessTable struct {
 
 // Institution is a row of a usage table.
 type Institution struct {
+	// Node is the coordinator node whose audit log counted the queries.
+	Node        string
 	Region      string
 	Institution string
 }
@@ -360,7 +362,7 @@ func (s *Service) gather(ctx context.Context, cat *credit.Catalog) Answer {
 		s.log.Warn("statistics: this node's audit log could not be counted", "error_type", errorType(err))
 	} else {
 		own.AuditFrom, own.AuditComplete = rep.From, rep.Complete
-		usage = append(usage, rep.Usage...)
+		usage = appendFrom(usage, rep.Usage, s.cfg.Self.Region)
 	}
 	<-done
 	for i, res := range cityResults {
@@ -377,7 +379,7 @@ func (s *Service) gather(ctx context.Context, cat *credit.Catalog) Answer {
 			continue
 		}
 		src.AuditFrom, src.AuditComplete = rep.From.UTC(), rep.Complete
-		usage = append(usage, rep.Usage...)
+		usage = appendFrom(usage, rep.Usage, src.Region.Path)
 	}
 	ans.Coordinators = append([]Source{own}, ans.Coordinators...)
 	for i, res := range distResults {
@@ -500,6 +502,16 @@ func timelinessTable(rows []Region, counts []countsReply) TimelinessTable {
 	return t
 }
 
+// appendFrom appends a source's usage counts, each marked with the node
+// that counted it.
+func appendFrom(usage, from []usageCount, node string) []usageCount {
+	for _, u := range from {
+		u.Node = node
+		usage = append(usage, u)
+	}
+	return usage
+}
+
 // usageTable builds the table of one operation: the catalog's purposes,
 // then Other; institutions with any use of any operation, the most used
 // maxInstitutionRows of them, the rest in Other.
@@ -516,7 +528,7 @@ func usageTable(cat *credit.Catalog, usage []usageCount, operation string) Usage
 	t.Purposes = append(t.Purposes, Other)
 	used := map[Institution]int64{} // bounded: each source sends at most maxInstitutions+1
 	for _, u := range usage {
-		used[Institution{Region: u.Region, Institution: u.Institution}] += u.Count
+		used[Institution{Node: u.Node, Region: u.Region, Institution: u.Institution}] += u.Count
 	}
 	insts := make([]Institution, 0, len(used))
 	for k := range used {
@@ -564,7 +576,7 @@ func usageTable(cat *credit.Catalog, usage []usageCount, operation string) Usage
 		if !ok {
 			c = other
 		}
-		cells[index[row[Institution{Region: u.Region, Institution: u.Institution}]]][c] += u.Count
+		cells[index[row[Institution{Node: u.Node, Region: u.Region, Institution: u.Institution}]]][c] += u.Count
 	}
 	t.Institutions = kept
 	t.Published = Table{Cols: len(t.Purposes), Cells: cells, RowTotals: true, ColTotals: true}.Publish()
@@ -572,6 +584,9 @@ func usageTable(cat *credit.Catalog, usage []usageCount, operation string) Usage
 }
 
 func less(a, b Institution) bool {
+	if a.Node != b.Node {
+		return a.Node < b.Node
+	}
 	if a.Region != b.Region {
 		return a.Region < b.Region
 	}

@@ -313,7 +313,7 @@ func TestStatsAtCityAndProvince(t *testing.T) {
 	// Lookups: 6 and 2 (suppressed) by one institution; checks 5.
 	lic := slicesIndex(ans.Lookups.Purposes, "ADMIN-LICENSING")
 	law := slicesIndex(ans.Lookups.Purposes, "LAW-ENFORCEMENT")
-	if len(ans.Lookups.Institutions) != 1 || ans.Lookups.Institutions[0] != (Institution{Region: city.id.Region, Institution: "quzhou-market"}) {
+	if len(ans.Lookups.Institutions) != 1 || ans.Lookups.Institutions[0] != (Institution{Node: city.id.Region, Region: city.id.Region, Institution: "quzhou-market"}) {
 		t.Fatalf("lookup rows %+v", ans.Lookups.Institutions)
 	}
 	wantCell(t, "licensing lookups", ans.Lookups.Cells[0][lic], 6)
@@ -342,7 +342,7 @@ func TestStatsAtCityAndProvince(t *testing.T) {
 	for i, r := range ans.Lookups.Institutions {
 		rows[r] = i
 	}
-	pi, ok := rows[Institution{Region: prov.id.Region, Institution: "province-office"}]
+	pi, ok := rows[Institution{Node: prov.id.Region, Region: prov.id.Region, Institution: "province-office"}]
 	if !ok || len(rows) != 2 {
 		t.Fatalf("province lookup rows %+v", ans.Lookups.Institutions)
 	}

@@ -110,9 +110,9 @@ func (db *DB) batchGet(key []byte) ([]byte, error) {
 	return out, nil
 }
 
-// PutBatchResults stores the results of one chunk and the job's new state
-// in one synced transaction, so that a restart resumes after the last
-// chunk whose results are kept.
+// PutBatchResults stores the results of one chunk and the job's new state,
+// and deletes the chunk's rows, in one synced transaction, so that a
+// restart resumes after the last chunk whose results are kept.
 func (db *DB) PutBatchResults(id string, chunk int, results, state []byte) error {
 	if err := checkPart("batch id", id); err != nil {
 		return err
@@ -126,6 +126,10 @@ func (db *DB) PutBatchResults(id string, chunk int, results, state []byte) error
 	defer db.leave()
 	err := db.raw.Update(func(txn *badger.Txn) error {
 		if err := txn.Set(batchKey(id, 'o', chunk), results); err != nil {
+			return err
+		}
+		// The chunk's rows (identifiers) are no longer needed.
+		if err := txn.Delete(batchKey(id, 'r', chunk)); err != nil {
 			return err
 		}
 		return txn.Set(batchKey(id, 'm', 0), state)

@@ -3,6 +3,7 @@ package systemtest
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"testing"
@@ -59,6 +60,7 @@ func TestBenchBatchCheckAgainstSingleChecks(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	t.Logf("submitted %d records in %v", n, time.Since(load))
 	wait.Until(t, 10*time.Minute, "the index to show every subject", func() bool {
 		return f.Node(f.Province()).Replica().State().IndexEntries() >= n
 	})
@@ -99,6 +101,16 @@ func TestBenchBatchCheckAgainstSingleChecks(t *testing.T) {
 		close(next)
 		wg.Wait()
 		return float64(len(rows)) / time.Since(start).Seconds()
+	}
+	if p := os.Getenv("CREDFED_BENCH_CPUPROFILE"); p != "" {
+		pf, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); pf.Close() }()
 	}
 	// Interleaved: the full batch, then a sample of singles, three rounds.
 	sample := min(n, 5000)
