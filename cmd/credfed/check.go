@@ -50,16 +50,18 @@ header row naming subject, reference and optionally authorization), NDJSON
 such rows, at most 100,000. The node checks them as a job, each row audited
 like a single check and counted against the querier's quota; the command
 shows the job's progress with its rate and time left, then writes one
-result per row (NDJSON) to --out, FILE.results.ndjson by default. With
---no-wait it prints the job's id and returns; GET /v1/jobs/{id} follows it.`,
+result per row (NDJSON; "row" counts from 0, the CSV header not counted)
+to --out, by default NAME.results.ndjson in the working directory (the
+results hold the subjects' records: keep them as such). With --no-wait it
+prints the job's id and returns; GET /v1/jobs/{id} follows it.`,
 		Example: fmt.Sprintf(`  # a city's coordinator, before a civil-service hire:
   credfed check --demo credfed-demo --as coordinator --node quzhou --subject %[1]s --scenario CIVIL-SERVICE-RECRUITMENT --reference 录〔2026〕1号 --authorization AUTH-1
 
   # a department of a district, before granting a licence:
   credfed check --demo credfed-demo --as department --node kecheng --subject %[1]s --scenario ADMIN-LICENSING --reference 许〔2026〕2号
 
-  # 10,000 applicants at once:
-  credfed check --demo credfed-demo --batch applicants.csv --scenario ADMIN-LICENSING --purpose ADMIN-LICENSING`, exampleSubject),
+  # the 1,000 applicants of examples/applicants.csv at once:
+  credfed check --demo credfed-demo --batch examples/applicants.csv --scenario ADMIN-LICENSING`, exampleSubject),
 		Args: noArgs,
 	}
 	fs := cmd.Flags()
@@ -102,7 +104,7 @@ result per row (NDJSON) to --out, FILE.results.ndjson by default. With
 				return err
 			}
 			if out == "" {
-				out = batch + ".results.ndjson"
+				out = strings.TrimSuffix(filepath.Base(batch), filepath.Ext(batch)) + ".results.ndjson"
 			}
 			return runBatch(cmd, c, api.BatchCheckRequest{Scenario: req.Scenario, Purpose: req.Purpose, User: req.User, Rows: rows}, out, asJSON, noWait, pollGap)
 		}
@@ -257,8 +259,45 @@ func runBatch(cmd *cobra.Command, c *api.Client, in api.BatchCheckRequest, out s
 	if asJSON {
 		return printJSONValue(w, job)
 	}
-	fmt.Fprintf(w, "job %s: %d rows checked (%d failed) at %.0f rows/s; results in %s\n", job.ID, job.Done, job.Failed, job.Rate, out)
+	restricted, incentives, incomplete := summarize(out)
+	fmt.Fprintf(w, "job %s: %d rows checked (%d failed) at %.0f rows/s: %d with a restriction, %d with an incentive, %d incomplete; results in %s\n",
+		job.ID, job.Done, job.Failed, job.Rate, restricted, incentives, incomplete, out)
 	return nil
+}
+
+// summarize counts the rows of a results file with a restriction, with an
+// incentive, and whose check was incomplete.
+func summarize(path string) (restricted, incentives, incomplete int) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, 0
+	}
+	defer f.Close()
+	dec := json.NewDecoder(bufio.NewReader(f))
+	for dec.More() {
+		var r api.BatchResult
+		if dec.Decode(&r) != nil {
+			return
+		}
+		if r.Check == nil {
+			continue
+		}
+		var rs, in bool
+		for _, m := range r.Check.Measures {
+			rs = rs || m.Kind == "restriction"
+			in = in || m.Kind == "incentive"
+		}
+		if rs {
+			restricted++
+		}
+		if in {
+			incentives++
+		}
+		if !r.Check.Complete {
+			incomplete++
+		}
+	}
+	return
 }
 
 // maxBatchFile bounds a batch file read into memory.

@@ -355,7 +355,24 @@ The subject's side, through %[8]s's portal: the signed own report, who looked
   %[1]s report verify --ca %[3]s report.json
   %[1]s access-log --demo %[2]s --as portal --node %[8]s --subject %[9]s --authentication FACE-0001
 
-`, self, shellQuote(dir), shellQuote(d.CA), shellQuote(c.Cert), shellQuote(c.Key), prov.API, firstDistrict.Metrics, firstDistrict.Name, d.Showcase.Subject)
+Checks before a decision: a city's coordinator before a civil-service hire, a
+department of %[8]s before a licence (its district forwards it to %[10]s),
+and 1,000 applicants at once (see README.md, "Checks before a decision"):
+  %[1]s check --demo %[2]s --as coordinator --node %[10]s --subject %[9]s --scenario CIVIL-SERVICE-RECRUITMENT --reference 录〔2026〕1号 --authorization AUTH-1
+  %[1]s check --demo %[2]s --as department --node %[8]s --subject %[9]s --scenario ADMIN-LICENSING --reference 许〔2026〕2号
+  %[1]s check --demo %[2]s --batch examples/applicants.csv --scenario ADMIN-LICENSING --out applicants.results.ndjson
+
+`, self, shellQuote(dir), shellQuote(d.CA), shellQuote(c.Cert), shellQuote(c.Key), prov.API, firstDistrict.Metrics, firstDistrict.Name, d.Showcase.Subject, cityAbove(d, firstDistrict))
+}
+
+// cityAbove is the name of the city node above a district of the demo.
+func cityAbove(d localfed.DemoFile, district localfed.DemoNode) string {
+	for _, n := range d.Nodes {
+		if n.Role == string(certs.City) && strings.HasPrefix(district.Region, n.Region+"/") {
+			return n.Name
+		}
+	}
+	return d.Nodes[0].Name
 }
 
 // printLookupLines prints credfed lookups of the showcase subject: as the
