@@ -395,22 +395,44 @@ func (b *batchRunner) run(ctx context.Context, id string) error {
 	if e != nil {
 		return fail("the catalog no longer admits the batch: " + e.Message)
 	}
+	// Two chunks at a time: while one is registered and kept, the next is
+	// prepared and asked of the districts.
+	prepare := func(chunk int) <-chan *checkedChunk {
+		out := make(chan *checkedChunk, 1)
+		go func() {
+			c := &checkedChunk{}
+			raw, err := b.store.BatchRows(id, chunk)
+			switch {
+			case err != nil:
+				c.fail = "the rows of the batch cannot be read"
+			case cbor.Unmarshal(raw, &c.rows) != nil:
+				c.fail = "the rows of the batch are unreadable"
+			default:
+				b.s.prepareChunk(ctx, st, pl, chunk*st.ChunkRows, c)
+			}
+			out <- c
+		}()
+		return out
+	}
+	var next <-chan *checkedChunk
+	if st.Next < st.Chunks {
+		next = prepare(st.Next)
+	}
 	for st.Next < st.Chunks {
+		c := <-next
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		rawRows, err := b.store.BatchRows(id, st.Next)
-		if err != nil {
-			return fail("the rows of the batch cannot be read")
+		if c.fail != "" {
+			return fail(c.fail)
 		}
-		var rows []api.BatchRow
-		if err := cbor.Unmarshal(rawRows, &rows); err != nil {
-			return fail("the rows of the batch are unreadable")
+		if st.Next+1 < st.Chunks {
+			next = prepare(st.Next + 1)
 		}
 		var results []byte
-		var failed int
+		var err error
 		for attempt := 0; ; attempt++ {
-			results, failed, err = b.s.checkChunk(ctx, st, pl, st.Next*st.ChunkRows, rows)
+			results, err = b.s.commitChunk(st, c)
 			if err == nil || ctx.Err() != nil || attempt == 4 {
 				break
 			}
@@ -429,8 +451,8 @@ func (b *batchRunner) run(ctx context.Context, id string) error {
 			return fail("the rows could not be registered in the audit log")
 		}
 		st.Next++
-		st.Done += len(rows)
-		st.Failed += failed
+		st.Done += len(c.rows)
+		st.Failed += c.failed
 		if st.Next == st.Chunks {
 			st.Status, st.Finished = JobDone, b.s.cfg.Now().UTC()
 		}
@@ -439,7 +461,7 @@ func (b *batchRunner) run(ctx context.Context, id string) error {
 			return err
 		}
 		b.mu.Lock()
-		b.runRows += len(rows)
+		b.runRows += len(c.rows)
 		b.mu.Unlock()
 	}
 	return nil
@@ -453,14 +475,24 @@ func (b *batchRunner) put(st jobState) error {
 	return b.store.PutBatchState(st.ID, raw)
 }
 
-// checkChunk checks one chunk of a job's rows: each row audited like a
-// single check (all of the chunk's entries in one append), the rows
-// grouped per district so that each gets few large requests. It returns
-// the chunk's NDJSON results and how many rows failed.
-func (s *Service) checkChunk(ctx context.Context, st jobState, pl plan, first int, rows []api.BatchRow) ([]byte, int, error) {
+// checkedChunk is one chunk of a job on its way: its rows, and once
+// prepared their results and audit entries.
+type checkedChunk struct {
+	rows    []api.BatchRow
+	fail    string // the chunk cannot be checked at all
+	results []api.BatchResult
+	entries []storage.AuditEntry
+	notes   []storage.AuditEntry
+	failed  int
+}
+
+// prepareChunk checks one chunk of a job's rows: the rows grouped per
+// district so that each gets few large requests, every row answered or
+// refused. Nothing is registered yet (commitChunk).
+func (s *Service) prepareChunk(ctx context.Context, st jobState, pl plan, first int, c *checkedChunk) {
+	rows := c.rows
 	key := s.cfg.Key
-	now := s.cfg.Now()
-	today := credit.TodayAt(now)
+	today := credit.TodayAt(s.cfg.Now())
 	results := make([]api.BatchResult, len(rows))
 	entries := make([]storage.AuditEntry, len(rows))
 	pend := make([]*pending, len(rows))
@@ -513,7 +545,6 @@ func (s *Service) checkChunk(ctx context.Context, st jobState, pl plan, first in
 	cctx, cancel := context.WithTimeout(ctx, 4*s.cfg.Timeout)
 	s.ask(cctx, st.Requester, pl, st.User, asked)
 	cancel()
-	var notes []storage.AuditEntry
 	for i, r := range pend {
 		if r == nil {
 			continue
@@ -523,29 +554,37 @@ func (s *Service) checkChunk(ctx context.Context, st jobState, pl plan, first in
 		ans.Index = api.LookupIndex{Consistency: "local"}
 		results[i].Status, results[i].Check = "ok", &ans
 		entries[i].Decision, entries[i].Records = storage.DecisionAllowed, r.refs()
-		notes = append(notes, r.notes(entries[i])...)
+		c.notes = append(c.notes, r.notes(entries[i])...)
 	}
-	all := append(entries[1:len(entries):len(entries)], notes...)
+	c.results, c.entries, c.failed = results, entries, failed
+}
+
+// commitChunk registers a prepared chunk: every row audited like a single
+// check (all of the chunk's entries in one append), then noted for the
+// querier's flags. It returns the chunk's NDJSON results.
+func (s *Service) commitChunk(st jobState, c *checkedChunk) ([]byte, error) {
+	entries := c.entries
+	all := append(entries[1:len(entries):len(entries)], c.notes...)
 	if err := s.cfg.Audit.Record(entries[0], all...); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	for i := range rows {
+	for i := range c.rows {
 		status := "ok"
-		if results[i].Status != "ok" {
+		if c.results[i].Status != "ok" {
 			status = "error"
 		}
 		s.rows.WithLabelValues(status).Inc()
 		if s.cfg.Quotas != nil && entries[i].Decision == storage.DecisionAllowed {
-			s.cfg.Quotas.Observe(institutionOf(st.Requester), pl.purpose.Code, entries[i].Subject, rows[i].Reference, st.Rows)
+			s.cfg.Quotas.Observe(institutionOf(st.Requester), st.Purpose, entries[i].Subject, c.rows[i].Reference, st.Rows)
 		}
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	for i := range results {
-		if err := enc.Encode(results[i]); err != nil {
-			return nil, 0, err
+	for i := range c.results {
+		if err := enc.Encode(c.results[i]); err != nil {
+			return nil, err
 		}
 	}
-	return buf.Bytes(), failed, nil
+	return buf.Bytes(), nil
 }

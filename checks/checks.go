@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,7 +38,7 @@ const (
 	// of one of its departments.
 	OpForward = "check.forward"
 	// MaxSubjectsPerCall bounds the subjects of one Op request.
-	MaxSubjectsPerCall = 256
+	MaxSubjectsPerCall = 1000
 	// MaxRecordsPerSubject bounds the records a district sends of one
 	// subject in a check (the most recent decisions first).
 	MaxRecordsPerSubject = 64
@@ -177,7 +178,7 @@ func New(cfg Config) *Service {
 	if cfg.Endpoint != nil {
 		switch {
 		case cfg.Self.Role == certs.District:
-			cfg.Endpoint.Handle(Op, s.answer, exchange.AllowRoles(certs.Province, certs.City), exchange.MaxBody(MaxSubjectsPerCall*2<<10))
+			cfg.Endpoint.Handle(Op, s.answer, exchange.AllowRoles(certs.Province, certs.City), exchange.MaxBody(MaxSubjectsPerCall*1<<10))
 		case cfg.Self.Role.IsCoordinatorNode():
 			cfg.Endpoint.Handle(OpForward, s.serveForward, exchange.AllowRoles(certs.District), exchange.MaxBody(16<<10))
 		}
@@ -446,10 +447,6 @@ func (r *pending) routeAll(entries []consensus.IndexEntry, idx Index, federation
 // its subjects in calls of at most MaxSubjectsPerCall, the districts in
 // parallel.
 func (s *Service) ask(ctx context.Context, requester certs.Identity, pl plan, user string, rows []*pending) {
-	type slot struct {
-		row  *pending
-		part int
-	}
 	byDistrict := map[string][]slot{}
 	var order []string
 	peers := map[string]exchange.Peer{}
@@ -466,54 +463,82 @@ func (s *Service) ask(ctx context.Context, requester certs.Identity, pl plan, us
 		}
 	}
 	meta := exchange.Meta{Purpose: pl.purpose.Code, User: user}
-	done := make(chan struct{}, len(order))
+	// Calls of at most MaxSubjectsPerCall subjects and about
+	// recordsPerCall records (the index entries count them), so that an
+	// answer stays well inside the exchange's frame; at most
+	// callsPerDistrict of them in flight to each district.
+	var wg sync.WaitGroup
 	for _, d := range order {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			slots := byDistrict[d]
-			for len(slots) > 0 {
-				n := min(len(slots), MaxSubjectsPerCall)
-				call := slots[:n]
-				slots = slots[n:]
-				req := districtRequest{Requester: requester, Scenario: pl.scenario.Code, Subjects: make([]subjectQuery, n), Classify: pl.scenario.Code == ""}
-				for i, sl := range call {
-					req.Subjects[i] = sl.row.query
-				}
-				m := meta
-				if n == 1 {
-					m.Reference, m.Authorization, m.LookupID = req.Subjects[0].Reference, req.Subjects[0].Authorization, req.Subjects[0].CheckID
-				}
-				var rep districtReply
-				err := s.cfg.Endpoint.Call(ctx, peers[d], Op, m, req, &rep)
-				if err == nil && len(rep.Answers) != n {
-					err = exchange.Errorf(exchange.CodeInternal, "the district answered %d subjects of %d", len(rep.Answers), n)
-				}
-				for i, sl := range call {
-					pt := &sl.row.parts[sl.part]
-					if err != nil {
-						pt.status, pt.err = statusOf(err), exchange.WireMessage(err)
-						continue
-					}
-					a := rep.Answers[i]
-					if a.Code != "" {
-						pt.status, pt.err = exchange.StatusDenied, a.Error
-						if a.Code != exchange.CodeForbidden {
-							pt.status = exchange.StatusError
-						}
-						continue
-					}
-					if foreign(a.Records, pt.region, sl.row.query.Subject) {
-						pt.status, pt.err = exchange.StatusError, "the district answered with records of another district or subject"
-						continue
-					}
-					pt.status, pt.records = exchange.StatusOK, a.Records
-					pt.phantom = len(a.Records) == 0
-				}
+		sem := make(chan struct{}, callsPerDistrict)
+		slots := byDistrict[d]
+		for len(slots) > 0 {
+			n, recs := 0, 0
+			for n < len(slots) && n < MaxSubjectsPerCall && (n == 0 || recs < recordsPerCall) {
+				recs += slots[n].row.parts[slots[n].part].summary.Records()
+				n++
 			}
-		}()
+			call := slots[:n]
+			slots = slots[n:]
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				s.call(ctx, peers[d], requester, pl, meta, call)
+			})
+		}
 	}
-	for range order {
-		<-done
+	wg.Wait()
+}
+
+// callsPerDistrict bounds the calls of one check (or batch chunk) in
+// flight to one district; recordsPerCall is the records one call is sized
+// for (a few hundred bytes each: about 2 MiB).
+const (
+	callsPerDistrict = 4
+	recordsPerCall   = 4000
+)
+
+// slot is one subject's part at one district.
+type slot struct {
+	row  *pending
+	part int
+}
+
+// call asks one district for the subjects of call and fills their parts.
+func (s *Service) call(ctx context.Context, peer exchange.Peer, requester certs.Identity, pl plan, meta exchange.Meta, call []slot) {
+	n := len(call)
+	req := districtRequest{Requester: requester, Scenario: pl.scenario.Code, Subjects: make([]subjectQuery, n), Classify: pl.scenario.Code == ""}
+	for i, sl := range call {
+		req.Subjects[i] = sl.row.query
+	}
+	m := meta
+	if n == 1 {
+		m.Reference, m.Authorization, m.LookupID = req.Subjects[0].Reference, req.Subjects[0].Authorization, req.Subjects[0].CheckID
+	}
+	var rep districtReply
+	err := s.cfg.Endpoint.Call(ctx, peer, Op, m, req, &rep)
+	if err == nil && len(rep.Answers) != n {
+		err = exchange.Errorf(exchange.CodeInternal, "the district answered %d subjects of %d", len(rep.Answers), n)
+	}
+	for i, sl := range call {
+		pt := &sl.row.parts[sl.part]
+		if err != nil {
+			pt.status, pt.err = statusOf(err), exchange.WireMessage(err)
+			continue
+		}
+		a := rep.Answers[i]
+		if a.Code != "" {
+			pt.status, pt.err = exchange.StatusDenied, a.Error
+			if a.Code != exchange.CodeForbidden {
+				pt.status = exchange.StatusError
+			}
+			continue
+		}
+		if foreign(a.Records, pt.region, sl.row.query.Subject) {
+			pt.status, pt.err = exchange.StatusError, "the district answered with records of another district or subject"
+			continue
+		}
+		pt.status, pt.records = exchange.StatusOK, a.Records
+		pt.phantom = len(a.Records) == 0
 	}
 }
 

@@ -28,6 +28,9 @@ type IndexSummary struct {
 	Repaired int `json:"repaired" cbor:"9,keyasint,omitempty"`
 }
 
+// Records is how many records the summary counts, at least 1.
+func (s IndexSummary) Records() int { return max(1, s.Positive+s.Negative+s.Neutral+s.Repaired) }
+
 // Empty reports whether the summary counts nothing, in which case the
 // district has nothing to show for the subject and its index entry can go.
 func (s IndexSummary) Empty() bool {

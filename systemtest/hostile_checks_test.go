@@ -301,7 +301,7 @@ func TestHostileCheckForwardedToACoordinatorNotAboveTheDistrictIsRefused(t *test
 // purpose does not admit the requester's role, with a purpose in Meta
 // other than the scenario's or none, as a classification for a department
 // or under the subject's own purpose, with another subject's pseudonym,
-// and with 257 subjects. The district answers no record to any of them,
+// and with too many subjects. The district answers no record to any of them,
 // and audits each under the subject's own pseudonym.
 func TestHostileCheckCityAskingADistrictOutsideTheRulesGetsNothing(t *testing.T) {
 	f := startFed(t, localfed.Spec{Districts: 2}, node.Options{})
@@ -397,7 +397,7 @@ func TestHostileCheckCityAskingADistrictOutsideTheRulesGetsNothing(t *testing.T)
 		t.Errorf("%d entries at %s under the pseudonym the city sent instead", len(e), a)
 	}
 
-	// 257 subjects: refused whole, nothing answered.
+	// One subject more than MaxSubjectsPerCall: refused whole, nothing answered.
 	many := make([]hcSubjectQuery, checks.MaxSubjectsPerCall+1)
 	for i := range many {
 		many[i] = row
@@ -405,7 +405,7 @@ func TestHostileCheckCityAskingADistrictOutsideTheRulesGetsNothing(t *testing.T)
 	var rep hcDistrictReply
 	err = ep.Call(ctxT(t, 15*time.Second), peerOf(t, f, a), checks.Op, lic, hcDistrictRequest{Requester: coord, Scenario: "ADMIN-LICENSING", Subjects: many}, &rep)
 	if !errors.Is(err, exchange.ErrBadRequest) || len(rep.Answers) > 0 {
-		t.Errorf("257 subjects: %d answers, %v; want bad_request", len(rep.Answers), err)
+		t.Errorf("too many subjects: %d answers, %v; want bad_request", len(rep.Answers), err)
 	}
 	// A district cannot ask another district.
 	dep := bareEndpoint(t, f, nodeCertificate(t, f, b))
