@@ -15,10 +15,12 @@ type AuditPage struct {
 // why, about which subject (a pseudonym, never an identifier) and which
 // records (ids, never content), and the entry's place in the hash chain.
 type AuditEntry struct {
-	Seq            uint64   `json:"seq"`
-	At             string   `json:"at"`
-	Node           string   `json:"node,omitempty"`
-	Caller         string   `json:"caller,omitempty"`
+	Seq    uint64 `json:"seq"`
+	At     string `json:"at"`
+	Node   string `json:"node,omitempty"`
+	Caller string `json:"caller,omitempty"`
+	// Requester is who the caller asked on behalf of, when another.
+	Requester      string   `json:"requester,omitempty"`
 	Role           string   `json:"role,omitempty"`
 	Institution    string   `json:"institution,omitempty"`
 	User           string   `json:"user,omitempty"`

@@ -110,7 +110,7 @@ func bound(e *storage.AuditEntry) {
 	for _, f := range []*string{&e.User, &e.Purpose, &e.Reference, &e.Authorization, &e.Authentication} {
 		*f = Bound(*f, MaxField)
 	}
-	for _, f := range []*string{&e.Node, &e.Caller, &e.Role, &e.Institution, &e.District, &e.Operation, &e.Reason} {
+	for _, f := range []*string{&e.Node, &e.Caller, &e.Requester, &e.Role, &e.Institution, &e.District, &e.Operation, &e.Reason} {
 		*f = Bound(*f, MaxName)
 	}
 	if len(e.Records) > 0 {

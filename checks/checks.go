@@ -293,7 +293,7 @@ func institutionOf(id certs.Identity) string { return lookup.QuotaKey(id) }
 func (s *Service) run(ctx context.Context, requester certs.Identity, via *certs.Identity, in api.CheckRequest) (api.CheckAnswer, error) {
 	entry := audit.By(requester, "check")
 	if via != nil {
-		entry.Caller = via.String()
+		entry.Caller, entry.Requester = via.String(), requester.String()
 	}
 	entry.LookupID = exchange.NewID("lk")
 	cat := s.cfg.Catalog()

@@ -40,7 +40,7 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 		op = "classification.answer"
 	}
 	base := storage.AuditEntry{Caller: req.Caller.String(), Role: string(in.Requester.Role), Institution: in.Requester.Institution,
-		Operation: op, District: s.cfg.Self.Region}
+		Operation: op, District: s.cfg.Self.Region, Requester: in.Requester.String()}
 	base.Purpose, base.User, _, _ = lookup.StatedFields(cat, m.Purpose, m.User, "", "")
 	now := s.cfg.Now()
 	today := credit.TodayAt(now)

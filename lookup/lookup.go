@@ -463,7 +463,7 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	}
 	m := req.Meta
 	entry := storage.AuditEntry{Caller: req.Caller.String(), Role: string(in.Requester.Role), Institution: in.Requester.Institution,
-		Operation: "lookup.answer", District: s.cfg.Self.Region}
+		Operation: "lookup.answer", District: s.cfg.Self.Region, Requester: in.Requester.String()}
 	if exchange.ValidID("lk", m.LookupID) {
 		entry.LookupID = m.LookupID
 	}

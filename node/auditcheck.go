@@ -93,7 +93,7 @@ func (n *Node) AuditPage(ctx context.Context, reviewer certs.Identity, q httpapi
 		page.Next = strconv.FormatUint(next, 10)
 	}
 	for i, e := range entries {
-		page.Entries[i] = api.AuditEntry{Seq: e.Seq, At: e.At.UTC().Format(time.RFC3339Nano), Node: e.Node, Caller: e.Caller,
+		page.Entries[i] = api.AuditEntry{Seq: e.Seq, At: e.At.UTC().Format(time.RFC3339Nano), Node: e.Node, Caller: e.Caller, Requester: e.Requester,
 			Role: e.Role, Institution: e.Institution, User: e.User, Operation: e.Operation, Purpose: e.Purpose,
 			Reference: e.Reference, Authorization: e.Authorization, Authentication: e.Authentication, Subject: e.Subject,
 			District: e.District, Records: e.Records, Pseudonyms: e.Pseudonyms, Count: e.Count, LookupID: e.LookupID,

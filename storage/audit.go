@@ -53,6 +53,11 @@ type AuditEntry struct {
 	// answered (it travels in the exchange envelope), so that the access
 	// log shows one entry per lookup.
 	LookupID string `json:"lookup_id,omitempty" cbor:"22,keyasint,omitempty"`
+	// Requester is the identity URI of the user a node asked on behalf of,
+	// when it is not the caller: the coordinator or department a city
+	// vouches for at an answering district, the department a district
+	// forwarded at the city. Role and Institution are the requester's.
+	Requester string `json:"requester,omitempty" cbor:"23,keyasint,omitempty"`
 
 	Seq  uint64   `json:"seq" cbor:"17,keyasint"`
 	Prev [32]byte `json:"prev" cbor:"18,keyasint"`

@@ -153,8 +153,6 @@ func TestCheckBeforeADecision(t *testing.T) {
 	if got := measureCodes(dans); !slices.Equal(got, []string{"STRICT-REVIEW-DEBTOR", "STRICT-REVIEW-MARKET"}) {
 		t.Fatalf("a department's licensing check: measures %v", got)
 	}
-	deptID := f.Layout.Departments[ds[0]]
-	_ = deptID
 	forwarded := auditOf(t, f, ds[0], debtor, dans.CheckID)
 	if len(forwarded) != 1 || forwarded[0].Operation != "check.forward" || forwarded[0].Role != "department" || forwarded[0].Decision != storage.DecisionAllowed {
 		t.Fatalf("the forwarding district's entries: %+v", forwarded)
@@ -169,8 +167,8 @@ func TestCheckBeforeADecision(t *testing.T) {
 	}
 	for _, d := range ds[1:3] {
 		got := auditOf(t, f, d, debtor, dans.CheckID)
-		if len(got) != 1 || got[0].Institution != inst || got[0].Role != "department" {
-			t.Fatalf("%s's entry of the department's check: %+v", d, got)
+		if len(got) != 1 || got[0].Institution != inst || got[0].Role != "department" || !strings.Contains(got[0].Requester, regionOf(f, ds[0])) {
+			t.Fatalf("%s's entry of the department's check (it names the department, of its district): %+v", d, got)
 		}
 	}
 	// Civil-service recruitment's purpose admits coordinators only.
