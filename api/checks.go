@@ -135,6 +135,7 @@ type ClassificationRequest struct {
 // Classification is POST /v1/classification's answer: informational only.
 type Classification struct {
 	ClassificationID string                `json:"classification_id"`
+	SubjectPseudonym string                `json:"subject_pseudonym,omitempty"`
 	Level            string                `json:"level"`
 	LevelName        string                `json:"level_name,omitempty"`
 	Total            int                   `json:"total"`

@@ -83,6 +83,9 @@ type districtReply struct {
 type forwardRequest struct {
 	Requester certs.Identity   `cbor:"1,keyasint"`
 	Check     api.CheckRequest `cbor:"2,keyasint"`
+	// Classification is a portal's request for a subject's own
+	// classification (then Check is empty).
+	Classification *api.ClassificationRequest `cbor:"3,keyasint,omitempty"`
 }
 
 // Index is the coordinator's view of the replicated state.
@@ -137,6 +140,7 @@ type Service struct {
 	cfg      Config
 	log      *slog.Logger
 	nodes    *keyrate.Limiters[string]
+	portals  *keyrate.Limiters[string] // a portal's own classifications
 	checks   *prometheus.CounterVec
 	answered *prometheus.CounterVec
 	rows     *prometheus.CounterVec
@@ -161,7 +165,8 @@ func New(cfg Config) *Service {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger,
-		nodes: keyrate.New[string](cfg.ForwardRate, int(2*cfg.ForwardRate), 4096),
+		nodes:   keyrate.New[string](cfg.ForwardRate, int(2*cfg.ForwardRate), 4096),
+		portals: keyrate.New[string](1, 5, 4096),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_checks_total", Help: "Checks asked of this node, by decision.",
 		}, []string{"decision"}),
@@ -223,6 +228,9 @@ type plan struct {
 	cat      *credit.Catalog
 	scenario credit.Scenario
 	purpose  credit.Purpose
+	// own marks a subject's own classification (no reference, no
+	// authorization: the portal authenticated the person).
+	own bool
 }
 
 // planFor finds the scenario and checks the requester's stated fields
@@ -263,6 +271,9 @@ func planFor(cat *credit.Catalog, requester certs.Identity, scenario, purpose, u
 
 // checkRow checks one subject's case reference and authorization.
 func (pl plan) checkRow(reference, authorization string) *fault.Error {
+	if pl.own {
+		return nil
+	}
 	switch {
 	case strings.TrimSpace(reference) == "":
 		return fault.Field(fault.BadRequest, "reference", "required: the case reference the check serves")
@@ -446,7 +457,7 @@ func (r *pending) routeAll(entries []consensus.IndexEntry, idx Index, federation
 // ask sends the rows' subjects to their districts, each district getting
 // its subjects in calls of at most MaxSubjectsPerCall, the districts in
 // parallel.
-func (s *Service) ask(ctx context.Context, requester certs.Identity, pl plan, user string, rows []*pending) {
+func (s *Service) ask(ctx context.Context, requester certs.Identity, pl plan, user string, rows []*pending, authentication ...string) {
 	byDistrict := map[string][]slot{}
 	var order []string
 	peers := map[string]exchange.Peer{}
@@ -463,6 +474,9 @@ func (s *Service) ask(ctx context.Context, requester certs.Identity, pl plan, us
 		}
 	}
 	meta := exchange.Meta{Purpose: pl.purpose.Code, User: user}
+	if len(authentication) > 0 {
+		meta.Authentication = authentication[0]
+	}
 	// Calls of at most MaxSubjectsPerCall subjects and about
 	// recordsPerCall records (the index entries count them), so that an
 	// answer stays well inside the exchange's frame; at most

@@ -2,6 +2,7 @@ package checks
 
 import (
 	"context"
+	"credfed/audit"
 	"slices"
 
 	"credfed/certs"
@@ -71,6 +72,24 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	switch {
 	case in.Requester.Federation != s.cfg.Self.Federation || !certs.InRegion(in.Requester.Region, req.Caller.Region):
 		common = fault.New(fault.Forbidden, "the requester is not a user of the asking node")
+	case in.Classify && in.Requester.Role == certs.Portal:
+		// A subject's own classification: the city vouches for the portal
+		// of a district below it, which authenticated the person.
+		var pl plan
+		pl, common = planOwn(cat, in.Requester)
+		switch {
+		case common != nil:
+		case m.Purpose != pl.purpose.Code:
+			common = fault.Field(fault.BadRequest, "purpose", "a subject's own classification runs under purpose %s", pl.purpose.Code)
+		case len(in.Subjects) != 1:
+			common = fault.New(fault.BadRequest, "a subject's own classification names one subject")
+		default:
+			common = checkAuthentication(m.Authentication)
+		}
+		if common == nil {
+			entries[0].Authentication = audit.Bound(m.Authentication, MaxAuthentication)
+			return s.answerSubjects(ctx, pl, in.Subjects, entries, &out, today, record)
+		}
 	case in.Classify:
 		var pl plan
 		if pl, common = planForPurpose(cat, in.Requester, m.Purpose, m.User); common == nil {

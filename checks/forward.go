@@ -131,6 +131,9 @@ func (s *Service) serveForward(ctx context.Context, req *exchange.Request) (any,
 		return nil, err
 	}
 	r := in.Requester
+	if in.Classification != nil {
+		return s.serveOwnClassification(ctx, req, in)
+	}
 	if !certs.InRegion(req.Caller.Region, s.cfg.Self.Region) {
 		entry := audit.By(r, "check")
 		entry.Caller = req.Caller.String()
@@ -155,6 +158,37 @@ func (s *Service) serveForward(ctx context.Context, req *exchange.Request) (any,
 		f := fault.As(err)
 		if f == nil {
 			return nil, exchange.Errorf(exchange.CodeUnavailable, "the check could not run")
+		}
+		return nil, exchange.Errorf(wireCode(f), "%s", f.Message)
+	}
+	return got, nil
+}
+
+// serveOwnClassification classifies a subject for a portal of the
+// forwarding district (the district vouches for its portals, bounded per
+// district node and per portal).
+func (s *Service) serveOwnClassification(ctx context.Context, req *exchange.Request, in forwardRequest) (any, error) {
+	r := in.Requester
+	refuse := func(code exchange.Code, msg string) (any, error) {
+		entry := audit.By(r, "classification")
+		entry.Caller, entry.Requester = req.Caller.String(), r.String()
+		_ = s.refuse(&entry, fault.New(fault.Forbidden, "%s", msg))
+		return nil, exchange.Errorf(code, "%s", msg)
+	}
+	switch {
+	case !certs.InRegion(req.Caller.Region, s.cfg.Self.Region):
+		return refuse(exchange.CodeForbidden, "the forwarding district is not below this node")
+	case r.Role != certs.Portal || r.Federation != s.cfg.Self.Federation || r.Region != req.Caller.Region:
+		return refuse(exchange.CodeForbidden, "the requester is not a portal of the forwarding district")
+	case !s.nodes.Allow(req.Caller.String()) || !s.portals.Allow(r.String()):
+		return refuse(exchange.CodeTooManyRequests, "this district or portal asks too often")
+	}
+	via := req.Caller
+	got, err := s.classify(ctx, r, &via, *in.Classification)
+	if err != nil {
+		f := fault.As(err)
+		if f == nil {
+			return nil, exchange.Errorf(exchange.CodeUnavailable, "the classification could not run")
 		}
 		return nil, exchange.Errorf(wireCode(f), "%s", f.Message)
 	}

@@ -280,3 +280,74 @@ func TestCheckReportsWhatItCouldNotAsk(t *testing.T) {
 }
 
 var _ = fmt.Sprint
+
+// TestClassificationPointsNameTheirRecordAndRule: a subject with a debtor
+// record in one district (-30) and a volunteer record in another (+10)
+// totals -20, level C; every point names its record's ref, its rule and
+// the rule's legal basis, the answer says it is informational, and the
+// points sum to the total. Through a portal at the subject's district the
+// same classification comes back (the subject's own, forwarded to the
+// city), audited at every hop; a portal at the city node, or without its
+// authentication, is refused.
+func TestClassificationPointsNameTheirRecordAndRule(t *testing.T) {
+	f := startFed(t, localfed.Spec{Districts: 2}, node.Options{})
+	ds := f.Districts()
+	subject := credit.SyntheticPerson(9401, credit.NewDate(1977, 8, 9))
+	submit(t, f, ds[0], record("CL-1", subject, "DISHONEST-JUDGMENT-DEBTOR", "x"))
+	submit(t, f, ds[1], record("CL-2", subject, "OUTSTANDING-YOUTH-VOLUNTEER", "y"))
+	waitIndexed(t, f, subject, 2)
+	check := func(c *api.Classification) {
+		t.Helper()
+		sum := 0
+		rules := map[string]string{}
+		for _, p := range c.Points {
+			sum += p.Points
+			if p.LegalBasis == "" || !strings.Contains(p.Record, "/") {
+				t.Errorf("point %+v", p)
+			}
+			rules[p.Rule] = p.Record
+		}
+		if c.Level != "C" || c.Total != -20 || sum != c.Total || !c.Complete || !strings.Contains(c.Note, "no measure follows") ||
+			rules["P-DISHONEST-DEBTOR"] != regionOf(f, ds[0])+"/"+localfed.Department+"/CL-1" || rules["P-YOUTH-VOLUNTEER"] != regionOf(f, ds[1])+"/"+localfed.Department+"/CL-2" {
+			t.Fatalf("classification %+v", c)
+		}
+	}
+	var got *api.Classification
+	var err error
+	coord := coordinator(t, f)
+	wait.Until(t, 20*time.Second, "a classification that is not 503", func() bool {
+		got, err = coord.Classify(ctxT(t, 30*time.Second), api.ClassificationRequest{Subject: subject, Purpose: "ADMIN-LICENSING", User: "u", Reference: "R-C"})
+		return api.Code(err) != api.CodeUnavailable
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(got)
+
+	p := portal(t, f, ds[0])
+	own, err := p.Classify(ctxT(t, 30*time.Second), api.ClassificationRequest{Subject: subject, Authentication: "实名 F-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(own)
+	for name, e := range map[string]string{ds[0]: "classification.forward", cityOf(t, f, ds[0]): "classification", ds[1]: "classification.answer"} {
+		var found int
+		for _, en := range auditOf(t, f, name, subject, own.ClassificationID) {
+			if en.Operation == e && en.Decision == storage.DecisionAllowed && en.Role == "portal" && en.Authentication != "" {
+				found++
+			}
+		}
+		if found != 1 {
+			t.Fatalf("%s has %d %s entries of the portal's classification: %+v", name, found, e, auditOf(t, f, name, subject, own.ClassificationID))
+		}
+	}
+	if _, err := clientOf(t, f, cityOf(t, f, ds[0]), f.Layout.Portals[ds[0]]).Classify(ctxT(t, 30*time.Second), api.ClassificationRequest{Subject: subject, Authentication: "a"}); api.Code(err) != api.CodeForbidden {
+		t.Fatalf("a portal at the city node: %v", err)
+	}
+	if _, err := p.Classify(ctxT(t, 30*time.Second), api.ClassificationRequest{Subject: subject}); api.Code(err) != api.CodeBadRequest {
+		t.Fatalf("a portal without authentication: %v", err)
+	}
+	if _, err := department(t, f, ds[0]).Classify(ctxT(t, 30*time.Second), api.ClassificationRequest{Subject: subject, Purpose: "ADMIN-LICENSING", User: "u", Reference: "R"}); api.Code(err) != api.CodeForbidden {
+		t.Fatalf("a department's classification: %v", err)
+	}
+}
