@@ -2,7 +2,6 @@ package checks
 
 import (
 	"context"
-	"credfed/consensus"
 	"strings"
 	"time"
 
@@ -112,44 +111,27 @@ func (s *Service) classifyOwn(ctx context.Context, caller certs.Identity, in api
 	if !s.portals.Allow(caller.String()) {
 		return api.Classification{}, s.refuse(&entry, fault.New(fault.TooManyRequests, "this portal asks for classifications more than once a second"))
 	}
-	var peers []exchange.Peer
-	for _, p := range consensus.CoordinatorPeers(s.cfg.Index.Regions(), s.cfg.Self) {
-		if certs.InRegion(s.cfg.Self.Region, p.Name) {
-			peers = append(peers, p)
-		}
-	}
-	if len(peers) == 0 {
-		return api.Classification{}, s.refuse(&entry, fault.New(fault.Unavailable, "no coordinator node above this district is registered to classify"))
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout+2*time.Second)
 	defer cancel()
-	var last error
-	for _, p := range peers {
-		var got api.Classification
-		err := s.cfg.Endpoint.Call(ctx, p, OpForward, exchange.Meta{Authentication: in.Authentication}, forwardRequest{Requester: caller, Classification: &in}, &got)
-		if err == nil {
-			if exchange.ValidID("lk", got.ClassificationID) {
-				entry.LookupID = got.ClassificationID
-			}
-			if ps, err := credit.ParsePseudonym(got.SubjectPseudonym); err == nil {
-				entry.Subject = ps.String()
-			}
-			entry.Decision = storage.DecisionAllowed
-			for _, pt := range got.Points {
-				entry.Records = append(entry.Records, pt.Record)
-			}
-			if err := s.cfg.Audit.Record(entry); err != nil {
-				return api.Classification{}, err
-			}
-			s.checks.WithLabelValues("allowed").Inc()
-			return got, nil
-		}
-		last = err
-		if !passOver(err) || ctx.Err() != nil {
-			break
-		}
+	var got api.Classification
+	if err := s.callUp(ctx, exchange.Meta{Authentication: in.Authentication}, forwardRequest{Requester: caller, Classification: &in}, &got); err != nil {
+		return api.Classification{}, s.refuse(&entry, err)
 	}
-	return api.Classification{}, s.refuse(&entry, remoteFault(last))
+	if exchange.ValidID("lk", got.ClassificationID) {
+		entry.LookupID = got.ClassificationID
+	}
+	if ps, err := credit.ParsePseudonym(got.SubjectPseudonym); err == nil {
+		entry.Subject = ps.String()
+	}
+	entry.Decision = storage.DecisionAllowed
+	for _, pt := range got.Points {
+		entry.Records = append(entry.Records, pt.Record)
+	}
+	if err := s.cfg.Audit.Record(entry); err != nil {
+		return api.Classification{}, err
+	}
+	s.checks.WithLabelValues("allowed").Inc()
+	return got, nil
 }
 
 // classify runs a classification at a coordinator node: for one of its

@@ -45,8 +45,38 @@ func (s *Service) forward(ctx context.Context, caller certs.Identity, in api.Che
 			return api.CheckAnswer{}, s.refuse(&entry, e)
 		}
 	}
-	// Only the coordinators above this district run its departments'
-	// checks: no other can vouch for them.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout+2*time.Second)
+	defer cancel()
+	var got api.CheckAnswer
+	meta := exchange.Meta{Purpose: entry.Purpose, User: in.User, Reference: in.Reference, Authorization: in.Authorization}
+	if err := s.callUp(ctx, meta, forwardRequest{Requester: caller, Check: in}, &got); err != nil {
+		return api.CheckAnswer{}, s.refuse(&entry, err)
+	}
+	entry.LookupID, entry.Subject = got.CheckID, got.SubjectPseudonym
+	if !exchange.ValidID("lk", entry.LookupID) {
+		entry.LookupID = ""
+	}
+	if _, err := credit.ParsePseudonym(entry.Subject); err != nil {
+		entry.Subject = ""
+	}
+	entry.Decision = storage.DecisionAllowed
+	for _, d := range got.Districts {
+		for _, r := range d.Records {
+			entry.Records = append(entry.Records, r.Ref)
+		}
+	}
+	if err := s.cfg.Audit.Record(entry); err != nil {
+		return api.CheckAnswer{}, err
+	}
+	s.checks.WithLabelValues("allowed").Inc()
+	return got, nil
+}
+
+// callUp calls OpForward at the coordinators above this district, nearest
+// first, until one answers: only those can vouch for its departments and
+// portals, and only an unreachable one is passed over. A refusal comes
+// back as the fault the caller sees.
+func (s *Service) callUp(ctx context.Context, meta exchange.Meta, req forwardRequest, resp any) error {
 	var peers []exchange.Peer
 	for _, p := range consensus.CoordinatorPeers(s.cfg.Index.Regions(), s.cfg.Self) {
 		if certs.InRegion(s.cfg.Self.Region, p.Name) {
@@ -54,38 +84,20 @@ func (s *Service) forward(ctx context.Context, caller certs.Identity, in api.Che
 		}
 	}
 	if len(peers) == 0 {
-		return api.CheckAnswer{}, s.refuse(&entry, fault.New(fault.Unavailable, "no coordinator node above this district is registered to run the check"))
+		return fault.New(fault.Unavailable, "no coordinator node above this district is registered to run it")
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout+2*time.Second)
-	defer cancel()
 	var last error
 	for _, p := range peers {
-		var got api.CheckAnswer
-		err := s.cfg.Endpoint.Call(ctx, p, OpForward, exchange.Meta{Purpose: entry.Purpose, User: in.User, Reference: in.Reference, Authorization: in.Authorization},
-			forwardRequest{Requester: caller, Check: in}, &got)
+		err := s.cfg.Endpoint.Call(ctx, p, OpForward, meta, req, resp)
 		if err == nil {
-			entry.LookupID, entry.Subject = got.CheckID, got.SubjectPseudonym
-			if !exchange.ValidID("lk", entry.LookupID) {
-				entry.LookupID = ""
-			}
-			entry.Decision = storage.DecisionAllowed
-			for _, d := range got.Districts {
-				for _, r := range d.Records {
-					entry.Records = append(entry.Records, r.Ref)
-				}
-			}
-			if err := s.cfg.Audit.Record(entry); err != nil {
-				return api.CheckAnswer{}, err
-			}
-			s.checks.WithLabelValues("allowed").Inc()
-			return got, nil
+			return nil
 		}
 		last = err
 		if !passOver(err) || ctx.Err() != nil {
 			break
 		}
 	}
-	return api.CheckAnswer{}, s.refuse(&entry, remoteFault(last))
+	return remoteFault(last)
 }
 
 func statedOf(cat *credit.Catalog, in api.CheckRequest) (string, string, string, string) {
@@ -109,17 +121,17 @@ func remoteFault(err error) error {
 	if errors.As(err, &e) {
 		switch e.Code {
 		case exchange.CodeForbidden:
-			return fault.New(fault.Forbidden, "the coordinator refused the check: %s", e.Message)
+			return fault.New(fault.Forbidden, "the coordinator refused: %s", e.Message)
 		case exchange.CodeBadRequest:
-			return fault.New(fault.BadRequest, "the coordinator refused the check: %s", e.Message)
+			return fault.New(fault.BadRequest, "the coordinator refused: %s", e.Message)
 		case exchange.CodeTooManyRequests:
-			return fault.New(fault.TooManyRequests, "the coordinator refused the check: %s", e.Message)
+			return fault.New(fault.TooManyRequests, "the coordinator refused: %s", e.Message)
 		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return fault.Wrap(fault.DeadlineExceeded, err, "the check did not complete in time")
+		return fault.Wrap(fault.DeadlineExceeded, err, "the coordinator did not answer in time")
 	}
-	return fault.Wrap(fault.Unavailable, err, "no coordinator could run the check")
+	return fault.Wrap(fault.Unavailable, err, "no coordinator above this district could be reached")
 }
 
 // serveForward runs the check a district forwards for one of its
