@@ -389,3 +389,31 @@ func (c *Client) JobResultsTo(ctx context.Context, id string, w io.Writer) (int6
 	}
 	return n, nil
 }
+
+// Revocations returns the revocation list the node enforces (operator).
+func (c *Client) Revocations(ctx context.Context) (*RevocationList, error) {
+	var out RevocationList
+	_, err := c.Do(ctx, "GET", "/v1/revocations", "", nil, &out)
+	return &out, err
+}
+
+// Revoke revokes a certificate by serial (operator of a province region).
+func (c *Client) Revoke(ctx context.Context, req RevokeRequest) (*RevocationList, error) {
+	var out RevocationList
+	_, err := c.Do(ctx, "POST", "/v1/revocations", "", req, &out)
+	return &out, err
+}
+
+// Suspend suspends every certificate of an identity (operator).
+func (c *Client) Suspend(ctx context.Context, req SuspendRequest) (*RevocationList, error) {
+	var out RevocationList
+	_, err := c.Do(ctx, "POST", "/v1/suspensions", "", req, &out)
+	return &out, err
+}
+
+// Unsuspend lifts an identity's suspension (operator).
+func (c *Client) Unsuspend(ctx context.Context, identity string) (*RevocationList, error) {
+	var out RevocationList
+	_, err := c.Do(ctx, "DELETE", "/v1/suspensions?identity="+url.QueryEscape(identity), "", nil, &out)
+	return &out, err
+}

@@ -90,6 +90,9 @@ type Config struct {
 	Disclosures Disclosures
 	// Stats serves the federation statistics (coordinator nodes).
 	Stats Stats
+	// Lifecycle serves the revocation list and the operators' commands on
+	// it.
+	Lifecycle Lifecycle
 	// Checks serves checks, batch checks and their jobs, and
 	// classifications.
 	Checks Checks
@@ -194,7 +197,7 @@ type route struct {
 // docs/openapi.yaml documents the same list (a test compares them).
 func (s *Server) routes() []route {
 	var out []route
-	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes(), s.statsRoutes()} {
+	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes(), s.statsRoutes(), s.revocationRoutes()} {
 		out = append(out, rs...)
 	}
 	return out

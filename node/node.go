@@ -30,6 +30,7 @@ import (
 	"credfed/httpapi"
 	"credfed/intake"
 	"credfed/jobs"
+	"credfed/lifecycle"
 	"credfed/lookup"
 	"credfed/pseudonym"
 	"credfed/publish"
@@ -78,6 +79,7 @@ type Node struct {
 
 	disclosures *disclosure.Service // the public disclosure list
 	stats       *stats.Service      // the federation statistics
+	lifecycle   *lifecycle.Service  // revocations and suspensions
 
 	apiLn      net.Listener
 	api        *http.Server
@@ -384,6 +386,7 @@ func (n *Node) startServices() error {
 		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
 	n.disclosures = disclosure.New(disclosure.Config{Self: cfg.Identity(), Records: n.db, Registry: state, Endpoint: n.ep,
 		Catalog: state.Catalog, Now: n.now, Logger: n.log, Registerer: n.registry})
+	n.lifecycle = lifecycle.New(lifecycle.Config{Self: cfg.Identity(), Replica: n.rep, Revocations: n.revs, Audit: n.audit})
 	n.stats = stats.New(stats.Config{Self: cfg.Identity(), Registry: state, Endpoint: n.ep, Records: n.db, AuditLog: n.db.Audit(),
 		Catalog: state.Catalog, Audit: n.audit, Now: n.now, Logger: n.log, Registerer: n.registry})
 	if cfg.Role.IsCoordinatorNode() {
@@ -482,7 +485,7 @@ func (n *Node) serve() error {
 	// longest new or idle one is closed for the newcomer.
 	ln := httpapi.NewListener(apiLn, n.cfg.API.MaxConnections, n.registry)
 	n.apiLn = ln
-	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Stats: n.stats, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Stats: n.stats, Lifecycle: n.lifecycle, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
 		BulkReadTimeout: time.Duration(n.cfg.API.BulkReadTimeout), BodyBudget: n.cfg.API.BodyBudgetMiB << 20,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{

@@ -10,8 +10,8 @@ import (
 )
 
 func certsCommand() *cobra.Command {
-	return groupCommand("certs", "Create the federation CA and issue node and user certificates.",
-		certsInitCommand(), certsIssueCommand())
+	return groupCommand("certs", "Create the federation CA, issue certificates, revoke and suspend them.",
+		certsInitCommand(), certsIssueCommand(), certsRevokeCommand(), certsSuspendCommand(false), certsSuspendCommand(true), certsListCommand())
 }
 
 func certsInitCommand() *cobra.Command {

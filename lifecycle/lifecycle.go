@@ -1,0 +1,163 @@
+// Package lifecycle is the operators' control of the federation's
+// certificates: revoking a certificate by serial, suspending and
+// reinstating an identity, through Raft, so that every node refuses them
+// on every connection within seconds.
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"credfed/api"
+	"credfed/audit"
+	"credfed/certs"
+	"credfed/consensus"
+	"credfed/fault"
+	"credfed/storage"
+)
+
+// Replica proposes operator commands (consensus.Replica).
+type Replica interface {
+	Apply(ctx context.Context, t consensus.CommandType, actor certs.Identity, body any) (any, error)
+}
+
+// MaxReason bounds the reason given for a revocation or suspension.
+const MaxReason = 256
+
+// Config configures the service of one node.
+type Config struct {
+	Self        certs.Identity
+	Replica     Replica
+	Revocations *certs.RevocationList
+	Audit       *audit.Recorder
+}
+
+// Service is a node's certificate control.
+type Service struct{ cfg Config }
+
+// New returns the service.
+func New(cfg Config) *Service { return &Service{cfg: cfg} }
+
+// check admits an operator at a coordinator node (operator commands are
+// relayed by province and city nodes; the FSM decides which operator may
+// change what).
+func (s *Service) check(caller certs.Identity, reason string) *fault.Error {
+	switch {
+	case caller.Role != certs.Operator:
+		return fault.New(fault.Forbidden, "certificates are revoked and suspended by operators, not with a %s certificate", caller.Role)
+	case !s.cfg.Self.Role.IsCoordinatorNode():
+		return fault.New(fault.Forbidden, "operator commands go through a province or city node; this is a %s node", s.cfg.Self.Role)
+	case len(reason) > MaxReason:
+		return fault.Field(fault.BadRequest, "reason", "must be at most %d bytes, got %d", MaxReason, len(reason))
+	}
+	for i, r := range reason {
+		if r < 0x20 || r == 0x7f {
+			return fault.Field(fault.BadRequest, "reason", "must be printable text (control character at byte %d)", i)
+		}
+	}
+	return nil
+}
+
+// Revoke revokes the certificate with the serial (decimal) everywhere.
+func (s *Service) Revoke(ctx context.Context, caller certs.Identity, serial, reason string) (api.RevocationList, error) {
+	entry := audit.By(caller, "cert.revoke")
+	fail := func(e error) (api.RevocationList, error) { return api.RevocationList{}, s.refuse(&entry, e) }
+	if e := s.check(caller, reason); e != nil {
+		return fail(e)
+	}
+	norm, err := certs.ParseSerial(serial)
+	if err != nil {
+		return fail(fault.Field(fault.BadRequest, "serial", "must be the certificate's serial number in decimal (openssl x509 -noout -serial prints it in hex)"))
+	}
+	entry.Reference = norm
+	if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdRevoke, caller, certs.Revocation{Serial: norm, Reason: reason}); err != nil {
+		return fail(commandFault(err))
+	}
+	return s.done(&entry)
+}
+
+// Suspend suspends every certificate of the identity (renewals included).
+func (s *Service) Suspend(ctx context.Context, caller certs.Identity, identity, reason string) (api.RevocationList, error) {
+	entry := audit.By(caller, "cert.suspend")
+	fail := func(e error) (api.RevocationList, error) { return api.RevocationList{}, s.refuse(&entry, e) }
+	if e := s.check(caller, reason); e != nil {
+		return fail(e)
+	}
+	id, err := certs.ParseIdentity(identity)
+	if err != nil {
+		return fail(fault.Field(fault.BadRequest, "identity", "must be an identity URI such as spiffe://FEDERATION/department/REGION/INSTITUTION"))
+	}
+	entry.Reference = id.String()
+	if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdSuspend, caller, certs.Suspension{Identity: id.String(), Reason: reason}); err != nil {
+		return fail(commandFault(err))
+	}
+	return s.done(&entry)
+}
+
+// Unsuspend lifts an identity's suspension.
+func (s *Service) Unsuspend(ctx context.Context, caller certs.Identity, identity string) (api.RevocationList, error) {
+	entry := audit.By(caller, "cert.unsuspend")
+	fail := func(e error) (api.RevocationList, error) { return api.RevocationList{}, s.refuse(&entry, e) }
+	if e := s.check(caller, ""); e != nil {
+		return fail(e)
+	}
+	id, err := certs.ParseIdentity(identity)
+	if err != nil {
+		return fail(fault.Field(fault.BadRequest, "identity", "must be an identity URI such as spiffe://FEDERATION/department/REGION/INSTITUTION"))
+	}
+	entry.Reference = id.String()
+	if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdReinstate, caller, consensus.Reinstate{Identity: id.String()}); err != nil {
+		return fail(commandFault(err))
+	}
+	return s.done(&entry)
+}
+
+func (s *Service) done(entry *storage.AuditEntry) (api.RevocationList, error) {
+	entry.Decision = storage.DecisionAllowed
+	if err := s.cfg.Audit.Record(*entry); err != nil {
+		return api.RevocationList{}, err
+	}
+	return s.List(), nil
+}
+
+func (s *Service) refuse(entry *storage.AuditEntry, e error) error {
+	entry.Decision, entry.Reason = storage.DecisionDenied, string(fault.KindOf(e))
+	if err := s.cfg.Audit.Record(*entry); err != nil {
+		return err
+	}
+	return e
+}
+
+// List is the revocation list as this node enforces it.
+func (s *Service) List() api.RevocationList {
+	snap := s.cfg.Revocations.Snapshot()
+	out := api.RevocationList{Version: snap.Version, Revoked: []api.Revoked{}, Suspended: []api.Suspended{}}
+	for _, r := range snap.Revocations {
+		out.Revoked = append(out.Revoked, api.Revoked{Serial: r.Serial, Reason: r.Reason, At: r.At.UTC()})
+	}
+	for _, x := range snap.Suspensions {
+		out.Suspended = append(out.Suspended, api.Suspended{Identity: x.Identity, Reason: x.Reason, At: x.At.UTC()})
+	}
+	return out
+}
+
+// commandFault maps the outcome of an operator command.
+func commandFault(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "consensus: ")
+	switch {
+	case errors.Is(err, consensus.ErrForbidden):
+		return fault.Wrap(fault.Forbidden, err, "%s", msg)
+	case errors.Is(err, consensus.ErrInvalid):
+		return fault.Wrap(fault.BadRequest, err, "%s", msg)
+	case errors.Is(err, consensus.ErrNotFound):
+		return fault.Wrap(fault.NotFound, err, "%s", msg)
+	case errors.Is(err, consensus.ErrConflict):
+		return fault.Wrap(fault.Conflict, err, "%s", msg)
+	case errors.Is(err, consensus.ErrOutcomeUnknown):
+		return fault.Wrap(fault.Unavailable, err, "the command's outcome is unknown (a leader change): look at GET /v1/revocations and send it again if it is not there; it is safe to repeat")
+	case errors.Is(err, context.DeadlineExceeded):
+		return fault.Wrap(fault.DeadlineExceeded, err, "the command did not commit in time; it is safe to repeat")
+	}
+	return fault.Wrap(fault.Unavailable, err, "the command could not be committed (no Raft leader reachable); it is safe to repeat")
+}
