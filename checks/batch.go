@@ -45,6 +45,10 @@ const (
 	// dropped oldest first to make room); MaxPending those not finished.
 	MaxJobs    = 32
 	MaxPending = 8
+	// MaxJobsPerRequester and MaxPendingPerRequester bound one
+	// requester's share of them.
+	MaxJobsPerRequester    = 8
+	MaxPendingPerRequester = 2
 	// JobRetention is how long a finished job and its results are kept:
 	// the results hold the subjects' records as they were.
 	JobRetention = 7 * 24 * time.Hour
@@ -198,7 +202,7 @@ func (s *Service) SubmitBatch(ctx context.Context, caller certs.Identity, in api
 	b.submitted.Lock()
 	defer b.submitted.Unlock()
 	var kept []jobState
-	pending := 0
+	pending, mine := 0, 0
 	err := b.store.Batches(func(id string, raw []byte) error {
 		var st jobState
 		if err := cbor.Unmarshal(raw, &st); err != nil {
@@ -206,12 +210,18 @@ func (s *Service) SubmitBatch(ctx context.Context, caller certs.Identity, in api
 		}
 		if st.Status == JobQueued || st.Status == JobRunning {
 			pending++
+			if st.Requester.String() == caller.String() {
+				mine++
+			}
 		}
 		kept = append(kept, st)
 		return nil
 	})
 	if err != nil {
 		return api.Job{}, fault.Wrap(fault.Unavailable, err, "the batch jobs cannot be read")
+	}
+	if mine >= MaxPendingPerRequester {
+		return api.Job{}, s.refuse(&entry, fault.New(fault.TooManyRequests, "you have %d batch jobs waiting or running here; send this one when one has finished", mine))
 	}
 	if pending >= MaxPending {
 		return api.Job{}, s.refuse(&entry, fault.New(fault.TooManyRequests, "this node has %d batch jobs waiting or running; send this one when one has finished", pending))
@@ -223,11 +233,34 @@ func (s *Service) SubmitBatch(ctx context.Context, caller certs.Identity, in api
 	}
 	// Room for the new job: the oldest finished ones go, and every one
 	// finished more than JobRetention ago.
+	// A requester's own oldest finished jobs go first (it keeps at most
+	// MaxJobsPerRequester), so that one requester's many batches do not
+	// push out the others' results.
 	sortJobs(kept)
 	now := s.cfg.Now()
-	for i, st := range kept {
+	own := 0
+	for _, st := range kept {
+		if st.Requester.String() == caller.String() {
+			own++
+		}
+	}
+	left := kept[:0]
+	for _, st := range kept {
 		finished := st.Status == JobDone || st.Status == JobFailed
-		if finished && (len(kept)-i >= MaxJobs || now.Sub(st.Finished) > JobRetention) {
+		drop := finished && now.Sub(st.Finished) > JobRetention
+		if finished && st.Requester.String() == caller.String() && own >= MaxJobsPerRequester {
+			drop, own = true, own-1
+		}
+		if drop {
+			if err := b.store.DeleteBatch(st.ID); err != nil {
+				return api.Job{}, fault.Wrap(fault.Unavailable, err, "an old batch job could not be dropped")
+			}
+			continue
+		}
+		left = append(left, st)
+	}
+	for i, st := range left {
+		if (st.Status == JobDone || st.Status == JobFailed) && len(left)-i >= MaxJobs {
 			if err := b.store.DeleteBatch(st.ID); err != nil {
 				return api.Job{}, fault.Wrap(fault.Unavailable, err, "an old batch job could not be dropped")
 			}

@@ -1,9 +1,16 @@
 package checks
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
+
+	"credfed/api"
+	"credfed/audit"
+	"credfed/storage"
 
 	"credfed/certs"
 	"credfed/consensus"
@@ -121,5 +128,51 @@ func TestPlanForRefusesWhatTheScenarioDoesNotAdmit(t *testing.T) {
 	}
 	if e := pl.checkRow("", "A"); e == nil || e.Field != "reference" {
 		t.Errorf("no reference: %v", e)
+	}
+}
+
+// TestBatchPendingJobsAreBoundedPerRequester: with no worker running, a
+// requester's third unfinished job is refused (too many requests), another
+// requester's is not, and the node as a whole holds at most MaxPending.
+func TestBatchPendingJobsAreBoundedPerRequester(t *testing.T) {
+	db, err := storage.Open(storage.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	key, err := credit.NewPseudonymKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := credit.DefaultCatalog()
+	self := certs.Identity{Federation: "f", Role: certs.Province, Region: "zhejiang"}
+	s := New(Config{Self: self, Key: key, Catalog: func() *credit.Catalog { return cat },
+		Audit: audit.New(db.Audit(), self.Region, time.Now, slog.New(slog.DiscardHandler), nil), Batches: db})
+	req := api.BatchCheckRequest{Scenario: "ADMIN-LICENSING", User: "u", Rows: []api.BatchRow{{Subject: "x", Reference: "r"}}}
+	coord := func(i int) certs.Identity {
+		return certs.Identity{Federation: "f", Role: certs.Coordinator, Region: "zhejiang", Institution: fmt.Sprintf("office-%d", i)}
+	}
+	for i := range MaxPendingPerRequester {
+		if _, err := s.SubmitBatch(context.Background(), coord(0), req); err != nil {
+			t.Fatalf("job %d: %v", i, err)
+		}
+	}
+	if _, err := s.SubmitBatch(context.Background(), coord(0), req); fault.KindOf(err) != fault.TooManyRequests {
+		t.Fatalf("a requester's job past its share: %v", err)
+	}
+	n := MaxPendingPerRequester
+	for i := 1; n < MaxPending; i++ {
+		for range MaxPendingPerRequester {
+			if n == MaxPending {
+				break
+			}
+			if _, err := s.SubmitBatch(context.Background(), coord(i), req); err != nil {
+				t.Fatalf("requester %d: %v", i, err)
+			}
+			n++
+		}
+	}
+	if _, err := s.SubmitBatch(context.Background(), coord(99), req); fault.KindOf(err) != fault.TooManyRequests {
+		t.Fatalf("a job past the node's MaxPending: %v", err)
 	}
 }

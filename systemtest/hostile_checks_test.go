@@ -952,16 +952,33 @@ func TestHostileCheckErrorsLogsAndMetricsHoldNoIdentifier(t *testing.T) {
 }
 
 // TestHostileCheckJobsStayWithinMaxJobs: a coordinator submits more
-// batches than a node keeps; the node never holds more than MaxJobs jobs,
-// and the ones it drops are the oldest finished.
+// batches than a requester may keep; the node keeps at most
+// MaxJobsPerRequester of its jobs, drops its oldest finished ones, and
+// another coordinator's finished job is not pushed out by them. Nor may
+// one requester hold more than MaxPendingPerRequester jobs unfinished.
 func TestHostileCheckJobsStayWithinMaxJobs(t *testing.T) {
 	f := startFed(t, localfed.Spec{Districts: 1}, node.Options{})
 	coord := coordinator(t, f)
 	prov := f.Province()
+	row := func(i int) []api.BatchRow {
+		return []api.BatchRow{{Subject: credit.SyntheticPerson(772000+i, credit.NewDate(1981, 1, 1)), Reference: "M"}}
+	}
+	// Another coordinator's job, finished first (the oldest of all).
+	var other *api.Client
+	for name, files := range f.Layout.Coordinators {
+		if name != prov {
+			other = clientOf(t, f, prov, files)
+			break
+		}
+	}
+	otherJob, err := other.SubmitBatch(ctxT(t, 30*time.Second), api.BatchCheckRequest{Scenario: "ADMIN-LICENSING", User: "u", Rows: row(999)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, other, otherJob.ID, time.Minute)
 	var ids []string
-	for i := range checks.MaxJobs + 3 {
-		job, err := coord.SubmitBatch(ctxT(t, 30*time.Second), api.BatchCheckRequest{Scenario: "ADMIN-LICENSING", User: "u",
-			Rows: []api.BatchRow{{Subject: credit.SyntheticPerson(772000+i, credit.NewDate(1981, 1, 1)), Reference: "M"}}})
+	for i := range checks.MaxJobsPerRequester + 3 {
+		job, err := coord.SubmitBatch(ctxT(t, 30*time.Second), api.BatchCheckRequest{Scenario: "ADMIN-LICENSING", User: "u", Rows: row(i)})
 		if err != nil {
 			t.Fatalf("batch %d: %v", i, err)
 		}
@@ -969,16 +986,19 @@ func TestHostileCheckJobsStayWithinMaxJobs(t *testing.T) {
 		if j := waitJob(t, coord, job.ID, time.Minute); j.Status != "done" {
 			t.Fatalf("job %d: %+v", i, j)
 		}
-		if n := hcJobs(t, f, prov); n > checks.MaxJobs {
-			t.Fatalf("after %d batches the node keeps %d jobs (MaxJobs %d)", i+1, n, checks.MaxJobs)
+		if n := hcJobs(t, f, prov); n > checks.MaxJobsPerRequester+1 {
+			t.Fatalf("after %d batches the node keeps %d jobs (%d per requester, and the other's)", i+1, n, checks.MaxJobsPerRequester)
 		}
 	}
 	for i, id := range ids {
 		_, err := coord.Job(ctxT(t, 10*time.Second), id)
 		kept := err == nil
-		if want := i >= len(ids)-checks.MaxJobs; kept != want {
+		if want := i >= len(ids)-checks.MaxJobsPerRequester; kept != want {
 			t.Errorf("job %d of %d: kept %v, want %v (%v)", i, len(ids), kept, want, err)
 		}
+	}
+	if _, err := other.Job(ctxT(t, 10*time.Second), otherJob.ID); err != nil {
+		t.Errorf("another coordinator's job was pushed out: %v", err)
 	}
 }
 
