@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"credfed/credit"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -416,4 +417,20 @@ func (c *Client) Unsuspend(ctx context.Context, identity string) (*RevocationLis
 	var out RevocationList
 	_, err := c.Do(ctx, "DELETE", "/v1/suspensions?identity="+url.QueryEscape(identity), "", nil, &out)
 	return &out, err
+}
+
+// PublishCatalog publishes the next catalog version (operator of the
+// province).
+func (c *Client) PublishCatalog(ctx context.Context, next *credit.Catalog) (*CatalogApplied, error) {
+	in := Catalog{Version: next.Version, Items: next.Items, Purposes: next.Purposes, Lists: next.Lists, Scenarios: next.Scenarios,
+		Domains: next.Domains, Occupations: next.Occupations, Rules: next.Rules, Levels: next.Levels}
+	var out CatalogApplied
+	_, err := c.Do(ctx, "POST", "/v1/catalog", "", in, &out)
+	return &out, err
+}
+
+// CatalogOf is the catalog of GET /v1/catalog's answer.
+func CatalogOf(in *Catalog) *credit.Catalog {
+	return &credit.Catalog{Version: in.Version, Items: in.Items, Purposes: in.Purposes, Lists: in.Lists, Scenarios: in.Scenarios,
+		Domains: in.Domains, Occupations: in.Occupations, Rules: in.Rules, Levels: in.Levels}
 }

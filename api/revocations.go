@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"time"
+
+	"credfed/credit"
+)
 
 // RevocationList is GET /v1/revocations: what every node refuses.
 type RevocationList struct {
@@ -34,4 +38,11 @@ type RevokeRequest struct {
 type SuspendRequest struct {
 	Identity string `json:"identity"`
 	Reason   string `json:"reason,omitempty"`
+}
+
+// CatalogApplied is POST /v1/catalog's answer: the version published and
+// what changed from the one before.
+type CatalogApplied struct {
+	Version int                    `json:"version"`
+	Changes []credit.CatalogChange `json:"changes"`
 }

@@ -6,6 +6,7 @@ import (
 
 	"credfed/api"
 	"credfed/certs"
+	"credfed/credit"
 	"credfed/fault"
 )
 
@@ -15,6 +16,8 @@ type Lifecycle interface {
 	Suspend(ctx context.Context, caller certs.Identity, identity, reason string) (api.RevocationList, error)
 	Unsuspend(ctx context.Context, caller certs.Identity, identity string) (api.RevocationList, error)
 	List() api.RevocationList
+	// PublishCatalog publishes the next catalog version.
+	PublishCatalog(ctx context.Context, caller certs.Identity, next *credit.Catalog) (api.CatalogApplied, error)
 }
 
 func (s *Server) revocationRoutes() []route {

@@ -7,12 +7,14 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"credfed/api"
 	"credfed/audit"
 	"credfed/certs"
 	"credfed/consensus"
+	"credfed/credit"
 	"credfed/fault"
 	"credfed/storage"
 )
@@ -30,7 +32,9 @@ type Config struct {
 	Self        certs.Identity
 	Replica     Replica
 	Revocations *certs.RevocationList
-	Audit       *audit.Recorder
+	// Catalog is the replicated catalog, nil before it has arrived.
+	Catalog func() *credit.Catalog
+	Audit   *audit.Recorder
 }
 
 // Service is a node's certificate control.
@@ -160,4 +164,56 @@ func commandFault(err error) error {
 		return fault.Wrap(fault.DeadlineExceeded, err, "the command did not commit in time; it is safe to repeat")
 	}
 	return fault.Wrap(fault.Unavailable, err, "the command could not be committed (no Raft leader reachable); it is safe to repeat")
+}
+
+// maxConflictsShown bounds the conflicts a refusal names.
+const maxConflictsShown = 20
+
+// PublishCatalog publishes the next catalog version through Raft (an
+// operator of the province): it must validate, be the current version plus
+// one, and strand no record (credit.StrandingConflicts). Records keep the
+// version they were collected under.
+func (s *Service) PublishCatalog(ctx context.Context, caller certs.Identity, next *credit.Catalog) (api.CatalogApplied, error) {
+	entry := audit.By(caller, "catalog.publish")
+	fail := func(e error) (api.CatalogApplied, error) { return api.CatalogApplied{}, s.refuse(&entry, e) }
+	if e := s.check(caller, ""); e != nil {
+		return fail(e)
+	}
+	cur := s.cfg.Catalog()
+	if cur == nil {
+		return api.CatalogApplied{}, fault.New(fault.Unavailable, "this node has not received the federation's catalog yet")
+	}
+	if next == nil {
+		return fail(fault.New(fault.BadRequest, "no catalog in the body"))
+	}
+	entry.Reference = fmt.Sprintf("version %d", next.Version)
+	if next.Version != cur.Version+1 {
+		return fail(fault.Field(fault.Conflict, "version", "the next catalog is version %d (the current one is %d), not %d", cur.Version+1, cur.Version, next.Version))
+	}
+	if err := next.Validate(); err != nil {
+		return fail(fault.Wrap(fault.BadRequest, err, "the catalog does not validate: %v", err))
+	}
+	if cs := credit.StrandingConflicts(cur, next); len(cs) > 0 {
+		var b strings.Builder
+		for i, c := range cs {
+			if i == maxConflictsShown {
+				fmt.Fprintf(&b, "; and %d more", len(cs)-i)
+				break
+			}
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			fmt.Fprintf(&b, "item %s, %s: %s", c.Item, c.Field, c.Message)
+		}
+		return fail(fault.New(fault.Conflict, "version %d would strand records collected under version %d (credfed catalog diff lists them): %s", next.Version, cur.Version, b.String()))
+	}
+	changes := credit.DiffCatalogs(cur, next)
+	if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdCatalogPublish, caller, consensus.CatalogPublish{Catalog: next}); err != nil {
+		return fail(commandFault(err))
+	}
+	entry.Decision = storage.DecisionAllowed
+	if err := s.cfg.Audit.Record(entry); err != nil {
+		return api.CatalogApplied{}, err
+	}
+	return api.CatalogApplied{Version: next.Version, Changes: changes}, nil
 }

@@ -386,7 +386,7 @@ func (n *Node) startServices() error {
 		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
 	n.disclosures = disclosure.New(disclosure.Config{Self: cfg.Identity(), Records: n.db, Registry: state, Endpoint: n.ep,
 		Catalog: state.Catalog, Now: n.now, Logger: n.log, Registerer: n.registry})
-	n.lifecycle = lifecycle.New(lifecycle.Config{Self: cfg.Identity(), Replica: n.rep, Revocations: n.revs, Audit: n.audit})
+	n.lifecycle = lifecycle.New(lifecycle.Config{Self: cfg.Identity(), Replica: n.rep, Revocations: n.revs, Catalog: state.Catalog, Audit: n.audit})
 	n.stats = stats.New(stats.Config{Self: cfg.Identity(), Registry: state, Endpoint: n.ep, Records: n.db, AuditLog: n.db.Audit(),
 		Catalog: state.Catalog, Audit: n.audit, Now: n.now, Logger: n.log, Registerer: n.registry})
 	if cfg.Role.IsCoordinatorNode() {

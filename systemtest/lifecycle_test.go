@@ -1,6 +1,7 @@
 package systemtest
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,4 +127,79 @@ func TestRevokedAndSuspendedCertificatesAreOutEverywhere(t *testing.T) {
 	if list, err := op.Revocations(ctxT(t, 10*time.Second)); err != nil || len(list.Suspended) != 0 || len(list.Revoked) != 1 {
 		t.Fatalf("the list at the end: %+v, %v", list, err)
 	}
+}
+
+// TestCatalogVersionsArePublishedAndStrandingIsRefused: the province's
+// operator publishes version 2 (a new item); every node holds it and a
+// district accepts a record of the new item. A version that drops an item,
+// shortens a period, skips a number, repeats one or does not validate is
+// refused (typed) and the catalog stays at 2; a coordinator may not
+// publish.
+func TestCatalogVersionsArePublishedAndStrandingIsRefused(t *testing.T) {
+	f := startFed(t, localfed.Spec{Districts: 2}, node.Options{})
+	ds := f.Districts()
+	op := clientOf(t, f, f.Province(), f.Layout.Operator)
+	cur, err := op.Catalog(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := api.CatalogOf(cur)
+	next.Version = cur.Version + 1
+	base, _ := next.Item("FOOD-DRUG-PENALTY")
+	added := base
+	added.Code, added.Name = "FOOD-DRUG-PENALTY-2027", "食品药品违法行为行政处罚（2027）"
+	next.Items = append(append([]credit.Item(nil), next.Items...), added)
+	if _, err := clientOf(t, f, f.Province(), f.Layout.Coordinator).PublishCatalog(ctxT(t, 30*time.Second), next); api.Code(err) != api.CodeForbidden {
+		t.Fatalf("a coordinator publishing: %v", err)
+	}
+	got, err := op.PublishCatalog(ctxT(t, 30*time.Second), next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != next.Version || len(got.Changes) != 1 || got.Changes[0].Code != added.Code || got.Changes[0].Change != "added" {
+		t.Fatalf("published: %+v", got)
+	}
+	for _, n := range f.Layout.Nodes {
+		c := clientOf(t, f, n.Name, f.Layout.Operator)
+		wait.Until(t, 10*time.Second, n.Name+" to hold version 2", func() bool {
+			v, err := c.Catalog(ctxT(t, 5*time.Second))
+			return err == nil && v.Version == next.Version
+		})
+	}
+	submit(t, f, ds[0], record("CV-1", credit.SyntheticPerson(9601, credit.NewDate(1980, 2, 2)), added.Code, "新目录项"))
+
+	refused := func(name string, mutate func(c *credit.Catalog), code string) {
+		t.Helper()
+		v, err := op.Catalog(ctxT(t, 10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := api.CatalogOf(v)
+		c.Items = append([]credit.Item(nil), c.Items...)
+		c.Version = v.Version + 1
+		mutate(c)
+		if _, err := op.PublishCatalog(ctxT(t, 30*time.Second), c); api.Code(err) != code {
+			t.Fatalf("%s: %v, want %s", name, err, code)
+		}
+		if after, err := op.Catalog(ctxT(t, 10*time.Second)); err != nil || after.Version != v.Version {
+			t.Fatalf("%s changed the catalog: %+v, %v", name, after.Version, err)
+		}
+	}
+	refused("an item dropped (the new one, which has a record)", func(c *credit.Catalog) {
+		c.Items = slices.DeleteFunc(c.Items, func(it credit.Item) bool { return it.Code == added.Code })
+	}, api.CodeConflict)
+	refused("a display period shortened", func(c *credit.Catalog) {
+		for i := range c.Items {
+			if c.Items[i].Code == "FOOD-DRUG-PENALTY" {
+				c.Items[i].DisplayPeriod = credit.Period{Months: 6}
+			}
+		}
+	}, api.CodeConflict)
+	refused("a version skipped", func(c *credit.Catalog) { c.Version += 2 }, api.CodeConflict)
+	refused("a version repeated", func(c *credit.Catalog) { c.Version-- }, api.CodeConflict)
+	refused("an item without legal basis", func(c *credit.Catalog) {
+		it := c.Items[0]
+		it.Code, it.LegalBasis = "NO-BASIS", ""
+		c.Items = append(c.Items, it)
+	}, api.CodeBadRequest)
 }
