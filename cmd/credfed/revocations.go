@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"credfed/api"
+	"credfed/certs"
 )
 
 // The operators' commands on the federation's revocation list (through
@@ -14,27 +15,37 @@ import (
 // every connection within seconds). Each is safe to repeat.
 
 func certsRevokeCommand() *cobra.Command {
-	var serial, reason string
+	var serial, certFile, reason string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "revoke --serial N [--reason TEXT] [flags]",
+		Use:   "revoke (--serial N | --certificate FILE) [--reason TEXT] [flags]",
 		Short: "Revoke a certificate by serial number, everywhere (operator of the province).",
 		Long: `Revokes one certificate, by its serial number in decimal (credfed certs list
 shows those revoked; openssl x509 -noout -serial prints a certificate's in
-hex). The revocation commits through Raft, on the province's node, by an
-operator of the province; every node then refuses the certificate, on open
-connections too, within seconds. Revoking a serial twice is harmless.`,
-		Example: `  credfed certs revoke --demo credfed-demo --as operator --serial 123456789 --reason "key lost"`,
+hex) or by its PEM file (--certificate). The revocation commits through
+Raft, on the province's node, by an operator of the province; every node
+then refuses the certificate, on open connections too, within seconds.
+Revoking a serial twice is harmless.`,
+		Example: `  credfed certs revoke --demo credfed-demo --certificate auditor/audit-office.pem --reason "key lost"
+  credfed certs revoke --demo credfed-demo --serial 123456789`,
 		Args:    noArgs,
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&serial, "serial", "", "the certificate's serial `N`, decimal (required)")
+	fs.StringVar(&serial, "serial", "", "the certificate's serial `N`, decimal")
+	fs.StringVar(&certFile, "certificate", "", "the PEM `FILE` of the certificate to revoke (instead of --serial)")
 	fs.StringVar(&reason, "reason", "", "why (at most 256 bytes, in the list)")
 	fs.BoolVar(&asJSON, "json", false, "print the API's JSON answer")
 	conn := addConnectionFlags(cmd, "operator")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if serial == "" {
-			return usageErrorf("certs revoke needs --serial")
+		switch {
+		case (serial == "") == (certFile == ""):
+			return usageErrorf("certs revoke needs --serial or --certificate (one of them)")
+		case certFile != "":
+			cert, err := certs.LoadCertFile(certFile)
+			if err != nil {
+				return err
+			}
+			serial = certs.SerialString(cert.SerialNumber)
 		}
 		c, err := conn.client()
 		if err != nil {

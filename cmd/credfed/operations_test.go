@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"credfed/localfed"
+)
+
+// guideCommands returns the shell lines of docs/operations.md's sh code
+// blocks, in order, a backslash continuation joined to its line.
+func guideCommands(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	in := false
+	var cur strings.Builder
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "```sh"):
+			in = true
+		case strings.HasPrefix(line, "```"):
+			in = false
+		case in && strings.TrimSpace(line) != "":
+			if s, ok := strings.CutSuffix(line, "\\"); ok {
+				cur.WriteString(s + " ")
+				continue
+			}
+			cur.WriteString(line)
+			out = append(out, cur.String())
+			cur.Reset()
+		}
+	}
+	return out
+}
+
+// TestOperationsGuideRuns runs every command of docs/operations.md, as
+// written, in order, on a fresh demo federation (the binary built from this
+// tree stands for credfed, the demo's directory for credfed-demo), and
+// checks what each section promises: the revoked certificate listed, the
+// catalog at version 2, version 3 refused.
+func TestOperationsGuideRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs a whole federation; skipped with -short")
+	}
+	bin := buildBinary(t)
+	dir := filepath.Join(t.TempDir(), "demo")
+	p := startDemo(t, bin, dir, "--districts", "2", "--records", "50")
+	defer p.stop(t)
+	work := t.TempDir()
+	// The guide runs from the repository's root: it reads the default
+	// catalog there.
+	if err := os.MkdirAll(filepath.Join(work, "credit"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cat, err := os.ReadFile(filepath.Join("..", "..", "credit", "default_catalog.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(work, "credit", "default_catalog.yaml"), cat, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmds := guideCommands(t, filepath.Join("..", "..", "docs", "operations.md"))
+	if len(cmds) < 10 {
+		t.Fatalf("the guide has %d commands", len(cmds))
+	}
+	word := regexp.MustCompile(`(^|[;&|] *)credfed `)
+	outputs := map[string]string{}
+	for _, c := range cmds {
+		line := word.ReplaceAllString(c, "${1}"+bin+" ")
+		line = strings.ReplaceAll(line, "credfed-demo", dir)
+		cmd := exec.Command("sh", "-c", line)
+		cmd.Dir = work
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the guide's command failed: %s\n%v\n%s", c, err, out)
+		}
+		outputs[c] = string(out)
+	}
+	find := func(prefix string) string {
+		for c, out := range outputs {
+			if strings.HasPrefix(c, prefix) {
+				return out
+			}
+		}
+		t.Fatalf("no command %q in the guide", prefix)
+		return ""
+	}
+	if out := find("credfed certs list"); !strings.Contains(out, "revoked") || !strings.Contains(out, "key copied to a laptop") {
+		t.Errorf("certs list after the revocation:\n%s", out)
+	}
+	if out := find("credfed catalog apply"); !strings.Contains(out, "catalog version 2 published: 1 changes") {
+		t.Errorf("catalog apply:\n%s", out)
+	}
+	if out := find("credfed catalog diff --demo credfed-demo catalog-v3.yaml"); !strings.Contains(out, "FOOD-DRUG-PENALTY  display_period") || !strings.Contains(out, "refused, as it should be") {
+		t.Errorf("the refused version 3:\n%s", out)
+	}
+	d, err := localfed.ReadDemoFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.Client("", "operator", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := c.Catalog(t.Context())
+	if err != nil || v.Version != 2 {
+		t.Fatalf("the catalog after the guide: version %v, %v", v.Version, err)
+	}
+}
