@@ -28,7 +28,7 @@ then refuses the certificate, on open connections too, within seconds.
 Revoking a serial twice is harmless.`,
 		Example: `  credfed certs revoke --demo credfed-demo --certificate auditor/audit-office.pem --reason "key lost"
   credfed certs revoke --demo credfed-demo --serial 123456789`,
-		Args:    noArgs,
+		Args: noArgs,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&serial, "serial", "", "the certificate's serial `N`, decimal")
