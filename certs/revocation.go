@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Revocation removes one certificate, by serial number, for good.
@@ -22,6 +24,9 @@ type Suspension struct {
 	Identity string    `json:"identity" cbor:"1,keyasint"` // SPIFFE URI
 	Reason   string    `json:"reason,omitempty" cbor:"2,keyasint,omitempty"`
 	At       time.Time `json:"at" cbor:"3,keyasint"`
+	// By is the region of the operator who suspended: only an operator of
+	// that region or above may lift or replace the suspension.
+	By string `json:"by,omitempty" cbor:"4,keyasint,omitempty"`
 }
 
 // RevocationSnapshot is the whole list at one version, in a stable order:
@@ -64,6 +69,9 @@ func SerialString(n *big.Int) string { return n.String() }
 // returns its decimal form.
 func ParseSerial(s string) (string, error) {
 	s = strings.TrimSpace(s)
+	if len(s) > 128 {
+		return "", fmt.Errorf("certs: a serial number of %d characters is not a certificate's (at most 20 octets)", len(s))
+	}
 	n := new(big.Int)
 	var ok bool
 	switch {
@@ -74,10 +82,41 @@ func ParseSerial(s string) (string, error) {
 	default:
 		_, ok = n.SetString(s, 10)
 	}
-	if !ok || n.Sign() <= 0 {
-		return "", fmt.Errorf("certs: %q is not a certificate serial number", s)
+	// RFC 5280 §4.1.2.2: a positive integer of at most 20 octets.
+	if !ok || n.Sign() <= 0 || n.BitLen() > 160 {
+		return "", fmt.Errorf("certs: not a certificate serial number (a positive integer of at most 20 octets, decimal or 0x hex)")
 	}
 	return n.String(), nil
+}
+
+// MaxReason bounds the reason of a revocation or suspension.
+const MaxReason = 256
+
+// CheckReason refuses a reason that is too long, holds anything but
+// visible text, or a run of 15 or more letters and digits (an identifier
+// of a person or organisation: a reason is replicated to every node and
+// shown to operators). It never repeats the reason.
+func CheckReason(r string) error {
+	if len(r) > MaxReason {
+		return fmt.Errorf("certs: a reason is at most %d bytes, not %d", MaxReason, len(r))
+	}
+	if !utf8.ValidString(r) {
+		return fmt.Errorf("certs: a reason must be valid UTF-8")
+	}
+	run := 0
+	for i, c := range r {
+		if !unicode.IsPrint(c) || unicode.Is(unicode.Cf, c) {
+			return fmt.Errorf("certs: a reason must be visible text (U+%04X at byte %d)", c, i)
+		}
+		if c < 0x80 && (unicode.IsLetter(c) || unicode.IsDigit(c)) {
+			if run++; run >= 15 {
+				return fmt.Errorf("certs: a reason must not hold an identifier (a run of 15 or more letters and digits at byte %d)", i)
+			}
+		} else {
+			run = 0
+		}
+	}
+	return nil
 }
 
 // Revoke adds a revocation. Revoking twice keeps the first.
@@ -137,23 +176,16 @@ func (l *RevocationList) Check(cert *x509.Certificate, id Identity) error {
 	serial := SerialString(cert.SerialNumber)
 	uri := id.String()
 	l.mu.RLock()
-	rev, revoked := l.serials[serial]
+	_, revoked := l.serials[serial]
 	sus, suspended := l.suspended[uri]
 	l.mu.RUnlock()
 	switch {
 	case revoked:
-		return &VerifyError{Reason: ErrRevoked, Subject: uri, Detail: "serial " + serial + reasonSuffix(rev.Reason)}
+		return &VerifyError{Reason: ErrRevoked, Subject: uri, Detail: "serial " + serial}
 	case suspended:
-		return &VerifyError{Reason: ErrSuspended, Subject: uri, Detail: strings.TrimPrefix(reasonSuffix(sus.Reason), ", ")}
+		return &VerifyError{Reason: ErrSuspended, Subject: uri, Detail: "suspended since " + sus.At.UTC().Format(time.RFC3339)}
 	}
 	return nil
-}
-
-func reasonSuffix(r string) string {
-	if r == "" {
-		return ""
-	}
-	return ", " + r
 }
 
 // Version counts the changes made to the list.

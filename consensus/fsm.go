@@ -342,6 +342,9 @@ func (f *FSM) applyRevoke(w *writer, c Command, r certs.Revocation) error {
 	if err != nil {
 		return refuse(ErrInvalid, "%v", err)
 	}
+	if err := certs.CheckReason(r.Reason); err != nil {
+		return refuse(ErrInvalid, "%v", err)
+	}
 	key := append(append([]byte(nil), prefixRevoked...), serial...)
 	if w.has(key) {
 		return nil // revoked already; keep the first reason
@@ -363,8 +366,16 @@ func (f *FSM) applySuspend(w *writer, c Command, s certs.Suspension) error {
 	if err := f.authorizeOperator(w, c, id.Region); err != nil {
 		return err
 	}
-	s.Identity, s.At = id.String(), c.At
-	w.setCBOR(append(append([]byte(nil), prefixSuspended...), s.Identity...), s)
+	if err := certs.CheckReason(s.Reason); err != nil {
+		return refuse(ErrInvalid, "%v", err)
+	}
+	key := append(append([]byte(nil), prefixSuspended...), id.String()...)
+	var old certs.Suspension
+	if w.getCBOR(key, &old) && old.By != "" && !certs.InRegion(old.By, c.Actor.Region) {
+		return refuse(ErrForbidden, "identity %s was suspended by an operator of %s; only an operator of %s or a region above it changes that", id, old.By, old.By)
+	}
+	s.Identity, s.At, s.By = id.String(), c.At, c.Actor.Region
+	w.setCBOR(key, s)
 	w.setUint(keyRevVersion, w.getUint(keyRevVersion)+1)
 	return nil
 }
@@ -374,12 +385,19 @@ func (f *FSM) applyReinstate(w *writer, c Command, r Reinstate) error {
 	if err != nil {
 		return refuse(ErrInvalid, "%v", err)
 	}
+	if id.Federation != f.federation {
+		return refuse(ErrInvalid, "identity %s is not of federation %s", id, f.federation)
+	}
 	if err := f.authorizeOperator(w, c, id.Region); err != nil {
 		return err
 	}
 	key := append(append([]byte(nil), prefixSuspended...), id.String()...)
-	if !w.has(key) {
-		return refuse(ErrNotFound, "identity %s is not suspended", id)
+	var old certs.Suspension
+	if !w.getCBOR(key, &old) {
+		return nil // not suspended (any more): lifting it again changes nothing
+	}
+	if old.By != "" && !certs.InRegion(old.By, c.Actor.Region) {
+		return refuse(ErrForbidden, "identity %s was suspended by an operator of %s; only an operator of %s or a region above it lifts that", id, old.By, old.By)
 	}
 	w.delete(key)
 	w.setUint(keyRevVersion, w.getUint(keyRevVersion)+1)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"credfed/api"
 	"credfed/audit"
@@ -22,10 +23,10 @@ import (
 // Replica proposes operator commands (consensus.Replica).
 type Replica interface {
 	Apply(ctx context.Context, t consensus.CommandType, actor certs.Identity, body any) (any, error)
+	// ReadBarrier waits until this node has applied what the leader has
+	// committed.
+	ReadBarrier(ctx context.Context) error
 }
-
-// MaxReason bounds the reason given for a revocation or suspension.
-const MaxReason = 256
 
 // Config configures the service of one node.
 type Config struct {
@@ -52,13 +53,9 @@ func (s *Service) check(caller certs.Identity, reason string) *fault.Error {
 		return fault.New(fault.Forbidden, "certificates are revoked and suspended by operators, not with a %s certificate", caller.Role)
 	case !s.cfg.Self.Role.IsCoordinatorNode():
 		return fault.New(fault.Forbidden, "operator commands go through a province or city node; this is a %s node", s.cfg.Self.Role)
-	case len(reason) > MaxReason:
-		return fault.Field(fault.BadRequest, "reason", "must be at most %d bytes, got %d", MaxReason, len(reason))
 	}
-	for i, r := range reason {
-		if r < 0x20 || r == 0x7f {
-			return fault.Field(fault.BadRequest, "reason", "must be printable text (control character at byte %d)", i)
-		}
+	if err := certs.CheckReason(reason); err != nil {
+		return fault.Field(fault.BadRequest, "reason", "%s", strings.TrimPrefix(err.Error(), "certs: "))
 	}
 	return nil
 }
@@ -78,7 +75,7 @@ func (s *Service) Revoke(ctx context.Context, caller certs.Identity, serial, rea
 	if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdRevoke, caller, certs.Revocation{Serial: norm, Reason: reason}); err != nil {
 		return fail(commandFault(err))
 	}
-	return s.done(&entry)
+	return s.done(ctx, &entry)
 }
 
 // Suspend suspends every certificate of the identity (renewals included).
@@ -96,7 +93,7 @@ func (s *Service) Suspend(ctx context.Context, caller certs.Identity, identity, 
 	if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdSuspend, caller, certs.Suspension{Identity: id.String(), Reason: reason}); err != nil {
 		return fail(commandFault(err))
 	}
-	return s.done(&entry)
+	return s.done(ctx, &entry)
 }
 
 // Unsuspend lifts an identity's suspension.
@@ -114,14 +111,20 @@ func (s *Service) Unsuspend(ctx context.Context, caller certs.Identity, identity
 	if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdReinstate, caller, consensus.Reinstate{Identity: id.String()}); err != nil {
 		return fail(commandFault(err))
 	}
-	return s.done(&entry)
+	return s.done(ctx, &entry)
 }
 
-func (s *Service) done(entry *storage.AuditEntry) (api.RevocationList, error) {
+// done audits a command that committed and answers the list as this node
+// has applied it: through a follower, once it has caught up with the
+// leader (bounded; the list may lag if the wait runs out).
+func (s *Service) done(ctx context.Context, entry *storage.AuditEntry) (api.RevocationList, error) {
 	entry.Decision = storage.DecisionAllowed
 	if err := s.cfg.Audit.Record(*entry); err != nil {
 		return api.RevocationList{}, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = s.cfg.Replica.ReadBarrier(ctx)
 	return s.List(), nil
 }
 
