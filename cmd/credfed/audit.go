@@ -15,7 +15,7 @@ import (
 )
 
 func auditCommand() *cobra.Command {
-	return groupCommand("audit", "A node's audit log: check it against its anchors in Raft.", auditVerifyCommand())
+	return groupCommand("audit", "A node's audit log, checked against its anchors in Raft; the institutions that query.", auditVerifyCommand(), auditQueriersCommand())
 }
 
 // errTampered is the exit status 1 of a log that does not match.

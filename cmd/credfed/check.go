@@ -28,6 +28,7 @@ func checkCommand() *cobra.Command {
 		strong  bool
 		asJSON  bool
 		noWait  bool
+		jobID   string
 		pollGap time.Duration
 	)
 	cmd := &cobra.Command{
@@ -53,7 +54,8 @@ shows the job's progress with its rate and time left, then writes one
 result per row (NDJSON; "row" counts from 0, the CSV header not counted)
 to --out, by default NAME.results.ndjson in the working directory (the
 results hold the subjects' records: keep them as such). With --no-wait it
-prints the job's id and returns; GET /v1/jobs/{id} follows it.`,
+prints the job's id and returns; --job ID follows it later (and writes its
+results), as GET /v1/jobs/{id} does.`,
 		Example: fmt.Sprintf(`  # a city's coordinator, before a civil-service hire:
   credfed check --demo credfed-demo --as coordinator --node quzhou --subject %[1]s --scenario CIVIL-SERVICE-RECRUITMENT --reference 录〔2026〕1号 --authorization AUTH-1
 
@@ -76,10 +78,29 @@ prints the job's id and returns; GET /v1/jobs/{id} follows it.`,
 	fs.StringVar(&batch, "batch", "", "check the subjects of `FILE` (CSV, NDJSON or a JSON array) as one job")
 	fs.StringVar(&out, "out", "", "with --batch: write the results to `FILE` (default FILE.results.ndjson)")
 	fs.BoolVar(&noWait, "no-wait", false, "with --batch: print the job and return without waiting for it")
+	fs.StringVar(&jobID, "job", "", "follow the batch job `ID` (one sent with --no-wait) and write its results")
 	fs.DurationVar(&pollGap, "poll", 500*time.Millisecond, "with --batch: how often to ask for the job's progress")
 	_ = fs.MarkHidden("poll")
 	conn := addConnectionFlags(cmd, "coordinator")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if jobID != "" {
+			if batch != "" || req.Subject != "" {
+				return usageErrorf("--job follows a job already sent: no --batch or --subject")
+			}
+			c, err := conn.client()
+			if err != nil {
+				return err
+			}
+			defer c.CloseIdle()
+			job, err := c.Job(cmd.Context(), jobID)
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				out = jobID + ".results.ndjson"
+			}
+			return followJob(cmd, c, job, out, asJSON, pollGap)
+		}
 		if req.Scenario == "" {
 			return usageErrorf("check needs --scenario (GET /v1/catalog lists the scenarios)")
 		}
@@ -190,9 +211,8 @@ func printCheck(w io.Writer, ans *api.CheckAnswer) error {
 // runBatch submits the batch, follows its job with a progress bar, and
 // writes the results.
 func runBatch(cmd *cobra.Command, c *api.Client, in api.BatchCheckRequest, out string, asJSON, noWait bool, gap time.Duration) error {
-	ctx := cmd.Context()
-	w, ew := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	job, err := c.SubmitBatch(ctx, in)
+	w := cmd.OutOrStdout()
+	job, err := c.SubmitBatch(cmd.Context(), in)
 	if err != nil {
 		return err
 	}
@@ -200,9 +220,16 @@ func runBatch(cmd *cobra.Command, c *api.Client, in api.BatchCheckRequest, out s
 		if asJSON {
 			return printJSONValue(w, job)
 		}
-		fmt.Fprintf(w, "job %s: %d rows queued; follow it with GET /v1/jobs/%s\n", job.ID, job.Rows, job.ID)
+		fmt.Fprintf(w, "job %s: %d rows queued; follow it with credfed check --job %s\n", job.ID, job.Rows, job.ID)
 		return nil
 	}
+	return followJob(cmd, c, job, out, asJSON, gap)
+}
+
+// followJob shows a job's progress until it ends, then writes its results.
+func followJob(cmd *cobra.Command, c *api.Client, job *api.Job, out string, asJSON bool, gap time.Duration) error {
+	ctx := cmd.Context()
+	w, ew := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	var bar *progressbar.ProgressBar
 	if isTerminal(ew) {
 		bar = newBarOf(ew, job.Rows, "checking", "rows", 100*time.Millisecond)

@@ -90,7 +90,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		}
 	}
 	add(groupRun, demoCommand(), nodeCommand())
-	add(groupClient, lookupCommand(), checkCommand(), recordsCommand(), federationCommand())
+	add(groupClient, lookupCommand(), checkCommand(), recordsCommand(), federationCommand(), statsCommand())
 	add(groupSubject, reportCommand(), accessLogCommand())
 	add(groupSubject, caseCommands()...)
 	add(groupOps, certsCommand(), catalogCommand(), auditCommand())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,6 +106,30 @@ func TestOperationsGuideRuns(t *testing.T) {
 	}
 	if out := find("credfed catalog diff --demo credfed-demo catalog-v3.yaml"); !strings.Contains(out, "FOOD-DRUG-PENALTY  display_period") || !strings.Contains(out, "refused, as it should be") {
 		t.Errorf("the refused version 3:\n%s", out)
+	}
+	if out := find("credfed audit queriers"); !strings.Contains(out, "queriers at ") {
+		t.Errorf("audit queriers:\n%s", out)
+	}
+	if out := find("credfed stats"); !strings.Contains(out, `"records"`) {
+		t.Errorf("stats:\n%s", out)
+	}
+	// A coordinator's batch sent with --no-wait, followed later with --job.
+	sent, err := exec.Command(bin, "check", "--demo", dir, "--batch", filepath.Join("..", "..", "examples", "applicants.csv"),
+		"--scenario", "ADMIN-LICENSING", "--user", "t", "--no-wait", "--json").Output()
+	if err != nil {
+		t.Fatalf("check --no-wait: %v\n%s", err, sent)
+	}
+	var job struct{ ID string }
+	if err := json.Unmarshal(sent, &job); err != nil || job.ID == "" {
+		t.Fatalf("check --no-wait --json: %s (%v)", sent, err)
+	}
+	results := filepath.Join(work, "followed.ndjson")
+	if out, err := exec.Command(bin, "check", "--demo", dir, "--job", job.ID, "--out", results).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "1000 rows checked") {
+		t.Fatalf("check --job: %v\n%s", err, out)
+	}
+	if data, err := os.ReadFile(results); err != nil || strings.Count(string(data), "\n") != 1000 {
+		t.Fatalf("the followed job's results: %d lines, %v", strings.Count(string(data), "\n"), err)
 	}
 	d, err := localfed.ReadDemoFile(dir)
 	if err != nil {
