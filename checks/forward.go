@@ -77,12 +77,7 @@ func (s *Service) forward(ctx context.Context, caller certs.Identity, in api.Che
 // portals, and only an unreachable one is passed over. A refusal comes
 // back as the fault the caller sees.
 func (s *Service) callUp(ctx context.Context, meta exchange.Meta, req forwardRequest, resp any) error {
-	var peers []exchange.Peer
-	for _, p := range consensus.CoordinatorPeers(s.cfg.Index.Regions(), s.cfg.Self) {
-		if certs.InRegion(s.cfg.Self.Region, p.Name) {
-			peers = append(peers, p)
-		}
-	}
+	peers := consensus.CoordinatorsAbove(s.cfg.Index.Regions(), s.cfg.Self)
 	if len(peers) == 0 {
 		return fault.New(fault.Unavailable, "no coordinator node above this district is registered to run it")
 	}

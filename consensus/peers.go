@@ -34,3 +34,17 @@ func CoordinatorPeers(regions []Region, self certs.Identity) []exchange.Peer {
 	}
 	return peers
 }
+
+// CoordinatorsAbove is CoordinatorPeers kept to self's ancestors, nearest
+// first: the coordinators that may vouch for self's users (a district's
+// departments and portals), and so the only ones a district forwards
+// their requests to.
+func CoordinatorsAbove(regions []Region, self certs.Identity) []exchange.Peer {
+	var out []exchange.Peer
+	for _, p := range CoordinatorPeers(regions, self) {
+		if certs.InRegion(self.Region, p.Name) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
