@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -223,4 +224,42 @@ func tlsConfig(t *testing.T, f *localfed.Federation, files localfed.ClientFiles)
 		t.Fatal(err)
 	}
 	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS13}
+}
+
+// allMetrics is every node's /metrics page, one after another.
+func allMetrics(t *testing.T, f *localfed.Federation) string {
+	t.Helper()
+	var metrics strings.Builder
+	for _, ln := range f.Layout.Nodes {
+		resp, err := httpGet("http://" + f.Node(ln.Name).MetricsAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics.WriteString(resp)
+	}
+	return metrics.String()
+}
+
+// leaks names every needle (what → text) found in the log, the metrics or
+// an error message, with the line it stands in, the needle masked.
+func leaks(log, metrics string, messages []string, needles map[string]string) []string {
+	var broken []string
+	lineOf := func(s string, i int) string {
+		line := s[strings.LastIndex(s[:i], "\n")+1:]
+		return line[:max(strings.Index(line, "\n"), 0)]
+	}
+	for what, n := range needles {
+		if i := strings.Index(log, n); i >= 0 {
+			broken = append(broken, fmt.Sprintf("%s in the log: %.300s", what, strings.ReplaceAll(lineOf(log, i), n, "<"+what+">")))
+		}
+		if i := strings.Index(metrics, n); i >= 0 {
+			broken = append(broken, fmt.Sprintf("%s in the metrics: %.300s", what, strings.ReplaceAll(lineOf(metrics, i), n, "<"+what+">")))
+		}
+		for _, m := range messages {
+			if strings.Contains(m, n) {
+				broken = append(broken, fmt.Sprintf("%s in an error message: %.200s", what, strings.ReplaceAll(m, n, "<"+what+">")))
+			}
+		}
+	}
+	return broken
 }

@@ -918,31 +918,9 @@ func TestHostileCheckErrorsLogsAndMetricsHoldNoIdentifier(t *testing.T) {
 	if results[1].Status != "ok" || results[1].Subject == "" {
 		t.Errorf("the good row: %+v", results[1])
 	}
-	var metrics strings.Builder
-	for _, ln := range f.Layout.Nodes {
-		resp, err := httpGet("http://" + f.Node(ln.Name).MetricsAddr() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		metrics.WriteString(resp)
-	}
+	metrics := allMetrics(t, f)
 	all := logs.String()
-	var broken []string
-	for what, n := range needles {
-		if i := strings.Index(all, n); i >= 0 {
-			line := all[strings.LastIndex(all[:i], "\n")+1:]
-			line = line[:max(strings.Index(line, "\n"), 0)]
-			broken = append(broken, fmt.Sprintf("%s in the log: %.300s", what, strings.ReplaceAll(line, n, "<"+what+">")))
-		}
-		if strings.Contains(metrics.String(), n) {
-			broken = append(broken, what+" in the metrics")
-		}
-		for _, m := range messages {
-			if strings.Contains(m, n) {
-				broken = append(broken, fmt.Sprintf("%s in an error message: %.200s", what, strings.ReplaceAll(m, n, "<"+what+">")))
-			}
-		}
-	}
+	broken := leaks(all, metrics, messages, needles)
 	if len(broken) > 0 {
 		t.Fatal(strings.Join(broken, "\n"))
 	}

@@ -1611,35 +1611,10 @@ func TestHostileRightsNoIdentifierInLogsMetricsOrErrors(t *testing.T) {
 	note(dist.Call(ctxT(t, 30*time.Second), peerOf(t, f, cityName), rights.OpCaseForward, exchange.Meta{},
 		hrCaseForward{Action: "file", Filing: rights.Filing{Kind: subject, Subject: subject}, Requester: requester}, &out))
 
-	var metrics strings.Builder
-	for _, ln := range f.Layout.Nodes {
-		resp, err := httpGet("http://" + f.Node(ln.Name).MetricsAddr() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		metrics.WriteString(resp)
-	}
+	metrics := allMetrics(t, f)
 	all := logs.String()
-	var broken []string
-	for what, n := range needles {
-		if i := strings.Index(all, n); i >= 0 {
-			line := all[strings.LastIndex(all[:i], "\n")+1:]
-			line = line[:max(strings.Index(line, "\n"), 0)]
-			broken = append(broken, fmt.Sprintf("%s in the log: %.300s", what, strings.ReplaceAll(line, n, "<"+what+">")))
-		}
-		if i := strings.Index(metrics.String(), n); i >= 0 {
-			m := metrics.String()
-			line := m[strings.LastIndex(m[:i], "\n")+1:]
-			line = line[:max(strings.Index(line, "\n"), 0)]
-			broken = append(broken, fmt.Sprintf("%s in the metrics: %.300s", what, strings.ReplaceAll(line, n, "<"+what+">")))
-		}
-		for _, m := range messages {
-			if strings.Contains(m, n) {
-				broken = append(broken, fmt.Sprintf("%s in an error message: %.200s", what, strings.ReplaceAll(m, n, "<"+what+">")))
-			}
-		}
-	}
-	t.Logf("%d bytes of debug log, %d of metrics, %d error messages", len(all), metrics.Len(), len(messages))
+	broken := leaks(all, metrics, messages, needles)
+	t.Logf("%d bytes of debug log, %d of metrics, %d error messages", len(all), len(metrics), len(messages))
 	if len(broken) > 0 {
 		t.Fatal(strings.Join(broken, "\n"))
 	}

@@ -1843,34 +1843,12 @@ func TestHostileNoIdentifierOrContentInLogsMetricsOrErrors(t *testing.T) {
 	if err := f.WaitReady(ctxT(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	var metrics strings.Builder
-	for _, ln := range f.Layout.Nodes {
-		resp, err := httpGet("http://" + f.Node(ln.Name).MetricsAddr() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		metrics.WriteString(resp)
-	}
+	metrics := allMetrics(t, f)
 	all := logs.String()
 	p := pseudonymOf(t, f, subject).String()
 	t.Logf("%d bytes of debug log, %d of metrics, %d error messages; the subject's pseudonym appears %d times in the log",
-		len(all), metrics.Len(), len(messages), strings.Count(all, p))
-	var broken []string
-	for what, n := range needles {
-		if i := strings.Index(all, n); i >= 0 {
-			line := all[strings.LastIndex(all[:i], "\n")+1:]
-			line = line[:max(strings.Index(line, "\n"), 0)]
-			broken = append(broken, fmt.Sprintf("%s in the log: %.300s", what, strings.ReplaceAll(line, n, "<"+what+">")))
-		}
-		if strings.Contains(metrics.String(), n) {
-			broken = append(broken, what+" in the metrics")
-		}
-		for _, m := range messages {
-			if strings.Contains(m, n) {
-				broken = append(broken, fmt.Sprintf("%s in an error message: %.200s", what, strings.ReplaceAll(m, n, "<"+what+">")))
-			}
-		}
-	}
+		len(all), len(metrics), len(messages), strings.Count(all, p))
+	broken := leaks(all, metrics, messages, needles)
 	if len(broken) > 0 {
 		t.Fatal(strings.Join(broken, "\n"))
 	}
