@@ -560,14 +560,14 @@ func plainText(v string) bool {
 	return true
 }
 
-// forwardCase sends a case request to the district's coordinators,
-// nearest first, until one answers.
+// forwardCase sends a case request to the coordinators above the
+// district, nearest first, until one answers.
 func (s *Service) forwardCase(ctx context.Context, req caseForward, out *Case) error {
 	if s.cfg.Self.Role.IsCoordinatorNode() {
 		return fault.New(fault.Forbidden, "cases are filed at a district's portal")
 	}
 	var last error
-	for _, p := range consensus.CoordinatorPeers(s.cfg.Index.Regions(), s.cfg.Self) {
+	for _, p := range consensus.CoordinatorsAbove(s.cfg.Index.Regions(), s.cfg.Self) {
 		err := s.cfg.Endpoint.Call(ctx, p, OpCaseForward, exchange.Meta{Authentication: req.Filing.Authentication}, req, out)
 		if err == nil {
 			return nil
@@ -621,6 +621,9 @@ func (s *Service) serveCaseForward(ctx context.Context, req *exchange.Request) (
 		return deny(exchange.CodeBadRequest, "unknown kind of case")
 	}
 	entry.Operation = kind + ".forward"
+	if !certs.InRegion(req.Caller.Region, s.cfg.Self.Region) {
+		return deny(exchange.CodeForbidden, "the forwarding district is not below this node: a district forwards its portals' cases to the coordinators above it")
+	}
 	if in.Requester.Role != certs.Portal || in.Requester.Federation != s.cfg.Self.Federation || !certs.InRegion(in.Requester.Region, req.Caller.Region) {
 		return deny(exchange.CodeForbidden, "the requester is not a portal of the forwarding district")
 	}

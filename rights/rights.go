@@ -339,12 +339,13 @@ func checkAuthentication(v string) *fault.Error {
 	return nil
 }
 
-// forward sends a portal's request to the district's coordinators, nearest
-// first, until one answers; only an unreachable one is passed over.
+// forward sends a portal's request to the coordinators above the district,
+// nearest first, until one answers; only an unreachable one is passed
+// over (no other coordinator can vouch for the district's portals).
 func (s *Service) forward(ctx context.Context, kind, subject, authentication string, requester certs.Identity) (Signed, error) {
-	peers := consensus.CoordinatorPeers(s.cfg.Index.Regions(), s.cfg.Self)
+	peers := consensus.CoordinatorsAbove(s.cfg.Index.Regions(), s.cfg.Self)
 	if len(peers) == 0 {
-		return Signed{}, fault.New(fault.Unavailable, "no coordinator node is registered to gather the %s", kind)
+		return Signed{}, fault.New(fault.Unavailable, "no coordinator node above this district is registered to gather the %s", kind)
 	}
 	req := forwardRequest{Kind: kind, Subject: subject, Authentication: authentication, Requester: requester}
 	var last error
@@ -413,6 +414,8 @@ func (s *Service) serveForward(ctx context.Context, req *exchange.Request) (any,
 	switch {
 	case in.Kind != KindReport && in.Kind != KindAccessLog:
 		return deny(exchange.CodeBadRequest, "unknown kind of request")
+	case !certs.InRegion(req.Caller.Region, s.cfg.Self.Region):
+		return deny(exchange.CodeForbidden, "the forwarding district is not below this node: a district forwards its portals' requests to the coordinators above it")
 	case in.Requester.Role != certs.Portal || in.Requester.Federation != s.cfg.Self.Federation || !certs.InRegion(in.Requester.Region, req.Caller.Region):
 		return deny(exchange.CodeForbidden, "the requester is not a portal of the forwarding district")
 	}
