@@ -100,7 +100,10 @@ func TestCheckBeforeADecision(t *testing.T) {
 	// A city coordinator, civil-service recruitment.
 	city := cityOf(t, f, ds[0])
 	cityCoord := clientOf(t, f, city, f.Layout.Coordinators[city])
-	recruit := api.CheckRequest{Subject: debtor, Scenario: "CIVIL-SERVICE-RECRUITMENT", User: "人事处 赵六", Reference: "录〔2026〕1号", Authorization: "AUTH-1"}
+	// A strong read: the city's replica may not yet have applied what the
+	// province's shows.
+	recruit := api.CheckRequest{Subject: debtor, Scenario: "CIVIL-SERVICE-RECRUITMENT", User: "人事处 赵六", Reference: "录〔2026〕1号", Authorization: "AUTH-1",
+		Consistency: api.ConsistencyStrong}
 	ans, err := checkUntil(t, cityCoord, recruit)
 	if err != nil {
 		t.Fatalf("a restricted subject's check is an answer, not an error: %v", err)
@@ -144,7 +147,7 @@ func TestCheckBeforeADecision(t *testing.T) {
 
 	// A department of district A checks through its district, under
 	// licensing (a purpose departments may use).
-	licensing := api.CheckRequest{Subject: debtor, Scenario: "ADMIN-LICENSING", User: "审批科 钱七", Reference: "许〔2026〕2号"}
+	licensing := api.CheckRequest{Subject: debtor, Scenario: "ADMIN-LICENSING", User: "审批科 钱七", Reference: "许〔2026〕2号", Consistency: api.ConsistencyStrong}
 	dept := department(t, f, ds[0])
 	dans, err := checkUntil(t, dept, licensing)
 	if err != nil {
@@ -187,7 +190,7 @@ func TestCheckBeforeADecision(t *testing.T) {
 	}
 
 	// The red-list volunteer: the green channel and priority.
-	vans, err := checkUntil(t, cityCoord, api.CheckRequest{Subject: volunteer, Scenario: "ADMIN-LICENSING", User: "u", Reference: "许〔2026〕3号"})
+	vans, err := checkUntil(t, cityCoord, api.CheckRequest{Subject: volunteer, Scenario: "ADMIN-LICENSING", User: "u", Reference: "许〔2026〕3号", Consistency: api.ConsistencyStrong})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +199,7 @@ func TestCheckBeforeADecision(t *testing.T) {
 	}
 	// A subject with a positive record only: no district need be asked,
 	// and the green channel follows.
-	cans, err := checkUntil(t, cityCoord, api.CheckRequest{Subject: clean, Scenario: "ADMIN-LICENSING", User: "u", Reference: "许〔2026〕4号"})
+	cans, err := checkUntil(t, cityCoord, api.CheckRequest{Subject: clean, Scenario: "ADMIN-LICENSING", User: "u", Reference: "许〔2026〕4号", Consistency: api.ConsistencyStrong})
 	if err != nil {
 		t.Fatal(err)
 	}
