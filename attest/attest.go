@@ -37,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"sync/atomic"
 	"time"
 
 	"github.com/gowebpki/jcs"
@@ -81,7 +82,7 @@ var (
 
 // Signer signs documents with a node's certificate and key.
 type Signer struct {
-	cert tls.Certificate
+	cert atomic.Pointer[tls.Certificate] // replaced on renewal
 	id   certs.Identity
 	now  func() time.Time
 }
@@ -112,7 +113,29 @@ func NewSigner(cert tls.Certificate, now func() time.Time) (*Signer, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Signer{cert: cert, id: id, now: now}, nil
+	sg := &Signer{id: id, now: now}
+	sg.cert.Store(&cert)
+	return sg, nil
+}
+
+// SetCertificate replaces the signer's certificate (a renewal): it must be
+// for the same identity, with an ECDSA key.
+func (s *Signer) SetCertificate(cert tls.Certificate) error {
+	if cert.Leaf == nil {
+		return errors.New("attest: the new certificate is not parsed")
+	}
+	if _, ok := cert.PrivateKey.(*ecdsa.PrivateKey); !ok {
+		return errors.New("attest: the key is not ECDSA")
+	}
+	id, err := certs.IdentityOf(cert.Leaf)
+	if err != nil {
+		return fmt.Errorf("attest: %w", err)
+	}
+	if id != s.id {
+		return fmt.Errorf("attest: the new certificate is for %s, not %s", id, s.id)
+	}
+	s.cert.Store(&cert)
+	return nil
 }
 
 // Identity is the signer's identity.
@@ -132,18 +155,19 @@ func (s *Signer) Sign(doc any) ([]byte, error) {
 	if _, ok := obj[Member]; ok {
 		return nil, errors.New("attest: the document already has a signature member")
 	}
+	cert := s.cert.Load()
 	sig := Signature{
 		Alg:              Alg,
 		Canonicalization: Canonicalization,
 		Signer:           s.id.String(),
 		SignedAt:         s.now().UTC().Truncate(time.Second),
-		Chain:            s.cert.Certificate,
+		Chain:            cert.Certificate,
 	}
 	digest, err := digestWith(obj, sig)
 	if err != nil {
 		return nil, err
 	}
-	key := s.cert.PrivateKey.(*ecdsa.PrivateKey)
+	key := cert.PrivateKey.(*ecdsa.PrivateKey)
 	der, err := key.Sign(rand.Reader, digest, crypto.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("attest: %w", err)

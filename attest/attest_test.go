@@ -171,7 +171,9 @@ func TestVerifyRefusesOtherFederationsAndNonNodes(t *testing.T) {
 	if _, err := NewSigner(district.TLSCertificate(), nil); err == nil {
 		t.Error("a district certificate was accepted as a signer")
 	}
-	forged := &Signer{cert: district.TLSCertificate(), id: certs.Identity{Federation: "demo", Role: certs.District, Region: "tianjin/heping"}, now: time.Now}
+	forged := &Signer{id: certs.Identity{Federation: "demo", Role: certs.District, Region: "tianjin/heping"}, now: time.Now}
+	dc := district.TLSCertificate()
+	forged.cert.Store(&dc)
 	fdoc, err := forged.Sign(map[string]int{"n": 1})
 	if err != nil {
 		t.Fatal(err)

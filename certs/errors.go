@@ -28,6 +28,11 @@ var (
 	ErrNoCertificate = errors.New("certs: no certificate presented")
 	// ErrBadPEM: a file does not hold the PEM blocks expected.
 	ErrBadPEM = errors.New("certs: malformed PEM")
+	// ErrBadCSR: a certificate signing request is malformed, unsigned by
+	// its key, or for a key the federation does not use.
+	ErrBadCSR = errors.New("certs: bad certificate signing request")
+	// ErrNotRoot: an operation of the root CA asked of another CA.
+	ErrNotRoot = errors.New("certs: not the root CA")
 )
 
 // VerifyError says why a presented certificate was refused. Reason is one of

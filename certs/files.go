@@ -65,6 +65,82 @@ func LoadCA(dir string) (*CA, error) {
 	return &CA{Federation: fed, Cert: cert, Key: key}, nil
 }
 
+// LoadSigner reads an intermediate CA: certPath holds its certificate first
+// (and may hold the root after it, which is dropped), keyPath its key. The
+// root itself is refused: it belongs offline.
+func LoadSigner(certPath, keyPath string) (*CA, error) {
+	data, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
+	}
+	var chain []*x509.Certificate
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrBadPEM, certPath, err)
+		}
+		if c.CheckSignatureFrom(c) == nil {
+			continue // a self-signed root
+		}
+		chain = append(chain, c)
+	}
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("%w: %s holds no intermediate CA certificate (the root CA does not sign online)", ErrBadPEM, certPath)
+	}
+	cert := chain[0]
+	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, fmt.Errorf("%w: %s is not a CA certificate", ErrBadPEM, certPath)
+	}
+	key, err := loadKeyFile(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok || !pub.Equal(&key.PublicKey) {
+		return nil, fmt.Errorf("%w: %s does not match %s", ErrBadPEM, keyPath, certPath)
+	}
+	fed := ""
+	if len(cert.Subject.Organization) == 1 {
+		fed = cert.Subject.Organization[0]
+	}
+	if err := checkName("federation", fed); err != nil {
+		return nil, fmt.Errorf("certs: %s names no federation: %w", certPath, err)
+	}
+	return &CA{Federation: fed, Cert: cert, Key: key, Chain: chain}, nil
+}
+
+// WriteSignerFiles writes an intermediate's certificate and key (0600) as
+// <dir>/<name>.pem and <dir>/<name>-key.pem, refusing to overwrite a key.
+func (ca *CA) WriteSignerFiles(dir, name string) (certPath, keyPath string, err error) {
+	certPath = filepath.Join(dir, name+".pem")
+	keyPath = filepath.Join(dir, name+"-key.pem")
+	if _, err := os.Stat(keyPath); err == nil {
+		return "", "", fmt.Errorf("certs: %s exists; refusing to overwrite a CA key", keyPath)
+	}
+	kp, err := keyPEM(ca.Key)
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", fmt.Errorf("certs: %w", err)
+	}
+	if err := writeFileAtomic(keyPath, kp, 0o600); err != nil {
+		return "", "", err
+	}
+	if err := writeFileAtomic(certPath, ChainPEM(ca.Cert, ca.Chain[1:]), 0o644); err != nil {
+		return "", "", err
+	}
+	return certPath, keyPath, nil
+}
+
 // WriteFiles writes <dir>/<name>.pem and <dir>/<name>-key.pem (0600), where
 // name is the identity's last element, and returns both paths.
 func (is *Issued) WriteFiles(dir string) (certPath, keyPath string, err error) {
@@ -117,14 +193,63 @@ func LoadPool(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// LoadKeyPair reads a certificate and its key, checks that they match and
-// returns them with the parsed leaf.
+// LoadKeyPair reads a certificate (and the chain after it) and its key,
+// checks that they match and returns them with the parsed leaf. It
+// finishes a replacement that a crash interrupted (ReplaceKeyPair).
 func LoadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
 	pair, err := tls.LoadX509KeyPair(certPath, keyPath)
 	if err != nil {
+		// The new key is in place but not yet its certificate: the crash
+		// came between ReplaceKeyPair's two renames.
+		if p, err2 := tls.LoadX509KeyPair(certPath+nextSuffix, keyPath); err2 == nil {
+			if err3 := renameSynced(certPath+nextSuffix, certPath); err3 == nil {
+				return p, nil
+			}
+		}
 		return tls.Certificate{}, fmt.Errorf("%w: %s / %s: %v", ErrBadPEM, certPath, keyPath, err)
 	}
+	// A replacement that stopped before its first rename left the old
+	// pair, which is still valid: the unused new one is dropped.
+	for _, p := range []string{certPath + nextSuffix, keyPath + nextSuffix} {
+		if _, err := os.Stat(p); err == nil {
+			_ = os.Remove(p)
+		}
+	}
 	return pair, nil
+}
+
+// nextSuffix names the files of a replacement in progress.
+const nextSuffix = ".next"
+
+// ReplaceKeyPair replaces the certificate and key files with new contents
+// so that a crash at any point leaves a pair that LoadKeyPair loads, old or
+// new: both are written beside the old ones first, then the key and then
+// the certificate renamed over them; LoadKeyPair completes a replacement
+// stopped between the renames.
+func ReplaceKeyPair(certPath, keyPath string, certPEMData, keyPEMData []byte) error {
+	if _, err := tls.X509KeyPair(certPEMData, keyPEMData); err != nil {
+		return fmt.Errorf("%w: the new certificate and key do not match: %v", ErrBadPEM, err)
+	}
+	if err := writeFileAtomic(keyPath+nextSuffix, keyPEMData, 0o600); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(certPath+nextSuffix, certPEMData, 0o644); err != nil {
+		return err
+	}
+	if err := renameSynced(keyPath+nextSuffix, keyPath); err != nil {
+		return err
+	}
+	return renameSynced(certPath+nextSuffix, certPath)
+}
+
+func renameSynced(from, to string) error {
+	if err := os.Rename(from, to); err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(to)); err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	return nil
 }
 
 func loadKeyFile(path string) (*ecdsa.PrivateKey, error) {

@@ -188,6 +188,23 @@ func (l *RevocationList) Check(cert *x509.Certificate, id Identity) error {
 	return nil
 }
 
+// CheckIssuer returns a *VerifyError if an intermediate CA certificate
+// that issued subject's certificate is revoked: revoking an intermediate's
+// serial refuses every certificate it signed.
+func (l *RevocationList) CheckIssuer(issuer *x509.Certificate, subject Identity) error {
+	if l == nil {
+		return nil
+	}
+	serial := SerialString(issuer.SerialNumber)
+	l.mu.RLock()
+	_, revoked := l.serials[serial]
+	l.mu.RUnlock()
+	if revoked {
+		return &VerifyError{Reason: ErrRevoked, Subject: subject.String(), Detail: "its issuing CA (serial " + serial + ") is revoked"}
+	}
+	return nil
+}
+
 // Version counts the changes made to the list.
 func (l *RevocationList) Version() uint64 {
 	l.mu.RLock()

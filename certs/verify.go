@@ -52,7 +52,7 @@ func (v *Verifier) Verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (Id
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	_, err := leaf.Verify(x509.VerifyOptions{
+	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots:         v.Roots,
 		Intermediates: inter,
 		CurrentTime:   now,
@@ -85,6 +85,16 @@ func (v *Verifier) Verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (Id
 	}
 	if err := v.Revocations.Check(leaf, id); err != nil {
 		return Identity{}, err
+	}
+	// Every chain leads through the intermediates between leaf and root;
+	// one that is revoked refuses it (the chain Go builds may differ from
+	// the one presented, so each that verifies must be clean).
+	for _, ch := range chains {
+		for _, issuer := range ch[1 : len(ch)-1] {
+			if err := v.Revocations.CheckIssuer(issuer, id); err != nil {
+				return Identity{}, err
+			}
+		}
 	}
 	return id, nil
 }

@@ -51,6 +51,59 @@ type peerConn struct {
 	err      error         // last dial failure
 	failedAt time.Time
 	backoff  time.Duration
+	// retiredSerial is the peer certificate of the connection last retired
+	// for its near expiry.
+	retiredSerial string
+}
+
+// RetireWindow is how long before a peer's certificate expires a pooled
+// connection to it is replaced by a fresh one (which finds the peer's
+// renewed certificate); RetireGrace bounds how long the old connection
+// stays open for the requests in flight on it.
+const (
+	RetireWindow = 15 * time.Second
+	RetireGrace  = 10 * time.Second
+)
+
+// Reasons a pooled connection is retired.
+const (
+	staleExpiry = "peer certificate expires soon"
+	staleOwn    = "own certificate renewed"
+)
+
+// stale says why a pooled connection should no longer take new requests,
+// or "" if it should.
+func (e *Endpoint) stale(ci *connInfo) string {
+	if ci.gen != e.certGen.Load() {
+		return staleOwn
+	}
+	if !ci.keep && time.Until(ci.leaf.NotAfter) < RetireWindow {
+		return staleExpiry
+	}
+	return ""
+}
+
+// retire closes a connection taken out of the pool once the requests in
+// flight on it are answered, or after RetireGrace (sooner if the peer's
+// certificate expires first).
+func (e *Endpoint) retire(ci *connInfo, why string) {
+	deadline := time.Now().Add(RetireGrace)
+	if exp := ci.leaf.NotAfter.Add(-time.Second); exp.Before(deadline) {
+		deadline = exp
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for ci.inflight.Load() > 0 && time.Now().Before(deadline) {
+		select {
+		case <-t.C:
+		case <-ci.conn.Context().Done():
+			return
+		case <-e.ctx.Done():
+			return
+		}
+	}
+	e.log.Debug("closing a retired connection", "peer", ci.peer.String(), "reason", why)
+	ci.conn.CloseWithError(closeNoError, "")
 }
 
 // conn returns a live connection to key, dialing if needed.
@@ -71,8 +124,19 @@ func (e *Endpoint) conn(ctx context.Context, key poolKey, label string) (*connIn
 		pc.mu.Lock()
 		if pc.ci != nil && pc.ci.conn.Context().Err() == nil {
 			ci := pc.ci
-			pc.mu.Unlock()
-			return ci, nil
+			if why := e.stale(ci); why == "" {
+				pc.mu.Unlock()
+				return ci, nil
+			} else {
+				// Moved off before anyone closes it under a request: new
+				// requests go to a fresh connection, those in flight finish.
+				pc.ci = nil
+				if why == staleExpiry {
+					pc.retiredSerial = ci.leaf.SerialNumber.String()
+					e.newSessionEpoch(key.addr)
+				}
+				go e.retire(ci, why)
+			}
 		}
 		if pc.dialing == nil {
 			if pc.err != nil && time.Since(pc.failedAt) < pc.backoff {
@@ -122,6 +186,9 @@ func (e *Endpoint) dial(pc *peerConn, label string) {
 			pc.backoff = min(2*pc.backoff, e.lim.MaxRedialBackoff)
 		}
 	} else {
+		if pc.retiredSerial != "" && ci.leaf.SerialNumber.String() == pc.retiredSerial {
+			ci.keep = true // the peer has not renewed: no use redialing
+		}
 		pc.ci, pc.err, pc.backoff = ci, nil, 0
 	}
 	close(pc.dialing)
@@ -130,10 +197,23 @@ func (e *Endpoint) dial(pc *peerConn, label string) {
 }
 
 func (e *Endpoint) dialOnce(key poolKey, label string) (*connInfo, error) {
+	ci, err := e.dialTLS(key, label)
+	if err == nil && ci.resumed && time.Until(ci.leaf.NotAfter) < RetireWindow {
+		// A resumed session brings back the certificate it was made with,
+		// which is ending: a full handshake finds the peer's current one.
+		ci.conn.CloseWithError(closeNoError, "")
+		e.newSessionEpoch(key.addr)
+		return e.dialTLS(key, label)
+	}
+	return ci, err
+}
+
+func (e *Endpoint) dialTLS(key poolKey, label string) (*connInfo, error) {
 	udpAddr, err := net.ResolveUDPAddr("udp", key.addr)
 	if err != nil {
 		return nil, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("cannot resolve %s: %v", label, err), cause: err}
 	}
+	gen := e.certGen.Load() // before the handshake reads the certificate
 	tlsConf, err := e.clientTLS(key.addr, key.alpn)
 	if err != nil {
 		return nil, &Error{Code: CodeBadRequest, Message: fmt.Sprintf("bad address %q", key.addr), cause: err}
@@ -164,6 +244,7 @@ func (e *Endpoint) dialOnce(key poolKey, label string) (*connInfo, error) {
 		conn.CloseWithError(closeShutdown, "closing")
 		return nil, connError(label, err)
 	}
+	ci.gen, ci.resumed = gen, conn.ConnectionState().TLS.DidResume
 	go func() {
 		<-conn.Context().Done()
 		e.unregister(ci)
@@ -262,7 +343,9 @@ func (e *Endpoint) call(ctx context.Context, peer Peer, op string, meta Meta, re
 			}
 			encodedAt = time.Now()
 		}
+		ci.inflight.Add(1)
 		err = e.roundTrip(ctx, ci, label, frame.b, resp)
+		ci.inflight.Add(-1)
 		if err != nil && attempt == 0 && retryable(ci, err) {
 			e.log.Debug("retrying on a fresh connection", "peer", label, "op", op)
 			e.forget(poolKey{peer.Addr, ALPN}, ci)

@@ -117,7 +117,12 @@ type Endpoint struct {
 	anyUnregistered atomic.Bool
 
 	cert atomic.Pointer[tls.Certificate]
-	id   certs.Identity
+	// certGen counts the certificates installed (SetCertificate).
+	certGen atomic.Uint64
+	// epochs holds each peer address's TLS session generation
+	// (sessionEpoch); bounded by the addresses this node dials.
+	epochs sync.Map
+	id     certs.Identity
 
 	pconn     net.PacketConn
 	ownsPConn bool
@@ -160,6 +165,18 @@ type connInfo struct {
 	inbound bool
 	state   *peerState // inbound only
 	expiry  *time.Timer
+	// gen is the generation of this endpoint's own certificate the
+	// connection was dialed with (outbound; SetCertificate counts them).
+	gen uint64
+	// inflight counts the requests in progress on it (outbound), so that
+	// a retired connection is closed once they are answered.
+	inflight atomic.Int32
+	// keep marks a connection redialed after a retirement for the peer's
+	// near expiry that found the same peer certificate (the peer has not
+	// renewed): it is kept to the end, not retired again at each call.
+	keep bool
+	// resumed says the TLS session was resumed (outbound).
+	resumed bool
 	// refusalLogged is set once a refusal of this connection's requests by
 	// Admit has been logged: one line per connection, not per request.
 	refusalLogged atomic.Bool
@@ -320,6 +337,10 @@ func (e *Endpoint) SetCertificate(c tls.Certificate) error {
 		return fmt.Errorf("exchange: new certificate is for %s, not %s", id, e.id)
 	}
 	e.cert.Store(&c)
+	// Connections dialed with the old certificate are retired at their
+	// next use (client.go, stale): the peer would close them when that
+	// certificate expires.
+	e.certGen.Add(1)
 	return nil
 }
 
@@ -362,7 +383,11 @@ func (e *Endpoint) clientTLS(addr, alpn string) (*tls.Config, error) {
 	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return e.cert.Load(), nil }
 	if e.sessions != nil {
 		// Keyed by address: several nodes may share a host.
-		cfg.ClientSessionCache = keyedSessionCache{e.sessions, addr + "|" + alpn + "|"}
+		// A session resumed does not carry certificates: after this node
+		// renews, or to reach a peer's renewed certificate, the sessions
+		// of before are not resumed.
+		cfg.ClientSessionCache = keyedSessionCache{e.sessions,
+			fmt.Sprintf("%s|%s|%d|%d|", addr, alpn, e.certGen.Load(), e.sessionEpoch(addr))}
 	}
 	return cfg, nil
 }
@@ -378,6 +403,20 @@ func requireNode(cs tls.ConnectionState) error {
 			Detail: "a " + string(id.Role) + " certificate may not speak the exchange"})
 	}
 	return nil
+}
+
+// sessionEpoch is the generation of addr's TLS sessions: retiring a
+// connection for its peer's near expiry starts a new one (newSessionEpoch).
+func (e *Endpoint) sessionEpoch(addr string) uint64 {
+	if v, ok := e.epochs.Load(addr); ok {
+		return v.(*atomic.Uint64).Load()
+	}
+	return 0
+}
+
+func (e *Endpoint) newSessionEpoch(addr string) {
+	v, _ := e.epochs.LoadOrStore(addr, new(atomic.Uint64))
+	v.(*atomic.Uint64).Add(1)
 }
 
 type keyedSessionCache struct {

@@ -2,6 +2,7 @@ package exchange
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,8 @@ type Request struct {
 	Caller certs.Identity
 	// Op is the operation name.
 	Op string
+	// Leaf is the caller's verified certificate.
+	Leaf *x509.Certificate
 	// ID is the caller's request id (for correlating logs).
 	ID uint64
 	// Meta is the context the caller states (purpose, user, ...). It is
@@ -325,7 +328,7 @@ func (s *serverStream) serve() {
 	}
 	defer e.handlers.done()
 
-	req := &Request{Caller: caller, Op: op.name, ID: env.ID, Meta: env.Meta, Deadline: deadline, body: env.Body}
+	req := &Request{Caller: caller, Op: op.name, Leaf: s.ci.leaf, ID: env.ID, Meta: env.Meta, Deadline: deadline, body: env.Body}
 	ctx, cancel := context.WithDeadline(str.Context(), deadline)
 	defer cancel()
 	ctx = context.WithValue(ctx, ctxKey{}, req)

@@ -93,6 +93,8 @@ type Config struct {
 	// Lifecycle serves the revocation list and the operators' commands on
 	// it.
 	Lifecycle Lifecycle
+	// Enrollment signs certificate renewals (nil: none here).
+	Enrollment Enrollment
 	// Checks serves checks, batch checks and their jobs, and
 	// classifications.
 	Checks Checks
@@ -197,7 +199,7 @@ type route struct {
 // docs/openapi.yaml documents the same list (a test compares them).
 func (s *Server) routes() []route {
 	var out []route
-	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes(), s.statsRoutes(), s.revocationRoutes()} {
+	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes(), s.statsRoutes(), s.revocationRoutes(), s.certificateRoutes()} {
 		out = append(out, rs...)
 	}
 	return out

@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -53,7 +54,18 @@ type Spec struct {
 	// federation is test-only (test_only: real identifiers are refused,
 	// so no real person's record can end up in it).
 	RealIdentifiers bool
+	// NodeValidity is the lifetime of the nodes' certificates (default
+	// DefaultNodeValidity); the nodes renew them at two thirds of it, signed
+	// by the intermediate CA the province holds.
+	NodeValidity time.Duration
 }
+
+// DefaultNodeValidity is a local federation's node certificate lifetime.
+const DefaultNodeValidity = 7 * 24 * time.Hour
+
+// IntermediateName is the local federation's online intermediate CA, held
+// by the province: DIR/intermediate-online.pem and -key.pem.
+const IntermediateName = "online"
 
 // MaxDistricts bounds a local federation.
 const MaxDistricts = 12
@@ -182,6 +194,15 @@ func Create(spec Spec) (Layout, error) {
 			return Layout{}, err
 		}
 		if err := ca.WriteFiles(dir); err != nil {
+			return Layout{}, err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "intermediate-"+IntermediateName+"-key.pem")); err != nil {
+		in, err := ca.NewIntermediate(IntermediateName, 0)
+		if err != nil {
+			return Layout{}, err
+		}
+		if _, _, err := in.WriteSignerFiles(dir, "intermediate-"+IntermediateName); err != nil {
 			return Layout{}, err
 		}
 	}
@@ -338,7 +359,11 @@ func writeNodeFiles(ca *certs.CA, dir string, ln Node, all []Node, spec Spec) er
 	if spec.Compose {
 		hosts = append(hosts, ln.Name)
 	}
-	is, err := ca.Issue(certs.IssueRequest{Identity: id, Hosts: hosts})
+	validity := spec.NodeValidity
+	if validity <= 0 {
+		validity = DefaultNodeValidity
+	}
+	is, err := ca.Issue(certs.IssueRequest{Identity: id, Hosts: hosts, Validity: validity})
 	if err != nil {
 		return err
 	}
@@ -371,6 +396,8 @@ func writeNodeFiles(ca *certs.CA, dir string, ln Node, all []Node, spec Spec) er
 		cfg.EncryptionKeyFile = "encryption.key"
 	}
 	if ln.Role == certs.Province {
+		cfg.TLS.SignerCert = filepath.Join("..", "..", "intermediate-"+IntermediateName+".pem")
+		cfg.TLS.SignerKey = filepath.Join("..", "..", "intermediate-"+IntermediateName+"-key.pem")
 		cfg.Raft.Bootstrap = true
 		for _, o := range all {
 			cfg.Raft.BootstrapRegions = append(cfg.Raft.BootstrapRegions, node.RegionConfig{

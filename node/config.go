@@ -130,7 +130,18 @@ type TLSConfig struct {
 	CA   string `yaml:"ca"`
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+	// SignerCert and SignerKey are an intermediate CA (credfed certs
+	// intermediate) that this coordinator keeps online to sign the
+	// renewals of the nodes and users of its region. Optional.
+	SignerCert string `yaml:"signer_cert,omitempty"`
+	SignerKey  string `yaml:"signer_key,omitempty"`
+	// Renew renews the node's certificate at two thirds of its life
+	// (default true); the renewed pair replaces the cert and key files.
+	Renew *bool `yaml:"renew,omitempty"`
 }
+
+// Renews says whether the node renews its certificate itself.
+func (t TLSConfig) Renews() bool { return t.Renew == nil || *t.Renew }
 
 // RaftConfig tunes the node's part in Raft.
 type RaftConfig struct {
@@ -250,7 +261,7 @@ func LoadConfig(path string) (Config, error) {
 }
 
 func (c *Config) resolvePaths(base string) {
-	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.EncryptionKeyFile,
+	for _, p := range []*string{&c.DataDir, &c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.TLS.SignerCert, &c.TLS.SignerKey, &c.EncryptionKeyFile,
 		&c.PseudonymKeyFile, &c.Raft.BootstrapCatalog} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
@@ -397,6 +408,12 @@ func (c Config) Validate() error {
 		if f.path == "" {
 			return fieldErr(f.field, "required")
 		}
+	}
+	if (c.TLS.SignerCert == "") != (c.TLS.SignerKey == "") {
+		return fieldErr("tls.signer_cert", "tls.signer_cert and tls.signer_key go together")
+	}
+	if c.TLS.SignerCert != "" && !c.Role.IsCoordinatorNode() {
+		return fieldErr("tls.signer_cert", "only coordinator nodes (province, city) hold a signing CA")
 	}
 	if c.PseudonymKeyFile != "" && !c.Role.IsCoordinatorNode() {
 		return fieldErr("pseudonym_key_file", "only coordinator nodes (province, city) may hold the pseudonym key")

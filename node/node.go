@@ -26,6 +26,7 @@ import (
 	"credfed/consensus"
 	"credfed/credit"
 	"credfed/disclosure"
+	"credfed/enroll"
 	"credfed/exchange"
 	"credfed/httpapi"
 	"credfed/intake"
@@ -48,7 +49,7 @@ type Node struct {
 	registry *prometheus.Registry
 	now      func() time.Time // the node's clock of record dates (Options.Now)
 
-	cert     tls.Certificate
+	cert     atomic.Pointer[tls.Certificate] // replaced on renewal (certificate.go)
 	caCert   *x509.Certificate
 	revs     *certs.RevocationList
 	verifier *certs.Verifier
@@ -80,6 +81,8 @@ type Node struct {
 	disclosures *disclosure.Service // the public disclosure list
 	stats       *stats.Service      // the federation statistics
 	lifecycle   *lifecycle.Service  // revocations and suspensions
+	enroll      *enroll.Service     // certificate renewals (certificate.go)
+	renewer     *enroll.Renewer
 
 	apiLn      net.Listener
 	api        *http.Server
@@ -175,10 +178,11 @@ func (n *Node) loadTrust() error {
 	if err != nil {
 		return fmt.Errorf("node: tls.cert/tls.key: %w", err)
 	}
-	n.caCert, n.cert = ca, pair
+	n.caCert = ca
+	n.cert.Store(&pair)
 	n.revs = certs.NewRevocationList()
 	n.verifier = certs.NewVerifier(ca, c.Federation, n.revs)
-	id, err := n.verifier.Verify([]*x509.Certificate{pair.Leaf}, x509.ExtKeyUsageServerAuth)
+	id, err := n.verifier.Verify(chainOf(pair), x509.ExtKeyUsageServerAuth)
 	if err != nil {
 		return fmt.Errorf("node: tls.cert: %w", err)
 	}
@@ -219,7 +223,7 @@ func (n *Node) openConsensus(opts Options) error {
 		return fmt.Errorf("node: %w", err)
 	}
 	admission := &peerAdmission{}
-	n.ep, err = exchange.New(exchange.Config{Certificate: n.cert, Verifier: n.verifier, Addr: cfg.Listen.Exchange,
+	n.ep, err = exchange.New(exchange.Config{Certificate: n.Certificate(), Verifier: n.verifier, Addr: cfg.Listen.Exchange,
 		Logger: n.log, Registerer: n.registry, Admit: admission.request, AdmitRaft: admission.raft})
 	if err != nil {
 		return fmt.Errorf("node: listen.exchange: %w", err)
@@ -390,11 +394,14 @@ func (n *Node) startServices() error {
 	n.stats = stats.New(stats.Config{Self: cfg.Identity(), Registry: state, Endpoint: n.ep, Records: n.db, AuditLog: n.db.Audit(),
 		Catalog: state.Catalog, Audit: n.audit, Now: n.now, Logger: n.log, Registerer: n.registry})
 	if cfg.Role.IsCoordinatorNode() {
-		signer, err := attest.NewSigner(n.cert, n.now)
+		signer, err := attest.NewSigner(n.Certificate(), n.now)
 		if err != nil {
 			return fmt.Errorf("node: the node certificate cannot sign reports: %w", err)
 		}
 		n.signer = signer
+	}
+	if err := n.startEnrollment(); err != nil {
+		return err
 	}
 	n.rights = rights.New(rights.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
 		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, AuditLog: n.db.Audit(),
@@ -485,12 +492,12 @@ func (n *Node) serve() error {
 	// longest new or idle one is closed for the newcomer.
 	ln := httpapi.NewListener(apiLn, n.cfg.API.MaxConnections, n.registry)
 	n.apiLn = ln
-	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Stats: n.stats, Lifecycle: n.lifecycle, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Stats: n.stats, Lifecycle: n.lifecycle, Enrollment: n.enroll, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
 		BulkReadTimeout: time.Duration(n.cfg.API.BulkReadTimeout), BodyBudget: n.cfg.API.BodyBudgetMiB << 20,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{
 		Handler:   h,
-		TLSConfig: n.verifier.ServerConfig(n.cert, certs.OptionalClientCert, "h2", "http/1.1"),
+		TLSConfig: n.apiTLS(),
 		// ReadHeaderTimeout bounds the TLS handshake too (net/http takes
 		// the shortest of its timeouts for it).
 		ReadHeaderTimeout: 5 * time.Second,
@@ -697,6 +704,9 @@ func (n *Node) closeAll() error {
 	}
 	if n.api == nil && n.apiLn != nil {
 		n.apiLn.Close()
+	}
+	if n.renewer != nil {
+		n.renewer.Close()
 	}
 	if n.jobs != nil {
 		n.jobs.Stop()

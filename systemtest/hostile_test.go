@@ -1953,11 +1953,19 @@ func startProcFed(t *testing.T, districts int) *procFed {
 // any node starts (to change a node's configuration file).
 func startProcFedWith(t *testing.T, districts int, patch func(localfed.Layout)) *procFed {
 	t.Helper()
+	return startProcFedSpec(t, localfed.Spec{Districts: districts}, patch)
+}
+
+// startProcFedSpec is startProcFedWith for a whole spec (its Dir is set
+// here).
+func startProcFedSpec(t *testing.T, spec localfed.Spec, patch func(localfed.Layout)) *procFed {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "credfed")
 	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "credfed/cmd/credfed").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	l, err := localfed.Create(localfed.Spec{Dir: filepath.Join(t.TempDir(), "fed"), Districts: districts})
+	spec.Dir = filepath.Join(t.TempDir(), "fed")
+	l, err := localfed.Create(spec)
 	if err != nil {
 		t.Fatal(err)
 	}

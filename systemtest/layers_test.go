@@ -14,7 +14,7 @@ import (
 // depend on nothing of ours.
 var (
 	lower    = []string{"certs", "attest", "storage", "exchange", "consensus"}
-	services = []string{"audit", "intake", "lookup", "rights", "checks", "queriers", "stats", "lifecycle", "disclosure", "pseudonym", "publish", "sweep", "jobs"}
+	services = []string{"audit", "intake", "lookup", "rights", "checks", "queriers", "stats", "lifecycle", "enroll", "disclosure", "pseudonym", "publish", "sweep", "jobs"}
 	upper    = []string{"httpapi", "node", "localfed", "cmd/credfed", "api", "systemtest"}
 )
 

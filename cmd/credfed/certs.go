@@ -10,8 +10,8 @@ import (
 )
 
 func certsCommand() *cobra.Command {
-	return groupCommand("certs", "Create the federation CA, issue certificates, revoke and suspend them.",
-		certsInitCommand(), certsIssueCommand(), certsRevokeCommand(), certsSuspendCommand(false), certsSuspendCommand(true), certsListCommand())
+	return groupCommand("certs", "Create the federation CA and intermediates, issue and renew certificates, revoke and suspend them.",
+		certsInitCommand(), certsIntermediateCommand(), certsIssueCommand(), certsRenewCommand(), certsRevokeCommand(), certsSuspendCommand(false), certsSuspendCommand(true), certsListCommand())
 }
 
 func certsInitCommand() *cobra.Command {
