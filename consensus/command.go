@@ -50,6 +50,12 @@ const (
 	// on, so a coordinator of an older binary skips them during a rolling
 	// upgrade instead of stopping.
 	CmdAuditAnchor CommandType = IgnoreUnknown | 10
+	// CmdRegionAdd registers a region that has not joined yet, with a
+	// one-time join token (RegionAdd, join.go).
+	CmdRegionAdd CommandType = 11
+	// CmdJoin uses a region's join token and sets the new node's
+	// addresses (Join, join.go).
+	CmdJoin CommandType = 12
 
 	// IgnoreUnknown marks a command type that servers which do not know it
 	// may skip.
@@ -131,6 +137,11 @@ type Region struct {
 	Voter bool `cbor:"7,keyasint" json:"voter"`
 	// Since is when the region joined (the leader's clock).
 	Since time.Time `cbor:"8,keyasint" json:"since"`
+	// Registered is the log index at which the region was registered:
+	// index entries of its path written before it (by a node of an earlier
+	// region of that path, since removed) are not its own and are not
+	// read.
+	Registered uint64 `cbor:"9,keyasint,omitempty" json:"registered,omitempty"`
 }
 
 // Identity returns the node identity the region's certificate must carry.

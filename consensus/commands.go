@@ -25,7 +25,7 @@ func init() {
 	})
 	registerCommand(CmdRegionPut, commandSpec{
 		name:    "region_put",
-		apply:   decoded((*FSM).applyRegionPut),
+		apply:   decodedAt((*FSM).applyRegionPut),
 		relay:   true,
 		effects: reloadRegistry | registryChanged,
 	})
@@ -64,6 +64,20 @@ func init() {
 		// consensus.anchor (anchor.go), which names the caller as proposer.
 		name:  "audit_anchor",
 		apply: decoded((*FSM).applyAuditAnchor),
+	})
+	registerCommand(CmdRegionAdd, commandSpec{
+		name:    "region_add",
+		apply:   decodedAt((*FSM).applyRegionAdd),
+		relay:   true,
+		effects: reloadRegistry | registryChanged,
+	})
+	registerCommand(CmdJoin, commandSpec{
+		// Relayed by the coordinator that serves the join, which the FSM
+		// holds to be above the region.
+		name:    "join",
+		apply:   decoded((*FSM).applyJoin),
+		relay:   true,
+		effects: reloadRegistry | registryChanged,
 	})
 	registerCommand(CmdFederationInit, commandSpec{
 		// Not relayable: only the province node that bootstraps the
@@ -127,6 +141,17 @@ func registerCommand(t CommandType, spec commandSpec) {
 // commandFor returns the table entry of t, nil for a type this binary does
 // not know.
 func commandFor(t CommandType) *commandSpec { return commands[t] }
+
+// decodedAt is decoded for an applier that needs the entry's log index.
+func decodedAt[B any](apply func(f *FSM, w *writer, c Command, body B, index uint64) error) func(*FSM, *writer, Command, uint64) any {
+	return func(f *FSM, w *writer, c Command, index uint64) any {
+		var body B
+		if err := decodeBody(c, &body); err != nil {
+			return f.refused(w, c, refuse(ErrInvalid, "%s body does not decode", c.Type))
+		}
+		return f.refused(w, c, apply(f, w, c, body, index))
+	}
+}
 
 // decoded adapts the applier of one decoded body B to the table: a body
 // that does not decode was proposed by a buggy or hostile node and is

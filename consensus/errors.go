@@ -21,6 +21,9 @@ var (
 	ErrConflict = errors.New("consensus: conflict")
 	// ErrNotFound: the command names a region or identity that is not there.
 	ErrNotFound = errors.New("consensus: not found")
+	// ErrExpired: the command presents something whose time has passed (a
+	// join token).
+	ErrExpired = errors.New("consensus: expired")
 
 	// ErrNoLeader: there is no leader to take the command right now; it
 	// was certainly not applied. Try again later.

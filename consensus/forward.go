@@ -80,7 +80,7 @@ type wireRefusal struct {
 }
 
 var refusalReasons = map[string]error{
-	"forbidden": ErrForbidden, "invalid": ErrInvalid, "conflict": ErrConflict, "not_found": ErrNotFound,
+	"forbidden": ErrForbidden, "invalid": ErrInvalid, "conflict": ErrConflict, "not_found": ErrNotFound, "expired": ErrExpired,
 }
 
 func toWire(err error) *wireRefusal {

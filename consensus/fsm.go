@@ -255,7 +255,7 @@ func applyIndexGroup(w *writer, g IndexGroup, index uint64) {
 	}
 }
 
-func (f *FSM) applyRegionPut(w *writer, c Command, r Region) error {
+func (f *FSM) applyRegionPut(w *writer, c Command, r Region, index uint64) error {
 	if err := f.authorizeOperator(w, c, r.Path); err != nil {
 		return err
 	}
@@ -267,9 +267,9 @@ func (f *FSM) applyRegionPut(w *writer, c Command, r Region) error {
 		if old.Role != r.Role {
 			return refuse(ErrConflict, "region %s is a %s; remove it before registering it as a %s", r.Path, old.Role, r.Role)
 		}
-		r.Since = old.Since
+		r.Since, r.Registered = old.Since, old.Registered
 	} else {
-		r.Since = c.At
+		r.Since, r.Registered = c.At, index
 	}
 	w.setCBOR(regionKey(r.Path), r)
 	return nil
@@ -307,6 +307,7 @@ func (f *FSM) applyRegionRemove(w *writer, c Command, r RegionRemove) error {
 		return refuse(ErrConflict, "region %s still has %d regions below it", r.Path, children)
 	}
 	w.delete(regionKey(r.Path))
+	w.delete(joinTokenKey(r.Path))
 	deleteAuditAnchors(w, r.Path) // a node put back there starts a new audit log
 	return nil
 }

@@ -401,6 +401,7 @@ func TestState_OpensStateWrittenBeforeGenerations(t *testing.T) {
 		string(watermarkKey(qujiang.Region)):         binary.BigEndian.AppendUint64(nil, 3),
 		string(regionKey("zhejiang/quzhou")):         mustCBOR(t, Region{Path: "zhejiang/quzhou", Role: certs.City}),
 		string(regionKey("zhejiang/quzhou/kecheng")): mustCBOR(t, Region{Path: "zhejiang/quzhou/kecheng", Role: certs.District}),
+		string(regionKey(qujiang.Region)):            mustCBOR(t, Region{Path: qujiang.Region, Role: certs.District}),
 	}
 	// Leftovers of an interrupted restore, for the open to drop: a partial
 	// generation.
@@ -433,7 +434,7 @@ func TestState_OpensStateWrittenBeforeGenerations(t *testing.T) {
 	if f.state.next != 6 {
 		t.Errorf("next generation %d after a leftover generation 5", f.state.next)
 	}
-	if f.state.gen.n != 0 || f.state.Applied() != 7 || len(f.state.Regions()) != 3 || f.state.Catalog() == nil {
+	if f.state.gen.n != 0 || f.state.Applied() != 7 || len(f.state.Regions()) != 4 || f.state.Catalog() == nil {
 		t.Fatalf("generation %d, applied %d, %d regions", f.state.gen.n, f.state.Applied(), len(f.state.Regions()))
 	}
 	if e := lookupOf(t, f.state, pseudo(5)); len(e) != 1 || e[0].Seq != 3 || e[0].Summary.Negative != 2 {

@@ -407,7 +407,16 @@ func (s *State) Lookup(p credit.Pseudonym) ([]IndexEntry, uint64, error) {
 			if err := decMode.Unmarshal(v, &ev); err != nil {
 				return err
 			}
-			out = append(out, IndexEntry{District: string(k[len(pfx):]), Summary: ev.Summary, Seq: ev.Seq, Index: ev.Index})
+			district := string(k[len(pfx):])
+			// A removed district's entries are withdrawn: not read, nor
+			// those an earlier region of the same path wrote.
+			s.mu.RLock()
+			reg, ok := s.regions[district]
+			s.mu.RUnlock()
+			if !ok || reg.Role != certs.District || ev.Index < reg.Registered {
+				return nil
+			}
+			out = append(out, IndexEntry{District: district, Summary: ev.Summary, Seq: ev.Seq, Index: ev.Index})
 			return nil
 		})
 	})

@@ -95,6 +95,8 @@ type Config struct {
 	Lifecycle Lifecycle
 	// Enrollment signs certificate renewals (nil: none here).
 	Enrollment Enrollment
+	// Regions serves region add, promote, remove and joins (nil: none).
+	Regions Regions
 	// Checks serves checks, batch checks and their jobs, and
 	// classifications.
 	Checks Checks
@@ -199,7 +201,7 @@ type route struct {
 // docs/openapi.yaml documents the same list (a test compares them).
 func (s *Server) routes() []route {
 	var out []route
-	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes(), s.statsRoutes(), s.revocationRoutes(), s.certificateRoutes()} {
+	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes(), s.statsRoutes(), s.revocationRoutes(), s.certificateRoutes(), s.regionRoutes()} {
 		out = append(out, rs...)
 	}
 	return out

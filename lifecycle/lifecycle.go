@@ -1,7 +1,8 @@
-// Package lifecycle is the operators' control of the federation's
-// certificates: revoking a certificate by serial, suspending and
-// reinstating an identity, through Raft, so that every node refuses them
-// on every connection within seconds.
+// Package lifecycle is the operators' control of the federation through
+// Raft: revoking a certificate by serial, suspending and reinstating an
+// identity (every node refuses them on every connection within seconds),
+// publishing catalog versions, and adding, promoting and removing regions,
+// whose new nodes join themselves with a one-time token.
 package lifecycle
 
 import (
@@ -17,6 +18,7 @@ import (
 	"credfed/consensus"
 	"credfed/credit"
 	"credfed/fault"
+	"credfed/internal/keyrate"
 	"credfed/storage"
 )
 
@@ -36,13 +38,19 @@ type Config struct {
 	// Catalog is the replicated catalog, nil before it has arrived.
 	Catalog func() *credit.Catalog
 	Audit   *audit.Recorder
+	// Regions serves region add, promote and remove and the joins of new
+	// nodes (regions.go); nil on a node that does not.
+	Regions *RegionsConfig
 }
 
 // Service is a node's certificate control.
-type Service struct{ cfg Config }
+type Service struct {
+	cfg   Config
+	joins *keyrate.Limiters[string] // per address
+}
 
 // New returns the service.
-func New(cfg Config) *Service { return &Service{cfg: cfg} }
+func New(cfg Config) *Service { return &Service{cfg: cfg, joins: newJoinLimits()} }
 
 // check admits an operator at a coordinator node (operator commands are
 // relayed by province and city nodes; the FSM decides which operator may
@@ -152,6 +160,10 @@ func (s *Service) List() api.RevocationList {
 // commandFault maps the outcome of an operator command.
 func commandFault(err error) error {
 	msg := strings.TrimPrefix(err.Error(), "consensus: ")
+	var re *consensus.RefusedError
+	if errors.As(err, &re) {
+		msg = re.Message // the reason is the fault's kind
+	}
 	switch {
 	case errors.Is(err, consensus.ErrForbidden):
 		return fault.Wrap(fault.Forbidden, err, "%s", msg)

@@ -80,3 +80,12 @@ func (p *portPicker) release() {
 	}
 	p.held = nil
 }
+
+// PickPorts returns a free UDP port (exchange) and two free TCP ports (API,
+// metrics) on 127.0.0.1, as host:port, for a node added to a local
+// federation later (credfed region add).
+func PickPorts() ([3]string, error) {
+	p := newPortPicker()
+	defer p.release()
+	return p.pick()
+}

@@ -4,12 +4,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"credfed/certs"
 	"credfed/consensus"
 	"credfed/enroll"
 	"credfed/exchange"
+	"credfed/lifecycle"
 )
 
 // The node's certificate is held here and read at every handshake, so
@@ -102,4 +105,27 @@ func (n *Node) apiTLS() *tls.Config {
 	cfg.Certificates = nil
 	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return n.cert.Load(), nil }
 	return cfg
+}
+
+// regionsConfig is what a coordinator needs to add regions and serve the
+// joins of their nodes (lifecycle/regions.go).
+func (n *Node) regionsConfig() (*lifecycle.RegionsConfig, error) {
+	rc := &lifecycle.RegionsConfig{Registry: n.rep.State(), Signer: n.enroll, CA: n.caCert,
+		API: func() string {
+			if r, ok := n.rep.State().Region(n.cfg.Region); ok && r.API != "" {
+				return r.API
+			}
+			if n.apiLn != nil {
+				return "https://" + n.APIAddr()
+			}
+			return ""
+		}}
+	if n.cfg.PseudonymKeyFile != "" {
+		data, err := os.ReadFile(n.cfg.PseudonymKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("node: pseudonym_key_file: %w", err)
+		}
+		rc.PseudonymKey = strings.TrimSpace(string(data))
+	}
+	return rc, nil
 }

@@ -390,7 +390,6 @@ func (n *Node) startServices() error {
 		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
 	n.disclosures = disclosure.New(disclosure.Config{Self: cfg.Identity(), Records: n.db, Registry: state, Endpoint: n.ep,
 		Catalog: state.Catalog, Now: n.now, Logger: n.log, Registerer: n.registry})
-	n.lifecycle = lifecycle.New(lifecycle.Config{Self: cfg.Identity(), Replica: n.rep, Revocations: n.revs, Catalog: state.Catalog, Audit: n.audit})
 	n.stats = stats.New(stats.Config{Self: cfg.Identity(), Registry: state, Endpoint: n.ep, Records: n.db, AuditLog: n.db.Audit(),
 		Catalog: state.Catalog, Audit: n.audit, Now: n.now, Logger: n.log, Registerer: n.registry})
 	if cfg.Role.IsCoordinatorNode() {
@@ -403,6 +402,13 @@ func (n *Node) startServices() error {
 	if err := n.startEnrollment(); err != nil {
 		return err
 	}
+	lc := lifecycle.Config{Self: cfg.Identity(), Replica: n.rep, Revocations: n.revs, Catalog: state.Catalog, Audit: n.audit}
+	if cfg.Role.IsCoordinatorNode() {
+		if lc.Regions, err = n.regionsConfig(); err != nil {
+			return err
+		}
+	}
+	n.lifecycle = lifecycle.New(lc)
 	n.rights = rights.New(rights.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
 		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, AuditLog: n.db.Audit(),
 		Cases: n.db, Notify: func() { n.jobs.Wake(publish.JobName) }, Catalog: state.Catalog, Audit: n.audit,
@@ -492,7 +498,7 @@ func (n *Node) serve() error {
 	// longest new or idle one is closed for the newcomer.
 	ln := httpapi.NewListener(apiLn, n.cfg.API.MaxConnections, n.registry)
 	n.apiLn = ln
-	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Stats: n.stats, Lifecycle: n.lifecycle, Enrollment: n.enroll, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Stats: n.stats, Lifecycle: n.lifecycle, Enrollment: n.enroll, Regions: n.lifecycle, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
 		BulkReadTimeout: time.Duration(n.cfg.API.BulkReadTimeout), BodyBudget: n.cfg.API.BodyBudgetMiB << 20,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{

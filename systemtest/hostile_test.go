@@ -1988,14 +1988,18 @@ func startProcFedSpec(t *testing.T, spec localfed.Spec, patch func(localfed.Layo
 	return pf
 }
 
-func (pf *procFed) start(name string) {
+func (pf *procFed) start(name string) { pf.startArgs(name) }
+
+// startArgs starts a node of the layout with extra arguments of credfed
+// node.
+func (pf *procFed) startArgs(name string, extra ...string) {
 	t := pf.t
 	ln, _ := pf.layout.Node(name)
 	logf, err := os.OpenFile(filepath.Join(filepath.Dir(ln.ConfigPath), "node.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(pf.bin, "node", "--config", ln.ConfigPath, "--log-level", "warn")
+	cmd := exec.Command(pf.bin, append([]string{"node", "--config", ln.ConfigPath, "--log-level", "warn"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

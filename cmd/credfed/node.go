@@ -14,7 +14,7 @@ import (
 )
 
 func nodeCommand() *cobra.Command {
-	var path string
+	var path, join, joinFile string
 	var over struct{ dataDir, exchange, api, metrics, level string }
 	cmd := &cobra.Command{
 		Use:   "node --config FILE [flags]",
@@ -25,6 +25,7 @@ up across districts). The YAML configuration is documented field by field
 in docs/config.md; the flags below and CREDFED_* environment variables
 override it (flags win). Stops gracefully on SIGINT or SIGTERM.`,
 		Example: `  credfed node --config /etc/credfed/node.yaml
+  credfed node --config /etc/credfed/node.yaml --join-file kaihua.token
   credfed node --config credfed-demo/nodes/kecheng/node.yaml --log-level debug`,
 		Args: noArgs,
 	}
@@ -35,6 +36,8 @@ override it (flags win). Stops gracefully on SIGINT or SIGTERM.`,
 	fs.StringVar(&over.api, "listen-api", "", "override listen.api (TCP `HOST:PORT`)")
 	fs.StringVar(&over.metrics, "listen-metrics", "", "override listen.metrics (TCP `HOST:PORT`)")
 	fs.StringVar(&over.level, "log-level", "", "override log.level with `LEVEL`: debug, info, warn or error")
+	fs.StringVar(&join, "join", "", "join the federation with this one-time `TOKEN` (credfed region add) before starting, if the node has no certificate yet")
+	fs.StringVar(&joinFile, "join-file", "", "read the join token from `FILE`")
 	_ = cmd.MarkFlagFilename("config", "yaml", "yml")
 	_ = cmd.MarkFlagDirname("data-dir")
 	_ = cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]cobra.Completion{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
@@ -57,6 +60,22 @@ override it (flags win). Stops gracefully on SIGINT or SIGTERM.`,
 		}
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		if join, err = readToken(join, joinFile); err != nil {
+			return err
+		}
+		if join != "" {
+			jctx, cancel := context.WithTimeout(ctx, time.Minute)
+			joined, err := node.Join(jctx, cfg, join)
+			cancel()
+			if err != nil {
+				return err
+			}
+			if joined {
+				fmt.Fprintf(cmd.OutOrStdout(), "credfed node %s joined the federation: certificate written to %s\n", cfg.Region, cfg.TLS.Cert)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "credfed node %s holds its certificate already; --join ignored\n", cfg.Region)
+			}
+		}
 		n, err := node.Start(cfg, node.Options{})
 		if err != nil {
 			return err
