@@ -44,6 +44,8 @@ type Config struct {
 	Listen    ListenConfig    `yaml:"listen"`
 	Advertise AdvertiseConfig `yaml:"advertise,omitempty"`
 	TLS       TLSConfig       `yaml:"tls"`
+	// Metrics configures the metrics listener beyond its address.
+	Metrics MetricsConfig `yaml:"metrics,omitempty"`
 	// API bounds what the HTTPS API holds for its clients.
 	API APIConfig `yaml:"api,omitempty"`
 
@@ -102,6 +104,15 @@ type ListenConfig struct {
 	// Metrics is the TCP address of the plain-HTTP /metrics, /healthz and
 	// /readyz listener; default 127.0.0.1:0 (loopback, any free port).
 	Metrics string `yaml:"metrics,omitempty"`
+}
+
+// MetricsConfig configures the metrics listener (listen.metrics).
+type MetricsConfig struct {
+	// Pprof mounts Go's net/http/pprof handlers under /debug/pprof/ on the
+	// metrics listener (CPU, heap, goroutine and other profiles of the
+	// live node). Off by default; refused unless listen.metrics is a
+	// loopback address, since a profile shows the node's memory.
+	Pprof bool `yaml:"pprof,omitempty"`
 }
 
 // APIConfig bounds the HTTPS API's connections and request bodies.
@@ -236,7 +247,7 @@ var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type
 var sectionOf = map[string]string{
 	"node.Config": "", "node.ListenConfig": "listen.", "node.AdvertiseConfig": "advertise.", "node.TLSConfig": "tls.",
 	"node.RaftConfig": "raft.", "node.RegionConfig": "raft.bootstrap_regions[].", "node.LogConfig": "log.",
-	"node.CustodyConfig": "pseudonym_custody.", "node.APIConfig": "api.", "node.ChecksConfig": "checks.",
+	"node.CustodyConfig": "pseudonym_custody.", "node.APIConfig": "api.", "node.ChecksConfig": "checks.", "node.MetricsConfig": "metrics.",
 	"queriers.Config": "queriers.", "queriers.Quota": "queriers.quotas[].", "queriers.Flags": "queriers.flags.",
 }
 
@@ -272,7 +283,7 @@ func (c *Config) resolvePaths(base string) {
 // ApplyEnv overrides fields from CREDFED_* environment variables (see
 // docs/config.md): CREDFED_DATA_DIR, CREDFED_LISTEN_EXCHANGE,
 // CREDFED_LISTEN_API, CREDFED_LISTEN_METRICS, CREDFED_LOG_LEVEL,
-// CREDFED_TEST_MODE, CREDFED_TEST_ONLY.
+// CREDFED_TEST_MODE, CREDFED_TEST_ONLY, CREDFED_METRICS_PPROF.
 func (c *Config) ApplyEnv(getenv func(string) string) error {
 	set := func(name string, dst *string) {
 		if v := getenv(name); v != "" {
@@ -287,7 +298,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 	for _, b := range []struct {
 		name string
 		dst  *bool
-	}{{"CREDFED_TEST_MODE", &c.TestMode}, {"CREDFED_TEST_ONLY", &c.TestOnly}} {
+	}{{"CREDFED_TEST_MODE", &c.TestMode}, {"CREDFED_TEST_ONLY", &c.TestOnly}, {"CREDFED_METRICS_PPROF", &c.Metrics.Pprof}} {
 		if v := getenv(b.name); v != "" {
 			on, err := strconv.ParseBool(v)
 			if err != nil {
@@ -399,6 +410,9 @@ func (c Config) Validate() error {
 			return fieldErr(a.field, "%q is not host:port", a.addr)
 		}
 	}
+	if c.Metrics.Pprof && !loopbackAddr(c.Listen.Metrics) {
+		return fieldErr("metrics.pprof", "needs listen.metrics on a loopback address (127.0.0.1, ::1 or localhost), not %q: a profile shows the node's memory", c.Listen.Metrics)
+	}
 	for i, a := range c.Coordinators {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fieldErr(fmt.Sprintf("coordinators[%d]", i), "%q is not host:port", a)
@@ -470,6 +484,23 @@ func (c Config) Validate() error {
 		return fieldErr("log.format", "%q is not text or json", c.Log.Format)
 	}
 	return nil
+}
+
+// loopbackAddr reports whether a listen address (host:port) is on
+// loopback; empty is listen.metrics's default, 127.0.0.1:0.
+func loopbackAddr(addr string) bool {
+	if addr == "" {
+		return true
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // ChecksConfig tunes checks and batch checks.

@@ -526,7 +526,7 @@ func (n *Node) serve() error {
 		return fmt.Errorf("node: listen.metrics: %w", err)
 	}
 	n.metricsLn = mLn
-	n.metricsSrv = &http.Server{Handler: httpapi.MetricsHandler(n.registry, n.Ready), ReadHeaderTimeout: 5 * time.Second}
+	n.metricsSrv = &http.Server{Handler: n.metricsHandler(mLn.Addr()), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := n.metricsSrv.Serve(mLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("metrics server stopped", "error", err)

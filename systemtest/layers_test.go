@@ -15,7 +15,7 @@ import (
 var (
 	lower    = []string{"certs", "attest", "storage", "exchange", "consensus"}
 	services = []string{"audit", "intake", "lookup", "rights", "checks", "queriers", "stats", "lifecycle", "enroll", "disclosure", "pseudonym", "publish", "sweep", "jobs"}
-	upper    = []string{"httpapi", "node", "localfed", "cmd/credfed", "api", "systemtest"}
+	upper    = []string{"httpapi", "node", "localfed", "bench", "cmd/credfed", "api", "systemtest"}
 )
 
 // TestImportLayers holds the import graph to the layers: nothing imports
@@ -88,6 +88,8 @@ func TestImportLayers(t *testing.T) {
 		case name == "node":
 			none(name, p.deps, []string{"localfed", "cmd/credfed", "systemtest"}, "depends on")
 		case name == "localfed":
+			none(name, p.deps, []string{"bench", "cmd/credfed", "systemtest"}, "depends on")
+		case name == "bench":
 			none(name, p.deps, []string{"cmd/credfed", "systemtest"}, "depends on")
 		}
 	}

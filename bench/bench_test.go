@@ -1,0 +1,280 @@
+package bench
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"credfed/credit"
+)
+
+// TestScheduleInterleaves: every round measures every phase, credfed
+// first and then each of its baselines, before the next round starts;
+// without PostgreSQL only credfed.
+func TestScheduleInterleaves(t *testing.T) {
+	got := Schedule(3, true)
+	var want []Step
+	for r := 1; r <= 3; r++ {
+		want = append(want,
+			Step{r, LookupC1, Credfed}, Step{r, LookupC1, Front}, Step{r, LookupC1, Direct},
+			Step{r, LookupC64, Credfed}, Step{r, LookupC64, Front}, Step{r, LookupC64, Direct},
+			Step{r, Intake, Credfed}, Step{r, Intake, Copy}, Step{r, Intake, Insert})
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Schedule(3, true) has %d steps, want %d: %v", len(got), len(want), got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("step %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	alone := Schedule(2, false)
+	if len(alone) != 6 {
+		t.Fatalf("Schedule(2, false) = %v, want 6 credfed steps", alone)
+	}
+	for _, s := range alone {
+		if s.Side != Credfed {
+			t.Errorf("without a baseline the schedule measures %s", s.Side)
+		}
+	}
+}
+
+// TestRatioAboveOneMeansCredfedBetter: rates are credfed ÷ baseline,
+// costs baseline ÷ credfed; a missing or zero value gives no ratio.
+func TestRatioAboveOneMeansCredfedBetter(t *testing.T) {
+	for _, tc := range []struct {
+		credfed, baseline float64
+		higher            bool
+		want              float64
+	}{
+		{2000, 1000, true, 2},      // twice the lookups per second
+		{500, 1000, true, 0.5},     // half of them
+		{10, 20, false, 2},         // half the latency
+		{40, 20, false, 0.5},       // twice the CPU per lookup
+		{0, 20, false, math.NaN()}, // nothing measured
+		{math.NaN(), 20, true, math.NaN()},
+	} {
+		got := ratio(tc.credfed, tc.baseline, tc.higher)
+		if math.IsNaN(tc.want) != math.IsNaN(got) || !math.IsNaN(got) && math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("ratio(%v, %v, higher %v) = %v, want %v", tc.credfed, tc.baseline, tc.higher, got, tc.want)
+		}
+	}
+	// A figure's ratio is the median of its rounds' ratios, its values the
+	// medians of each side's rounds.
+	f := newFigure(figureSpec{name: "lookup_c64", unit: "lookups/s", higherIsBetter: true},
+		[]float64{100, 300, 200, math.NaN()}, []float64{200, 200, 100, 100})
+	if f.Value != 200 || f.BaselineValue == nil || *f.BaselineValue != 150 || f.Ratio == nil || *f.Ratio != 1.5 || f.Rounds != 3 {
+		t.Errorf("figure = value %v baseline %v ratio %v rounds %d; want 200, 150, 1.5 (median of 0.5, 1.5, 2), 3",
+			f.Value, deref(f.BaselineValue), deref(f.Ratio), f.Rounds)
+	}
+	lat := newFigure(figureSpec{name: "lookup_c1_p99", unit: "ms"}, []float64{5, 5}, []float64{10, 20})
+	if lat.Ratio == nil || *lat.Ratio != 3 {
+		t.Errorf("latency ratio = %v, want 3 (median of 10/5 and 20/5)", deref(lat.Ratio))
+	}
+	none := newFigure(figureSpec{name: "intake", unit: "records/s", higherIsBetter: true}, []float64{10}, nil)
+	if none.BaselineValue != nil || none.Ratio != nil {
+		t.Errorf("a figure without a baseline has baseline %v ratio %v", deref(none.BaselineValue), deref(none.Ratio))
+	}
+}
+
+func deref(p *float64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+// TestResultJSONShape: the JSON `credfed bench --json` prints has the
+// machine, the topology and figures with every field the issue names;
+// a figure without a baseline has null baseline_value and ratio, and an
+// unmeasured value is 0 with a note, never NaN (which JSON cannot hold).
+func TestResultJSONShape(t *testing.T) {
+	r := Result{Machine: machine(), Topology: Topology{Mode: "processes", Nodes: 7, Districts: 4, Summary: "s", Data: "d"},
+		Figures: []Figure{
+			newFigure(figureSpec{"lookup_c1", "lookups/s", "PostgreSQL + front", "data", "synced", true, "PG+front"}, []float64{300}, []float64{600}),
+			newFigure(figureSpec{"index_lag", "s", "", "data", "synced", false, ""}, []float64{math.NaN()}, nil),
+		}}
+	data, err := r.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"machine", "topology", "figures"} {
+		if _, ok := doc[k]; !ok {
+			t.Errorf("JSON has no %q: %s", k, data)
+		}
+	}
+	var m struct {
+		CPUs int `json:"cpus"`
+	}
+	if err := json.Unmarshal(doc["machine"], &m); err != nil || m.CPUs < 1 {
+		t.Errorf("machine = %s (%v)", doc["machine"], err)
+	}
+	var figs []map[string]any
+	if err := json.Unmarshal(doc["figures"], &figs); err != nil || len(figs) != 2 {
+		t.Fatalf("figures = %s (%v)", doc["figures"], err)
+	}
+	for _, f := range figs {
+		for _, k := range []string{"name", "value", "unit", "baseline", "baseline_value", "ratio", "data_size", "durability", "rounds"} {
+			if _, ok := f[k]; !ok {
+				t.Errorf("figure %v has no %q", f["name"], k)
+			}
+		}
+	}
+	if figs[0]["ratio"] != 0.5 || figs[0]["baseline_value"] != 600.0 || figs[0]["value"] != 300.0 || figs[0]["rounds"] != 1.0 {
+		t.Errorf("lookup_c1 = %v", figs[0])
+	}
+	if figs[1]["ratio"] != nil || figs[1]["baseline_value"] != nil || figs[1]["value"] != 0.0 || figs[1]["note"] == nil {
+		t.Errorf("an unmeasured figure without baseline = %v", figs[1])
+	}
+	header, rows, notes := r.Rows()
+	if len(header) != 5 || len(rows) != 2 || rows[0][3] != "0.50×" || !strings.Contains(rows[0][2], "600 lookups/s PG+front") ||
+		rows[1][2] != "—" || len(notes) != 1 || !strings.HasPrefix(notes[0], "[1] index_lag: ") {
+		t.Errorf("table: %v %v %v", header, rows, notes)
+	}
+}
+
+func TestFormatNumber(t *testing.T) {
+	for v, want := range map[float64]string{1234567: "1,234,567", 1000: "1,000", 999.6: "1,000", 150: "150", 21.34: "21.3", 1.234: "1.23", -4500: "-4,500"} {
+		if got := formatNumber(v); got != want {
+			t.Errorf("formatNumber(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var lat []time.Duration
+	for i := 1; i <= 1000; i++ {
+		lat = append(lat, time.Duration(i)*time.Millisecond)
+	}
+	if got := percentile(lat, 0.99); got != 990 {
+		t.Errorf("p99 of 1..1000 ms = %v, want 990", got)
+	}
+	if got := percentile([]time.Duration{7 * time.Millisecond}, 0.99); got != 7 {
+		t.Errorf("p99 of one sample = %v", got)
+	}
+	if !math.IsNaN(percentile(nil, 0.99)) {
+		t.Error("p99 of nothing is not NaN")
+	}
+}
+
+func TestSumMetric(t *testing.T) {
+	page := `# HELP credfed_consensus_index_updates_applied_total Index updates applied.
+# TYPE credfed_consensus_index_updates_applied_total counter
+credfed_consensus_index_updates_applied_total 1200
+credfed_consensus_index_updates_applied_total_other 5
+credfed_lookups_total{decision="allowed"} 10
+credfed_lookups_total{decision="refused",x="a}b"} 2.5
+`
+	if v, err := sumMetric(strings.NewReader(page), "credfed_consensus_index_updates_applied_total"); err != nil || v != 1200 {
+		t.Errorf("counter = %v, %v; want 1200", v, err)
+	}
+	if v, err := sumMetric(strings.NewReader(page), "credfed_lookups_total"); err != nil || v != 12.5 {
+		t.Errorf("labelled counter = %v, %v; want 12.5", v, err)
+	}
+	if _, err := sumMetric(strings.NewReader(page), "credfed_missing"); err == nil {
+		t.Error("a missing metric is no error")
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	line := "4242 (postgres: bench (x)) S 4200 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 1 0 12345 1000 100 18446744073709551615\n"
+	st, err := parseStat([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.comm != "postgres: bench (x)" || st.ppid != 4200 || st.user != 2500*time.Millisecond || st.system != 500*time.Millisecond ||
+		st.reaped != 100*time.Millisecond || st.startTicks != 12345 {
+		t.Errorf("parseStat = %+v", st)
+	}
+	if _, err := parseStat([]byte("4242 no parens")); err == nil {
+		t.Error("a malformed line parsed")
+	}
+	all := map[int]procStat{1: {ppid: 0}, 10: {ppid: 1}, 11: {ppid: 10}, 12: {ppid: 10}, 20: {ppid: 1}, 30: {ppid: 99}}
+	d := descendants(all, 10)
+	if len(d) != 2 || !(d[0] == 11 && d[1] == 12 || d[0] == 12 && d[1] == 11) {
+		t.Errorf("descendants of 10 = %v, want 11 and 12", d)
+	}
+}
+
+// TestConfigBounds: settings out of bounds are refused by name (a typed
+// error); the defaults of the quick and the full run are valid.
+func TestConfigBounds(t *testing.T) {
+	for _, c := range []Config{{Quick: true, Executable: "credfed"}, {Executable: "credfed"}, {InProcess: true}} {
+		if err := c.WithDefaults().Validate(); err != nil {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+	for field, c := range map[string]Config{
+		"subjects":       {Subjects: 5, Executable: "x"},
+		"rounds":         {Rounds: 21, Executable: "x"},
+		"duration":       {LookupDuration: time.Millisecond, Executable: "x"},
+		"intake":         {Intake: 999, Executable: "x"},
+		"intake-clients": {IntakeClients: 65, Executable: "x"},
+		"executable":     {},
+		"profile":        {InProcess: true, ProfileDir: "/tmp/p"},
+	} {
+		err := c.WithDefaults().Validate()
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Field != field || !errors.Is(err, ErrConfig) {
+			t.Errorf("%s: %v, want a *ConfigError naming it", field, err)
+		}
+	}
+}
+
+// TestDataset: every subject is a valid test identifier, record ids are
+// unique in their district, and the subjects the lookups ask for have a
+// record in two different districts.
+func TestDataset(t *testing.T) {
+	m, err := newRowMaker(credit.DefaultCatalog(), "market-supervision", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	districts := []string{"z/a/1", "z/a/2", "z/b/1", "z/b/2"}
+	d := newDataset(m, districts, 1000)
+	if d.Subjects != 1000 || len(d.Dual) != 200 || d.Records != 1200 {
+		t.Fatalf("dataset: %d subjects, %d dual, %d records", d.Subjects, len(d.Dual), d.Records)
+	}
+	where := map[string]map[string]bool{}
+	for dist, rows := range d.ByDistrict {
+		ids := map[string]bool{}
+		for _, r := range rows {
+			if ids[r.ID] {
+				t.Fatalf("id %s twice in %s", r.ID, dist)
+			}
+			ids[r.ID] = true
+			if r.District != dist || r.DisplayUntil <= credit.TodayAt(time.Now()) {
+				t.Fatalf("row %+v in %s", r, dist)
+			}
+			if _, err := credit.ParseSubject(r.Subject, credit.ParseOptions{TestOnly: true}); err != nil {
+				t.Fatalf("subject of %s: %v", r.ID, err)
+			}
+			if where[r.Subject] == nil {
+				where[r.Subject] = map[string]bool{}
+			}
+			where[r.Subject][dist] = true
+		}
+	}
+	for _, s := range d.Dual {
+		if len(where[s]) != 2 {
+			t.Errorf("a dual subject is in %d districts", len(where[s]))
+		}
+	}
+	if len(where) != 1000 {
+		t.Errorf("%d distinct subjects, want 1000", len(where))
+	}
+	in := intakeRows(m, "z/a/1", 1000, 10, "IN")
+	if in[0].Subject == d.ByDistrict["z/a/1"][0].Subject || in[0].Subject != person(1000) {
+		t.Error("intake subjects are not new ones")
+	}
+	batches, err := ndjsonBatches(in, 4)
+	if err != nil || len(batches) != 3 || strings.Count(string(batches[2]), "\n") != 2 {
+		t.Errorf("ndjson batches: %d (%v)", len(batches), err)
+	}
+}

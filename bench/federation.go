@@ -1,0 +1,329 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"credfed/api"
+	"credfed/certs"
+	"credfed/internal/wait"
+	"credfed/localfed"
+	"credfed/node"
+)
+
+// federation is the credfed side: a local federation of a province, two
+// cities and four districts, as separate `credfed node` processes or in
+// this process.
+type federation struct {
+	dir    string
+	layout localfed.Layout
+	// processes mode
+	procs map[string]*proc
+	// in-process mode
+	inproc *localfed.Federation
+	http   *http.Client
+}
+
+// proc is a child process in its own process group.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  string
+}
+
+// startProc starts bin with args in a process group of its own, its
+// output to logPath; it gets SIGTERM should the bench die first.
+func startProc(name, bin string, args, env []string, logPath string, stdout io.Writer) (*proc, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("bench: starting %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), log: logPath}
+	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop asks the process to stop (SIGTERM: a node shuts down gracefully)
+// and kills its process group if it has not exited within timeout.
+func (p *proc) stop(timeout time.Duration) error {
+	if p.exited() {
+		return nil
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(timeout):
+	}
+	syscall.Kill(-p.pid(), syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+	}
+	return fmt.Errorf("bench: %s did not stop within %v of SIGTERM; killed", p.name, timeout)
+}
+
+// startFederation creates the federation's directory and starts its
+// nodes: as processes of bin (`credfed node --config …`, pprof on), or in
+// this process when bin is "".
+func startFederation(ctx context.Context, dir, bin string, logf func(string, ...any)) (_ *federation, err error) {
+	l, err := localfed.Create(localfed.Spec{Dir: dir, Districts: 4, Encrypt: true})
+	if err != nil {
+		return nil, err
+	}
+	f := &federation{dir: dir, layout: l, procs: map[string]*proc{}, http: &http.Client{Timeout: 10 * time.Second}}
+	defer func() {
+		if err != nil {
+			f.stop()
+		}
+	}()
+	if bin == "" {
+		logger := slog.New(slog.DiscardHandler)
+		if lf, err := os.Create(filepath.Join(dir, "nodes.log")); err == nil {
+			defer func() { _ = lf.Sync() }()
+			logger = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		}
+		if f.inproc, err = localfed.Start(localfed.Spec{Dir: dir, Districts: 4, Encrypt: true},
+			node.Options{Logger: logger, RaftTiming: node.RaftTiming{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond,
+				LeaderLease: 250 * time.Millisecond, Commit: 10 * time.Millisecond}}); err != nil {
+			return nil, err
+		}
+	} else {
+		for _, n := range l.Nodes {
+			p, err := startProc(n.Name, bin, []string{"node", "--config", n.ConfigPath, "--log-level", "warn"},
+				[]string{"CREDFED_METRICS_PPROF=true"}, filepath.Join(filepath.Dir(n.ConfigPath), "node.log"), nil)
+			if err != nil {
+				return nil, err
+			}
+			f.procs[n.Name] = p
+		}
+	}
+	if err := f.waitReady(ctx, 2*time.Minute); err != nil {
+		return nil, err
+	}
+	logf("federation ready: %d nodes (%s)", len(l.Nodes), f.mode())
+	return f, nil
+}
+
+func (f *federation) mode() string {
+	if f.inproc != nil {
+		return "in-process"
+	}
+	return "processes"
+}
+
+// waitReady waits until every node's /readyz answers 200.
+func (f *federation) waitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for _, n := range f.layout.Nodes {
+		var last string
+		err := wait.For(ctx, 100*time.Millisecond, func() bool {
+			if p := f.procs[n.Name]; p != nil && p.exited() {
+				last = "its process exited"
+				cancel()
+				return false
+			}
+			resp, err := f.http.Get("http://" + n.Metrics + "/readyz")
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			resp.Body.Close()
+			last = strings.TrimSpace(string(b))
+			return resp.StatusCode == http.StatusOK
+		})
+		if err != nil {
+			msg := fmt.Sprintf("bench: node %s is not ready: %s", n.Name, last)
+			if p := f.procs[n.Name]; p != nil {
+				msg += "; its log ends:\n" + tail(p.log, 15)
+			}
+			return errors.New(msg)
+		}
+	}
+	return nil
+}
+
+// stop stops every node: the districts (which drain their outboxes to
+// the leader), then the cities, then the province.
+func (f *federation) stop() error {
+	if f.inproc != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		return f.inproc.Stop(ctx)
+	}
+	var errs []error
+	var mu sync.Mutex
+	for _, role := range []certs.Role{certs.District, certs.City, certs.Province} {
+		var wg sync.WaitGroup
+		for _, n := range f.layout.Nodes {
+			if p := f.procs[n.Name]; p != nil && n.Role == role {
+				wg.Go(func() {
+					if err := p.stop(30 * time.Second); err != nil {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
+				})
+			}
+		}
+		wg.Wait()
+	}
+	return errors.Join(errs...)
+}
+
+// pids are the node processes (none in-process).
+func (f *federation) pids() []int {
+	var out []int
+	for _, n := range f.layout.Nodes {
+		if p := f.procs[n.Name]; p != nil {
+			out = append(out, p.pid())
+		}
+	}
+	return out
+}
+
+func (f *federation) pid(name string) int {
+	if p := f.procs[name]; p != nil {
+		return p.pid()
+	}
+	return 0
+}
+
+// client is an API client of node name with a client certificate.
+func (f *federation) client(name string, files localfed.ClientFiles) (*api.Client, error) {
+	n, ok := f.layout.Node(name)
+	if !ok {
+		return nil, fmt.Errorf("bench: no node %s", name)
+	}
+	return api.NewClient(api.Config{Address: "https://" + n.API, CACert: f.layout.CA, ClientCert: files.Cert, ClientKey: files.Key, Timeout: time.Minute})
+}
+
+// metric sums the samples of a metric (every label set) on node name's
+// /metrics page.
+func (f *federation) metric(ctx context.Context, name, metric string) (float64, error) {
+	n, _ := f.layout.Node(name)
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+n.Metrics+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := f.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	return sumMetric(io.LimitReader(resp.Body, 64<<20), metric)
+}
+
+// sumMetric sums the samples of metric in a Prometheus text page.
+func sumMetric(r io.Reader, metric string) (float64, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	total, found := 0.0, false
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, metric)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		if rest[0] == '{' {
+			end := strings.LastIndexByte(rest, '}')
+			if end < 0 {
+				continue
+			}
+			rest = rest[end+1:]
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			continue
+		}
+		total, found = total+v, true
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, fmt.Errorf("bench: no metric %s", metric)
+	}
+	return total, nil
+}
+
+// profile takes a CPU profile of node name through its pprof endpoint and
+// writes it to path.
+func (f *federation) profile(ctx context.Context, name string, seconds int, path string) error {
+	n, _ := f.layout.Node(name)
+	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", n.Metrics, seconds), nil)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: time.Duration(seconds)*time.Second + 30*time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("bench: profile of %s: %s", name, resp.Status)
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, io.LimitReader(resp.Body, 256<<20)); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// logTails are the ends of every node's log, for a harness failure.
+func (f *federation) logTails(n int) string {
+	var b strings.Builder
+	for _, ln := range f.layout.Nodes {
+		if p := f.procs[ln.Name]; p != nil {
+			fmt.Fprintf(&b, "--- %s (%s):\n%s\n", ln.Name, p.log, tail(p.log, n))
+		}
+	}
+	return b.String()
+}
