@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -115,7 +116,27 @@ type Service struct {
 	answered *prometheus.CounterVec
 	phantom  *prometheus.CounterVec
 	forged   *prometheus.CounterVec
+	// outcomes bounds the outcome entries being appended after their
+	// lookup was answered (OperationRecords); at the bound the next one is
+	// appended before its lookup is answered.
+	outcomes chan struct{}
+	// inflight counts them, for Wait.
+	inflight sync.WaitGroup
 }
+
+// OperationRecords is the coordinator's audit entry of what a lookup
+// returned (the ids of the records), written after the lookup's own entry
+// ("lookup": who asked, why, about whom), which is durable before the
+// answer is released. Each district's own entry of what it returned is
+// durable before it answers, so this one need not hold the answer back.
+const OperationRecords = "lookup.records"
+
+// maxPendingOutcomes bounds the outcome entries appended in the background.
+const maxPendingOutcomes = 512
+
+// Wait returns once the outcome entries of the lookups answered so far are
+// appended (tests, shutdown).
+func (s *Service) Wait() { s.inflight.Wait() }
 
 // New returns the service; on a district it registers Op on the endpoint.
 func New(cfg Config) *Service {
@@ -128,7 +149,7 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger,
+	s := &Service{cfg: cfg, log: cfg.Logger, outcomes: make(chan struct{}, maxPendingOutcomes),
 		asked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_lookups_total", Help: "Lookups asked of this coordinator, by decision.",
 		}, []string{"decision"}),
@@ -295,6 +316,12 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 	}
 	meta := exchange.Meta{Purpose: in.Purpose, User: in.User, Reference: in.Reference, Authorization: in.Authorization, LookupID: entry.LookupID}
 	req := request{Subject: subject.ID, Pseudonym: p, Requester: caller}
+	// The lookup's entry is made durable while the districts answer: the
+	// answer waits for both, not for one after the other.
+	asked := entry
+	asked.Decision = storage.DecisionAllowed
+	durable := make(chan error, 1)
+	go func() { durable <- s.cfg.Audit.Record(asked) }()
 	results := s.cfg.Endpoint.FanOut(ctx, peers, Op, meta, req, func() any { return &reply{} })
 	var notes []storage.AuditEntry
 	note := func(i int, operation, decision, reason string) {
@@ -338,8 +365,11 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 		s.results.WithLabelValues(string(part.Status)).Inc()
 	}
 	sort.Slice(out.Districts, func(i, j int) bool { return out.Districts[i].Region < out.Districts[j].Region })
-	entry.Decision = storage.DecisionAllowed
-	if err := s.cfg.Audit.Record(entry, notes...); err != nil {
+	if err := <-durable; err != nil {
+		return Answer{}, err // not registered: not answered
+	}
+	entry.Decision, entry.Operation = storage.DecisionAllowed, OperationRecords
+	if err := s.recordOutcome(entry, notes); err != nil {
 		return Answer{}, err
 	}
 	if s.cfg.Quotas != nil {
@@ -529,4 +559,35 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	}
 	s.answered.WithLabelValues("allowed").Inc()
 	return out, nil
+}
+
+// recordOutcome appends what a lookup returned. An anomaly (a forged or
+// phantom answer) is appended before the answer is released, like the
+// lookup's own entry; a plain outcome in the background, within
+// maxPendingOutcomes (beyond it, before the answer too). A lookup that
+// returned nothing has no outcome entry.
+func (s *Service) recordOutcome(e storage.AuditEntry, notes []storage.AuditEntry) error {
+	switch {
+	case len(notes) > 0 && len(e.Records) == 0:
+		return s.cfg.Audit.Record(notes[0], notes[1:]...)
+	case len(notes) > 0:
+		return s.cfg.Audit.Record(e, notes...)
+	case len(e.Records) == 0:
+		return nil
+	}
+	select {
+	case s.outcomes <- struct{}{}:
+	default:
+		return s.cfg.Audit.Record(e)
+	}
+	s.inflight.Add(1)
+	go func() {
+		defer s.inflight.Done()
+		defer func() { <-s.outcomes }()
+		if err := s.cfg.Audit.Record(e); err != nil {
+			s.log.Error("the outcome entry of an answered lookup could not be written; the districts' entries hold what they returned",
+				"lookup_id", e.LookupID)
+		}
+	}()
+	return nil
 }

@@ -115,6 +115,28 @@ func TestAnswerNamingAnotherDistrictIsDropped(t *testing.T) {
 	if err != nil || ans.Districts[0].Status != exchange.StatusOK || len(ans.Districts[0].Records) != 1 {
 		t.Fatalf("honest answer: %+v %v", ans, err)
 	}
+	// Its entry (durable before the answer) names who asked and why; the
+	// outcome entry that follows names the record returned.
+	svc.Wait()
+	entries, err = db.Audit().BySubject(key.Pseudonym(subject).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked, outcome *storage.AuditEntry
+	for i, e := range entries {
+		if e.LookupID == ans.LookupID && e.Operation == "lookup" {
+			asked = &entries[i]
+		}
+		if e.LookupID == ans.LookupID && e.Operation == OperationRecords {
+			outcome = &entries[i]
+		}
+	}
+	if asked == nil || asked.Reference != "R-2" || asked.User != "张三" || len(asked.Records) != 0 {
+		t.Fatalf("the lookup's entry: %+v", asked)
+	}
+	if outcome == nil || len(outcome.Records) != 1 || outcome.Records[0] != kechengID.Region+"/market-supervision/F-1" || outcome.Reference != "R-2" {
+		t.Fatalf("the outcome entry: %+v", outcome)
+	}
 }
 
 // TestAuditFailureRefusesTheLookup: a lookup whose audit entry cannot be

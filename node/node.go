@@ -703,6 +703,9 @@ func (n *Node) closeAll() error {
 	if n.api != nil {
 		n.api.Close()
 	}
+	if n.lookups != nil {
+		n.lookups.Wait() // the outcome entries of answered lookups
+	}
 	if n.metricsSrv != nil {
 		n.metricsSrv.Close()
 	} else if n.metricsLn != nil {

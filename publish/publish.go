@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +34,8 @@ type Outbox interface {
 	PendingSubjectsAfter(after uint64, limit int) ([]storage.OutboxItem, error)
 	AckOutbox(items []storage.OutboxItem) error
 	OutboxLen() (int, error)
+	// OutboxVersion changes whenever a write may have marked a subject.
+	OutboxVersion() uint64
 	RecordsBySubject(subject string) ([]credit.Record, error)
 }
 
@@ -75,6 +78,16 @@ type Publisher struct {
 	cfg        Config
 	pending    prometheus.Gauge
 	unreadable prometheus.Counter
+
+	// mu serializes drains. emptyAt is the outbox version at the start of
+	// the last drain that left the outbox empty: while the version has not
+	// moved, nothing was marked since, and a drain reads nothing (a scan
+	// of an empty outbox still walks the tombstones of the markers it
+	// removed, which cost a district a sixth of its CPU once a second).
+	mu         sync.Mutex
+	emptyKnown bool
+	emptyAt    uint64
+	lenAt      time.Time // when the pending gauge was last counted
 }
 
 // New returns a publisher; run it with the job runner (Job) and drain it
@@ -106,6 +119,9 @@ func New(cfg Config) *Publisher {
 // JobName is the publisher's name in the job runner.
 const JobName = "publish"
 
+// pendingCountEvery bounds how often a long drain counts the outbox.
+const pendingCountEvery = 5 * time.Second
+
 // Job is the publisher as a background job: a drain every second and
 // whenever the runner is woken (a record was written), retried after 50 ms
 // to 5 s on failure. A drain may take long (a backlog after an outage):
@@ -133,13 +149,28 @@ func (p *Publisher) Drain(ctx context.Context) error {
 }
 
 func (p *Publisher) drain(ctx context.Context) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	version := p.cfg.Outbox.OutboxVersion()
+	if p.emptyKnown && version == p.emptyAt {
+		return 0, nil
+	}
+	p.emptyKnown = false
 	var after uint64
 	skipped, published := 0, 0
 	var firstSkip error
 	for {
 		n, last, skip, err := p.pass(ctx, after)
-		if l, lenErr := p.cfg.Outbox.OutboxLen(); lenErr == nil {
-			p.pending.Set(float64(l))
+		switch {
+		case n == 0 && after == 0 && err == nil:
+			p.pending.Set(0) // nothing marked from the start
+		case time.Since(p.lenAt) >= pendingCountEvery || n == 0:
+			// Counted at most every few seconds in a backlog: each count
+			// is a scan of the whole outbox.
+			if l, lenErr := p.cfg.Outbox.OutboxLen(); lenErr == nil {
+				p.pending.Set(float64(l))
+				p.lenAt = time.Now()
+			}
 		}
 		if skip.count > 0 {
 			skipped += skip.count
@@ -155,6 +186,7 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 			if skipped > 0 {
 				return published, fmt.Errorf("%w: %d subjects left marked: %w", ErrUnreadableSubjects, skipped, firstSkip)
 			}
+			p.emptyKnown, p.emptyAt = true, version
 			return published, nil
 		}
 		published += n - skip.count

@@ -207,3 +207,58 @@ func TestForwardDeadlineIsPerAttempt(t *testing.T) {
 		t.Fatalf("published %d updates, want 6", len(x.applied))
 	}
 }
+
+// countingOutbox counts the scans of the outbox.
+type countingOutbox struct {
+	*storage.DB
+	mu    sync.Mutex
+	scans int
+}
+
+func (c *countingOutbox) PendingSubjectsAfter(after uint64, limit int) ([]storage.OutboxItem, error) {
+	c.mu.Lock()
+	c.scans++
+	c.mu.Unlock()
+	return c.DB.PendingSubjectsAfter(after, limit)
+}
+
+// TestEmptyOutboxIsNotScannedUntilAWrite: once a drain has emptied the
+// outbox, the next drains read nothing until a record is written; the
+// first drain after a write publishes it.
+func TestEmptyOutboxIsNotScannedUntilAWrite(t *testing.T) {
+	db := district(t)
+	c := &countingOutbox{DB: db}
+	x := &index{cat: credit.DefaultCatalog()}
+	p := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: c, Index: x, Resolve: resolve})
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(x.applied) != 1 {
+		t.Fatalf("first drain published %d", len(x.applied))
+	}
+	scans := c.scans
+	for range 5 {
+		if err := p.Drain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.scans != scans {
+		t.Fatalf("%d scans of an outbox known empty", c.scans-scans)
+	}
+	today := credit.TodayAt(time.Now())
+	rec, err := credit.DefaultCatalog().Accept(credit.Record{ID: "P-2", Subject: credit.SyntheticPerson(2, credit.NewDate(1981, 1, 1)),
+		CatalogItem: "FOOD-DRUG-PENALTY", DecisionNumber: "X〔2026〕2", OccurredOn: today - 9, DecidedOn: today - 2,
+		Summary: "s", Department: "market-supervision", District: "zhejiang/quzhou/kecheng"}, time.Now(), credit.ParseOptions{TestMode: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SubmitRecords([]credit.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(x.applied) != 2 || c.scans == scans {
+		t.Fatalf("after a write: %d published, %d scans", len(x.applied), c.scans-scans)
+	}
+}

@@ -45,7 +45,7 @@ type AccessLog struct {
 // A report is a read of the subject's records too (by a portal, or by
 // whoever a node claims is one), so it is in the access log like a lookup.
 var (
-	askingOps    = map[string]string{"lookup": "lookup", "check": "check", "classification": "classification", KindReport: KindReport}
+	askingOps    = map[string]string{"lookup": "lookup", "lookup.records": "lookup", "check": "check", "classification": "classification", KindReport: KindReport}
 	answeringOps = map[string]string{"lookup.answer": "lookup", "check.answer": "check", "classification.answer": "classification", "report.answer": KindReport}
 )
 

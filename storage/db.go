@@ -45,6 +45,8 @@ type DB struct {
 	writes     chan *writeReq
 	writerDone chan struct{}
 	outboxSeq  uint64 // last outbox seq handed out; owned by the committer
+	// outboxVersion counts committed record writes (OutboxVersion).
+	outboxVersion atomic.Uint64
 
 	audit *AuditLog
 

@@ -105,6 +105,11 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 	}
 }
 
+// OutboxVersion changes after every committed write of records (each may
+// mark subjects in the outbox): a drainer that found the outbox empty at
+// one version need not look again until it changes.
+func (db *DB) OutboxVersion() uint64 { return db.outboxVersion.Load() }
+
 // OutboxLen returns the number of marked subjects (a key-only scan).
 func (db *DB) OutboxLen() (int, error) {
 	n := 0

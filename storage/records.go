@@ -311,6 +311,7 @@ func (db *DB) commitFrom(units []unit, from int) (int, error) {
 			return 0, engine(err)
 		}
 		db.records.Store(st.records)
+		db.outboxVersion.Add(1)
 		for k, res := range results {
 			u := units[from+k]
 			switch u.req.kind {

@@ -107,6 +107,21 @@ func TestOperationsGuideRuns(t *testing.T) {
 	if out := find("credfed catalog diff --demo credfed-demo catalog-v3.yaml"); !strings.Contains(out, "FOOD-DRUG-PENALTY  display_period") || !strings.Contains(out, "refused, as it should be") {
 		t.Errorf("the refused version 3:\n%s", out)
 	}
+	if out := find("credfed certs renew"); !strings.Contains(out, "renewed spiffe://demo/coordinator/zhejiang/quzhou/audit-office") {
+		t.Errorf("certs renew:\n%s", out)
+	}
+	if out := find("credfed certs intermediate"); !strings.Contains(out, "issued intermediate CA \"spare\"") {
+		t.Errorf("certs intermediate:\n%s", out)
+	}
+	if out := find("credfed region add"); !strings.Contains(out, "credfed-join-1.") {
+		t.Errorf("region add:\n%s", out)
+	}
+	if out := find("credfed region promote"); !strings.Contains(out, "promoted zhejiang/quzhou (already a voter)") {
+		t.Errorf("region promote:\n%s", out)
+	}
+	if out := find("credfed region remove"); !strings.Contains(out, "removed zhejiang/quzhou/kaihua (node certificates of spiffe://demo/district/zhejiang/quzhou/kaihua suspended)") {
+		t.Errorf("region remove:\n%s", out)
+	}
 	if out := find("credfed audit queriers"); !strings.Contains(out, "queriers at ") {
 		t.Errorf("audit queriers:\n%s", out)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"credfed/api"
 	"credfed/certs"
+	"credfed/localfed"
 )
 
 func certsIntermediateCommand() *cobra.Command {
@@ -66,7 +67,7 @@ certificate it signed.`,
 
 func certsRenewCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "renew --addr URL --ca FILE --cert FILE --key FILE",
+		Use:   "renew (--addr URL --ca FILE | --demo DIR [--node NAME]) --cert FILE --key FILE",
 		Short: "Renew a certificate through a coordinator that holds an intermediate CA.",
 		Long: `Renews the certificate in --cert and --key: makes a new key, asks the node
 at --addr (a coordinator with tls.signer_cert, of the certificate's region
@@ -75,14 +76,12 @@ current certificate, and replaces both files (a crash leaves the old pair
 or the new one, never half of each). Nodes renew their own certificates at
 two thirds of their life; this command is for user certificates and for
 renewing by hand.`,
-		Example: `  credfed certs renew --addr https://127.0.0.1:8443 --ca ca.pem --cert ops.pem --key ops-key.pem`,
+		Example: `  credfed certs renew --addr https://127.0.0.1:8443 --ca ca.pem --cert ops.pem --key ops-key.pem
+  credfed certs renew --demo credfed-demo --cert auditor/audit-office.pem --key auditor/audit-office-key.pem`,
 		Args:    noArgs,
 	}
 	conn := addConnectionFlags(cmd, "operator")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if conn.demo != "" {
-			return usageErrorf("certs renew replaces the files of --cert and --key: name them (and --addr, --ca) rather than --demo")
-		}
 		certPath, keyPath := firstOf(conn.cert, os.Getenv(api.EnvClientCert)), firstOf(conn.key, os.Getenv(api.EnvClientKey))
 		if certPath == "" || keyPath == "" {
 			return usageErrorf("certs renew needs --cert and --key (or %s and %s): the certificate to renew", api.EnvClientCert, api.EnvClientKey)
@@ -95,10 +94,26 @@ renewing by hand.`,
 		if err != nil {
 			return err
 		}
-		client, err := conn.client()
-		if err != nil {
+		var client *api.Client
+		if conn.demo != "" {
+			// The demo names the node (the province, or --node) and the CA;
+			// the certificate is the one to renew.
+			d, err := localfed.ReadDemoFile(conn.demo)
+			if err != nil {
+				return err
+			}
+			n, ok := demoNode(d, firstOf(conn.node, d.Nodes[0].Name))
+			if !ok {
+				return usageErrorf("the demo has no node %q", conn.node)
+			}
+			client, err = api.NewClient(api.Config{Address: n.API, CACert: d.CA, ClientCert: certPath, ClientKey: keyPath, Timeout: conn.timeout})
+			if err != nil {
+				return err
+			}
+		} else if client, err = conn.client(); err != nil {
 			return err
 		}
+		defer client.CloseIdle()
 		key, csr, err := certs.NewCSR(id)
 		if err != nil {
 			return err
