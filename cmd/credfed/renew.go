@@ -78,7 +78,7 @@ two thirds of their life; this command is for user certificates and for
 renewing by hand.`,
 		Example: `  credfed certs renew --addr https://127.0.0.1:8443 --ca ca.pem --cert ops.pem --key ops-key.pem
   credfed certs renew --demo credfed-demo --cert auditor/audit-office.pem --key auditor/audit-office-key.pem`,
-		Args:    noArgs,
+		Args: noArgs,
 	}
 	conn := addConnectionFlags(cmd, "operator")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
