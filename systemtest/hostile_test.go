@@ -1960,6 +1960,9 @@ func startProcFedWith(t *testing.T, districts int, patch func(localfed.Layout)) 
 // here).
 func startProcFedSpec(t *testing.T, spec localfed.Spec, patch func(localfed.Layout)) *procFed {
 	t.Helper()
+	if raceDetector {
+		t.Skip("the nodes run as separate processes built without the race detector: under -race this test would watch only its own client code (go test ./... runs it)")
+	}
 	bin := filepath.Join(t.TempDir(), "credfed")
 	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "credfed/cmd/credfed").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
