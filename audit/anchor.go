@@ -49,9 +49,13 @@ const (
 type Chain interface {
 	// Head is the last entry's sequence number and hash.
 	Head() (seq uint64, hash [32]byte)
-	// CheckAnchors returns nil, or a *storage.AuditMismatchError, for the
-	// chain checked against anchors.
-	CheckAnchors(anchors []storage.AuditAnchor) error
+	// CheckAnchorsReport returns, for the chain checked against anchors,
+	// nil or a *storage.AuditMismatchError, and the restore that let
+	// anchors past the chain go unchecked.
+	CheckAnchorsReport(anchors []storage.AuditAnchor) (storage.AnchorReport, error)
+	// SettleRestore settles the pending restore marker (the first start
+	// after a restore), with the newest anchor then.
+	SettleRestore(lostThrough uint64, at time.Time) (storage.RestoreMarker, bool, error)
 }
 
 // Anchors is where the heads go (the node's Raft replica).
@@ -96,6 +100,15 @@ type Anchorer struct {
 	last     atomic.Uint64
 	lastHash [32]byte
 	lastAt   time.Time
+	// floor is set by Check when the chain was accepted because of a
+	// restore: the newest anchor, of entries the restore lost. A head at
+	// or below it is not anchored (the federation would refuse it as a
+	// rewound log); the job waits until the chain passes it.
+	floor atomic.Uint64
+	// restored is the restore Check accepted the chain because of (nil:
+	// none), and settled whether that check settled it.
+	restored *storage.RestoreMarker
+	settled  bool
 
 	anchored *prometheus.CounterVec
 }
@@ -141,13 +154,22 @@ var ErrAnchorMismatch = errors.New("audit: the audit log does not match its anch
 // the anchors it holds, saying so in the log. A chain that does not match
 // is refused with an error wrapping ErrAnchorMismatch and the
 // *storage.AuditMismatchError.
+//
+// After a restore (storage.Restore) the chain may end before the newest
+// anchors: the entries after the backup were lost. Check accepts that only
+// as storage.AuditLog.CheckAnchorsReport does — on the store's restore
+// marker — and says so in the log at every start it matters. The first
+// start after a restore must reach the leader (ErrRestoreNeedsLeader
+// otherwise): it settles the marker with the newest anchor the federation
+// holds, which later starts rely on.
 func (a *Anchorer) Check(ctx context.Context) error {
 	caughtUp := a.catchUp(ctx)
 	anchors, err := a.cfg.Anchors.AuditAnchors(a.cfg.Node)
 	if err != nil {
 		return fmt.Errorf("audit: read the anchors of %s: %w", a.cfg.Node, err)
 	}
-	if err := a.cfg.Chain.CheckAnchors(toStorage(anchors)); err != nil {
+	rep, err := a.cfg.Chain.CheckAnchorsReport(toStorage(anchors))
+	if err != nil {
 		var me *storage.AuditMismatchError
 		if !errors.As(err, &me) {
 			return fmt.Errorf("audit: check the audit log against its anchors: %w", err)
@@ -157,6 +179,11 @@ func (a *Anchorer) Check(ctx context.Context) error {
 		return &mismatch{node: a.cfg.Node, err: me}
 	}
 	seq, _ := a.cfg.Chain.Head()
+	if rep.Restore != nil {
+		if err := a.acceptRestore(rep, seq, caughtUp); err != nil {
+			return err
+		}
+	}
 	attrs := []any{"head", seq, "anchors", len(anchors)}
 	if len(anchors) > 0 {
 		newest := anchors[len(anchors)-1]
@@ -172,6 +199,64 @@ func (a *Anchorer) Check(ctx context.Context) error {
 		a.log.Warn("audit log checked against the anchors this replica holds: it could not catch up with the Raft leader in time, so anchors made since it last applied the log were not checked", attrs...)
 	}
 	return nil
+}
+
+// ErrRestoreNeedsLeader: the first start after a restore could not reach
+// the Raft leader, so it cannot learn which anchors are of the entries the
+// restore lost. The node refuses to start; start it again once the
+// federation's leader is reachable.
+var ErrRestoreNeedsLeader = errors.New("audit: the first start after a restore must reach the Raft leader to check the restored audit log against the federation's anchors; start the node again once the leader is reachable")
+
+// acceptRestore settles a pending restore and logs why the chain was
+// accepted.
+func (a *Anchorer) acceptRestore(rep storage.AnchorReport, head uint64, caughtUp bool) error {
+	m := *rep.Restore
+	if rep.Pending {
+		if !caughtUp {
+			a.log.Error("this store was restored from a backup, and the start could not reach the Raft leader to check it; refusing to start",
+				"backup_taken", m.TakenAt.UTC().Format(time.RFC3339))
+			return ErrRestoreNeedsLeader
+		}
+		settled, ok, err := a.cfg.Chain.SettleRestore(rep.Newest, time.Now())
+		if err != nil {
+			return fmt.Errorf("audit: settle the restore: %w", err)
+		}
+		if ok {
+			m = settled
+			a.settled = true
+		}
+	}
+	a.restored = &m
+	if m.LostThrough > head {
+		a.floor.Store(m.LostThrough)
+	}
+	attrs := []any{"backup_taken", m.TakenAt.UTC().Format(time.RFC3339), "restored", m.RestoredAt.UTC().Format(time.RFC3339),
+		"backup_head", m.AuditSeq, "head", head, "lost_anchors", rep.Skipped}
+	taken := m.TakenAt.UTC().Format(time.RFC3339)
+	switch {
+	case rep.Skipped > 0 && head <= m.LostThrough:
+		attrs = append(attrs, "lost_through", m.LostThrough)
+		a.log.Warn(fmt.Sprintf("the audit log ends before its anchors in Raft: accepted because this store was restored from the backup of %s: "+
+			"entries %d to %d were lost with the restore, and their anchors are not checked; the head is anchored again once the log passes entry %d",
+			taken, m.AuditSeq+1, m.LostThrough, m.LostThrough), attrs...)
+	case rep.Skipped > 0:
+		attrs = append(attrs, "lost_through", m.LostThrough)
+		a.log.Info(fmt.Sprintf("this store was restored from the backup of %s: the anchors in Raft of entries %d to %d, lost with the restore, are not checked",
+			taken, m.AuditSeq+1, m.LostThrough), attrs...)
+	case rep.Pending:
+		a.log.Info(fmt.Sprintf("this store was restored from the backup of %s; its audit log reaches every anchor in Raft", taken), attrs...)
+	}
+	return nil
+}
+
+// Restored returns the restore the start check accepted the chain because
+// of, and whether that check settled it (the first start after the
+// restore): the node then records the restore in its audit log.
+func (a *Anchorer) Restored() (storage.RestoreMarker, bool, bool) {
+	if a.restored == nil {
+		return storage.RestoreMarker{}, false, false
+	}
+	return *a.restored, a.settled, true
 }
 
 // catchUp brings the replica up to the leader's commit index, trying
@@ -270,7 +355,7 @@ func (a *Anchorer) job() jobs.Job {
 func (a *Anchorer) due(now time.Time) bool {
 	seq, _ := a.cfg.Chain.Head()
 	last := a.last.Load()
-	if seq == 0 || seq == last {
+	if seq == 0 || seq == last || seq <= a.floor.Load() {
 		return false
 	}
 	a.mu.Lock()
@@ -294,6 +379,10 @@ func (a *Anchorer) anchor(ctx context.Context) (uint64, error) {
 	last := a.last.Load()
 	switch {
 	case seq == 0 || (seq == last && hash == a.lastHash):
+		return 0, nil
+	case seq <= a.floor.Load():
+		// After a restore: entries up to the floor were anchored by the
+		// lost log; this one's are anchored once it passes them.
 		return 0, nil
 	case seq < last:
 		a.anchored.WithLabelValues("refused").Inc()

@@ -201,7 +201,7 @@ type route struct {
 // docs/openapi.yaml documents the same list (a test compares them).
 func (s *Server) routes() []route {
 	var out []route
-	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes(), s.statsRoutes(), s.revocationRoutes(), s.certificateRoutes(), s.regionRoutes()} {
+	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes(), s.statsRoutes(), s.revocationRoutes(), s.certificateRoutes(), s.regionRoutes(), s.backupRoutes()} {
 		out = append(out, rs...)
 	}
 	return out
@@ -293,6 +293,12 @@ func (s *Server) serveRoute(rt route, w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() {
 		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				// A handler cutting a response it began (a backup stream):
+				// net/http resets it.
+				code = api.CodeInternal
+				panic(p)
+			}
 			code = api.CodeInternal
 			// Only the runtime's own panics are logged with their text: any
 			// other value may hold what the request carried.

@@ -28,6 +28,10 @@ const (
 	auditCheckWait = 5 * time.Second
 	// auditStopWait bounds the anchor at stop.
 	auditStopWait = 5 * time.Second
+	// restoreCheckWait is auditCheckWait at the first start after a
+	// restore, which must catch up (a fresh replica takes the leader's
+	// snapshot) to learn which anchors the restore lost.
+	restoreCheckWait = time.Minute
 )
 
 // replicaAnchors is the replica as the anchorer sees it.
@@ -51,10 +55,32 @@ func (r replicaAnchors) Applied() uint64 { return r.rep.State().Applied() }
 func (n *Node) checkAudit() error {
 	n.anchorer = audit.NewAnchorer(audit.AnchorConfig{Node: n.cfg.Region, Chain: n.db.Audit(), Anchors: replicaAnchors{n.rep},
 		Entries: n.cfg.AuditAnchorEntries, Interval: time.Duration(n.cfg.AuditAnchorInterval), Logger: n.log, Registerer: n.registry})
-	ctx, cancel := context.WithTimeout(context.Background(), auditCheckWait)
+	wait := auditCheckWait
+	if ms, err := n.db.Restores(); err != nil {
+		return fmt.Errorf("node: %w", err)
+	} else if len(ms) > 0 && !ms[len(ms)-1].Settled() {
+		wait = restoreCheckWait
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := n.anchorer.Check(ctx); err != nil {
 		return fmt.Errorf("node: %w", err)
+	}
+	return nil
+}
+
+// recordRestore writes, at the first start after a restore, the restore
+// into the audit log: the chain itself then says where it went on from a
+// backup, and the anchors made after it cover that.
+func (n *Node) recordRestore() error {
+	m, settledNow, ok := n.anchorer.Restored()
+	if !ok || !settledNow {
+		return nil
+	}
+	e := storage.AuditEntry{Node: n.cfg.Region, Operation: "restore", Decision: storage.DecisionAllowed,
+		Reference: "backup " + m.Backup + " of " + m.TakenAt.UTC().Format(time.RFC3339), Count: int(min(m.LostThrough-m.AuditSeq, 1<<31-1))}
+	if err := n.audit.Record(e); err != nil {
+		return fmt.Errorf("node: record the restore in the audit log: %w", err)
 	}
 	return nil
 }
@@ -115,6 +141,10 @@ type AuditVerification struct {
 	// Mismatch is nil when the log matches its anchors; otherwise the first
 	// bad entry and the kind of tampering.
 	Mismatch *storage.AuditMismatchError
+	// Restore is the restore of the store that let LostAnchors anchors
+	// (of entries the restore lost) go unchecked; nil when none did.
+	Restore     *storage.RestoreMarker
+	LostAnchors int
 }
 
 // ErrNodeRunning: VerifyAudit was asked about a node that is running.
@@ -156,11 +186,13 @@ func VerifyAudit(cfg Config) (AuditVerification, error) {
 	for i, a := range v.Anchors {
 		anchors[i] = storage.AuditAnchor{Seq: a.Seq, Hash: a.Hash, At: a.At}
 	}
-	if err := log.CheckAnchors(anchors); err != nil {
+	rep, err := log.CheckAnchorsReport(anchors)
+	if err != nil {
 		if !errors.As(err, &v.Mismatch) {
 			return v, err
 		}
 	}
+	v.Restore, v.LostAnchors = rep.Restore, rep.Skipped
 	return v, nil
 }
 

@@ -355,6 +355,9 @@ func (n *Node) startServices() error {
 		return err
 	}
 	n.audit = audit.New(n.anchorer.Watch(n.db.Audit()), cfg.Region, n.now, n.log, n.registry)
+	if err := n.recordRestore(); err != nil {
+		return err
+	}
 	n.names = pseudonym.NewResolver(pseudonym.ResolverConfig{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
 		Endpoint: n.ep, Registry: state, Coordinators: cfg.Coordinators, Cache: n.db, Logger: n.log})
 	n.jobs = jobs.NewRunner(n.db, n.log, n.registry)

@@ -72,14 +72,57 @@ func (e *AuditMismatchError) Unwrap() error { return ErrAuditTampered }
 // *AuditMismatchError naming the first bad entry and the kind of
 // tampering. Entries after the newest anchor are checked by the chain
 // alone: a truncation that removes only them is not seen (the window the
-// anchoring interval leaves).
+// anchoring interval leaves). The store's restore markers are honoured as
+// CheckAnchorsReport says.
 func (l *AuditLog) CheckAnchors(anchors []AuditAnchor) error {
+	_, err := l.CheckAnchorsReport(anchors)
+	return err
+}
+
+// AnchorReport is what CheckAnchorsReport found besides a mismatch: the
+// restore that let anchors past the chain go unchecked.
+type AnchorReport struct {
+	// Restore is the newest restore marker that covered an anchor (or, on
+	// the first check after a restore, the pending marker, even if none
+	// was needed); nil when no restore was involved.
+	Restore *RestoreMarker
+	// Skipped is how many anchors were of entries lost with a restore:
+	// after the backup's head, up to the marker's LostThrough (pending: up
+	// to any seq). They are not checked.
+	Skipped int
+	// Pending reports that Restore was not settled yet: this is the first
+	// check after the restore, and the caller settles it (SettleRestore)
+	// with Newest before anything is appended.
+	Pending bool
+	// Newest is the newest anchor's seq (0: no anchors).
+	Newest uint64
+}
+
+// CheckAnchorsReport is CheckAnchors, honouring the store's restore
+// markers (RestoreMarker). A restored store's chain ends at the backup's
+// head, which may be before the node's newest anchors in Raft: the entries
+// after it were lost with the restore. Such a chain is accepted only on a
+// marker that covers it:
+//
+//   - a pending marker (the first check after the restore) covers the
+//     anchors after its head only while the chain ends exactly at the head
+//     the marker records (nothing appended, nothing removed);
+//   - a settled marker covers the anchors after its head up to its
+//     LostThrough (the newest anchor when it was settled): the lost
+//     entries' anchors; anchors after LostThrough are of the chain written
+//     since, and are checked.
+//
+// Anchors at or before a marker's head are always checked: a chain that
+// contradicts one (another hash at an anchored seq) is refused, as is a
+// chain that ends early without a marker covering it.
+func (l *AuditLog) CheckAnchorsReport(anchors []AuditAnchor) (AnchorReport, error) {
+	var rep AnchorReport
 	if err := l.Verify(); err != nil {
 		var te *AuditTamperError
 		if !errors.As(err, &te) {
-			return err
+			return rep, err
 		}
-		return &AuditMismatchError{Seq: te.Seq, Kind: l.classify(te), Problem: te.Problem}
+		return rep, &AuditMismatchError{Seq: te.Seq, Kind: l.classify(te), Problem: te.Problem}
 	}
 	sorted := slices.Clone(anchors)
 	slices.SortFunc(sorted, func(a, b AuditAnchor) int {
@@ -91,15 +134,48 @@ func (l *AuditLog) CheckAnchors(anchors []AuditAnchor) error {
 		}
 		return 0
 	})
+	if n := len(sorted); n > 0 {
+		rep.Newest = sorted[n-1].Seq
+	}
 	var found *AuditMismatchError
 	err := l.db.view(func(txn *badger.Txn) error {
 		head, err := readAuditHead(txn)
 		if err != nil {
 			return err
 		}
+		markers, err := readRestores(txn)
+		if err != nil {
+			return err
+		}
+		var pending *RestoreMarker
+		if n := len(markers); n > 0 && !markers[n-1].Settled() {
+			if m := markers[n-1]; head.Seq == m.AuditSeq && head.Hash == m.AuditHash {
+				pending = &m
+				rep.Restore, rep.Pending = &m, true
+			}
+		}
+		// lostWith returns the marker whose lost entries seq is one of.
+		lostWith := func(seq uint64) *RestoreMarker {
+			if pending != nil && seq > pending.AuditSeq {
+				return pending
+			}
+			for i := len(markers) - 1; i >= 0; i-- {
+				if m := markers[i]; m.Settled() && seq > m.AuditSeq && seq <= m.LostThrough {
+					return &m
+				}
+			}
+			return nil
+		}
 		var good uint64 // the last anchored entry that matches
 		for _, a := range sorted {
 			if a.Seq == 0 {
+				continue
+			}
+			if m := lostWith(a.Seq); m != nil {
+				rep.Skipped++
+				if rep.Restore == nil || m.RestoredAt.After(rep.Restore.RestoredAt) {
+					rep.Restore = m
+				}
 				continue
 			}
 			at := a.At.UTC().Format(time.RFC3339)
@@ -124,12 +200,12 @@ func (l *AuditLog) CheckAnchors(anchors []AuditAnchor) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("storage: audit check against anchors: %w", err)
+		return AnchorReport{}, fmt.Errorf("storage: audit check against anchors: %w", err)
 	}
 	if found != nil {
-		return found
+		return AnchorReport{}, found
 	}
-	return nil
+	return rep, nil
 }
 
 // readAuditHead reads the head record (zero for an empty log).
@@ -302,6 +378,12 @@ func (r *AuditReader) Verify() error { return r.db.audit.Verify() }
 // CheckAnchors checks the chain against anchors (AuditLog.CheckAnchors).
 func (r *AuditReader) CheckAnchors(anchors []AuditAnchor) error {
 	return r.db.audit.CheckAnchors(anchors)
+}
+
+// CheckAnchorsReport checks the chain against anchors and says which
+// restore let anchors go unchecked (AuditLog.CheckAnchorsReport).
+func (r *AuditReader) CheckAnchorsReport(anchors []AuditAnchor) (AnchorReport, error) {
+	return r.db.audit.CheckAnchorsReport(anchors)
 }
 
 // Close closes the store.

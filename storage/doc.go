@@ -29,6 +29,7 @@
 //	m/due                                      → the catalog version the due markers were built with
 //	m/oseq                                     → be64: last outbox sequence number handed out
 //	m/records                                  → be64: number of records (CountRecords)
+//	m/restores                                 → CBOR []RestoreMarker: the restores that made this store, oldest first (backup.go)
 //	n/<subject>                                → 16 bytes: the subject's pseudonym (pseudonyms.go)
 //
 // The replicated state (Raft FSM) is in a second Badger database beside
@@ -110,6 +111,18 @@
 // the newest entries together with a rewound a!head leaves a valid shorter
 // chain: catching that needs the audit heads anchored elsewhere (planned:
 // anchored periodically in Raft), not here.
+//
+// # Backup and restore
+//
+// WriteBackup streams every key of the store from one read transaction as
+// an encrypted, chunked, authenticated file (backupfile.go: AES-256-GCM
+// under a per-file key derived from the encryption-at-rest key); Restore
+// loads one into an absent or empty directory beside the store's and
+// renames it into place once every chunk authenticated and the audit chain
+// verifies, marks every subject for publishing (outbox numbers restart
+// above the restore's time in nanoseconds) and records a RestoreMarker,
+// on which CheckAnchorsReport accepts a chain that ends before its anchors
+// (backup.go, anchors.go).
 //
 // # Tuning
 //

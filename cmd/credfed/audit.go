@@ -89,6 +89,10 @@ start on a mismatch.`,
 			}
 		} else if v.Mismatch == nil {
 			fmt.Fprintf(out, "%s: OK: head entry %d (%s), %s\n", v.Node, v.Head, short(v.HeadHash), newestAnchor(v))
+			if r := v.Restore; r != nil {
+				fmt.Fprintf(out, "%s: restored on %s from the backup of %s, whose log ends at entry %d: %d anchors of entries lost with it not checked\n",
+					v.Node, r.RestoredAt.UTC().Format(time.RFC3339), r.TakenAt.UTC().Format(time.RFC3339), r.AuditSeq, v.LostAnchors)
+			}
 		}
 		if m := v.Mismatch; m != nil {
 			return fmt.Errorf("%w: %s (%s): first bad entry %d: %s", errTampered, v.Node, m.Kind, m.Seq, m.Problem)
@@ -120,6 +124,10 @@ type verificationOut struct {
 	FirstBadEntry uint64 `json:"first_bad_entry,omitempty"`
 	Kind          string `json:"kind,omitempty"`
 	Problem       string `json:"problem,omitempty"`
+	// RestoredFrom is when the backup the store was restored from was
+	// taken, when that restore let LostAnchors anchors go unchecked.
+	RestoredFrom string `json:"restored_from,omitempty"`
+	LostAnchors  int    `json:"lost_anchors,omitempty"`
 }
 
 func verificationJSON(v node.AuditVerification) verificationOut {
@@ -130,6 +138,9 @@ func verificationJSON(v node.AuditVerification) verificationOut {
 	}
 	if m := v.Mismatch; m != nil {
 		o.FirstBadEntry, o.Kind, o.Problem = m.Seq, string(m.Kind), m.Problem
+	}
+	if r := v.Restore; r != nil {
+		o.RestoredFrom, o.LostAnchors = r.TakenAt.UTC().Format(time.RFC3339), v.LostAnchors
 	}
 	return o
 }

@@ -128,6 +128,12 @@ func TestOperationsGuideRuns(t *testing.T) {
 	if out := find("credfed stats"); !strings.Contains(out, `"records"`) {
 		t.Errorf("stats:\n%s", out)
 	}
+	if out := find("credfed backup"); !strings.Contains(out, "written to zhejiang.credfed-backup") || !strings.Contains(out, " entries (") {
+		t.Errorf("backup:\n%s", out)
+	}
+	if out := find("credfed restore"); !strings.Contains(out, "subjects marked for publishing") {
+		t.Errorf("restore:\n%s", out)
+	}
 	// A coordinator's batch sent with --no-wait, followed later with --job.
 	sent, err := exec.Command(bin, "check", "--demo", dir, "--batch", filepath.Join("..", "..", "examples", "applicants.csv"),
 		"--scenario", "ADMIN-LICENSING", "--user", "t", "--no-wait", "--json").Output()
