@@ -36,7 +36,9 @@ type Outbox interface {
 	OutboxLen() (int, error)
 	// OutboxVersion changes whenever a write may have marked a subject.
 	OutboxVersion() uint64
-	RecordsBySubject(subject string) ([]credit.Record, error)
+	// RecordsBySubjects reads the records of each subject; errs[i] is
+	// subject i's error (it stays marked), err a failure of the whole read.
+	RecordsBySubjects(subjects []string) (recs [][]credit.Record, errs []error, err error)
 }
 
 // Index is where the updates go (the node's Raft replica).
@@ -217,17 +219,24 @@ func (p *Publisher) pass(ctx context.Context, after uint64) (int, uint64, skips,
 	}
 	var readable []storage.OutboxItem
 	var records [][]credit.Record
-	for _, it := range items {
-		recs, err := p.cfg.Outbox.RecordsBySubject(it.Subject)
-		if err != nil {
+	all := make([]string, len(items))
+	for i, it := range items {
+		all[i] = it.Subject
+	}
+	recs, errs, err := p.cfg.Outbox.RecordsBySubjects(all)
+	if err != nil {
+		return 0, after, skip, err
+	}
+	for i, it := range items {
+		if errs[i] != nil {
 			skip.count++
 			if skip.err == nil {
-				skip.err = err
+				skip.err = errs[i]
 			}
 			continue
 		}
 		readable = append(readable, it)
-		records = append(records, recs)
+		records = append(records, recs[i])
 	}
 	if len(readable) == 0 {
 		return len(items), last, skip, nil

@@ -44,6 +44,27 @@ func TestSubmitAndRead(t *testing.T) {
 	if r, err := db.RecordsBySubject(testSubject(1)[:17]); err != nil || len(r) != 0 {
 		t.Fatalf("RecordsBySubject(prefix) = %v, %v", ids(r), err)
 	}
+	// Many at once, in any order, read as one by one; a bad subject is its
+	// own error and does not stop the others.
+	many := []string{testSubject(2), testSubject(1)[:17], "", testSubject(1), testSubject(77), testSubject(2)}
+	recs, errs, err := db.RecordsBySubjects(many)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range many {
+		one, oneErr := db.RecordsBySubject(s)
+		if (oneErr != nil) != (errs[i] != nil) || len(one) != len(recs[i]) {
+			t.Fatalf("subject %d: many %v %v, one %v %v", i, ids(recs[i]), errs[i], ids(one), oneErr)
+		}
+		for k := range one {
+			if !one[k].SameContent(recs[i][k]) || one[k].Version != recs[i][k].Version {
+				t.Fatalf("subject %d record %d differs", i, k)
+			}
+		}
+	}
+	if errs[2] == nil || len(recs[3]) != 2 {
+		t.Fatalf("the empty subject must be an error and subject 1 hold 2 records: %v %v", errs[2], ids(recs[3]))
+	}
 	found, err := db.FindRecord("A3")
 	if err != nil || len(found) != 1 || found[0].Department != "tax" {
 		t.Fatalf("FindRecord = %v, %v", found, err)
