@@ -167,15 +167,44 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	p.emptyKnown = false
-	var after uint64
+	// Two stages: the next pass is read and pseudonymized while the one
+	// before is committed through Raft and acknowledged (each waits on the
+	// network, not on this node's CPU). One pass at most waits between
+	// them.
+	ctx, cancel := context.WithCancel(ctx)
+	passes := make(chan pass, 1)
+	go func() {
+		defer close(passes)
+		var after uint64
+		for {
+			ps := p.prepare(ctx, after)
+			select {
+			case passes <- ps:
+			case <-ctx.Done():
+				return
+			}
+			if ps.err != nil || ps.n == 0 {
+				return
+			}
+			after = ps.last
+		}
+	}()
+	defer func() {
+		cancel()
+		for range passes { // let the reader stop
+		}
+	}()
 	skipped, published := 0, 0
 	var firstSkip error
-	for {
-		n, last, skip, err := p.pass(ctx, after)
+	for ps := range passes {
+		err := ps.err
+		if err == nil && len(ps.readable) > 0 {
+			err = p.commit(ctx, ps)
+		}
 		switch {
-		case n == 0 && after == 0 && err == nil:
+		case ps.n == 0 && ps.after == 0 && err == nil:
 			p.pending.Set(0) // nothing marked from the start
-		case time.Since(p.lenAt) >= pendingCountEvery || n == 0:
+		case time.Since(p.lenAt) >= pendingCountEvery || ps.n == 0:
 			// Counted at most every few seconds in a backlog: each count
 			// is a scan of the whole outbox.
 			if l, lenErr := p.cfg.Outbox.OutboxLen(); lenErr == nil {
@@ -183,26 +212,39 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 				p.lenAt = time.Now()
 			}
 		}
-		if skip.count > 0 {
-			skipped += skip.count
-			p.unreadable.Add(float64(skip.count))
+		if ps.skip.count > 0 {
+			skipped += ps.skip.count
+			p.unreadable.Add(float64(ps.skip.count))
 			if firstSkip == nil {
-				firstSkip = skip.err
+				firstSkip = ps.skip.err
 			}
 		}
 		if err != nil {
 			return published, err
 		}
-		if n == 0 {
+		if ps.n == 0 {
 			if skipped > 0 {
 				return published, fmt.Errorf("%w: %d subjects left marked: %w", ErrUnreadableSubjects, skipped, firstSkip)
 			}
 			p.emptyKnown, p.emptyAt = true, version
 			return published, nil
 		}
-		published += n - skip.count
-		after = last
+		published += ps.n - ps.skip.count
 	}
+	return published, ctx.Err()
+}
+
+// pass is one batch of the outbox, read and ready to commit: the subjects
+// marked after the sequence number after, how many were read (n), the last
+// sequence number read, those left marked because their records could not
+// be read, and the updates of the others.
+type pass struct {
+	after, last uint64
+	n           int
+	skip        skips
+	readable    []storage.OutboxItem
+	updates     []consensus.IndexUpdate
+	err         error
 }
 
 // skips counts the subjects a pass left marked because their records could
@@ -212,21 +254,21 @@ type skips struct {
 	err   error
 }
 
-// pass publishes one batch of the subjects marked after the sequence
-// number after, and returns how many it read, the last sequence number
-// read and the subjects it had to leave marked.
-func (p *Publisher) pass(ctx context.Context, after uint64) (int, uint64, skips, error) {
-	var skip skips
+// prepare reads one batch of the subjects marked after the sequence
+// number after, computes their summaries and pseudonyms.
+func (p *Publisher) prepare(ctx context.Context, after uint64) pass {
+	ps := pass{after: after, last: after}
 	items, err := p.cfg.Outbox.PendingSubjectsAfter(after, p.cfg.Batch)
 	if err != nil || len(items) == 0 {
-		return 0, after, skip, err
+		ps.err = err
+		return ps
 	}
-	last := items[len(items)-1].Seq
+	ps.last = items[len(items)-1].Seq
 	cat := p.cfg.Index.Catalog()
 	if cat == nil {
-		return 0, after, skip, ErrNoCatalog
+		ps.err = ErrNoCatalog
+		return ps
 	}
-	var readable []storage.OutboxItem
 	var records [][]credit.Record
 	all := make([]string, len(items))
 	for i, it := range items {
@@ -234,40 +276,51 @@ func (p *Publisher) pass(ctx context.Context, after uint64) (int, uint64, skips,
 	}
 	recs, errs, err := p.cfg.Outbox.RecordsBySubjects(all)
 	if err != nil {
-		return 0, after, skip, err
+		ps.err = err
+		return ps
 	}
+	ps.n = len(items)
 	for i, it := range items {
 		if errs[i] != nil {
-			skip.count++
-			if skip.err == nil {
-				skip.err = errs[i]
+			ps.skip.count++
+			if ps.skip.err == nil {
+				ps.skip.err = errs[i]
 			}
 			continue
 		}
-		readable = append(readable, it)
+		ps.readable = append(ps.readable, it)
 		records = append(records, recs[i])
 	}
-	if len(readable) == 0 {
-		return len(items), last, skip, nil
+	if len(ps.readable) == 0 {
+		return ps
 	}
-	subjects := make([]string, len(readable))
-	for i, it := range readable {
+	subjects := make([]string, len(ps.readable))
+	for i, it := range ps.readable {
 		subjects[i] = it.Subject
 	}
 	actx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
 	defer cancel()
 	pseudonyms, err := p.cfg.Resolve(actx, subjects)
 	if err != nil {
-		return 0, after, skip, fmt.Errorf("publish: pseudonyms of %d subjects: %w", len(subjects), err)
+		ps.n, ps.err = 0, fmt.Errorf("publish: pseudonyms of %d subjects: %w", len(subjects), err)
+		return ps
 	}
 	today := credit.TodayAt(p.cfg.Now())
-	updates := make([]consensus.IndexUpdate, len(readable))
-	for i, it := range readable {
-		updates[i] = consensus.IndexUpdate{Pseudonym: pseudonyms[i], District: p.cfg.District,
+	ps.updates = make([]consensus.IndexUpdate, len(ps.readable))
+	for i, it := range ps.readable {
+		ps.updates[i] = consensus.IndexUpdate{Pseudonym: pseudonyms[i], District: p.cfg.District,
 			Summary: credit.Summarize(records[i], cat, today), Seq: it.Seq}
 	}
-	if err := p.cfg.Index.SubmitIndex(actx, updates); err != nil {
-		return 0, after, skip, fmt.Errorf("publish: %d index updates: %w", len(updates), err)
+	return ps
+}
+
+// commit hands a pass's updates to the leader and, once applied, removes
+// their outbox markers.
+func (p *Publisher) commit(ctx context.Context, ps pass) error {
+	actx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
+	defer cancel()
+	if err := p.cfg.Index.SubmitIndex(actx, ps.updates); err != nil {
+		return fmt.Errorf("publish: %d index updates: %w", len(ps.updates), err)
 	}
-	return len(items), last, skip, p.cfg.Outbox.AckOutbox(readable)
+	return p.cfg.Outbox.AckOutbox(ps.readable)
 }
