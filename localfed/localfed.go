@@ -181,6 +181,9 @@ func Create(spec Spec) (Layout, error) {
 			kind := map[bool]string{true: "docker-compose", false: "loopback (127.0.0.1)"}
 			return Layout{}, fmt.Errorf("localfed: %s holds a federation for %s, not %s; use another directory", dir, kind[l.compose()], kind[spec.Compose])
 		}
+		if err := refreshNodeCertificates(dir, l); err != nil {
+			return Layout{}, err
+		}
 		return completeClients(dir, l)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return Layout{}, err
@@ -324,6 +327,51 @@ func completeClients(dir string, l Layout) (Layout, error) {
 		return Layout{}, err
 	}
 	return l, atomicfile.Write(filepath.Join(dir, "local.json"), append(data, '\n'), 0o600)
+}
+
+// refreshNodeCertificates re-issues, from the federation's root CA in dir,
+// the node certificates of a resumed local federation that have expired
+// or end within a sixth of their life: a node renews its own certificate
+// only while it runs, and a demo left alone for a week would not start.
+// The new certificate has the identity, host names and lifetime of the old.
+func refreshNodeCertificates(dir string, l Layout) error {
+	var ca *certs.CA
+	for _, ln := range l.Nodes {
+		ndir := filepath.Dir(ln.ConfigPath)
+		cp, kp := filepath.Join(ndir, ln.Name+".pem"), filepath.Join(ndir, ln.Name+"-key.pem")
+		pair, err := certs.LoadKeyPair(cp, kp)
+		if err != nil {
+			return err
+		}
+		leaf := pair.Leaf
+		life := leaf.NotAfter.Sub(leaf.NotBefore) - certs.ClockSkew
+		if time.Until(leaf.NotAfter) > life/6 {
+			continue
+		}
+		if ca == nil {
+			if ca, err = certs.LoadCA(dir); err != nil {
+				return err
+			}
+		}
+		var hosts []string
+		for _, ip := range leaf.IPAddresses {
+			hosts = append(hosts, ip.String())
+		}
+		hosts = append(hosts, leaf.DNSNames...)
+		is, err := ca.Issue(certs.IssueRequest{Identity: certs.Identity{Federation: ca.Federation, Role: ln.Role, Region: ln.Region},
+			Hosts: hosts, Validity: max(life, time.Minute)})
+		if err != nil {
+			return err
+		}
+		keyPEM, err := is.KeyPEM()
+		if err != nil {
+			return err
+		}
+		if err := certs.ReplaceKeyPair(cp, kp, is.CertPEM(), keyPEM); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writePrometheusConfig writes DIR/prometheus.yml, scraping every node's

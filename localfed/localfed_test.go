@@ -1,10 +1,12 @@
 package localfed
 
 import (
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"credfed/certs"
 	"credfed/node"
@@ -67,5 +69,57 @@ func TestCreateWritesAResumableTestOnlyFederation(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "local.json")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestResumedFederationRefreshesEndingNodeCertificates: a local federation
+// resumed once its node certificates are (nearly) over gets new ones from
+// its root CA, with the same identity and host names; fresh ones are kept.
+func TestResumedFederationRefreshesEndingNodeCertificates(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "fed")
+	l, err := Create(Spec{Dir: dir, Districts: 1, NodeValidity: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]*x509.Certificate{}
+	for _, n := range l.Nodes {
+		c, err := certs.LoadCertFile(filepath.Join(filepath.Dir(n.ConfigPath), n.Name+".pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[n.Name] = c
+	}
+	// One node's certificate is made to end in 5 s (below a sixth of its
+	// minute); the others keep a minute.
+	ca, err := certs.LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := l.Nodes[0]
+	ending, err := ca.Issue(certs.IssueRequest{Identity: certs.Identity{Federation: l.Federation, Role: n.Role, Region: n.Region},
+		Hosts: []string{"127.0.0.1", "localhost"}, Validity: time.Minute, NotBefore: time.Now().Add(-55*time.Second - certs.ClockSkew)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ending.KeyPEM()
+	cp, kp := filepath.Join(filepath.Dir(n.ConfigPath), n.Name+".pem"), filepath.Join(filepath.Dir(n.ConfigPath), n.Name+"-key.pem")
+	if err := certs.ReplaceKeyPair(cp, kp, ending.CertPEM(), key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Create(Spec{Dir: dir, Districts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range l.Nodes {
+		pair, err := certs.LoadKeyPair(filepath.Join(filepath.Dir(m.ConfigPath), m.Name+".pem"), filepath.Join(filepath.Dir(m.ConfigPath), m.Name+"-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := pair.Leaf
+		switch {
+		case m.Name == n.Name && (c.Equal(ending.Cert) || time.Until(c.NotAfter) < 50*time.Second || len(c.IPAddresses) != 1):
+			t.Fatalf("%s: the ending certificate was not refreshed with its hosts: until %v, %v", m.Name, c.NotAfter, c.IPAddresses)
+		case m.Name != n.Name && !c.Equal(before[m.Name]):
+			t.Fatalf("%s: a fresh certificate was replaced", m.Name)
+		}
 	}
 }
