@@ -25,6 +25,9 @@ type Suspended struct {
 	Identity string    `json:"identity"`
 	Reason   string    `json:"reason,omitempty"`
 	At       time.Time `json:"at"`
+	// IssuedBefore, if set, limits the suspension to the certificates
+	// issued before it (a removed region's node).
+	IssuedBefore *time.Time `json:"issued_before,omitempty"`
 }
 
 // RevokeRequest is POST /v1/revocations.

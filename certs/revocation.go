@@ -27,6 +27,18 @@ type Suspension struct {
 	// By is the region of the operator who suspended: only an operator of
 	// that region or above may lift or replace the suspension.
 	By string `json:"by,omitempty" cbor:"4,keyasint,omitempty"`
+	// IssuedBefore, if set, limits the suspension to the certificates of
+	// the identity issued before it (a removed region's node: the node of a
+	// region added again at the same path gets new certificates, which the
+	// suspension does not touch, while every old one stays refused).
+	IssuedBefore time.Time `json:"issued_before,omitzero" cbor:"5,keyasint,omitempty"`
+}
+
+// Covers says whether the suspension refuses cert: every certificate of
+// the identity, or only those issued before IssuedBefore (a certificate is
+// issued ClockSkew after its NotBefore, which is backdated by that much).
+func (s Suspension) Covers(cert *x509.Certificate) bool {
+	return s.IssuedBefore.IsZero() || cert.NotBefore.Add(ClockSkew).Before(s.IssuedBefore)
 }
 
 // RevocationSnapshot is the whole list at one version, in a stable order:
@@ -182,7 +194,7 @@ func (l *RevocationList) Check(cert *x509.Certificate, id Identity) error {
 	switch {
 	case revoked:
 		return &VerifyError{Reason: ErrRevoked, Subject: uri, Detail: "serial " + serial}
-	case suspended:
+	case suspended && sus.Covers(cert):
 		return &VerifyError{Reason: ErrSuspended, Subject: uri, Detail: "suspended since " + sus.At.UTC().Format(time.RFC3339)}
 	}
 	return nil

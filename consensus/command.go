@@ -152,7 +152,15 @@ func (r Region) Identity(federation string) certs.Identity {
 // RegionRemove is the body of CmdRegionRemove.
 type RegionRemove struct {
 	Path string `cbor:"1,keyasint"`
+	// SuspendNode also suspends, in the same entry, every certificate of
+	// the region's node identity issued until now (credfed region remove):
+	// the node of a region added again at the path gets new ones.
+	SuspendNode bool `cbor:"2,keyasint,omitempty"`
 }
+
+// RegionRemovedReason is the reason of the suspension a region's removal
+// puts on its node identity.
+const RegionRemovedReason = "region removed"
 
 // CatalogPublish is the body of CmdCatalogPublish. Its version must be the
 // current version plus one.

@@ -33,7 +33,7 @@ func init() {
 		name:    "region_remove",
 		apply:   decoded((*FSM).applyRegionRemove),
 		relay:   true,
-		effects: reloadRegistry | registryChanged,
+		effects: reloadRegistry | registryChanged | reloadRevocations,
 	})
 	registerCommand(CmdCatalogPublish, commandSpec{
 		name:    "catalog_publish",

@@ -306,9 +306,26 @@ func (f *FSM) applyRegionRemove(w *writer, c Command, r RegionRemove) error {
 	if children > 0 {
 		return refuse(ErrConflict, "region %s still has %d regions below it", r.Path, children)
 	}
+	var old Region
+	w.getCBOR(regionKey(r.Path), &old)
 	w.delete(regionKey(r.Path))
 	w.delete(joinTokenKey(r.Path))
 	deleteAuditAnchors(w, r.Path) // a node put back there starts a new audit log
+	if r.SuspendNode {
+		id := old.Identity(f.federation).String()
+		key := append(append([]byte(nil), prefixSuspended...), id...)
+		var have certs.Suspension
+		if !w.getCBOR(key, &have) || !have.IssuedBefore.IsZero() {
+			// A suspension of every certificate of the identity stays as
+			// it is; otherwise every one issued until now is refused.
+			// Certificate times have a resolution of a second: a
+			// certificate issued in the second of the removal, after it
+			// (the node of the region added again), is not refused.
+			w.setCBOR(key, certs.Suspension{Identity: id, Reason: RegionRemovedReason, At: c.At, By: c.Actor.Region,
+				IssuedBefore: c.At.Truncate(time.Second)})
+			w.setUint(keyRevVersion, w.getUint(keyRevVersion)+1)
+		}
+	}
 	return nil
 }
 
@@ -376,6 +393,7 @@ func (f *FSM) applySuspend(w *writer, c Command, s certs.Suspension) error {
 		return refuse(ErrForbidden, "identity %s was suspended by an operator of %s; only an operator of %s or a region above it changes that", id, old.By, old.By)
 	}
 	s.Identity, s.At, s.By = id.String(), c.At, c.Actor.Region
+	s.IssuedBefore = time.Time{} // an operator's suspension covers every certificate
 	w.setCBOR(key, s)
 	w.setUint(keyRevVersion, w.getUint(keyRevVersion)+1)
 	return nil

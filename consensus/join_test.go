@@ -157,3 +157,49 @@ func TestRemovedDistrictsEntriesAreNotRead(t *testing.T) {
 		t.Fatalf("the new district's entry: %+v", e)
 	}
 }
+
+// TestRemovalSuspendsOnlyTheCertificatesIssuedUntilThen: region remove
+// suspends, in the same entry, every certificate of the region's node
+// issued until then; one issued later (a region added again) is not.
+func TestRemovalSuspendsOnlyTheCertificatesIssuedUntilThen(t *testing.T) {
+	f := newTestFSM(t)
+	initFederation(t, f)
+	ca, err := certs.NewCA(fed, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := joinAt
+	old, err := ca.Issue(certs.IssueRequest{Identity: qujiang, NotBefore: at.Add(-time.Hour - certs.ClockSkew)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	later, err := ca.Issue(certs.IssueRequest{Identity: qujiang, NotBefore: at.Add(time.Minute - certs.ClockSkew)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := errOf(f.applyAt(t, at, CmdRegionRemove, province, provOp, RegionRemove{Path: qujiang.Region, SuspendNode: true})); err != nil {
+		t.Fatal(err)
+	}
+	revs := f.state.Revocations()
+	if err := revs.Check(old.Cert, qujiang); !errors.Is(err, certs.ErrSuspended) {
+		t.Fatalf("a certificate issued before the removal: %v, want suspended", err)
+	}
+	if err := revs.Check(later.Cert, qujiang); err != nil {
+		t.Fatalf("a certificate issued after the removal: %v", err)
+	}
+	if _, ok := f.state.Region(qujiang.Region); ok {
+		t.Fatal("the region is still registered")
+	}
+	// An operator's own suspension of the identity covers every
+	// certificate, and a removal does not narrow it.
+	if err := errOf(f.apply(t, CmdSuspend, province, provOp, certs.Suspension{Identity: kecheng.String(), Reason: "x", IssuedBefore: at})); err != nil {
+		t.Fatal(err)
+	}
+	kLater, _ := ca.Issue(certs.IssueRequest{Identity: kecheng, NotBefore: at.Add(time.Hour)})
+	if err := errOf(f.applyAt(t, at, CmdRegionRemove, province, provOp, RegionRemove{Path: kecheng.Region, SuspendNode: true})); err != nil {
+		t.Fatal(err)
+	}
+	if err := revs.Check(kLater.Cert, kecheng); !errors.Is(err, certs.ErrSuspended) {
+		t.Fatalf("an operator's suspension narrowed: %v", err)
+	}
+}

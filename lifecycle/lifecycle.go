@@ -152,7 +152,12 @@ func (s *Service) List() api.RevocationList {
 		out.Revoked = append(out.Revoked, api.Revoked{Serial: r.Serial, Reason: r.Reason, At: r.At.UTC()})
 	}
 	for _, x := range snap.Suspensions {
-		out.Suspended = append(out.Suspended, api.Suspended{Identity: x.Identity, Reason: x.Reason, At: x.At.UTC()})
+		sus := api.Suspended{Identity: x.Identity, Reason: x.Reason, At: x.At.UTC()}
+		if !x.IssuedBefore.IsZero() {
+			b := x.IssuedBefore.UTC()
+			sus.IssuedBefore = &b
+		}
+		out.Suspended = append(out.Suspended, sus)
 	}
 	return out
 }

@@ -40,6 +40,7 @@ type JoinSigner interface {
 // (consensus.State).
 type Registry interface {
 	Region(path string) (consensus.Region, bool)
+	Regions() []consensus.Region
 	JoinToken(region string) (consensus.JoinToken, bool, error)
 }
 
@@ -102,6 +103,17 @@ func (s *Service) AddRegion(ctx context.Context, caller certs.Identity, req api.
 	}
 	if !certs.InRegion(req.Path, s.cfg.Self.Region) || req.Path == s.cfg.Self.Region {
 		return fail(fault.Field(fault.Forbidden, "path", "this node serves the joins of regions below it only: add the region at a coordinator above it"))
+	}
+	if parent, ok := rc.Registry.Region(certs.ParentRegion(req.Path)); ok {
+		// The tree is province → city → district (a district may hang off
+		// the province directly); nothing hangs off a district, and a city
+		// only off a province.
+		switch {
+		case parent.Role == certs.District:
+			return fail(fault.Field(fault.BadRequest, "path", "its parent %s is a district: regions hang off coordinators only", parent.Path))
+		case role == certs.City && parent.Role != certs.Province:
+			return fail(fault.Field(fault.BadRequest, "path", "a city's parent must be a province, not the %s %s", parent.Role, parent.Path))
+		}
 	}
 	if err := checkLabel(req.Name, 64); err != nil {
 		return fail(fault.Field(fault.BadRequest, "name", "%s", err))
@@ -182,11 +194,13 @@ func (s *Service) PromoteRegion(ctx context.Context, caller certs.Identity, path
 	return out, nil
 }
 
-// RemoveRegion removes a region: its node's certificates are suspended
-// (every certificate of its node identity, renewals included), then the
-// region leaves the registry, so its node leaves Raft and its index
-// entries are no longer read. Its records stay on its own disk. Removing a
-// region that is gone already says so and changes nothing.
+// RemoveRegion removes a region that has none below it: in one Raft entry
+// the region leaves the registry (so its node leaves Raft and its index
+// entries are no longer read) and every certificate of its node identity
+// issued until then is suspended, renewals included; the node of a region
+// added again at the path gets new certificates, which the suspension
+// does not touch. Its records stay on its own disk. A region removed
+// already says so and changes nothing; one never registered is not found.
 func (s *Service) RemoveRegion(ctx context.Context, caller certs.Identity, path string) (api.RegionChanged, error) {
 	entry := audit.By(caller, "region.remove")
 	entry.Reference = path
@@ -203,24 +217,51 @@ func (s *Service) RemoveRegion(ctx context.Context, caller certs.Identity, path 
 	}
 	out := api.RegionChanged{Region: path, Change: "removed"}
 	r, ok := rc.Registry.Region(path)
-	if !ok {
-		out.Detail = "not registered (removed already)"
-	} else {
-		id := r.Identity(s.cfg.Self.Federation)
-		if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdSuspend, caller, certs.Suspension{Identity: id.String(), Reason: "region removed"}); err != nil {
+	switch {
+	case !ok && s.removedAlready(path):
+		out.Detail = "removed already"
+	case !ok:
+		return fail(fault.Field(fault.NotFound, "path", "no such region (never added, or removed before its node was suspended)"))
+	case path == s.cfg.Self.Region:
+		return fail(fault.Field(fault.Forbidden, "path", "a node does not remove its own region: ask a coordinator above it"))
+	default:
+		if below := regionsBelow(rc.Registry, path); below > 0 {
+			return fail(fault.Field(fault.Conflict, "path", "the region still has %d regions below it: remove them first", below))
+		}
+		if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdRegionRemove, caller, consensus.RegionRemove{Path: path, SuspendNode: true}); err != nil {
 			return fail(commandFault(err))
 		}
-		if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdRegionRemove, caller, consensus.RegionRemove{Path: path}); err != nil &&
-			!errors.Is(err, consensus.ErrNotFound) {
-			return fail(commandFault(err))
-		}
-		out.Detail = "node certificates of " + id.String() + " suspended"
+		out.Detail = "every certificate issued until now to " + r.Identity(s.cfg.Self.Federation).String() + " suspended"
 	}
 	entry.Decision = storage.DecisionAllowed
 	if err := s.cfg.Audit.Record(entry); err != nil {
 		return api.RegionChanged{}, err
 	}
 	return out, nil
+}
+
+// removedAlready says whether a region's removal suspended its node.
+func (s *Service) removedAlready(path string) bool {
+	if s.cfg.Revocations == nil {
+		return false
+	}
+	for _, x := range s.cfg.Revocations.Snapshot().Suspensions {
+		if id, err := certs.ParseIdentity(x.Identity); err == nil && id.Role.IsNode() && id.Region == path && x.Reason == consensus.RegionRemovedReason {
+			return true
+		}
+	}
+	return false
+}
+
+// regionsBelow counts the registered regions below path.
+func regionsBelow(reg Registry, path string) int {
+	n := 0
+	for _, r := range reg.Regions() {
+		if r.Path != path && certs.InRegion(r.Path, path) {
+			n++
+		}
+	}
+	return n
 }
 
 // CA is the federation's root certificate, PEM.

@@ -1977,6 +1977,16 @@ func startProcFedSpec(t *testing.T, spec localfed.Spec, patch func(localfed.Layo
 	}
 	pf := &procFed{t: t, bin: bin, layout: l, procs: map[string]*exec.Cmd{}, exited: map[string]chan struct{}{}}
 	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, ln := range l.Nodes {
+			if data, err := os.ReadFile(filepath.Join(filepath.Dir(ln.ConfigPath), "node.log")); err == nil {
+				t.Logf("%s's log (its end):\n%s", ln.Name, data[max(0, len(data)-1500):])
+			}
+		}
+	})
+	t.Cleanup(func() {
 		for name, c := range pf.procs {
 			c.Process.Kill()
 			<-pf.exited[name]

@@ -50,6 +50,11 @@ func addNodeConfig(t *testing.T, pf *procFed, name, region string, role certs.Ro
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if data, err := os.ReadFile(filepath.Join(dir, "node.log")); err == nil && t.Failed() {
+			t.Logf("%s's log (its end):\n%s", name, data[max(0, len(data)-4000):])
+		}
+	})
 	ln := localfed.Node{Name: name, Role: role, Region: region, Exchange: ports[0], API: ports[1], Metrics: ports[2], ConfigPath: path}
 	pf.layout.Nodes = append(pf.layout.Nodes, ln)
 	return ln
@@ -195,8 +200,22 @@ func TestRegionAddedJoinsItself(t *testing.T) {
 		return err == nil && len(a.Districts) == 0
 	})
 	again, err := op.RemoveRegion(ctxT(t, 30*time.Second), region)
-	if err != nil || !strings.Contains(again.Detail, "removed already") {
+	if err != nil || again.Detail != "removed already" {
 		t.Fatalf("remove again: %+v %v", again, err)
+	}
+	if _, err := op.RemoveRegion(ctxT(t, 30*time.Second), "zhejiang/quzhou/never"); api.Code(err) != api.CodeNotFound {
+		t.Fatalf("removing a region never added: %v", err)
+	}
+	// A refused removal changes nothing: the city has regions below it.
+	before, err := op.Revocations(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.RemoveRegion(ctxT(t, 30*time.Second), "zhejiang/quzhou"); api.Code(err) != api.CodeConflict {
+		t.Fatalf("removing a city with districts: %v", err)
+	}
+	if l2, err := op.Revocations(ctxT(t, 10*time.Second)); err != nil || l2.Version != before.Version {
+		t.Fatalf("a refused removal changed the revocations: %+v %v", l2, err)
 	}
 	list, err := op.Revocations(ctxT(t, 10*time.Second))
 	if err != nil {
@@ -209,6 +228,36 @@ func TestRegionAddedJoinsItself(t *testing.T) {
 	if !suspended {
 		t.Fatalf("the removed district's node identity is not suspended: %+v", list.Suspended)
 	}
+	// The region added again at the same path: a new node joins with a new
+	// token and works, while the removed node's certificate stays refused.
+	pf.kill("kaihua")
+	readded, err := op.AddRegion(ctxT(t, 30*time.Second), api.RegionAddRequest{Path: region, Role: "district", Name: "开化县"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addNodeConfig(t, pf, "kaihua-b", region, certs.District)
+	pf.startArgs("kaihua-b", "--join", readded.Token)
+	pf.waitReady("kaihua-b")
+	second := credit.SyntheticPerson(7272, credit.NewDate(1983, 3, 3))
+	if _, _, err := pf.client("kaihua-b", localfed.ClientFiles{Cert: cp, Key: kp}).SubmitRecords(ctxT(t, 30*time.Second),
+		[]api.RecordInput{record("KH-2", second, "FOOD-DRUG-PENALTY", "joined again")}); err != nil {
+		t.Fatalf("submit at the district added again: %v", err)
+	}
+	wait.Until(t, 60*time.Second, "the city to find the new node's record", func() bool {
+		a, err := coord.Lookup(ctxT(t, 10*time.Second), api.LookupRequest{Subject: second, Purpose: "ADMIN-LICENSING", User: "u", Reference: "again"})
+		return err == nil && len(a.Districts) == 1 && len(a.Districts[0].Records) == 1
+	})
+	if a, err := coord.Lookup(ctxT(t, 10*time.Second), api.LookupRequest{Subject: subject, Purpose: "ADMIN-LICENSING", User: "u", Reference: "old"}); err != nil || len(a.Districts) != 0 {
+		t.Fatalf("the removed node's entry came back with the region added again: %+v %v", a, err)
+	}
+	oldNode, err := api.NewClient(api.Config{Address: "https://" + l.Nodes[0].API, CACert: l.CA, ClientCert: cfg.TLS.Cert, ClientKey: cfg.TLS.Key, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldNode.CloseIdle()
+	if _, err := oldNode.Federation(ctxT(t, 10*time.Second)); err == nil {
+		t.Fatal("the removed node's certificate is accepted after its region was added again")
+	}
 	// The removed node's own API still runs, but the federation refuses
 	// it: a lookup it forwards finds no coordinator that answers.
 	out, err := exec.Command(pf.bin, "federation", "status", "--addr", "https://"+l.Nodes[0].API, "--ca", l.CA,
@@ -216,8 +265,8 @@ func TestRegionAddedJoinsItself(t *testing.T) {
 	if err != nil {
 		t.Fatalf("federation status: %v\n%s", err, out)
 	}
-	if strings.Contains(string(out), "kaihua") || !strings.Contains(string(out), "kecheng") {
-		t.Fatalf("federation status still lists the removed district, or not the others:\n%s", out)
+	if !strings.Contains(string(out), "kaihua") || !strings.Contains(string(out), "kecheng") {
+		t.Fatalf("federation status does not list the district added again, or the others:\n%s", out)
 	}
 }
 

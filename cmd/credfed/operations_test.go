@@ -119,7 +119,7 @@ func TestOperationsGuideRuns(t *testing.T) {
 	if out := find("credfed region promote"); !strings.Contains(out, "promoted zhejiang/quzhou (already a voter)") {
 		t.Errorf("region promote:\n%s", out)
 	}
-	if out := find("credfed region remove"); !strings.Contains(out, "removed zhejiang/quzhou/kaihua (node certificates of spiffe://demo/district/zhejiang/quzhou/kaihua suspended)") {
+	if out := find("credfed region remove"); !strings.Contains(out, "removed zhejiang/quzhou/kaihua (every certificate issued until now to spiffe://demo/district/zhejiang/quzhou/kaihua suspended)") {
 		t.Errorf("region remove:\n%s", out)
 	}
 	if out := find("credfed audit queriers"); !strings.Contains(out, "queriers at ") {
