@@ -125,13 +125,15 @@ func TestCommandTable_Properties(t *testing.T) {
 		{CmdIndexBatch, false, 0},
 		{CmdSealedIndexBatch, false, 0},
 		{CmdRegionPut, true, reloadRegistry | registryChanged},
-		{CmdRegionRemove, true, reloadRegistry | registryChanged},
+		{CmdRegionRemove, true, reloadRegistry | registryChanged | reloadRevocations},
 		{CmdCatalogPublish, true, reloadCatalog},
 		{CmdRevoke, true, reloadRevocations},
 		{CmdSuspend, true, reloadRevocations},
 		{CmdReinstate, true, reloadRevocations},
 		{CmdFederationInit, false, reloadRegistry | reloadCatalog | registryChanged},
 		{CmdAuditAnchor, false, 0},
+		{CmdRegionAdd, true, reloadRegistry | registryChanged},
+		{CmdJoin, true, reloadRegistry | registryChanged},
 	} {
 		spec := commandFor(c.typ)
 		if spec == nil {
