@@ -187,13 +187,20 @@ func (l *RevocationList) Check(cert *x509.Certificate, id Identity) error {
 	}
 	serial := SerialString(cert.SerialNumber)
 	uri := id.String()
+	first := ""
+	if lin, ok := LineageOf(cert); ok {
+		first = SerialString(lin.First)
+	}
 	l.mu.RLock()
 	_, revoked := l.serials[serial]
+	_, lineRevoked := l.serials[first]
 	sus, suspended := l.suspended[uri]
 	l.mu.RUnlock()
 	switch {
 	case revoked:
 		return &VerifyError{Reason: ErrRevoked, Subject: uri, Detail: "serial " + serial}
+	case first != "" && lineRevoked:
+		return &VerifyError{Reason: ErrRevoked, Subject: uri, Detail: "a renewal of revoked serial " + first}
 	case suspended && sus.Covers(cert):
 		return &VerifyError{Reason: ErrSuspended, Subject: uri, Detail: "suspended since " + sus.At.UTC().Format(time.RFC3339)}
 	}

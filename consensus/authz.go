@@ -67,7 +67,7 @@ func (f *FSM) authorizeFederationOperator(w *writer, c Command) error {
 	}
 	var r Region
 	if !w.getCBOR(regionKey(c.Actor.Region), &r) || r.Role != certs.Province {
-		return refuse(ErrForbidden, "only operators of a province region change the catalog or revoke certificates, not an operator of %s", c.Actor.Region)
+		return refuse(ErrForbidden, "only operators of a province region change the catalog, revoke certificates by serial, add coordinator regions or make voters, not an operator of %s", c.Actor.Region)
 	}
 	return nil
 }

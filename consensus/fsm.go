@@ -259,6 +259,9 @@ func (f *FSM) applyRegionPut(w *writer, c Command, r Region, index uint64) error
 	if err := f.authorizeOperator(w, c, r.Path); err != nil {
 		return err
 	}
+	if err := f.authorizeCoordinatorRegion(w, c, r); err != nil {
+		return err
+	}
 	if err := f.validRegion(w, r); err != nil {
 		return err
 	}
@@ -291,12 +294,39 @@ func (f *FSM) validRegion(w *writer, r Region) error {
 	case parent != "" && w != nil && !w.has(regionKey(parent)):
 		return refuse(ErrNotFound, "parent region %s of %s is not registered", parent, r.Path)
 	}
+	if parent != "" && w != nil {
+		// The tree is province → city → district (a district may hang off
+		// its province directly): nothing below a district, a city only
+		// below a province.
+		var p Region
+		w.getCBOR(regionKey(parent), &p)
+		switch {
+		case p.Role == certs.District:
+			return refuse(ErrInvalid, "region %s: its parent %s is a district, and nothing is below a district", r.Path, parent)
+		case r.Role == certs.City && p.Role != certs.Province:
+			return refuse(ErrInvalid, "city region %s: a city's parent must be a province, not the %s %s", r.Path, p.Role, parent)
+		}
+	}
+	return nil
+}
+
+// authorizeCoordinatorRegion holds a region that coordinates (a city or
+// province, which receives the pseudonym key when its node joins) or votes
+// in Raft to an operator of a province region.
+func (f *FSM) authorizeCoordinatorRegion(w *writer, c Command, r Region) error {
+	if r.Role.IsCoordinatorNode() || r.Voter {
+		return f.authorizeFederationOperator(w, c)
+	}
 	return nil
 }
 
 func (f *FSM) applyRegionRemove(w *writer, c Command, r RegionRemove) error {
 	if err := f.authorizeOperator(w, c, r.Path); err != nil {
 		return err
+	}
+	if c.Actor.Region == r.Path {
+		// Its own operator would flush its audit anchors with it.
+		return refuse(ErrForbidden, "an operator of %s may not remove its own region: an operator above it does", r.Path)
 	}
 	if !w.has(regionKey(r.Path)) {
 		return refuse(ErrNotFound, "region %s is not registered", r.Path)

@@ -74,6 +74,9 @@ func (f *FSM) applyRegionAdd(w *writer, c Command, a RegionAdd, index uint64) er
 	if err := f.validRegion(w, r); err != nil {
 		return err
 	}
+	if err := f.authorizeCoordinatorRegion(w, c, Region{Role: r.Role}); err != nil {
+		return err // a joining region never votes until promoted
+	}
 	if a.Life <= 0 || a.Life > MaxJoinTokenLife {
 		return refuse(ErrInvalid, "a join token lives between a second and %v", MaxJoinTokenLife)
 	}
@@ -129,6 +132,10 @@ func (f *FSM) applyJoin(w *writer, c Command, j Join) error {
 	var r Region
 	if !w.getCBOR(regionKey(j.Region), &r) {
 		return refuse(ErrNotFound, "region %s is not registered", j.Region)
+	}
+	if c.Actor != r.Identity(f.federation) || tok.Role != r.Role {
+		// The role in a token travels in the clear: the registry decides.
+		return refuse(ErrForbidden, "region %s is a %s: its token joins %s only, not %s", j.Region, r.Role, r.Identity(f.federation), c.Actor)
 	}
 	if j.Exchange == "" {
 		return refuse(ErrInvalid, "the joining node gave no exchange address")

@@ -165,7 +165,7 @@ func TestFSM_SnapshotRestore_RegionPut(t *testing.T) {
 	initFederation(t, a)
 	r := Region{Path: "zhejiang/quzhou/longyou", Name: "龙游县", Role: certs.District, Code: "330825",
 		Exchange: "127.0.0.1:7001", API: "https://127.0.0.1:8443", Voter: true}
-	if err := errOf(a.apply(t, CmdRegionPut, city, cityOp, r)); err != nil {
+	if err := errOf(a.apply(t, CmdRegionPut, province, provOp, r)); err != nil {
 		t.Fatal(err)
 	}
 	b := restoredCopy(t, a)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -166,7 +167,13 @@ func (s *Service) Renewal(ctx context.Context, caller certs.Identity, current *x
 	if err != nil {
 		return refuse(fault.Field(fault.BadRequest, "csr", "%s", err.Error()))
 	}
-	req := certs.IssueRequest{Identity: caller, Validity: Lifetime(current)}
+	// A renewal keeps the line of the certificate it renews: its first
+	// serial (revoking that refuses every renewal) and its intended
+	// lifetime (not the current one, which an intermediate near its end
+	// may have capped).
+	lin, _ := certs.LineageOf(current)
+	lin.Lifetime = min(max(lin.Lifetime, MinLifetime), MaxLifetime)
+	req := certs.IssueRequest{Identity: caller, Validity: lin.Lifetime, Lineage: &lin}
 	if caller.Role.IsNode() {
 		req.Hosts = hostsOf(current)
 	}
@@ -247,8 +254,12 @@ func hostsOf(c *x509.Certificate) []string {
 }
 
 // checkChain parses a signer's answer and checks it: it verifies for this
-// node's identity and usages, and its key is key.
-func (s *Service) checkChain(ders [][]byte, key *ecdsa.PrivateKey) ([]*x509.Certificate, error) {
+// node's identity and usages, its key is key, and it is no worse than
+// current (nil: not compared): the same host names, an end no earlier, a
+// renewal time still ahead. A signer that answers otherwise (hostile, or
+// an intermediate near its own end) is refused, and the node keeps its
+// certificate and asks again later.
+func (s *Service) checkChain(ders [][]byte, key *ecdsa.PrivateKey, current *x509.Certificate) ([]*x509.Certificate, error) {
 	if len(ders) == 0 || len(ders) > 4 {
 		return nil, fmt.Errorf("enroll: the signer answered %d certificates", len(ders))
 	}
@@ -274,7 +285,25 @@ func (s *Service) checkChain(ders [][]byte, key *ecdsa.PrivateKey) ([]*x509.Cert
 	if pub, ok := chain[0].PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(&key.PublicKey) {
 		return nil, errors.New("enroll: the renewed certificate is not for the key asked for")
 	}
+	if current != nil {
+		leaf := chain[0]
+		switch {
+		case !slices.Equal(sortedHosts(leaf), sortedHosts(current)):
+			return nil, fmt.Errorf("enroll: the renewed certificate names hosts %v, not this node's %v", sortedHosts(leaf), sortedHosts(current))
+		case leaf.NotAfter.Before(current.NotAfter):
+			return nil, fmt.Errorf("enroll: the renewed certificate ends on %s, before the current one (%s): is the signer's CA near its end?",
+				leaf.NotAfter.UTC().Format(time.RFC3339), current.NotAfter.UTC().Format(time.RFC3339))
+		case !RenewAt(leaf).After(s.cfg.Now()):
+			return nil, errors.New("enroll: the renewed certificate is due for renewal already")
+		}
+	}
 	return chain, nil
+}
+
+func sortedHosts(c *x509.Certificate) []string {
+	h := hostsOf(c)
+	slices.Sort(h)
+	return h
 }
 
 // SignJoin signs the first certificate of a node that joins with a token

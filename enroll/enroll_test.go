@@ -253,7 +253,7 @@ func TestRenewerChecksWhatTheSignerAnswers(t *testing.T) {
 		"garbage":          {[]byte("x")},
 		"nothing":          nil,
 	} {
-		if _, err := m.svc.checkChain(ders, key); err == nil {
+		if _, err := m.svc.checkChain(ders, key, nil); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

@@ -92,7 +92,7 @@ func (r *Renewer) renew(ctx context.Context) error {
 			return err
 		}
 	}
-	chain, err := s.checkChain(ders, key)
+	chain, err := s.checkChain(ders, key, cur.Leaf)
 	if err != nil {
 		return err
 	}
@@ -165,6 +165,8 @@ func (r *Renewer) loop() {
 		if failures > 0 {
 			wait = retryDelay(Lifetime(leaf), failures)
 		}
+		// Never back to back, whatever the certificates say.
+		wait = max(wait, minRenewGap)
 		t := time.NewTimer(max(wait, 0))
 		select {
 		case <-r.stop:
@@ -196,6 +198,9 @@ func (r *Renewer) loop() {
 		}
 	}
 }
+
+// minRenewGap is the least time between two renewals of the loop.
+const minRenewGap = time.Second
 
 // retryDelay is the backoff after n failures: from a sixtieth of the
 // lifetime (at least a second), doubling, at most a tenth of it and at

@@ -77,7 +77,9 @@ func (e *Endpoint) stale(ci *connInfo) string {
 	if ci.gen != e.certGen.Load() {
 		return staleOwn
 	}
-	if !ci.keep && time.Until(ci.leaf.NotAfter) < RetireWindow {
+	// A connection kept because the peer had not renewed is tried again
+	// every second: the peer may have renewed since.
+	if time.Until(ci.leaf.NotAfter) < RetireWindow && (!ci.keep || time.Since(ci.keptAt) > time.Second) {
 		return staleExpiry
 	}
 	return ""
@@ -187,7 +189,7 @@ func (e *Endpoint) dial(pc *peerConn, label string) {
 		}
 	} else {
 		if pc.retiredSerial != "" && ci.leaf.SerialNumber.String() == pc.retiredSerial {
-			ci.keep = true // the peer has not renewed: no use redialing
+			ci.keep, ci.keptAt = true, time.Now() // the peer has not renewed yet
 		}
 		pc.ci, pc.err, pc.backoff = ci, nil, 0
 	}

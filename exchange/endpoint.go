@@ -161,6 +161,7 @@ type connInfo struct {
 	conn    *quic.Conn
 	peer    certs.Identity
 	leaf    *x509.Certificate
+	issuers []*x509.Certificate // the chain the peer presented above its leaf
 	alpn    string
 	inbound bool
 	state   *peerState // inbound only
@@ -174,7 +175,8 @@ type connInfo struct {
 	// keep marks a connection redialed after a retirement for the peer's
 	// near expiry that found the same peer certificate (the peer has not
 	// renewed): it is kept to the end, not retired again at each call.
-	keep bool
+	keep   bool
+	keptAt time.Time
 	// resumed says the TLS session was resumed (outbound).
 	resumed bool
 	// refusalLogged is set once a refusal of this connection's requests by
@@ -440,7 +442,7 @@ func (e *Endpoint) register(conn *quic.Conn, inbound bool) (*connInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	ci := &connInfo{conn: conn, peer: peer, leaf: cs.PeerCertificates[0], alpn: cs.NegotiatedProtocol, inbound: inbound}
+	ci := &connInfo{conn: conn, peer: peer, leaf: cs.PeerCertificates[0], issuers: cs.PeerCertificates[1:], alpn: cs.NegotiatedProtocol, inbound: inbound}
 	uri := peer.String()
 	e.mu.Lock()
 	if e.closed.Load() {
@@ -461,7 +463,7 @@ func (e *Endpoint) register(conn *quic.Conn, inbound bool) (*connInfo, error) {
 	e.mu.Unlock()
 
 	// A revocation may have landed between the handshake and now.
-	if err := e.verifier.Revocations.Check(ci.leaf, peer); err != nil {
+	if err := e.refusedNow(ci); err != nil {
 		e.unregister(ci)
 		return nil, err
 	}
@@ -536,13 +538,27 @@ func (e *Endpoint) recheckLoop() {
 		}
 		e.mu.Unlock()
 		for _, ci := range live {
-			if err := e.verifier.Revocations.Check(ci.leaf, ci.peer); err != nil {
+			if err := e.refusedNow(ci); err != nil {
 				e.log.Warn("closing connection: peer certificate refused now",
 					"peer", ci.peer.String(), "reason", verifyReason(err), "direction", direction(ci.inbound))
 				ci.conn.CloseWithError(closeRevoked, "certificate revoked or suspended")
 			}
 		}
 	}
+}
+
+// refusedNow checks a live connection's peer against the revocation list:
+// its certificate, and the intermediates it presented above it.
+func (e *Endpoint) refusedNow(ci *connInfo) error {
+	if err := e.verifier.Revocations.Check(ci.leaf, ci.peer); err != nil {
+		return err
+	}
+	for _, issuer := range ci.issuers {
+		if err := e.verifier.Revocations.CheckIssuer(issuer, ci.peer); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // acceptLoop hands each incoming connection to its own goroutine.

@@ -38,7 +38,15 @@ func (s *Server) callerOf(r *http.Request) caller {
 		return caller{id: id, refused: "the client certificate has expired"}
 	}
 	if s.cfg.Revocations != nil {
-		if err := s.cfg.Revocations.Check(leaf, id); err != nil {
+		err := s.cfg.Revocations.Check(leaf, id)
+		for _, issuer := range r.TLS.PeerCertificates[1:] {
+			// The handshake verified the chain presented; an intermediate
+			// of it revoked since refuses it on this connection too.
+			if err == nil {
+				err = s.cfg.Revocations.CheckIssuer(issuer, id)
+			}
+		}
+		if err != nil {
 			var ve *certs.VerifyError
 			msg := "the client certificate is revoked or suspended"
 			if errors.As(err, &ve) && ve.Reason == certs.ErrSuspended {

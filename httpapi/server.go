@@ -68,6 +68,9 @@ type Cluster interface {
 type Revocations interface {
 	// Check returns the refusal of a revoked or suspended certificate.
 	Check(cert *x509.Certificate, id certs.Identity) error
+	// CheckIssuer returns the refusal of a certificate whose issuing
+	// intermediate is revoked.
+	CheckIssuer(issuer *x509.Certificate, subject certs.Identity) error
 }
 
 // SmallBody is the size under which a bulk submission is read at once;

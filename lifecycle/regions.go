@@ -292,9 +292,17 @@ func (s *Service) Join(ctx context.Context, from string, req api.JoinRequest) (a
 		return fail(fault.Field(fault.BadRequest, "token", "not a credfed join token (credfed region add prints one)"))
 	}
 	entry.Reference = tok.Region
-	role, err := certs.ParseRole(tok.Role)
-	if err != nil || !role.IsNode() || tok.Federation != s.cfg.Self.Federation {
+	if tok.Federation != s.cfg.Self.Federation {
 		return fail(fault.Field(fault.BadRequest, "token", "the token is not for a node of this federation"))
+	}
+	// The role comes from the registry: the token's travels in the clear.
+	reg, ok := rc.Registry.Region(tok.Region)
+	if !ok {
+		return fail(fault.Field(fault.NotFound, "token", "the token's region is not registered (removed since?)"))
+	}
+	role := reg.Role
+	if tok.Role != string(role) {
+		return fail(fault.Field(fault.Forbidden, "token", "the token is not the region's: the region is a %s", role))
 	}
 	id := certs.Identity{Federation: tok.Federation, Role: role, Region: tok.Region}
 	if err := id.Validate(); err != nil {

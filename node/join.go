@@ -47,6 +47,13 @@ func Join(ctx context.Context, cfg Config, token string) (joined bool, err error
 	if _, err := os.Stat(cfg.TLS.Cert); err == nil {
 		return false, nil
 	}
+	// A join that stopped between the renames of its key and certificate
+	// is complete once LoadKeyPair has finished them: the token is used.
+	if _, err := os.Stat(cfg.TLS.Cert + ".next"); err == nil {
+		if _, err := certs.LoadKeyPair(cfg.TLS.Cert, cfg.TLS.Key); err == nil {
+			return false, nil
+		}
+	}
 	tok, err := api.ParseJoinToken(token)
 	if err != nil {
 		return false, fmt.Errorf("%w: %v", ErrJoin, err)
