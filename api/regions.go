@@ -60,6 +60,10 @@ type JoinAnswer struct {
 	Certificate  string `json:"certificate"`
 	CA           string `json:"ca"`
 	PseudonymKey string `json:"pseudonym_key,omitempty"`
+	// PseudonymKeys are the pseudonym key versions 2 and up that key
+	// rotations distributed (version → hex), for a coordinator: it needs
+	// them to open the index sealed under them.
+	PseudonymKeys map[string]string `json:"pseudonym_keys,omitempty"`
 }
 
 // JoinToken is what a join token carries: who may join, where, and what

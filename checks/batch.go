@@ -18,6 +18,7 @@ import (
 	"credfed/credit"
 	"credfed/exchange"
 	"credfed/fault"
+	"credfed/keyring"
 	"credfed/storage"
 )
 
@@ -181,7 +182,7 @@ func (s *Service) SubmitBatch(ctx context.Context, caller certs.Identity, in api
 	entry.Count = len(in.Rows)
 	b := s.batch
 	switch {
-	case b == nil || !s.cfg.Key.Valid():
+	case b == nil || s.ring() == nil:
 		return api.Job{}, s.refuse(&entry, fault.New(fault.Forbidden, "batch checks are run by coordinator nodes (province, city); this is a %s node", s.cfg.Self.Role))
 	case caller.Role != certs.Coordinator:
 		return api.Job{}, s.refuse(&entry, fault.New(fault.Forbidden, "batch checks are made by coordinators, not by a %s certificate", caller.Role))
@@ -524,7 +525,7 @@ type checkedChunk struct {
 // refused. Nothing is registered yet (commitChunk).
 func (s *Service) prepareChunk(ctx context.Context, st jobState, pl plan, first int, c *checkedChunk) {
 	rows := c.rows
-	key := s.cfg.Key
+	key := s.ring()
 	today := credit.TodayAt(s.cfg.Now())
 	results := make([]api.BatchResult, len(rows))
 	entries := make([]storage.AuditEntry, len(rows))
@@ -556,7 +557,8 @@ func (s *Service) prepareChunk(ctx context.Context, st jobState, pl plan, first 
 		p := key.Pseudonym(sub.ID)
 		e.Subject = p.String()
 		results[i].Subject = sub.Masked()
-		idx, _, err := s.cfg.Index.Lookup(ctx, p, false)
+		live := key.IndexPseudonyms(sub.ID)
+		idx, _, err := keyring.Entries(ctx, s.cfg.Index.Lookup, live, false)
 		if err != nil {
 			f := fault.As(indexFault(err))
 			msg := "the index could not be read"
@@ -569,7 +571,8 @@ func (s *Service) prepareChunk(ctx context.Context, st jobState, pl plan, first 
 			failed++
 			continue
 		}
-		r := &pending{query: subjectQuery{Subject: sub.ID, Pseudonym: p, Reference: row.Reference, Authorization: row.Authorization, CheckID: e.LookupID}}
+		r := &pending{query: subjectQuery{Subject: sub.ID, Pseudonym: p, Reference: row.Reference, Authorization: row.Authorization, CheckID: e.LookupID,
+			Pseudonyms: live}}
 		r.route(idx, s.cfg.Index, s.cfg.Self.Federation)
 		pend[i] = r
 		asked = append(asked, r)

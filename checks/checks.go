@@ -26,6 +26,7 @@ import (
 	"credfed/exchange"
 	"credfed/fault"
 	"credfed/internal/keyrate"
+	"credfed/keyring"
 	"credfed/lookup"
 	"credfed/storage"
 )
@@ -52,6 +53,9 @@ type subjectQuery struct {
 	Reference     string           `cbor:"3,keyasint,omitempty"`
 	Authorization string           `cbor:"4,keyasint,omitempty"`
 	CheckID       string           `cbor:"5,keyasint,omitempty"`
+	// Pseudonyms are the subject's pseudonyms under every key version the
+	// index may hold it under (a key rotation), Pseudonym among them.
+	Pseudonyms []credit.Pseudonym `cbor:"6,keyasint,omitempty"`
 }
 
 // districtRequest is Op's body; the purpose and the end user travel in
@@ -106,8 +110,11 @@ type Quotas = lookup.Quotas
 
 // Config configures the check service of one node.
 type Config struct {
-	Self        certs.Identity
-	Key         credit.PseudonymKey // coordinators only
+	Self certs.Identity
+	Key  credit.PseudonymKey // coordinators only
+	// Keys, if set, are the key versions (a key rotation: checks read the
+	// index under every live version); Key is then not used.
+	Keys        keyring.Ring
 	Identifiers credit.ParseOptions
 	Index       Index
 	Endpoint    *exchange.Endpoint
@@ -115,6 +122,11 @@ type Config struct {
 	// district's.
 	Records Records
 	Resolve func(ctx context.Context, subjects []string) ([]credit.Pseudonym, error)
+	// Own, if set, returns a district's pseudonyms of a subject under the
+	// current version first, then the older versions it published under
+	// (pseudonym.Resolver.Own), to recognise a coordinator at another
+	// version during a key rotation.
+	Own     func(ctx context.Context, subject string) ([]credit.Pseudonym, error)
 	Catalog func() *credit.Catalog
 	Audit   *audit.Recorder
 	// Quotas, nil for none.
@@ -309,8 +321,8 @@ func (s *Service) run(ctx context.Context, requester certs.Identity, via *certs.
 	entry.LookupID = exchange.NewID("lk")
 	cat := s.cfg.Catalog()
 	entry.Purpose, entry.User, entry.Reference, entry.Authorization = lookup.StatedFields(cat, in.Purpose, in.User, in.Reference, in.Authorization)
-	key := s.cfg.Key
-	if !s.cfg.Self.Role.IsCoordinatorNode() || !key.Valid() {
+	key := s.ring()
+	if !s.cfg.Self.Role.IsCoordinatorNode() || key == nil {
 		return api.CheckAnswer{}, s.refuse(&entry, fault.New(fault.Forbidden, "checks are run by coordinator nodes (province, city); this is a %s node", s.cfg.Self.Role))
 	}
 	if cat == nil {
@@ -347,12 +359,13 @@ func (s *Service) run(ctx context.Context, requester certs.Identity, via *certs.
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	p := key.Pseudonym(sub.ID)
-	entries, applied, err := s.cfg.Index.Lookup(ctx, p, strong)
+	p, live := key.Pseudonym(sub.ID), key.IndexPseudonyms(sub.ID)
+	entries, applied, err := keyring.Entries(ctx, s.cfg.Index.Lookup, live, strong)
 	if err != nil {
 		return api.CheckAnswer{}, indexFault(err)
 	}
-	row := &pending{query: subjectQuery{Subject: sub.ID, Pseudonym: p, Reference: in.Reference, Authorization: in.Authorization, CheckID: entry.LookupID}}
+	row := &pending{query: subjectQuery{Subject: sub.ID, Pseudonym: p, Reference: in.Reference, Authorization: in.Authorization, CheckID: entry.LookupID,
+		Pseudonyms: live}}
 	row.route(entries, s.cfg.Index, s.cfg.Self.Federation)
 	s.ask(ctx, requester, pl, in.User, []*pending{row})
 	out := row.assemble(pl, credit.TodayAt(s.cfg.Now()))
@@ -665,3 +678,7 @@ func (r *pending) notes(entry storage.AuditEntry) []storage.AuditEntry {
 	}
 	return out
 }
+
+// ring is the coordinator's pseudonym key versions (nil on a node that
+// holds none).
+func (s *Service) ring() keyring.Ring { return keyring.Or(s.cfg.Keys, s.cfg.Key) }

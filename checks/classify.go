@@ -11,6 +11,7 @@ import (
 	"credfed/credit"
 	"credfed/exchange"
 	"credfed/fault"
+	"credfed/keyring"
 	"credfed/lookup"
 	"credfed/storage"
 )
@@ -145,9 +146,9 @@ func (s *Service) classify(ctx context.Context, caller certs.Identity, via *cert
 	cat := s.cfg.Catalog()
 	entry.Purpose, entry.User, entry.Reference, entry.Authorization = lookup.StatedFields(cat, in.Purpose, in.User, in.Reference, in.Authorization)
 	entry.Authentication = audit.Bound(in.Authentication, MaxAuthentication)
-	key := s.cfg.Key
+	key := s.ring()
 	switch {
-	case !s.cfg.Self.Role.IsCoordinatorNode() || !key.Valid():
+	case !s.cfg.Self.Role.IsCoordinatorNode() || key == nil:
 		return api.Classification{}, s.refuse(&entry, fault.New(fault.Forbidden, "classifications are made at coordinator nodes (province, city); this is a %s node", s.cfg.Self.Role))
 	case via == nil && !certs.InRegion(caller.Region, s.cfg.Self.Region):
 		return api.Classification{}, s.refuse(&entry, fault.New(fault.Forbidden, "a coordinator of %s asks through its own node", caller.Region))
@@ -184,11 +185,13 @@ func (s *Service) classify(ctx context.Context, caller certs.Identity, via *cert
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	entries, _, err := s.cfg.Index.Lookup(ctx, p, false)
+	live := key.IndexPseudonyms(sub.ID)
+	entries, _, err := keyring.Entries(ctx, s.cfg.Index.Lookup, live, false)
 	if err != nil {
 		return api.Classification{}, indexFault(err)
 	}
-	row := &pending{query: subjectQuery{Subject: sub.ID, Pseudonym: p, Reference: in.Reference, Authorization: in.Authorization, CheckID: entry.LookupID}}
+	row := &pending{query: subjectQuery{Subject: sub.ID, Pseudonym: p, Reference: in.Reference, Authorization: in.Authorization, CheckID: entry.LookupID,
+		Pseudonyms: live}}
 	var held []consensusEntry
 	for _, ie := range entries {
 		if ie.Holds() {

@@ -9,6 +9,7 @@ import (
 	"credfed/credit"
 	"credfed/exchange"
 	"credfed/fault"
+	"credfed/keyring"
 	"credfed/lookup"
 	"credfed/storage"
 )
@@ -149,7 +150,7 @@ func (s *Service) answerSubjects(ctx context.Context, pl plan, subjects []subjec
 		}
 		for j, i := range holdingAt {
 			entries[i].Subject = own[j].String()
-			if subjects[i].Pseudonym != own[j] {
+			if subjects[i].Pseudonym != own[j] && !s.ownAtAnotherVersion(ctx, subjects[i], holding[j]) {
 				refuseRow(&entries[i], &out.Answers[i], fault.New(fault.BadRequest, "the pseudonym sent is not the subject's"))
 				recsOf[i] = nil
 			}
@@ -196,4 +197,16 @@ func wireCode(e *fault.Error) exchange.Code {
 		return exchange.CodeTooManyRequests
 	}
 	return exchange.CodeUnavailable
+}
+
+// ownAtAnotherVersion reports whether a subject's pseudonyms sent are the
+// district's own at another key version than the one it resolved (a key
+// rotation: the coordinator or this district is a moment behind the
+// other).
+func (s *Service) ownAtAnotherVersion(ctx context.Context, q subjectQuery, subject string) bool {
+	if s.cfg.Own == nil || len(q.Pseudonyms) == 0 {
+		return false
+	}
+	own, err := s.cfg.Own(ctx, subject)
+	return err == nil && keyring.Matches(keyring.All(q.Pseudonym, q.Pseudonyms), own)
 }

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"credfed/certs"
+	"credfed/credit"
 )
 
 // Who may issue which command. The FSM decides from the log entry alone
@@ -16,6 +17,10 @@ import (
 //	catalog_publish  an operator of a registered province region, relayed by
 //	revoke           that province's node (or one below it)
 //	federation_init  a province node, once, for a registry that includes it
+//	key_install      an operator of a registered province region, relayed
+//	key_switch       by a coordinator node (as catalog_publish; keys.go)
+//	key_progress     a registered node, of itself: held by coordinators,
+//	                 republished by districts
 //
 // The proposer is the node that handed the command to the leader, verified
 // by mTLS; the actor is the user the proposer vouches for, verified by the
@@ -42,6 +47,9 @@ func (f *FSM) authorizeIndex(w *writer, g IndexGroup) error {
 		s := u.Summary
 		if s.Positive < 0 || s.Negative < 0 || s.Neutral < 0 || s.Serious < 0 || s.Serious > s.Negative {
 			return refuse(ErrInvalid, "index update with impossible counts")
+		}
+		if s.Withdrawn && s != (credit.IndexSummary{Withdrawn: true}) {
+			return refuse(ErrInvalid, "a withdrawal of an index entry counts nothing")
 		}
 	}
 	return nil

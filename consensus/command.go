@@ -56,6 +56,17 @@ const (
 	// CmdJoin uses a region's join token and sets the new node's
 	// addresses (Join, join.go).
 	CmdJoin CommandType = 12
+	// CmdKeyInstall distributes the next pseudonym key version, sealed
+	// under the current index key, to every coordinator (KeyInstall,
+	// keys.go); a node without the index keys keeps its clear record only.
+	CmdKeyInstall CommandType = 13
+	// CmdKeySwitch makes an installed key version current once every
+	// coordinator holds it (KeySwitch, keys.go).
+	CmdKeySwitch CommandType = 14
+	// CmdKeyProgress is a node's report that it holds a key version (a
+	// coordinator) or republished its subjects under it (a district)
+	// (KeyProgress, keys.go).
+	CmdKeyProgress CommandType = 15
 
 	// IgnoreUnknown marks a command type that servers which do not know it
 	// may skip.

@@ -79,6 +79,27 @@ func init() {
 		relay:   true,
 		effects: reloadRegistry | registryChanged,
 	})
+	// Key rotation (keys.go).
+	registerCommand(CmdKeyInstall, commandSpec{
+		name:    "key_install",
+		apply:   decodedAt((*FSM).applyKeyInstall),
+		relay:   true,
+		effects: reloadKeys,
+	})
+	registerCommand(CmdKeySwitch, commandSpec{
+		name:    "key_switch",
+		apply:   decodedAt((*FSM).applyKeySwitch),
+		relay:   true,
+		effects: reloadKeys,
+	})
+	registerCommand(CmdKeyProgress, commandSpec{
+		// Not relayable: a node reports its own progress through
+		// consensus.keyprogress (keys.go), which names the caller as
+		// proposer.
+		name:    "key_progress",
+		apply:   decoded((*FSM).applyKeyProgress),
+		effects: reloadKeys,
+	})
 	registerCommand(CmdFederationInit, commandSpec{
 		// Not relayable: only the province node that bootstraps the
 		// federation proposes it, as leader.
@@ -119,6 +140,10 @@ const (
 	// registryChanged tells the leader to reconcile Raft's configuration
 	// with the registry now rather than at its next tick.
 	registryChanged
+	// reloadKeys brings the keyring and the cached key versions in line
+	// with the state (FSM.reloadKeys; also after registry changes, which
+	// change who a rotation waits for).
+	reloadKeys
 
 	reloadAll = reloadRegistry | reloadCatalog | reloadRevocations
 )

@@ -134,6 +134,9 @@ func TestCommandTable_Properties(t *testing.T) {
 		{CmdAuditAnchor, false, 0},
 		{CmdRegionAdd, true, reloadRegistry | registryChanged},
 		{CmdJoin, true, reloadRegistry | registryChanged},
+		{CmdKeyInstall, true, reloadKeys},
+		{CmdKeySwitch, true, reloadKeys},
+		{CmdKeyProgress, false, reloadKeys},
 	} {
 		spec := commandFor(c.typ)
 		if spec == nil {

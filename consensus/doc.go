@@ -38,9 +38,9 @@
 // The leader, always a coordinator, seals every index batch before it
 // proposes it (CmdSealedIndexBatch, seal.go): XChaCha20-Poly1305 under an
 // index key derived from the pseudonym key (HKDF-SHA256, label
-// "credfed/index-seal/v1"), kept in a versioned keyring (IndexKeys:
-// version 1 today; a rotation adds a version, installed on every
-// coordinator before it becomes the one that seals), with the command
+// "credfed/index-seal/v1"), kept in a versioned keyring (IndexKeys; a key
+// rotation adds a version, installed on every coordinator before it
+// becomes the one that seals: keys.go), with the command
 // type, key version and federation as additional data, its plaintext
 // padded to a power of two of at least 1 KiB so that its length does not
 // tell what it says. A replayed sealed batch changes nothing: updates are absolute and carry the district's

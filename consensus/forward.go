@@ -114,6 +114,7 @@ func (r *Replica) registerHandlers() {
 		exchange.MaxBody(MaxApplyBody), exchange.RateLimit(applyRate, applyBurst))
 	ep.Handle(opIndex, r.handleIndex, exchange.AllowRoles(certs.District))
 	r.registerAnchorHandler() // consensus.anchor, from any node (anchor.go)
+	r.registerKeyHandler()    // consensus.keyprogress, from any node (keys.go)
 	ep.Handle(opReadIndex, r.handleReadIndex)
 	// Asked by a new node only, before its registry arrives (newcomer.go).
 	ep.Handle(opVoters, r.handleVoters, exchange.Timeout(time.Second), exchange.MaxBody(64), exchange.RateLimit(1, 5))

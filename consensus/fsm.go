@@ -101,6 +101,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			panic(fmt.Sprintf("consensus: reload state at index %d: %v", last, err))
 		}
 	}
+	if effects&(reloadKeys|reloadRegistry) != 0 {
+		if err := f.reloadKeys(); err != nil {
+			panic(fmt.Sprintf("consensus: reload key versions at index %d: %v", last, err))
+		}
+	}
 	f.state.applied.set(last)
 	f.metrics.appliedIndex.Set(float64(last))
 	f.metrics.applyDuration.Observe(time.Since(start).Seconds())
@@ -230,6 +235,11 @@ func (f *FSM) check(c Command) error {
 // changes in sequence order, so only retries and races take the read.
 // Authorized updates cannot be refused any more: they are written past
 // the staging (put).
+//
+// An update whose summary is Withdrawn deletes its entry (a district
+// withdrawing a subject's pseudonym of an older key version: keys.go); an
+// older update arriving after it would write the entry again, which the
+// district never sends (it publishes under the current version only).
 func applyIndexGroup(w *writer, g IndexGroup, index uint64) {
 	wmKey := watermarkKey(g.Proposer.Region)
 	high := w.getUint(wmKey)
@@ -243,6 +253,10 @@ func applyIndexGroup(w *writer, g IndexGroup, index uint64) {
 			}
 		} else {
 			high = u.Seq
+		}
+		if u.Summary.Withdrawn {
+			w.remove(key)
+			continue
 		}
 		val, err := encMode.Marshal(entryValue{Summary: u.Summary, Seq: u.Seq, Index: index})
 		if err != nil {
@@ -543,6 +557,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	case errors.Is(err, errDropLater):
 		f.log.Warn("restored state from snapshot; the replaced state is dropped later", "error", err)
 	case err != nil:
+		return fmt.Errorf("consensus: restore: %w", err)
+	}
+	if err := f.reloadKeys(); err != nil {
 		return fmt.Errorf("consensus: restore: %w", err)
 	}
 	f.log.Info("restored replicated state from snapshot", "applied_index", applied, "seconds", time.Since(start).Seconds())

@@ -27,7 +27,7 @@ var (
 
 // families are generation 0's key families: generation 0 is stored at
 // the logical keys, so dropping it means dropping each of these.
-var families = [][]byte{prefixAnchor, prefixCatalog, prefixEntry, prefixMeta, prefixRegion, prefixRevocation, prefixWatermark}
+var families = [][]byte{prefixAnchor, prefixCatalog, prefixEntry, prefixJoinToken, prefixKeySealed, prefixKeyState, prefixMeta, prefixRegion, prefixRevocation, prefixWatermark}
 
 // generation is one complete copy of the replicated state on disk.
 type generation struct {

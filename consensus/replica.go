@@ -157,6 +157,9 @@ func Open(cfg Config) (*Replica, error) {
 	}
 	r.state = st
 	r.fsm = &FSM{state: st, federation: cfg.Self.Federation, log: log, metrics: r.metrics, onApplied: r.onApplied}
+	if err := r.fsm.reloadKeys(); err != nil {
+		return nil, err
+	}
 	r.metrics.registerState(cfg.Registerer, st)
 
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "wal"), 0o700); err != nil {

@@ -9,8 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"credfed/credit"
 )
 
 // The sealed index (issue 9). Districts forward their index updates to the
@@ -40,9 +43,22 @@ import (
 // meets a batch sealed with a version it does not hold stops: see
 // FSM.applySealedIndexBatch). A version may be dropped only once no log
 // entry and no snapshot sealed with it is left on any node.
+//
+// A keyring built from pseudonym keys (IndexKeysFromPseudonymKey) also
+// holds them, by version, for the services that pseudonymize (keys.go);
+// the FSM adds the versions that `credfed keys rotate` distributes and
+// moves the current version at the switch, so an IndexKeys changes while
+// it is in use: its methods are safe for concurrent use.
 type IndexKeys struct {
+	mu      sync.RWMutex
 	current uint32
 	aeads   map[uint32]cipher.AEAD
+	// pseudonym holds the pseudonym key of each version it was built from
+	// (none for a keyring built from index keys alone).
+	pseudonym map[uint32]credit.PseudonymKey
+	// floor is the oldest version under which the index may still hold
+	// entries (keys.go, KeyStatus.IndexFloor); 0 is the current version.
+	floor uint32
 }
 
 // indexKeyLabel is the HKDF info that derives the index sealing key from
@@ -66,7 +82,7 @@ func NewIndexKeys(current uint32, keys map[uint32][]byte) (*IndexKeys, error) {
 	if _, ok := keys[current]; !ok || current == 0 {
 		return nil, fmt.Errorf("consensus: the current index key version %d is not in the keyring", current)
 	}
-	k := &IndexKeys{current: current, aeads: map[uint32]cipher.AEAD{}}
+	k := &IndexKeys{current: current, aeads: map[uint32]cipher.AEAD{}, pseudonym: map[uint32]credit.PseudonymKey{}}
 	for v, key := range keys {
 		if v == 0 {
 			return nil, errors.New("consensus: index key version 0 is not a version")
@@ -87,14 +103,25 @@ func IndexKeysFromPseudonymKey(pseudonymKey []byte) (*IndexKeys, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewIndexKeys(1, map[uint32][]byte{1: key})
+	k, err := NewIndexKeys(1, map[uint32][]byte{1: key})
+	if err != nil {
+		return nil, err
+	}
+	k.pseudonym[1] = append(credit.PseudonymKey(nil), pseudonymKey...)
+	return k, nil
 }
 
 // Current returns the version that seals.
-func (k *IndexKeys) Current() uint32 { return k.current }
+func (k *IndexKeys) Current() uint32 {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.current
+}
 
 // Versions returns the versions the keyring holds, in order.
 func (k *IndexKeys) Versions() []uint32 {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
 	out := make([]uint32, 0, len(k.aeads))
 	for v := range k.aeads {
 		out = append(out, v)
@@ -105,7 +132,7 @@ func (k *IndexKeys) Versions() []uint32 {
 
 // String never shows key material.
 func (k *IndexKeys) String() string {
-	return fmt.Sprintf("IndexKeys(versions %v, current %d)", k.Versions(), k.current)
+	return fmt.Sprintf("IndexKeys(versions %v, current %d)", k.Versions(), k.Current())
 }
 
 // errUnknownIndexKey: something was sealed with a key version this node
@@ -119,19 +146,34 @@ var errSealBroken = errors.New("sealed data does not open: corrupt or tampered w
 // seal appends nonce || AEAD(plaintext) under the current version to dst
 // and returns it with the version.
 func (k *IndexKeys) seal(dst, plaintext, ad []byte) ([]byte, uint32) {
-	a := k.aeads[k.current]
+	v := k.Current()
+	return k.sealAt(v, dst, plaintext, ad), v
+}
+
+// sealAt is seal under version v, which the keyring holds (a caller that
+// binds the version in ad reads Current once and seals with it, so that a
+// switch in between cannot seal under another version than ad names).
+func (k *IndexKeys) sealAt(v uint32, dst, plaintext, ad []byte) []byte {
+	k.mu.RLock()
+	a := k.aeads[v]
+	k.mu.RUnlock()
+	if a == nil {
+		panic(fmt.Sprintf("consensus: sealing with index key version %d, which the keyring does not hold", v))
+	}
 	n := len(dst)
 	dst = slices.Grow(dst, a.NonceSize()+len(plaintext)+a.Overhead())
 	dst = dst[:n+a.NonceSize()]
 	if _, err := rand.Read(dst[n:]); err != nil {
 		panic(fmt.Sprintf("consensus: random nonce: %v", err))
 	}
-	return a.Seal(dst, dst[n:], plaintext, ad), k.current
+	return a.Seal(dst, dst[n:], plaintext, ad)
 }
 
 // open opens nonce || ciphertext sealed with version v.
 func (k *IndexKeys) open(v uint32, sealed, ad []byte) ([]byte, error) {
+	k.mu.RLock()
 	a, ok := k.aeads[v]
+	k.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("%w: version %d (this node holds %v)", errUnknownIndexKey, v, k.Versions())
 	}
@@ -201,7 +243,8 @@ func (k *IndexKeys) sealBatch(b IndexBatch, federation string) (SealedIndexBatch
 		return SealedIndexBatch{}, fmt.Errorf("consensus: encode index batch: %w", err)
 	}
 	plain = append(plain, make([]byte, paddedBatchSize(len(plain))-len(plain))...)
-	sealed, v := k.seal(nil, plain, sealedBatchAD(CmdSealedIndexBatch, k.current, federation))
+	v := k.Current()
+	sealed := k.sealAt(v, nil, plain, sealedBatchAD(CmdSealedIndexBatch, v, federation))
 	return SealedIndexBatch{Version: v, Sealed: sealed}, nil
 }
 

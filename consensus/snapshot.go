@@ -150,7 +150,7 @@ func writeSnapshot(w io.Writer, txn *badger.Txn, g *generation, keys *IndexKeys)
 // writeSealedIndex writes the sealed index section of g and returns how
 // many index entries (x/e/) it holds.
 func writeSealedIndex(bw *bufio.Writer, txn *badger.Txn, g *generation, keys *IndexKeys, uvarint func(uint64) error) (int, error) {
-	version := keys.current
+	version := keys.Current() // once: a switch meanwhile must not change the chunks' version
 	id := make([]byte, snapshotIDSize)
 	if _, err := rand.Read(id); err != nil {
 		return 0, err
@@ -168,7 +168,7 @@ func writeSealedIndex(bw *bufio.Writer, txn *badger.Txn, g *generation, keys *In
 	var pairs, chunk uint64
 	entries := 0
 	emit := func(final bool) error {
-		sealed, _ = keys.seal(sealed[:0], plain, sealedChunkAD(id, version, chunk, final))
+		sealed = keys.sealAt(version, sealed[:0], plain, sealedChunkAD(id, version, chunk, final))
 		chunk++
 		if err := uvarint(uint64(len(sealed))); err != nil {
 			return err
@@ -233,7 +233,10 @@ func scanSnapshotPairs(txn *badger.Txn, g *generation, index bool, fn func(k, v 
 	// Everything under g's root but the index families, and (generation 0
 	// is stored at the logical keys, beside the bookkeeping and the other
 	// generations) the bookkeeping.
-	skip := [][]byte{g.key(prefixEntry), g.key(prefixWatermark)}
+	var skip [][]byte
+	for _, f := range indexFamilies {
+		skip = append(skip, g.key(f))
+	}
 	if g.n == 0 {
 		skip = append(skip, prefixReserved)
 	}

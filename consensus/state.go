@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -27,6 +28,7 @@ import (
 //	x/v/i/<identity URI>           → certs.Suspension (CBOR)
 //	x/w/<district>                 → the highest Seq applied for the district (be64)
 //	x/a/<node>\x00<seq:be64>       → AuditAnchor (CBOR), a node's last anchors (anchor.go)
+//	x/k/…, x/K/<version:be32>      → key versions, rotation progress, sealed pseudonym keys (keys.go)
 //	x/m/applied                    → last applied log index (be64)
 //	x/m/catalog                    → current catalog version (be32)
 //	x/m/revocations                → revocation list version (be64)
@@ -67,12 +69,13 @@ var (
 )
 
 // indexFamilies are the key families of the index, which only a node
-// holding the index keys keeps, and which a snapshot seals.
-var indexFamilies = [][]byte{prefixEntry, prefixWatermark}
+// holding the index keys keeps, and which a snapshot seals: the entries,
+// the watermarks, and the sealed pseudonym key versions (keys.go).
+var indexFamilies = [][]byte{prefixEntry, prefixWatermark, prefixKeySealed}
 
 // isIndexKey reports whether a logical key belongs to the index.
 func isIndexKey(k []byte) bool {
-	return bytes.HasPrefix(k, prefixEntry) || bytes.HasPrefix(k, prefixWatermark)
+	return bytes.HasPrefix(k, prefixEntry) || bytes.HasPrefix(k, prefixWatermark) || bytes.HasPrefix(k, prefixKeySealed)
 }
 
 func entryKey(p credit.Pseudonym, district string) []byte {
@@ -144,6 +147,9 @@ type State struct {
 	// count caches the number of index entries (IndexEntries).
 	count entryCount
 
+	// keyState caches the key versions (keys.go, FSM.reloadKeys).
+	keyState atomic.Pointer[keyCache]
+
 	// Only the FSM's goroutine (Apply, Restore) uses these.
 	retired []*generation // replaced, not yet dropped
 	next    uint64        // the number of the next generation to build
@@ -165,6 +171,9 @@ type State struct {
 // dropped. State written before generations existed opens as generation
 // 0.
 func NewState(db *badger.DB, revs *certs.RevocationList, keys *IndexKeys) (*State, error) {
+	if keys != nil {
+		keys = keys.clone() // its own: the FSM moves it as it applies the log (keys.go)
+	}
 	s := &State{db: db, revs: revs, keys: keys, applied: newAppliedIndex()}
 	var live uint64
 	var stored []uint64

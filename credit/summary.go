@@ -26,6 +26,10 @@ type IndexSummary struct {
 	// which only repair review and objection handling may see. They are in
 	// no other count and set no list flag.
 	Repaired int `json:"repaired" cbor:"9,keyasint,omitempty"`
+	// Withdrawn, in an index update, withdraws the entry: the district
+	// publishes the subject under another pseudonym now (a key rotation),
+	// and the entry under this one is deleted. It counts nothing.
+	Withdrawn bool `json:"withdrawn,omitempty" cbor:"10,keyasint,omitempty"`
 }
 
 // Records is how many records the summary counts, at least 1.

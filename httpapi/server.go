@@ -204,7 +204,7 @@ type route struct {
 // docs/openapi.yaml documents the same list (a test compares them).
 func (s *Server) routes() []route {
 	var out []route
-	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes(), s.statsRoutes(), s.revocationRoutes(), s.certificateRoutes(), s.regionRoutes(), s.backupRoutes()} {
+	for _, rs := range [][]route{s.catalogRoutes(), s.auditRoutes(), s.federationRoutes(), s.recordRoutes(), s.lookupRoutes(), s.custodyRoutes(), s.rightsRoutes(), s.caseRoutes(), s.disclosureRoutes(), s.checkRoutes(), s.querierRoutes(), s.statsRoutes(), s.revocationRoutes(), s.certificateRoutes(), s.regionRoutes(), s.backupRoutes(), s.keyRoutes()} {
 		out = append(out, rs...)
 	}
 	return out

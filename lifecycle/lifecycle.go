@@ -41,6 +41,8 @@ type Config struct {
 	// Regions serves region add, promote and remove and the joins of new
 	// nodes (regions.go); nil on a node that does not.
 	Regions *RegionsConfig
+	// Keys serves key rotation (keys.go); nil on a node without the keys.
+	Keys *KeysConfig
 }
 
 // Service is a node's certificate control.

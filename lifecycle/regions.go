@@ -19,6 +19,7 @@ import (
 	"credfed/audit"
 	"credfed/certs"
 	"credfed/consensus"
+	"credfed/credit"
 	"credfed/fault"
 	"credfed/internal/keyrate"
 	"credfed/storage"
@@ -54,8 +55,10 @@ type RegionsConfig struct {
 	// presented.
 	API func() string
 	// PseudonymKey is the hex of the pseudonym key, handed to a joining
-	// coordinator; empty on a node that holds none.
-	PseudonymKey string
+	// coordinator; empty on a node that holds none. PseudonymKeys, if set,
+	// returns the key versions rotations added (keys.go), handed over too.
+	PseudonymKey  string
+	PseudonymKeys func() map[uint32]credit.PseudonymKey
 	// NodeValidity is the lifetime of a joining node's first certificate
 	// (default 7 days); it renews it itself after.
 	NodeValidity time.Duration
@@ -347,7 +350,7 @@ func (s *Service) Join(ctx context.Context, from string, req api.JoinRequest) (a
 	out := api.JoinAnswer{Region: tok.Region, Certificate: string(certs.ChainPEM(chain[0], chain[1:]))}
 	out.CA, _ = s.CA()
 	if role.IsCoordinatorNode() {
-		out.PseudonymKey = rc.PseudonymKey
+		out.PseudonymKey, out.PseudonymKeys = rc.PseudonymKey, rc.rotatedKeys()
 	}
 	return out, nil
 }

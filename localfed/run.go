@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"credfed/consensus"
 	"credfed/credit"
+	"credfed/keyring"
 	"credfed/node"
 )
 
@@ -130,7 +132,16 @@ func (f *Federation) Holders(subject string) (int, error) {
 	if prov == nil {
 		return 0, errors.New("localfed: the province node is not running")
 	}
-	entries, _, err := prov.Replica().State().Lookup(key.Pseudonym(subject))
+	// Under every key version the index may hold the subject under (a key
+	// rotation): the merge keeps each district's latest entry.
+	ps := []credit.Pseudonym{key.Pseudonym(subject)}
+	if k := prov.Replica().Keys(); k != nil {
+		ps = k.IndexPseudonyms(subject)
+	}
+	st := prov.Replica().State()
+	entries, _, err := keyring.Entries(context.Background(), func(_ context.Context, p credit.Pseudonym, _ bool) ([]consensus.IndexEntry, uint64, error) {
+		return st.Lookup(p)
+	}, ps, false)
 	if err != nil {
 		return 0, err
 	}

@@ -23,6 +23,7 @@ import (
 	"credfed/credit"
 	"credfed/exchange"
 	"credfed/fault"
+	"credfed/keyring"
 	"credfed/storage"
 )
 
@@ -38,6 +39,10 @@ type request struct {
 	// Requester is the coordinator user the asking node vouches for (its
 	// client certificate, verified by that node).
 	Requester certs.Identity `cbor:"3,keyasint"`
+	// Pseudonyms are the subject's pseudonyms under every key version the
+	// index may hold it under (a key rotation: keyring), Pseudonym among
+	// them; a district may be at another version for a moment.
+	Pseudonyms []credit.Pseudonym `cbor:"4,keyasint,omitempty"`
 }
 
 type reply struct {
@@ -63,8 +68,11 @@ type Records interface {
 type Config struct {
 	// Self is the node's identity.
 	Self certs.Identity
-	// Key is the pseudonym key (coordinators only).
-	Key credit.PseudonymKey
+	// Key is the pseudonym key (coordinators only); Keys, if set, the key
+	// versions (a key rotation: the lookup reads the index under every
+	// live version), and then Key is not used.
+	Key  credit.PseudonymKey
+	Keys keyring.Ring
 	// Identifiers are the federation's identifier rules (test mode).
 	Identifiers credit.ParseOptions
 	Index       Index
@@ -74,6 +82,10 @@ type Config struct {
 	// (districts only).
 	Records Records
 	Resolve func(ctx context.Context, subjects []string) ([]credit.Pseudonym, error)
+	// Own, if set, returns the district's pseudonyms of one subject under
+	// the current version first, then under the older versions it
+	// published (pseudonym.Resolver.Own); nil uses Resolve alone.
+	Own func(ctx context.Context, subject string) ([]credit.Pseudonym, error)
 	// Catalog is the replicated catalog, nil before it has arrived.
 	Catalog func() *credit.Catalog
 	Audit   *audit.Recorder
@@ -240,11 +252,11 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 	opt := s.cfg.Identifiers
 	opt.Today = credit.TodayAt(s.cfg.Now())
 	subject, serr := credit.ParseSubject(in.Subject, opt)
-	key := s.cfg.Key
-	if serr == nil && key.Valid() {
-		entry.Subject = key.Pseudonym(subject.ID).String()
+	ring := keyring.Or(s.cfg.Keys, s.cfg.Key)
+	if serr == nil && ring != nil {
+		entry.Subject = ring.Pseudonym(subject.ID).String()
 	}
-	if !s.cfg.Self.Role.IsCoordinatorNode() || !key.Valid() {
+	if !s.cfg.Self.Role.IsCoordinatorNode() || ring == nil {
 		return deny(fault.New(fault.Forbidden, "lookups are served by coordinator nodes (province, city); this is a %s node", s.cfg.Self.Role))
 	}
 	if cat == nil {
@@ -283,8 +295,9 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	p := key.Pseudonym(subject.ID)
-	entries, applied, err := s.cfg.Index.Lookup(ctx, p, strong)
+	p := ring.Pseudonym(subject.ID)
+	live := ring.IndexPseudonyms(subject.ID)
+	entries, applied, err := keyring.Entries(ctx, s.cfg.Index.Lookup, live, strong)
 	switch {
 	case errors.Is(err, consensus.ErrStale), errors.Is(err, context.DeadlineExceeded):
 		return Answer{}, fault.Wrap(fault.DeadlineExceeded, err, "the strong read of the index did not complete before the lookup's deadline")
@@ -315,7 +328,7 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 		out.Districts = append(out.Districts, part)
 	}
 	meta := exchange.Meta{Purpose: in.Purpose, User: in.User, Reference: in.Reference, Authorization: in.Authorization, LookupID: entry.LookupID}
-	req := request{Subject: subject.ID, Pseudonym: p, Requester: caller}
+	req := request{Subject: subject.ID, Pseudonym: p, Requester: caller, Pseudonyms: live}
 	// The lookup's entry is made durable while the districts answer: the
 	// answer waits for both, not for one after the other.
 	asked := entry
@@ -518,12 +531,12 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 		}
 		switch {
 		case len(recs) > 0:
-			own, err := s.cfg.Resolve(ctx, []string{subject.ID})
-			if err != nil || len(own) != 1 {
+			own, err := s.own(ctx, subject.ID)
+			if err != nil || len(own) == 0 {
 				return nil, exchange.Errorf(exchange.CodeUnavailable, "the lookup cannot be registered now (no pseudonym for the audit); nothing was answered")
 			}
 			entry.Subject = own[0].String()
-			if in.Pseudonym != own[0] {
+			if !keyring.Matches(keyring.All(in.Pseudonym, in.Pseudonyms), own) {
 				return deny(exchange.CodeBadRequest, "the pseudonym sent is not the subject's")
 			}
 		case !in.Pseudonym.IsZero():
@@ -590,4 +603,18 @@ func (s *Service) recordOutcome(e storage.AuditEntry, notes []storage.AuditEntry
 		}
 	}()
 	return nil
+}
+
+// own returns a district's pseudonyms of a subject it holds records of:
+// the current version's first (what its audit entry names), then those it
+// published under older versions.
+func (s *Service) own(ctx context.Context, subject string) ([]credit.Pseudonym, error) {
+	if s.cfg.Own != nil {
+		return s.cfg.Own(ctx, subject)
+	}
+	ps, err := s.cfg.Resolve(ctx, []string{subject})
+	if err == nil && len(ps) != 1 {
+		return nil, errors.New("lookup: no pseudonym resolved")
+	}
+	return ps, err
 }

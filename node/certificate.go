@@ -126,6 +126,7 @@ func (n *Node) regionsConfig() (*lifecycle.RegionsConfig, error) {
 			return nil, fmt.Errorf("node: pseudonym_key_file: %w", err)
 		}
 		rc.PseudonymKey = strings.TrimSpace(string(data))
+		rc.PseudonymKeys = n.rotatedKeys // key rotation (keys.go)
 	}
 	return rc, nil
 }

@@ -121,6 +121,9 @@ func Join(ctx context.Context, cfg Config, token string) (joined bool, err error
 				return false, fmt.Errorf("%w: pseudonym_key_file (%s) holds another key than the federation's", ErrJoin, cfg.PseudonymKeyFile)
 			}
 		}
+		if err := writeJoinedKeyRing(cfg, ans.PseudonymKeys); err != nil { // key rotation (keys.go)
+			return false, err
+		}
 	}
 	keyPEM, err := certs.EncodeKey(key)
 	if err != nil {

@@ -36,6 +36,7 @@ import (
 	"credfed/pseudonym"
 	"credfed/publish"
 	"credfed/queriers"
+	"credfed/rekey"
 	"credfed/rights"
 	"credfed/stats"
 	"credfed/storage"
@@ -77,6 +78,11 @@ type Node struct {
 
 	// anchorer anchors the audit log's head in Raft (auditcheck.go).
 	anchorer *audit.Anchorer
+
+	// Key rotation (keys.go): a coordinator's key ring file and reports,
+	// a district's republishing.
+	rekeyCoordinator *rekey.Coordinator
+	rekeyDistrict    *rekey.District
 
 	disclosures *disclosure.Service // the public disclosure list
 	stats       *stats.Service      // the federation statistics
@@ -232,13 +238,12 @@ func (n *Node) openConsensus(opts Options) error {
 	if err != nil {
 		return err
 	}
-	// Coordinators seal the index with a key derived from the pseudonym
-	// key (version 1); districts hold neither.
-	var indexKeys *consensus.IndexKeys
-	if n.key.Valid() {
-		if indexKeys, err = consensus.IndexKeysFromPseudonymKey(n.key); err != nil {
-			return fmt.Errorf("node: %w", err)
-		}
+	// Coordinators seal the index with keys derived from the pseudonym
+	// key versions (the key file's, and the key ring file's: keys.go);
+	// districts hold neither.
+	indexKeys, err := n.indexKeys(encKey)
+	if err != nil {
+		return err
 	}
 	n.rep, err = consensus.Open(consensus.Config{
 		Self: cfg.Identity(), Advertise: advertise, Dir: filepath.Join(cfg.DataDir, "raft"),
@@ -358,15 +363,18 @@ func (n *Node) startServices() error {
 	if err := n.recordRestore(); err != nil {
 		return err
 	}
-	n.names = pseudonym.NewResolver(pseudonym.ResolverConfig{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
-		Endpoint: n.ep, Registry: state, Coordinators: cfg.Coordinators, Cache: n.db, Logger: n.log})
+	n.names = pseudonym.NewResolver(pseudonym.ResolverConfig{Self: cfg.Identity(), Key: n.key, Keys: n.pseudonymKeys(), Identifiers: cfg.Identifiers(),
+		Endpoint: n.ep, Registry: state, Coordinators: cfg.Coordinators, Cache: n.db, Version: state.KeyCurrent, Logger: n.log})
 	n.jobs = jobs.NewRunner(n.db, n.log, n.registry)
+	if err := n.startKeyRotation(encKey); err != nil {
+		return err
+	}
 	if err := n.anchorer.Start(n.jobs); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	if n.key.Valid() {
 		cc := cfg.PseudonymCustody
-		n.custody, err = pseudonym.NewCustodian(pseudonym.CustodyConfig{Key: n.key, Identifiers: cfg.Identifiers(),
+		n.custody, err = pseudonym.NewCustodian(pseudonym.CustodyConfig{Key: n.key, Keys: n.pseudonymKeys(), Superseded: n.rekeyCoordinator.Superseded, Identifiers: cfg.Identifiers(),
 			Registry: state, Entries: func(p credit.Pseudonym) ([]consensus.IndexEntry, error) {
 				entries, _, err := state.Lookup(p)
 				return entries, err
@@ -388,8 +396,8 @@ func (n *Node) startServices() error {
 		n.queriers = queriers.New(qc)
 		quotas = querierQuotas{n.queriers}
 	}
-	n.lookups = lookup.New(lookup.Config{Quotas: quotas, Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
-		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Catalog: state.Catalog, Audit: n.audit, Now: n.now,
+	n.lookups = lookup.New(lookup.Config{Quotas: quotas, Self: cfg.Identity(), Key: n.key, Keys: n.ring(), Identifiers: cfg.Identifiers(),
+		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Own: n.names.Own, Catalog: state.Catalog, Audit: n.audit, Now: n.now,
 		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
 	n.disclosures = disclosure.New(disclosure.Config{Self: cfg.Identity(), Records: n.db, Registry: state, Endpoint: n.ep,
 		Catalog: state.Catalog, Now: n.now, Logger: n.log, Registerer: n.registry})
@@ -405,22 +413,22 @@ func (n *Node) startServices() error {
 	if err := n.startEnrollment(); err != nil {
 		return err
 	}
-	lc := lifecycle.Config{Self: cfg.Identity(), Replica: n.rep, Revocations: n.revs, Catalog: state.Catalog, Audit: n.audit}
+	lc := lifecycle.Config{Self: cfg.Identity(), Replica: n.rep, Revocations: n.revs, Catalog: state.Catalog, Audit: n.audit, Keys: n.keysConfig()}
 	if cfg.Role.IsCoordinatorNode() {
 		if lc.Regions, err = n.regionsConfig(); err != nil {
 			return err
 		}
 	}
 	n.lifecycle = lifecycle.New(lc)
-	n.rights = rights.New(rights.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
-		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, AuditLog: n.db.Audit(),
+	n.rights = rights.New(rights.Config{Self: cfg.Identity(), Key: n.key, Keys: n.ring(), Identifiers: cfg.Identifiers(),
+		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Own: n.names.Own, AuditLog: n.db.Audit(),
 		Cases: n.db, Notify: func() { n.jobs.Wake(publish.JobName) }, Catalog: state.Catalog, Audit: n.audit,
 		Signer: n.signer, Now: n.now, Logger: n.log, Registerer: n.registry})
 	if err := n.rights.Reconcile(); err != nil {
 		return fmt.Errorf("node: open objections: %w", err)
 	}
-	n.checks = checks.New(checks.Config{Self: cfg.Identity(), Key: n.key, Identifiers: cfg.Identifiers(),
-		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Catalog: state.Catalog, Audit: n.audit,
+	n.checks = checks.New(checks.Config{Self: cfg.Identity(), Key: n.key, Keys: n.ring(), Identifiers: cfg.Identifiers(),
+		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Own: n.names.Own, Catalog: state.Catalog, Audit: n.audit,
 		Quotas: quotas, Batches: n.db, ChunkRows: cfg.Checks.BatchChunkRows, Now: n.now, Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
 	if err := n.checks.Start(); err != nil {
 		return fmt.Errorf("node: batch checks: %w", err)
@@ -434,7 +442,7 @@ func (n *Node) startServices() error {
 		return nil
 	}
 	n.pub = publish.New(publish.Config{District: cfg.Region, Outbox: n.db, Index: replicaIndex{n.rep},
-		Resolve: n.names.Resolve, Now: n.now, Registerer: n.registry})
+		Resolve: n.names.Resolve, Rotation: n.rotation(), Now: n.now, Registerer: n.registry})
 	n.sweeper = sweep.New(sweep.Config{District: cfg.Region, Store: n.db, Catalogs: state, Periods: periods,
 		Resolve: n.names.Resolve, Audit: n.audit, Notify: wake, Now: n.now, Logger: n.log, Registerer: n.registry})
 	for _, j := range []jobs.Job{n.pub.Job(), n.sweeper.Job(time.Duration(cfg.SweepInterval))} {

@@ -45,9 +45,10 @@ import (
 //     entries that hold something (an empty entry, which no lookup ever
 //     reaches, does not count): a district whose pseudonyms mostly never
 //     show up is flagged (metric, GET /v1/custody), since it asked for
-//     subjects it does not hold. A key rotation (the lifecycle issue)
-//     re-pseudonymizes every subject on purpose and will have to pause
-//     the check.
+//     subjects it does not hold. A key rotation re-pseudonymizes every
+//     subject on purpose and withdraws the old pseudonyms' entries: notes
+//     taken before the last key switch are settled without being counted
+//     (CustodyConfig.Superseded).
 
 // Defaults of CustodyConfig.
 const (
@@ -76,7 +77,10 @@ type Entries func(p credit.Pseudonym) ([]consensus.IndexEntry, error)
 
 // CustodyConfig configures a coordinator's custody.
 type CustodyConfig struct {
+	// Key pseudonymizes; Keys, if set, replaces it: the current key
+	// version, whose number the answer carries (a key rotation).
 	Key         credit.PseudonymKey
+	Keys        Keys
 	Identifiers credit.ParseOptions
 	Registry    Registry
 	Entries     Entries
@@ -99,6 +103,11 @@ type CustodyConfig struct {
 	// notes were checked and more than FlagShare of them never showed up.
 	MinChecked int
 	FlagShare  float64
+	// Superseded, if set, reports whether a note taken at a time was of a
+	// key version no longer current (taken before the last key switch):
+	// its district withdraws that pseudonym's entry when it republishes,
+	// so the check settles it without counting it.
+	Superseded func(at time.Time) bool
 	// Now is the clock of the notes (real time: not a test's record clock).
 	Now        func() time.Time
 	Logger     *slog.Logger
@@ -123,7 +132,7 @@ type Custodian struct {
 
 // NewCustodian returns a coordinator's custodian.
 func NewCustodian(cfg CustodyConfig) (*Custodian, error) {
-	if !cfg.Key.Valid() {
+	if !cfg.Key.Valid() && cfg.Keys == nil {
 		return nil, errors.New("pseudonym: custody needs the pseudonym key")
 	}
 	if cfg.Registry == nil || cfg.Store == nil || cfg.Audit == nil || cfg.Entries == nil {
@@ -284,7 +293,11 @@ func (c *Custodian) handle(ctx context.Context, req *exchange.Request) (any, err
 		return deny(exchange.CodeTooManyRequests, fmt.Sprintf("district %s asks for more than %.0f identifiers a second (%d at once)%s",
 			caller.Region, float64(ids.Limit()), ids.Burst(), how))
 	}
-	out, err := compute(c.cfg.Key, in.IDs, c.cfg.Identifiers)
+	version, key := uint32(1), c.cfg.Key
+	if c.cfg.Keys != nil {
+		version, key = c.cfg.Keys.CurrentPseudonymKey()
+	}
+	out, err := compute(key, in.IDs, c.cfg.Identifiers)
 	if err != nil {
 		return deny(exchange.CodeBadRequest, err.Error())
 	}
@@ -308,7 +321,7 @@ func (c *Custodian) handle(ctx context.Context, req *exchange.Request) (any, err
 		c.log.Warn("noting pseudonyms for the custody check failed", "district", caller.Region, "error_type", fmt.Sprintf("%T", err))
 	}
 	c.served.WithLabelValues(caller.Region).Add(float64(len(out)))
-	return reply{Pseudonyms: out}, nil
+	return reply{Pseudonyms: out, Version: version}, nil
 }
 
 // CheckJobName is the custody check's name in the job runner.
@@ -349,6 +362,9 @@ func (c *Custodian) Check(ctx context.Context) (CheckResult, error) {
 		checked := map[string]int{}
 		unmatched := map[string]uint64{}
 		for _, it := range due {
+			if c.cfg.Superseded != nil && c.cfg.Superseded(it.At) {
+				continue // settled below, not counted
+			}
 			entries, err := c.cfg.Entries(it.Pseudonym)
 			if err != nil {
 				return res, err

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"credfed/certs"
 	"credfed/consensus"
@@ -47,6 +48,9 @@ type request struct {
 
 type reply struct {
 	Pseudonyms []credit.Pseudonym `cbor:"1,keyasint"`
+	// Version is the key version they were computed under (a key
+	// rotation: the coordinator's current one); absent means 1.
+	Version uint32 `cbor:"2,keyasint,omitempty"`
 }
 
 // compute pseudonymizes with the key. An invalid identifier is refused by
@@ -75,6 +79,31 @@ type Cache interface {
 	PutPseudonyms(map[string]credit.Pseudonym) error
 }
 
+// VersionedCache is a Cache that keeps pseudonyms by key version
+// (storage.DB): a key rotation gives every subject a new pseudonym, and
+// the district must know the old one too, to withdraw it from the index
+// and to find the audit entries written under it. Pseudonyms and
+// PutPseudonyms are its version 1.
+type VersionedCache interface {
+	Cache
+	PseudonymsAt(version uint32, subjects []string) (map[string]credit.Pseudonym, error)
+	PutPseudonymsAt(version uint32, ps map[string]credit.Pseudonym) error
+	// PseudonymVersions returns the subject's pseudonym under each
+	// version cached.
+	PseudonymVersions(subject string) (map[uint32]credit.Pseudonym, error)
+}
+
+// Keys is a coordinator's pseudonym key versions (*consensus.IndexKeys):
+// it pseudonymizes under the current one.
+type Keys interface {
+	CurrentPseudonymKey() (uint32, credit.PseudonymKey)
+}
+
+// ErrOtherVersion: the coordinator answered under another key version than
+// the one asked for (it has not applied a key switch yet, or this node has
+// not): try again shortly.
+var ErrOtherVersion = errors.New("pseudonym: the coordinator answered under another key version")
+
 // Registry is the region registry (consensus.State implements it): where a
 // Resolver finds the coordinators and custody the registered districts.
 type Registry interface {
@@ -90,17 +119,24 @@ type ResolverConfig struct {
 	// are nearest.
 	Self certs.Identity
 	// Key, on a coordinator, computes pseudonyms here; empty asks
-	// coordinators over the exchange.
+	// coordinators over the exchange. Keys, if set, replaces it: the
+	// current version's key.
 	Key         credit.PseudonymKey
+	Keys        Keys
 	Identifiers credit.ParseOptions
 	Endpoint    *exchange.Endpoint
 	Registry    Registry
 	// Coordinators are exchange addresses to ask after the registered
 	// coordinators (and before the registry has reached this node).
 	Coordinators []string
-	// Cache, if set, keeps resolved pseudonyms.
-	Cache  Cache
-	Logger *slog.Logger
+	// Cache, if set, keeps resolved pseudonyms (by version, if it is a
+	// VersionedCache).
+	Cache Cache
+	// Version, on a node that asks coordinators, is the current key
+	// version as its replica has applied it (consensus.State.KeyCurrent);
+	// nil is version 1.
+	Version func() uint32
+	Logger  *slog.Logger
 }
 
 // Resolver returns pseudonyms of canonical identifiers.
@@ -123,15 +159,85 @@ func NewResolver(cfg ResolverConfig) *Resolver {
 // the node's region tree, nearest first, then of the configured ones; the
 // next is asked only when one does not answer. Errors match
 // ErrNoCoordinator, ErrRateLimited or ErrRefused.
+//
+// They are the pseudonyms under the current key version as this node
+// knows it, or, for those a coordinator computed, under the coordinator's
+// (a moment apart during a key rotation): what an audit entry names, and
+// what a lookup's pseudonyms are matched against (Own). Publishing needs
+// the exact version: ResolveAt.
 func (r *Resolver) Resolve(ctx context.Context, subjects []string) ([]credit.Pseudonym, error) {
+	_, ps, err := r.resolve(ctx, subjects, r.version(), false)
+	return ps, err
+}
+
+// ResolveAt returns the pseudonyms under key version v, in order, or
+// ErrOtherVersion if a coordinator answered under another version (the
+// publisher then tries again: it must never publish a subject under a
+// version it is not at).
+func (r *Resolver) ResolveAt(ctx context.Context, subjects []string, v uint32) ([]credit.Pseudonym, error) {
+	_, ps, err := r.resolve(ctx, subjects, v, true)
+	return ps, err
+}
+
+// Own returns the node's pseudonyms of one subject: under the current
+// version first (Resolve), then under the older versions cached. A
+// district answering a coordinator checks the pseudonyms sent against
+// these, and searches its audit log under each.
+func (r *Resolver) Own(ctx context.Context, subject string) ([]credit.Pseudonym, error) {
+	ps, err := r.Resolve(ctx, []string{subject})
+	if err != nil {
+		return nil, err
+	}
+	vc, ok := r.cfg.Cache.(VersionedCache)
+	if !ok || r.cfg.Key.Valid() || r.cfg.Keys != nil {
+		return ps, nil
+	}
+	all, err := vc.PseudonymVersions(subject)
+	if err != nil {
+		return ps, nil // the current one is enough to answer; older ones only widen the match
+	}
+	versions := make([]uint32, 0, len(all))
+	for v := range all {
+		versions = append(versions, v)
+	}
+	slices.Sort(versions)
+	for i := len(versions) - 1; i >= 0; i-- {
+		if p := all[versions[i]]; p != ps[0] {
+			ps = append(ps, p)
+		}
+	}
+	return ps, nil
+}
+
+func (r *Resolver) version() uint32 {
+	if r.cfg.Version != nil {
+		if v := r.cfg.Version(); v > 0 {
+			return v
+		}
+	}
+	return 1
+}
+
+// resolve is Resolve at version v; exact refuses pseudonyms a coordinator
+// computed under another version.
+func (r *Resolver) resolve(ctx context.Context, subjects []string, v uint32, exact bool) (uint32, []credit.Pseudonym, error) {
+	if r.cfg.Keys != nil {
+		cur, key := r.cfg.Keys.CurrentPseudonymKey()
+		if exact && cur != v {
+			return cur, nil, fmt.Errorf("%w: %d, not %d", ErrOtherVersion, cur, v)
+		}
+		ps, err := compute(key, subjects, r.cfg.Identifiers)
+		return cur, ps, err
+	}
 	if r.cfg.Key.Valid() {
-		return compute(r.cfg.Key, subjects, r.cfg.Identifiers)
+		ps, err := compute(r.cfg.Key, subjects, r.cfg.Identifiers)
+		return 1, ps, err
 	}
 	cached := map[string]credit.Pseudonym{}
 	if r.cfg.Cache != nil {
 		var err error
-		if cached, err = r.cfg.Cache.Pseudonyms(subjects); err != nil {
-			return nil, err
+		if cached, err = r.cachedAt(v, subjects); err != nil {
+			return v, nil, err
 		}
 	}
 	var missing []string
@@ -141,34 +247,73 @@ func (r *Resolver) Resolve(ctx context.Context, subjects []string) ([]credit.Pse
 		}
 	}
 	if len(missing) > 0 {
-		fresh := make(map[string]credit.Pseudonym, len(missing))
+		fresh := map[uint32]map[string]credit.Pseudonym{}
+		var other error
 		for start := 0; start < len(missing); start += MaxBatch {
 			part := missing[start:min(start+MaxBatch, len(missing))]
-			ps, err := r.ask(ctx, part)
+			ver, ps, err := r.ask(ctx, part)
 			if err != nil {
-				return nil, err
+				return v, nil, err
+			}
+			if ver != v && exact {
+				other = fmt.Errorf("%w: %d, not %d", ErrOtherVersion, ver, v)
+			}
+			if fresh[ver] == nil {
+				fresh[ver] = map[string]credit.Pseudonym{}
 			}
 			for i, s := range part {
-				fresh[s], cached[s] = ps[i], ps[i]
+				fresh[ver][s], cached[s] = ps[i], ps[i]
 			}
 		}
 		if r.cfg.Cache != nil {
-			if err := r.cfg.Cache.PutPseudonyms(fresh); err != nil {
-				r.log.Warn("caching pseudonyms failed", "error_type", fmt.Sprintf("%T", err))
+			for ver, ps := range fresh {
+				if err := r.putAt(ver, ps); err != nil {
+					r.log.Warn("caching pseudonyms failed", "error_type", fmt.Sprintf("%T", err))
+				}
 			}
+		}
+		if other != nil {
+			return v, nil, other
 		}
 	}
 	out := make([]credit.Pseudonym, len(subjects))
 	for i, s := range subjects {
 		out[i] = cached[s]
 	}
-	return out, nil
+	return v, out, nil
 }
 
-func (r *Resolver) ask(ctx context.Context, ids []string) ([]credit.Pseudonym, error) {
+func (r *Resolver) cachedAt(v uint32, subjects []string) (map[string]credit.Pseudonym, error) {
+	if vc, ok := r.cfg.Cache.(VersionedCache); ok {
+		return vc.PseudonymsAt(v, subjects)
+	}
+	if v != 1 {
+		return map[string]credit.Pseudonym{}, nil // a cache of version 1 only
+	}
+	return r.cfg.Cache.Pseudonyms(subjects)
+}
+
+func (r *Resolver) putAt(v uint32, ps map[string]credit.Pseudonym) error {
+	if vc, ok := r.cfg.Cache.(VersionedCache); ok {
+		return vc.PutPseudonymsAt(v, ps)
+	}
+	if v != 1 {
+		return nil
+	}
+	return r.cfg.Cache.PutPseudonyms(ps)
+}
+
+// ask asks the coordinators for the pseudonyms of ids and returns the key
+// version they were computed under with them.
+func (r *Resolver) ask(ctx context.Context, ids []string) (uint32, []credit.Pseudonym, error) {
+	ps, v, err := r.askPeers(ctx, ids)
+	return max(v, 1), ps, err
+}
+
+func (r *Resolver) askPeers(ctx context.Context, ids []string) ([]credit.Pseudonym, uint32, error) {
 	peers := r.coordinators()
 	if len(peers) == 0 {
-		return nil, fmt.Errorf("%w: none is known yet", ErrNoCoordinator)
+		return nil, 0, fmt.Errorf("%w: none is known yet", ErrNoCoordinator)
 	}
 	var last, forbidden error
 	for _, peer := range peers {
@@ -176,7 +321,7 @@ func (r *Resolver) ask(ctx context.Context, ids []string) ([]credit.Pseudonym, e
 		err := r.cfg.Endpoint.Call(ctx, peer, Op, exchange.Meta{}, request{IDs: ids}, &rep)
 		if err == nil {
 			if len(rep.Pseudonyms) == len(ids) {
-				return rep.Pseudonyms, nil
+				return rep.Pseudonyms, rep.Version, nil
 			}
 			last = fmt.Errorf("coordinator %s answered %d pseudonyms for %d identifiers", peer.Name, len(rep.Pseudonyms), len(ids))
 			continue
@@ -185,7 +330,7 @@ func (r *Resolver) ask(ctx context.Context, ids []string) ([]credit.Pseudonym, e
 		switch exchange.StatusOf(err) {
 		case exchange.StatusUnreachable, exchange.StatusTimeout:
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("%w: %w", ErrNoCoordinator, err)
+				return nil, 0, fmt.Errorf("%w: %w", ErrNoCoordinator, err)
 			}
 			continue // the next coordinator
 		}
@@ -199,19 +344,19 @@ func (r *Resolver) ask(ctx context.Context, ids []string) ([]credit.Pseudonym, e
 			continue
 		case exchange.CodeTooManyRequests:
 			// Not the next coordinator: the limit is the district's.
-			return nil, fmt.Errorf("%w: %s: %s", ErrRateLimited, peer.Name, msg)
+			return nil, 0, fmt.Errorf("%w: %s: %s", ErrRateLimited, peer.Name, msg)
 		case exchange.CodeForbidden:
 			// A configured coordinator that is not this node's (before
 			// the registry has arrived): the next may be.
 			forbidden = fmt.Errorf("%w: %s: %s", ErrRefused, peer.Name, msg)
 			continue
 		}
-		return nil, fmt.Errorf("%w: %s: %s", ErrRefused, peer.Name, msg) // a refusal is the same everywhere
+		return nil, 0, fmt.Errorf("%w: %s: %s", ErrRefused, peer.Name, msg) // a refusal is the same everywhere
 	}
 	if forbidden != nil {
-		return nil, forbidden
+		return nil, 0, forbidden
 	}
-	return nil, fmt.Errorf("%w: %w", ErrNoCoordinator, last)
+	return nil, 0, fmt.Errorf("%w: %w", ErrNoCoordinator, last)
 }
 
 // coordinators lists the coordinators to ask: the registered ones up the

@@ -53,6 +53,25 @@ type Index interface {
 // Resolver returns the pseudonyms of canonical identifiers, in order.
 type Resolver func(ctx context.Context, subjects []string) ([]credit.Pseudonym, error)
 
+// Versions is a key rotation as a district publishes through it
+// (consensus/keys.go): the key version it publishes under, and the older
+// version whose pseudonyms it withdraws from the index as it republishes
+// (0: none; the rotation is complete here).
+type Versions interface {
+	Publishing() (current, withdraw uint32)
+}
+
+// Rotation is what the publisher needs to publish across key versions.
+type Rotation struct {
+	Versions Versions
+	// ResolveAt returns the pseudonyms under one version, or an error if
+	// the coordinator answered under another (pseudonym.Resolver).
+	ResolveAt func(ctx context.Context, subjects []string, v uint32) ([]credit.Pseudonym, error)
+	// CachedAt returns the pseudonyms cached under one version (the old
+	// ones, to withdraw: storage.DB.PseudonymsAt).
+	CachedAt func(v uint32, subjects []string) (map[string]credit.Pseudonym, error)
+}
+
 // Config configures a Publisher.
 type Config struct {
 	// District is this district's region path.
@@ -60,6 +79,10 @@ type Config struct {
 	Outbox   Outbox
 	Index    Index
 	Resolve  Resolver
+	// Rotation, if set, publishes under the current key version and, in
+	// the same group, withdraws the subject's entry under the older one
+	// while a rotation is under way here; Resolve is then not used.
+	Rotation *Rotation
 	// Now dates the summaries (which records are displayed today); nil is
 	// time.Now.
 	Now func() time.Time
@@ -102,7 +125,9 @@ func New(cfg Config) *Publisher {
 	if cfg.Batch <= 0 {
 		cfg.Batch = DefaultBatch
 	}
-	cfg.Batch = min(cfg.Batch, consensus.MaxForwardUpdates)
+	// Half the forward's bound: during a key rotation each subject also
+	// withdraws its entry under the older version.
+	cfg.Batch = min(cfg.Batch, consensus.MaxForwardUpdates/2)
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = 5 * time.Second
 	}
@@ -125,10 +150,10 @@ const JobName = "publish"
 
 // DefaultBatch is the subjects of one pass: each pass waits for a round
 // trip to a coordinator (pseudonyms) and a Raft commit, so fewer, larger
-// passes publish a backlog faster (4000: the index of 100,000 new
-// records trailed their acknowledgement by 4.7 s instead of 10 s,
-// docs/BENCHMARKS.md).
-const DefaultBatch = 4000
+// passes publish a backlog faster (docs/BENCHMARKS.md). At most half of
+// consensus.MaxForwardUpdates, since during a key rotation each subject
+// also withdraws its entry under the older version.
+const DefaultBatch = 2000
 
 // pendingCountEvery bounds how often a long drain counts the outbox.
 const pendingCountEvery = 5 * time.Second
@@ -300,16 +325,23 @@ func (p *Publisher) prepare(ctx context.Context, after uint64) pass {
 	}
 	actx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
 	defer cancel()
-	pseudonyms, err := p.cfg.Resolve(actx, subjects)
+	pseudonyms, old, err := p.pseudonyms(actx, subjects)
 	if err != nil {
 		ps.n, ps.err = 0, fmt.Errorf("publish: pseudonyms of %d subjects: %w", len(subjects), err)
 		return ps
 	}
 	today := credit.TodayAt(p.cfg.Now())
-	ps.updates = make([]consensus.IndexUpdate, len(ps.readable))
+	ps.updates = make([]consensus.IndexUpdate, len(ps.readable), len(ps.readable)+len(old))
 	for i, it := range ps.readable {
 		ps.updates[i] = consensus.IndexUpdate{Pseudonym: pseudonyms[i], District: p.cfg.District,
 			Summary: credit.Summarize(records[i], cat, today), Seq: it.Seq}
+		// The entry under the older key version goes in the same group:
+		// the index holds the subject under one pseudonym or the other,
+		// never neither (keyring.Entries reads both).
+		if o, ok := old[it.Subject]; ok && o != pseudonyms[i] {
+			ps.updates = append(ps.updates, consensus.IndexUpdate{Pseudonym: o, District: p.cfg.District,
+				Summary: credit.IndexSummary{Withdrawn: true}, Seq: it.Seq})
+		}
 	}
 	return ps
 }
@@ -323,4 +355,25 @@ func (p *Publisher) commit(ctx context.Context, ps pass) error {
 		return fmt.Errorf("publish: %d index updates: %w", len(ps.updates), err)
 	}
 	return p.cfg.Outbox.AckOutbox(ps.readable)
+}
+
+// pseudonyms returns the subjects' pseudonyms under the version the
+// district publishes under, and their cached ones under the version it
+// withdraws (none outside a rotation).
+func (p *Publisher) pseudonyms(ctx context.Context, subjects []string) ([]credit.Pseudonym, map[string]credit.Pseudonym, error) {
+	r := p.cfg.Rotation
+	if r == nil {
+		ps, err := p.cfg.Resolve(ctx, subjects)
+		return ps, nil, err
+	}
+	cur, withdraw := r.Versions.Publishing()
+	ps, err := r.ResolveAt(ctx, subjects, cur)
+	if err != nil || withdraw == 0 || withdraw == cur {
+		return ps, nil, err
+	}
+	old, err := r.CachedAt(withdraw, subjects)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ps, old, nil
 }

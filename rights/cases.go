@@ -15,6 +15,7 @@ import (
 	"credfed/credit"
 	"credfed/exchange"
 	"credfed/fault"
+	"credfed/keyring"
 	"credfed/storage"
 )
 
@@ -644,14 +645,15 @@ func (s *Service) serveCaseForward(ctx context.Context, req *exchange.Request) (
 		if err != nil {
 			return deny(exchange.CodeBadRequest, "invalid subject identifier")
 		}
-		if !s.cfg.Key.Valid() {
+		ring := s.ring()
+		if ring == nil {
 			return deny(exchange.CodeUnavailable, "this node holds no pseudonym key")
 		}
-		p := s.cfg.Key.Pseudonym(sub.ID)
+		p := ring.Pseudonym(sub.ID)
 		entry.Subject = p.String()
 		ref, _ := credit.ParseRef(in.Filing.Record)
 		entry.Records = []string{ref.String()}
-		named, err := s.indexNames(ctx, p, ref.District)
+		named, err := s.indexNames(ctx, ring.IndexPseudonyms(sub.ID), ref.District)
 		if err != nil {
 			return deny(exchange.CodeUnavailable, "the index could not be read")
 		}
@@ -691,12 +693,13 @@ func (s *Service) serveCaseForward(ctx context.Context, req *exchange.Request) (
 	return out, nil
 }
 
-// indexNames reports whether the index names district for p: the local
-// replica first, and on a miss a strong read through the leader (a
-// record just submitted may not have reached this replica yet).
-func (s *Service) indexNames(ctx context.Context, p credit.Pseudonym, district string) (bool, error) {
+// indexNames reports whether the index names district for the subject
+// (its pseudonyms under the live key versions): the local replica first,
+// and on a miss a strong read through the leader (a record just submitted
+// may not have reached this replica yet).
+func (s *Service) indexNames(ctx context.Context, ps []credit.Pseudonym, district string) (bool, error) {
 	for _, strong := range []bool{false, true} {
-		entries, _, err := s.cfg.Index.Lookup(ctx, p, strong)
+		entries, _, err := keyring.Entries(ctx, s.cfg.Index.Lookup, ps, strong)
 		if err != nil {
 			return false, err
 		}

@@ -5,9 +5,11 @@
 package rights
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -26,6 +28,7 @@ import (
 	"credfed/exchange"
 	"credfed/fault"
 	"credfed/internal/keyrate"
+	"credfed/keyring"
 	"credfed/storage"
 )
 
@@ -67,6 +70,11 @@ type recordsRequest struct {
 	AccessOnly bool `cbor:"4,keyasint,omitempty"`
 	// Authentication is how the portal verified the person.
 	Authentication string `cbor:"5,keyasint,omitempty"`
+	// Pseudonyms are the subject's pseudonyms under every retained key
+	// version (a key rotation), Pseudonym among them: the district
+	// recognises the subject by any it holds, and finds the lookups it
+	// answered under each.
+	Pseudonyms []credit.Pseudonym `cbor:"6,keyasint,omitempty"`
 }
 
 type recordsReply struct {
@@ -77,6 +85,10 @@ type recordsReply struct {
 type accessRequest struct {
 	Pseudonym credit.Pseudonym `cbor:"1,keyasint"`
 	Requester certs.Identity   `cbor:"2,keyasint"`
+	// Pseudonyms are the subject's pseudonyms under every retained key
+	// version (Pseudonym among them): the lookups a coordinator made
+	// before a key rotation are registered under the old one.
+	Pseudonyms []credit.Pseudonym `cbor:"3,keyasint,omitempty"`
 }
 
 type accessReply struct {
@@ -132,15 +144,23 @@ type AuditReader interface {
 
 // Config configures the rights service of one node.
 type Config struct {
-	Self        certs.Identity
-	Key         credit.PseudonymKey // coordinators only
+	Self certs.Identity
+	Key  credit.PseudonymKey // coordinators only
+	// Keys, if set, are the key versions (a key rotation: the index is
+	// read under every live version, the audit logs searched under every
+	// retained one); Key is then not used.
+	Keys        keyring.Ring
 	Identifiers credit.ParseOptions
 	Index       Index
 	Endpoint    *exchange.Endpoint
 	// Records and Resolve are a district's records and its pseudonyms of
 	// its own subjects (districts only).
-	Records  Records
-	Resolve  func(ctx context.Context, subjects []string) ([]credit.Pseudonym, error)
+	Records Records
+	Resolve func(ctx context.Context, subjects []string) ([]credit.Pseudonym, error)
+	// Own, if set, returns a district's pseudonyms of a subject under the
+	// current version first, then those it published under older versions
+	// (pseudonym.Resolver.Own).
+	Own      func(ctx context.Context, subject string) ([]credit.Pseudonym, error)
 	AuditLog AuditReader
 	// Cases are a district's cases and records; Notify wakes its
 	// publisher after a record changed (districts only).
@@ -452,7 +472,8 @@ func (s *Service) serveForward(ctx context.Context, req *exchange.Request) (any,
 // districts, each sends its records and the lookups it answered, every
 // coordinator sends the lookups it made.
 func (s *Service) gather(ctx context.Context, sub credit.Subject, requester certs.Identity, authentication string, accessOnly bool) (Report, error) {
-	if !s.cfg.Key.Valid() {
+	ring := s.ring()
+	if ring == nil {
 		return Report{}, fault.New(fault.Unavailable, "this node holds no pseudonym key")
 	}
 	cat := s.cfg.Catalog()
@@ -460,9 +481,10 @@ func (s *Service) gather(ctx context.Context, sub credit.Subject, requester cert
 		return Report{}, fault.New(fault.Unavailable, "this node has not received the federation's catalog yet")
 	}
 	now := s.cfg.Now()
-	p := s.cfg.Key.Pseudonym(sub.ID)
+	p := ring.Pseudonym(sub.ID)
+	retained := ring.AuditPseudonyms(sub.ID)
 	rep := Report{Pseudonym: p, GatheredBy: s.cfg.Self.Region, At: now.UTC(), RequestID: exchange.NewID("rq")}
-	entries, _, err := s.cfg.Index.Lookup(ctx, p, false)
+	entries, _, err := keyring.Entries(ctx, s.cfg.Index.Lookup, ring.IndexPseudonyms(sub.ID), false)
 	if err != nil {
 		return rep, fault.Wrap(fault.Unavailable, err, "the index could not be read")
 	}
@@ -487,11 +509,12 @@ func (s *Service) gather(ctx context.Context, sub credit.Subject, requester cert
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		coordAccess, incomplete = s.coordinatorAccess(ctx, p, requester)
+		coordAccess, incomplete = s.coordinatorAccess(ctx, p, retained, requester)
 	}()
 	meta := exchange.Meta{Purpose: selfPurpose(cat), LookupID: rep.RequestID}
 	results := s.cfg.Endpoint.FanOut(ctx, peers, OpRecords, meta,
-		recordsRequest{Subject: sub.ID, Pseudonym: p, Requester: requester, AccessOnly: accessOnly, Authentication: authentication}, func() any { return &recordsReply{} })
+		recordsRequest{Subject: sub.ID, Pseudonym: p, Requester: requester, AccessOnly: accessOnly, Authentication: authentication, Pseudonyms: retained},
+		func() any { return &recordsReply{} })
 	wg.Wait()
 	var distAccess []Access
 	var all []credit.Record
@@ -540,11 +563,13 @@ func selfPurpose(cat *credit.Catalog) string {
 }
 
 // coordinatorAccess asks every coordinator node (this one locally) for the
-// lookups it made of p.
-func (s *Service) coordinatorAccess(ctx context.Context, p credit.Pseudonym, requester certs.Identity) ([]Access, []string) {
+// lookups it made of p, or of retained (the subject's pseudonyms under
+// every retained key version: lookups made before a key rotation are
+// registered under the old one).
+func (s *Service) coordinatorAccess(ctx context.Context, p credit.Pseudonym, retained []credit.Pseudonym, requester certs.Identity) ([]Access, []string) {
 	var out []Access
 	var incomplete []string
-	own, err := s.cfg.AuditLog.BySubject(p.String())
+	own, err := bySubjects(s.cfg.AuditLog, keyring.All(p, retained))
 	if err != nil {
 		incomplete = append(incomplete, s.cfg.Self.Region)
 	}
@@ -557,7 +582,7 @@ func (s *Service) coordinatorAccess(ctx context.Context, p credit.Pseudonym, req
 		id := reg.Identity(s.cfg.Self.Federation)
 		peers = append(peers, exchange.Peer{Name: reg.Path, Addr: reg.Exchange, Identity: &id})
 	}
-	results := s.cfg.Endpoint.FanOut(ctx, peers, OpAccess, exchange.Meta{}, accessRequest{Pseudonym: p, Requester: requester},
+	results := s.cfg.Endpoint.FanOut(ctx, peers, OpAccess, exchange.Meta{}, accessRequest{Pseudonym: p, Requester: requester, Pseudonyms: retained},
 		func() any { return &accessReply{} })
 	for _, res := range results {
 		if res.Err != nil {
@@ -589,7 +614,10 @@ func (s *Service) serveAccess(ctx context.Context, req *exchange.Request) (any, 
 		}
 		return nil, exchange.Errorf(exchange.CodeBadRequest, "an access-log request names a pseudonym and the portal that asks")
 	}
-	own, err := s.cfg.AuditLog.BySubject(in.Pseudonym.String())
+	if len(in.Pseudonyms) > maxRetainedVersions {
+		in.Pseudonyms = in.Pseudonyms[len(in.Pseudonyms)-maxRetainedVersions:]
+	}
+	own, err := bySubjects(s.cfg.AuditLog, keyring.All(in.Pseudonym, in.Pseudonyms))
 	if err != nil {
 		return nil, exchange.Errorf(exchange.CodeInternal, "audit log unreadable")
 	}
@@ -638,16 +666,21 @@ func (s *Service) serveRecords(ctx context.Context, req *exchange.Request) (any,
 		return nil, exchange.Errorf(exchange.CodeInternal, "records unavailable")
 	}
 	pseudo := in.Pseudonym
+	if len(in.Pseudonyms) > maxRetainedVersions {
+		in.Pseudonyms = in.Pseudonyms[len(in.Pseudonyms)-maxRetainedVersions:]
+	}
+	sent := keyring.All(in.Pseudonym, in.Pseudonyms)
+	var mine []credit.Pseudonym
 	if len(recs) > 0 {
-		own, err := s.cfg.Resolve(ctx, []string{sub.ID})
-		if err != nil {
+		own, err := s.own(ctx, sub.ID)
+		if err != nil || len(own) == 0 {
 			return nil, exchange.Errorf(exchange.CodeUnavailable, "the report cannot be registered now (no pseudonym for the audit); nothing was answered")
 		}
-		if own[0] != in.Pseudonym {
+		if !keyring.Matches(sent, own) {
 			entry.Subject = own[0].String()
 			return deny(exchange.CodeBadRequest, "the pseudonym sent is not the subject's")
 		}
-		pseudo = own[0]
+		pseudo, mine = own[0], own
 	}
 	entry.Subject = pseudo.String()
 	out := recordsReply{Records: []credit.Record{}}
@@ -658,11 +691,14 @@ func (s *Service) serveRecords(ctx context.Context, req *exchange.Request) (any,
 		}
 	}
 	if len(recs) > 0 {
-		mine, err := s.cfg.AuditLog.BySubject(pseudo.String())
+		// Under every pseudonym this district gave the subject, and those
+		// the coordinator sent (a lookup answered before a key rotation is
+		// registered under the old one).
+		answered, err := bySubjects(s.cfg.AuditLog, keyring.All(pseudo, append(mine, sent...)))
 		if err != nil {
 			return nil, exchange.Errorf(exchange.CodeInternal, "audit log unreadable")
 		}
-		out.Access = fromAnswering(mine, s.cfg.Self.Region)
+		out.Access = fromAnswering(answered, s.cfg.Self.Region)
 	}
 	entry.Decision = storage.DecisionAllowed
 	if err := s.cfg.Audit.Record(entry); err != nil {
@@ -690,4 +726,44 @@ func ofSubject(recs []credit.Record, district, subject string) bool {
 		}
 	}
 	return true
+}
+
+// maxRetainedVersions bounds the pseudonyms of a subject a request may
+// name (one per retained key version).
+const maxRetainedVersions = 16
+
+// ring is the coordinator's pseudonym key versions (nil on a node that
+// holds none).
+func (s *Service) ring() keyring.Ring { return keyring.Or(s.cfg.Keys, s.cfg.Key) }
+
+// own returns a district's pseudonyms of a subject it holds records of:
+// the current version's first, then those it published under older ones.
+func (s *Service) own(ctx context.Context, subject string) ([]credit.Pseudonym, error) {
+	if s.cfg.Own != nil {
+		return s.cfg.Own(ctx, subject)
+	}
+	return s.cfg.Resolve(ctx, []string{subject})
+}
+
+// bySubjects reads the audit entries under each pseudonym, each entry
+// once, in the order of the log.
+func bySubjects(log AuditReader, ps []credit.Pseudonym) ([]storage.AuditEntry, error) {
+	var out []storage.AuditEntry
+	seen := map[credit.Pseudonym]bool{}
+	for _, p := range ps {
+		if seen[p] || p.IsZero() {
+			continue
+		}
+		seen[p] = true
+		es, err := log.BySubject(p.String())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, es...)
+	}
+	if len(seen) > 1 {
+		slices.SortStableFunc(out, func(a, b storage.AuditEntry) int { return cmp.Compare(a.Seq, b.Seq) })
+		out = slices.CompactFunc(out, func(a, b storage.AuditEntry) bool { return a.Seq == b.Seq })
+	}
+	return out, nil
 }

@@ -13,8 +13,8 @@ import (
 // vocabulary alone; fault and internal/…
 // depend on nothing of ours.
 var (
-	lower    = []string{"certs", "attest", "storage", "exchange", "consensus"}
-	services = []string{"audit", "intake", "lookup", "rights", "checks", "queriers", "stats", "lifecycle", "enroll", "disclosure", "pseudonym", "publish", "sweep", "jobs"}
+	lower    = []string{"certs", "attest", "storage", "exchange", "consensus", "keyring"}
+	services = []string{"audit", "intake", "lookup", "rights", "checks", "queriers", "stats", "lifecycle", "enroll", "rekey", "disclosure", "pseudonym", "publish", "sweep", "jobs"}
 	upper    = []string{"httpapi", "node", "localfed", "bench", "cmd/credfed", "api", "systemtest"}
 )
 

@@ -122,6 +122,12 @@ func TestOperationsGuideRuns(t *testing.T) {
 	if out := find("credfed region remove"); !strings.Contains(out, "removed zhejiang/quzhou/kaihua (every certificate issued until now to spiffe://demo/district/zhejiang/quzhou/kaihua suspended)") {
 		t.Errorf("region remove:\n%s", out)
 	}
+	if out := find("credfed keys rotate"); !strings.Contains(out, "step: switched") {
+		t.Errorf("keys rotate:\n%s", out)
+	}
+	if out := find("credfed keys status"); !strings.Contains(out, "current key version 2") {
+		t.Errorf("keys status:\n%s", out)
+	}
 	if out := find("credfed audit queriers"); !strings.Contains(out, "queriers at ") {
 		t.Errorf("audit queriers:\n%s", out)
 	}
