@@ -38,6 +38,10 @@ type Config struct {
 	ClientCert, ClientKey string
 	// Timeout bounds each call.
 	Timeout time.Duration
+	// ServerIdentity, if set, is the identity URI the node's certificate
+	// must carry (a joining node talks only to the coordinator its token
+	// names, not to any node of the federation at that address).
+	ServerIdentity string
 }
 
 // ConfigFromEnv returns the configuration the CREDFED_* environment
@@ -75,6 +79,18 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("api: %s holds no PEM certificate", cfg.CACert)
 	}
 	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+	if want := cfg.ServerIdentity; want != "" {
+		tc.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) > 0 {
+				for _, u := range cs.PeerCertificates[0].URIs {
+					if u.String() == want {
+						return nil
+					}
+				}
+			}
+			return fmt.Errorf("api: the node at %s is not %s", cfg.Address, want)
+		}
+	}
 	switch {
 	case cfg.ClientCert != "" && cfg.ClientKey != "":
 		pair, err := tls.LoadX509KeyPair(cfg.ClientCert, cfg.ClientKey)

@@ -79,6 +79,9 @@ type JoinToken struct {
 	API string `json:"a"`
 	// CA is the SHA-256 of the federation CA certificate (DER).
 	CA []byte `json:"c"`
+	// Node is the identity URI of the coordinator that serves the join:
+	// the joining node sends the token to that node only.
+	Node string `json:"n,omitempty"`
 }
 
 // joinTokenPrefix starts every join token.
@@ -118,6 +121,9 @@ func ParseJoinToken(s string) (JoinToken, error) {
 	}
 	if u, err := url.Parse(t.API); err != nil || u.Scheme != "https" || u.Host == "" {
 		return t, ErrBadJoinToken
+	}
+	if !strings.HasPrefix(t.Node, "spiffe://"+t.Federation+"/") {
+		return t, ErrBadJoinToken // it names the coordinator to send it to
 	}
 	return t, nil
 }

@@ -67,6 +67,9 @@ type Config struct {
 	Coordinators func() []exchange.Peer
 	// Audit records every renewal signed or refused (nil: none; tests).
 	Audit *audit.Recorder
+	// Registered says whether a region is in the registry (nil: not
+	// checked): the users and nodes of a removed region renew nothing.
+	Registered func(region string) bool
 	// SignRate bounds the renewals one identity may have signed (default
 	// one per 10 s, burst 3).
 	SignRate rate.Limit
@@ -160,6 +163,8 @@ func (s *Service) Renewal(ctx context.Context, caller certs.Identity, current *x
 		return refuse(fault.New(fault.Unauthenticated, "a renewal needs the certificate it renews"))
 	case caller.Federation != s.cfg.Self.Federation || !certs.InRegion(caller.Region, s.cfg.Self.Region):
 		return refuse(fault.New(fault.Forbidden, "this node signs renewals only for identities of its own region and below"))
+	case s.cfg.Registered != nil && !s.cfg.Registered(caller.Region):
+		return refuse(fault.New(fault.Forbidden, "the certificate's region is not registered in the federation (removed?)"))
 	case !s.limits.Allow(caller.String()):
 		return refuse(fault.New(fault.TooManyRequests, "this identity renews too often"))
 	}

@@ -37,6 +37,9 @@ func (s *Server) callerOf(r *http.Request) caller {
 	if time.Now().After(leaf.NotAfter) { // real time: Config.Now is the clock of record dates
 		return caller{id: id, refused: "the client certificate has expired"}
 	}
+	if s.cfg.Registered != nil && !s.cfg.Registered(id.Region) {
+		return caller{id: id, refused: "the client certificate's region is not registered in the federation (removed?)"}
+	}
 	if s.cfg.Revocations != nil {
 		err := s.cfg.Revocations.Check(leaf, id)
 		for _, issuer := range r.TLS.PeerCertificates[1:] {

@@ -100,6 +100,10 @@ type Config struct {
 	Enrollment Enrollment
 	// Regions serves region add, promote, remove and joins (nil: none).
 	Regions Regions
+	// Registered says whether a region is in the federation's registry
+	// (nil: not checked): a certificate of a region removed from it is
+	// refused on every route, like a suspended one.
+	Registered func(region string) bool
 	// Checks serves checks, batch checks and their jobs, and
 	// classifications.
 	Checks Checks

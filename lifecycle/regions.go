@@ -132,7 +132,7 @@ func (s *Service) AddRegion(ctx context.Context, caller certs.Identity, req api.
 		}
 		life = d
 	}
-	tok := api.JoinToken{Federation: s.cfg.Self.Federation, Region: req.Path, Role: string(role), Secret: make([]byte, 32), API: rc.API()}
+	tok := api.JoinToken{Federation: s.cfg.Self.Federation, Region: req.Path, Role: string(role), Secret: make([]byte, 32), API: rc.API(), Node: s.cfg.Self.String()}
 	if _, err := rand.Read(tok.Secret); err != nil {
 		return fail(err)
 	}

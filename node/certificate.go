@@ -90,7 +90,7 @@ func (n *Node) startEnrollment() error {
 	state := n.rep.State()
 	n.enroll = enroll.New(enroll.Config{Self: n.cfg.Identity(), Signer: signer, Verifier: n.verifier, Endpoint: n.ep,
 		Coordinators: func() []exchange.Peer { return consensus.CoordinatorsAbove(state.Regions(), n.cfg.Identity()) },
-		Audit:        n.audit, Logger: n.log, Registerer: n.registry})
+		Audit:        n.audit, Registered: n.registered, Logger: n.log, Registerer: n.registry})
 	n.renewer = n.enroll.NewRenewer(n, n.cfg.TLS.Cert, n.cfg.TLS.Key)
 	if n.cfg.TLS.Renews() {
 		n.renewer.Start()
@@ -129,4 +129,14 @@ func (n *Node) regionsConfig() (*lifecycle.RegionsConfig, error) {
 		rc.PseudonymKeys = n.rotatedKeys // key rotation (keys.go)
 	}
 	return rc, nil
+}
+
+// registered says whether a region is in the registry; before the registry
+// has reached this node, every region is (the node is not ready then).
+func (n *Node) registered(region string) bool {
+	st := n.rep.State()
+	if _, ok := st.Region(region); ok {
+		return true
+	}
+	return len(st.Regions()) == 0
 }

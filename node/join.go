@@ -94,7 +94,7 @@ func Join(ctx context.Context, cfg Config, token string) (joined bool, err error
 	if err != nil {
 		return false, err
 	}
-	client, err := api.NewClient(api.Config{Address: tok.API, CACert: cfg.TLS.CA, Timeout: 30 * time.Second})
+	client, err := api.NewClient(api.Config{Address: tok.API, CACert: cfg.TLS.CA, Timeout: 30 * time.Second, ServerIdentity: tok.Node})
 	if err != nil {
 		return false, err
 	}

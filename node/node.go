@@ -509,7 +509,7 @@ func (n *Node) serve() error {
 	// longest new or idle one is closed for the newcomer.
 	ln := httpapi.NewListener(apiLn, n.cfg.API.MaxConnections, n.registry)
 	n.apiLn = ln
-	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Stats: n.stats, Lifecycle: n.lifecycle, Enrollment: n.enroll, Regions: n.lifecycle, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
+	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Stats: n.stats, Lifecycle: n.lifecycle, Enrollment: n.enroll, Regions: n.lifecycle, Registered: n.registered, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
 		BulkReadTimeout: time.Duration(n.cfg.API.BulkReadTimeout), BodyBudget: n.cfg.API.BodyBudgetMiB << 20,
 		Logger: n.log, Registerer: n.registry})
 	n.api = &http.Server{
