@@ -87,6 +87,9 @@ element of the identity (the institution, or the region's last part).`,
 		if err != nil {
 			return usageErrorf("%v", err)
 		}
+		if validity <= 0 {
+			return usageErrorf("--validity must be positive, not %v", validity)
+		}
 		if !r.IsNode() && len(hosts) > 0 {
 			return usageErrorf("--host is for node certificates; a %s certificate is a client certificate", r)
 		}

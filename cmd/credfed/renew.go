@@ -94,6 +94,10 @@ renewing by hand.`,
 		if err != nil {
 			return err
 		}
+		if time.Now().After(cur.Leaf.NotAfter) {
+			return fmt.Errorf("%s expired on %s: a certificate renews only while it is valid; issue a new one with credfed certs issue",
+				certPath, cur.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
 		var client *api.Client
 		if conn.demo != "" {
 			// The demo names the node (the province, or --node) and the CA;

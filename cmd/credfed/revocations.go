@@ -77,8 +77,11 @@ twice is harmless.`
 			`Lifts an identity's suspension: its certificates are accepted again (those
 revoked by serial stay revoked). Safe to repeat.`
 	}
-	cmd := &cobra.Command{Use: use, Short: short, Long: long, Args: noArgs,
-		Example: `  credfed certs suspend --demo credfed-demo --as operator --identity spiffe://demo/department/zhejiang/quzhou/kecheng/market-supervision --reason "under review"`}
+	example := `  credfed certs suspend --demo credfed-demo --as operator --identity spiffe://demo/department/zhejiang/quzhou/kecheng/market-supervision --reason "under review"`
+	if lift {
+		example = `  credfed certs unsuspend --demo credfed-demo --as operator --identity spiffe://demo/department/zhejiang/quzhou/kecheng/market-supervision`
+	}
+	cmd := &cobra.Command{Use: use, Short: short, Long: long, Args: noArgs, Example: example}
 	fs := cmd.Flags()
 	fs.StringVar(&identity, "identity", "", "the identity `URI` (spiffe://FEDERATION/ROLE/REGION[/INSTITUTION]) (required)")
 	if !lift {
