@@ -301,6 +301,15 @@ func (s *Service) Join(ctx context.Context, from string, req api.JoinRequest) (a
 	// The role comes from the registry: the token's travels in the clear.
 	reg, ok := rc.Registry.Region(tok.Region)
 	if !ok {
+		// Added a moment ago at another coordinator: this one may not
+		// have applied it yet.
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if s.cfg.Replica.ReadBarrier(bctx) == nil {
+			reg, ok = rc.Registry.Region(tok.Region)
+		}
+		cancel()
+	}
+	if !ok {
 		return fail(fault.Field(fault.NotFound, "token", "the token's region is not registered (removed since?)"))
 	}
 	role := reg.Role
