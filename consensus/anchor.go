@@ -342,25 +342,7 @@ func (r *Replica) handleAnchor(ctx context.Context, req *exchange.Request) (any,
 // FSM will apply it (a refused anchor never enters the log), and returns
 // the log index it was applied at.
 func (r *Replica) proposeAnchor(ctx context.Context, proposer certs.Identity, a AuditAnchor) (uint64, error) {
-	data, err := EncodeCommand(CmdAuditAnchor, Envelope{Proposer: proposer, At: nowUTC()}, a)
-	if err != nil {
-		return 0, err
-	}
-	cmd, err := DecodeCommand(data)
-	if err != nil {
-		return 0, err
-	}
-	if err := r.precheck(ctx, cmd); err != nil {
-		return 0, err
-	}
-	f := r.raft.Apply(data, timeoutOf(ctx, anchorDeadline))
-	if err := r.await(f); err != nil {
-		return 0, raftError(err)
-	}
-	if e, ok := f.Response().(error); ok && e != nil {
-		return 0, e
-	}
-	return f.Index(), nil
+	return r.proposeOwn(ctx, CmdAuditAnchor, proposer, a, anchorDeadline)
 }
 
 // SubmitAnchor anchors the head of this node's audit log (the entry seq,

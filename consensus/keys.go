@@ -818,6 +818,12 @@ func (r *Replica) handleKeyProgress(ctx context.Context, req *exchange.Request) 
 // its own (no actor), checked first as the FSM will apply it, and returns
 // the log index it was applied at.
 func (r *Replica) proposeNodeCommand(ctx context.Context, t CommandType, proposer certs.Identity, body any) (uint64, error) {
+	return r.proposeOwn(ctx, t, proposer, body, keyProgressDeadline)
+}
+
+// proposeOwn is proposeNodeCommand with the deadline of its Raft apply
+// (when ctx has none).
+func (r *Replica) proposeOwn(ctx context.Context, t CommandType, proposer certs.Identity, body any, deadline time.Duration) (uint64, error) {
 	data, err := EncodeCommand(t, Envelope{Proposer: proposer, At: nowUTC()}, body)
 	if err != nil {
 		return 0, err
@@ -829,7 +835,7 @@ func (r *Replica) proposeNodeCommand(ctx context.Context, t CommandType, propose
 	if err := r.precheck(ctx, cmd); err != nil {
 		return 0, err
 	}
-	f := r.raft.Apply(data, timeoutOf(ctx, keyProgressDeadline))
+	f := r.raft.Apply(data, timeoutOf(ctx, deadline))
 	if err := r.await(f); err != nil {
 		return 0, raftError(err)
 	}

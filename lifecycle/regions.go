@@ -159,42 +159,53 @@ func (s *Service) AddRegion(ctx context.Context, caller certs.Identity, req api.
 	return api.RegionAdded{Region: req.Path, Role: string(role), Token: tok.String(), Expires: expires}, nil
 }
 
-// PromoteRegion makes a joined coordinator region a Raft voter; promoting
-// a voter again changes nothing.
-func (s *Service) PromoteRegion(ctx context.Context, caller certs.Identity, path string) (api.RegionChanged, error) {
-	entry := audit.By(caller, "region.promote")
+// regionChange runs one operator command on the registry: the caller
+// admitted, the command audited, allowed or refused.
+func (s *Service) regionChange(caller certs.Identity, operation, path string, do func(rc *RegionsConfig) (api.RegionChanged, error)) (api.RegionChanged, error) {
+	entry := audit.By(caller, operation)
 	entry.Reference = path
-	fail := func(e error) (api.RegionChanged, error) { return api.RegionChanged{}, s.refuse(&entry, e) }
 	if e := s.check(caller, ""); e != nil {
-		return fail(e)
+		return api.RegionChanged{}, s.refuse(&entry, e)
 	}
 	rc, e := s.regions()
 	if e != nil {
-		return fail(e)
+		return api.RegionChanged{}, s.refuse(&entry, e)
 	}
-	r, ok := rc.Registry.Region(path)
-	switch {
-	case !ok:
-		return fail(fault.Field(fault.NotFound, "path", "no such region"))
-	case !r.Role.IsCoordinatorNode():
-		return fail(fault.Field(fault.BadRequest, "path", "only coordinators (province, city) vote in Raft; districts stay non-voters"))
-	case r.Exchange == "":
-		return fail(fault.Field(fault.Conflict, "path", "the region has not joined yet: its node must join before it can vote"))
-	}
-	out := api.RegionChanged{Region: path, Change: "promoted"}
-	if r.Voter {
-		out.Detail = "already a voter"
-	} else {
-		r.Voter = true
-		if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdRegionPut, caller, r); err != nil {
-			return fail(commandFault(err))
-		}
+	out, err := do(rc)
+	if err != nil {
+		return api.RegionChanged{}, s.refuse(&entry, err)
 	}
 	entry.Decision = storage.DecisionAllowed
 	if err := s.cfg.Audit.Record(entry); err != nil {
 		return api.RegionChanged{}, err
 	}
 	return out, nil
+}
+
+// PromoteRegion makes a joined coordinator region a Raft voter; promoting
+// a voter again changes nothing.
+func (s *Service) PromoteRegion(ctx context.Context, caller certs.Identity, path string) (api.RegionChanged, error) {
+	return s.regionChange(caller, "region.promote", path, func(rc *RegionsConfig) (api.RegionChanged, error) {
+		r, ok := rc.Registry.Region(path)
+		switch {
+		case !ok:
+			return api.RegionChanged{}, fault.Field(fault.NotFound, "path", "no such region")
+		case !r.Role.IsCoordinatorNode():
+			return api.RegionChanged{}, fault.Field(fault.BadRequest, "path", "only coordinators (province, city) vote in Raft; districts stay non-voters")
+		case r.Exchange == "":
+			return api.RegionChanged{}, fault.Field(fault.Conflict, "path", "the region has not joined yet: its node must join before it can vote")
+		}
+		out := api.RegionChanged{Region: path, Change: "promoted"}
+		if r.Voter {
+			out.Detail = "already a voter"
+			return out, nil
+		}
+		r.Voter = true
+		if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdRegionPut, caller, r); err != nil {
+			return api.RegionChanged{}, commandFault(err)
+		}
+		return out, nil
+	})
 }
 
 // RemoveRegion removes a region that has none below it: in one Raft entry
@@ -205,42 +216,30 @@ func (s *Service) PromoteRegion(ctx context.Context, caller certs.Identity, path
 // does not touch. Its records stay on its own disk. A region removed
 // already says so and changes nothing; one never registered is not found.
 func (s *Service) RemoveRegion(ctx context.Context, caller certs.Identity, path string) (api.RegionChanged, error) {
-	entry := audit.By(caller, "region.remove")
-	entry.Reference = path
-	fail := func(e error) (api.RegionChanged, error) { return api.RegionChanged{}, s.refuse(&entry, e) }
-	if e := s.check(caller, ""); e != nil {
-		return fail(e)
-	}
-	rc, e := s.regions()
-	if e != nil {
-		return fail(e)
-	}
-	if err := certs.CheckRegion(path); err != nil {
-		return fail(fault.Field(fault.BadRequest, "path", "%s", strings.TrimPrefix(err.Error(), "certs: ")))
-	}
-	out := api.RegionChanged{Region: path, Change: "removed"}
-	r, ok := rc.Registry.Region(path)
-	switch {
-	case !ok && s.removedAlready(path):
-		out.Detail = "removed already"
-	case !ok:
-		return fail(fault.Field(fault.NotFound, "path", "no such region (never added, or removed before its node was suspended)"))
-	case path == s.cfg.Self.Region:
-		return fail(fault.Field(fault.Forbidden, "path", "a node does not remove its own region: ask a coordinator above it"))
-	default:
+	return s.regionChange(caller, "region.remove", path, func(rc *RegionsConfig) (api.RegionChanged, error) {
+		if err := certs.CheckRegion(path); err != nil {
+			return api.RegionChanged{}, fault.Field(fault.BadRequest, "path", "%s", strings.TrimPrefix(err.Error(), "certs: "))
+		}
+		out := api.RegionChanged{Region: path, Change: "removed"}
+		r, ok := rc.Registry.Region(path)
+		switch {
+		case !ok && s.removedAlready(path):
+			out.Detail = "removed already"
+			return out, nil
+		case !ok:
+			return api.RegionChanged{}, fault.Field(fault.NotFound, "path", "no such region (never added, or removed before its node was suspended)")
+		case path == s.cfg.Self.Region:
+			return api.RegionChanged{}, fault.Field(fault.Forbidden, "path", "a node does not remove its own region: ask a coordinator above it")
+		}
 		if below := regionsBelow(rc.Registry, path); below > 0 {
-			return fail(fault.Field(fault.Conflict, "path", "the region still has %d regions below it: remove them first", below))
+			return api.RegionChanged{}, fault.Field(fault.Conflict, "path", "the region still has %d regions below it: remove them first", below)
 		}
 		if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdRegionRemove, caller, consensus.RegionRemove{Path: path, SuspendNode: true}); err != nil {
-			return fail(commandFault(err))
+			return api.RegionChanged{}, commandFault(err)
 		}
 		out.Detail = "every certificate issued until now to " + r.Identity(s.cfg.Self.Federation).String() + " suspended"
-	}
-	entry.Decision = storage.DecisionAllowed
-	if err := s.cfg.Audit.Record(entry); err != nil {
-		return api.RegionChanged{}, err
-	}
-	return out, nil
+		return out, nil
+	})
 }
 
 // removedAlready says whether a region's removal suspended its node.

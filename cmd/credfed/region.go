@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -88,19 +89,7 @@ Raft. Districts stay non-voters. Promoting a voter again changes nothing.`,
 		Example: `  credfed region promote --demo credfed-demo zhejiang/lishui`,
 		Args:    exactArgs(1, "the region PATH"),
 	}
-	conn := addConnectionFlags(cmd, "operator")
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := conn.client()
-		if err != nil {
-			return err
-		}
-		defer c.CloseIdle()
-		out, err := c.PromoteRegion(cmd.Context(), args[0])
-		if err != nil {
-			return err
-		}
-		return printRegionChange(cmd, out)
-	}
+	regionChangeRunE(cmd, (*api.Client).PromoteRegion)
 	return cmd
 }
 
@@ -116,6 +105,13 @@ says so.`,
 		Example: `  credfed region remove --demo credfed-demo zhejiang/quzhou/kaihua`,
 		Args:    exactArgs(1, "the region PATH"),
 	}
+	regionChangeRunE(cmd, (*api.Client).RemoveRegion)
+	return cmd
+}
+
+// regionChangeRunE makes cmd call change with its PATH argument, as an
+// operator, and print what changed.
+func regionChangeRunE(cmd *cobra.Command, change func(*api.Client, context.Context, string) (*api.RegionChanged, error)) {
 	conn := addConnectionFlags(cmd, "operator")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		c, err := conn.client()
@@ -123,13 +119,12 @@ says so.`,
 			return err
 		}
 		defer c.CloseIdle()
-		out, err := c.RemoveRegion(cmd.Context(), args[0])
+		out, err := change(c, cmd.Context(), args[0])
 		if err != nil {
 			return err
 		}
 		return printRegionChange(cmd, out)
 	}
-	return cmd
 }
 
 func printRegionChange(cmd *cobra.Command, out *api.RegionChanged) error {
