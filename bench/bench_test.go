@@ -278,3 +278,18 @@ func TestDataset(t *testing.T) {
 		t.Errorf("ndjson batches: %d (%v)", len(batches), err)
 	}
 }
+
+func TestSpreadNamesNoisyFigures(t *testing.T) {
+	r := Result{Figures: []Figure{
+		{Name: "steady", Values: []float64{100, 110}, BaselineValues: []float64{50, 52}},
+		{Name: "noisy", Values: []float64{100, 101}, BaselineValues: []float64{40, 90}},
+		{Name: "single", Values: []float64{1}},
+	}}
+	got := r.Spread()
+	if !strings.Contains(got, "noisy (2.2×)") || strings.Contains(got, "steady") || strings.Contains(got, "single") {
+		t.Fatalf("spread: %q", got)
+	}
+	if (Result{Figures: r.Figures[:1]}).Spread() != "" {
+		t.Fatal("a steady run warned")
+	}
+}

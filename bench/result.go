@@ -237,3 +237,31 @@ func thousands(n int64) string {
 	}
 	return b.String()
 }
+
+// noisyRatio is the spread of a figure's rounds (largest ÷ smallest) above
+// which Spread warns that the machine was busy.
+const noisyRatio = 1.5
+
+// Spread names the figures whose rounds differ by more than noisyRatio on
+// either side (a busy or noisy machine moves both sides, which is why the
+// rounds interleave, but a reader should know), "" if none.
+func (r Result) Spread() string {
+	var noisy []string
+	for _, f := range r.Figures {
+		for _, vs := range [][]float64{f.Values, f.BaselineValues} {
+			if len(vs) < 2 {
+				continue
+			}
+			lo, hi := slices.Min(vs), slices.Max(vs)
+			if lo > 0 && hi/lo > noisyRatio {
+				noisy = append(noisy, fmt.Sprintf("%s (%.1f×)", f.Name, hi/lo))
+				break
+			}
+		}
+	}
+	if len(noisy) == 0 {
+		return ""
+	}
+	return "noisy: the rounds of " + strings.Join(noisy, ", ") + " differ by more than " + fmt.Sprint(noisyRatio) +
+		"×: the machine was busy; compare the ratios, and run again with more --rounds"
+}

@@ -135,6 +135,12 @@ func writeBench(w io.Writer, cfg bench.Config, res *bench.Result) error {
 		fmt.Fprintln(w, n)
 	}
 	fmt.Fprintln(w, "\nratio: above 1 means credfed does better (rates: credfed ÷ baseline; latency, CPU, memory: baseline ÷ credfed); values are medians of the rounds")
+	fmt.Fprintln(w, "names: c1 and c64 are 1 and 64 clients at once; a figure without _direct compares with PostgreSQL behind an HTTPS + mutual-TLS + JSON")
+	fmt.Fprintln(w, "  front (as a central copy would serve its users), one with _direct with PostgreSQL over SQL (the credfed side is the same measurement);")
+	fmt.Fprintln(w, "  intake_insert is intake against batched INSERT instead of COPY; rss_district_peak compares one district node with the whole PostgreSQL cluster")
+	if spread := res.Spread(); spread != "" {
+		fmt.Fprintln(w, spread)
+	}
 	// What was synced, once per kind of figure.
 	var order []string
 	names := map[string][]string{}
