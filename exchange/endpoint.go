@@ -119,6 +119,9 @@ type Endpoint struct {
 	cert atomic.Pointer[tls.Certificate]
 	// certGen counts the certificates installed (SetCertificate).
 	certGen atomic.Uint64
+	// toldRefused is set once this node has logged that peers refuse its
+	// certificate.
+	toldRefused atomic.Bool
 	// epochs holds each peer address's TLS session generation
 	// (sessionEpoch); bounded by the addresses this node dials.
 	epochs sync.Map
@@ -484,6 +487,12 @@ func (e *Endpoint) register(conn *quic.Conn, inbound bool) (*connInfo, error) {
 var errTooManyConns = errors.New("too many connections")
 
 func (e *Endpoint) unregister(ci *connInfo) {
+	var ae *quic.ApplicationError
+	if errors.As(context.Cause(ci.conn.Context()), &ae) && ae.Remote && ae.ErrorCode == closeRevoked && e.toldRefused.CompareAndSwap(false, true) {
+		// Said once, plainly: every peer does the same from now on.
+		e.log.Error("the federation refuses this node's certificate: a peer closed its connection because it is revoked or suspended; if this node's region was removed (credfed region remove), stop this node",
+			"peer", ci.peer.String())
+	}
 	e.mu.Lock()
 	if _, ok := e.conns[ci.conn]; !ok {
 		e.mu.Unlock()

@@ -58,6 +58,9 @@ type Spec struct {
 	// DefaultNodeValidity); the nodes renew them at two thirds of it, signed
 	// by the intermediate CA the province holds.
 	NodeValidity time.Duration
+	// NodeCertAge issues the nodes' first certificates as if that long ago
+	// (tests: a certificate due for renewal at once).
+	NodeCertAge time.Duration
 }
 
 // DefaultNodeValidity is a local federation's node certificate lifetime.
@@ -411,7 +414,11 @@ func writeNodeFiles(ca *certs.CA, dir string, ln Node, all []Node, spec Spec) er
 	if validity <= 0 {
 		validity = DefaultNodeValidity
 	}
-	is, err := ca.Issue(certs.IssueRequest{Identity: id, Hosts: hosts, Validity: validity})
+	req := certs.IssueRequest{Identity: id, Hosts: hosts, Validity: validity}
+	if spec.NodeCertAge > 0 {
+		req.NotBefore = time.Now().Add(-certs.ClockSkew - spec.NodeCertAge)
+	}
+	is, err := ca.Issue(req)
 	if err != nil {
 		return err
 	}

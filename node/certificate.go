@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"credfed/certs"
@@ -92,6 +93,16 @@ func (n *Node) startEnrollment() error {
 		Coordinators: func() []exchange.Peer { return consensus.CoordinatorsAbove(state.Regions(), n.cfg.Identity()) },
 		Audit:        n.audit, Registered: n.registered, Logger: n.log, Registerer: n.registry})
 	n.renewer = n.enroll.NewRenewer(n, n.cfg.TLS.Cert, n.cfg.TLS.Key)
+	// A node whose own certificate the federation refuses (its region
+	// removed, its identity suspended, its serial revoked) says so once,
+	// plainly, instead of only failing every connection.
+	var told atomic.Bool
+	n.revs.Subscribe(func() {
+		c := n.Certificate()
+		if err := n.revs.Check(c.Leaf, n.cfg.Identity()); err != nil && told.CompareAndSwap(false, true) {
+			n.log.Error("the federation refuses this node's certificate: its region may have been removed (credfed region remove) or its identity suspended; every other node refuses it now, so stop this node", "reason", err.Error())
+		}
+	})
 	if n.cfg.TLS.Renews() {
 		n.renewer.Start()
 	}

@@ -51,7 +51,7 @@ const (
 
 // ErrRestoreNotEmpty: Restore was pointed at a store directory that is
 // not absent or empty. Nothing was changed.
-var ErrRestoreNotEmpty = errors.New("storage: restore goes only into an absent or empty store directory, and this one holds files (a store is there: move it aside first)")
+var ErrRestoreNotEmpty = errors.New("storage: restore goes only into an absent or empty store directory, and this one holds files (a store is there: stop its node if it runs, then move the directory aside)")
 
 var metaRestoresKey = []byte("m/restores")
 

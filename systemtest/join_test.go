@@ -228,6 +228,11 @@ func TestRegionAddedJoinsItself(t *testing.T) {
 	if !suspended {
 		t.Fatalf("the removed district's node identity is not suspended: %+v", list.Suspended)
 	}
+	// The removed node is told, once, in its log.
+	wait.Until(t, 30*time.Second, "the removed node to say it is refused", func() bool {
+		data, _ := os.ReadFile(filepath.Join(filepath.Dir(ln.ConfigPath), "node.log"))
+		return strings.Count(string(data), "the federation refuses this node's certificate") >= 1
+	})
 	// The region added again at the same path: a new node joins with a new
 	// token and works, while the removed node's certificate stays refused.
 	pf.kill("kaihua")
