@@ -77,7 +77,9 @@ type JoinToken struct {
 	Secret []byte `json:"s"`
 	// API is the base URL of the coordinator that serves the join.
 	API string `json:"a"`
-	// CA is the SHA-256 of the federation CA certificate (DER).
+	// CA is the federation CA certificate (DER): the joining node trusts
+	// it, and nothing else, to reach the coordinator (no connection is made
+	// before the node knows whom it may trust).
 	CA []byte `json:"c"`
 	// Node is the identity URI of the coordinator that serves the join:
 	// the joining node sends the token to that node only.
@@ -88,7 +90,7 @@ type JoinToken struct {
 const joinTokenPrefix = "credfed-join-1."
 
 // MaxJoinToken bounds a join token's text.
-const MaxJoinToken = 2048
+const MaxJoinToken = 4096
 
 // ErrBadJoinToken: the text is not a join token.
 var ErrBadJoinToken = errors.New("api: not a credfed join token")
@@ -116,7 +118,7 @@ func ParseJoinToken(s string) (JoinToken, error) {
 	if err := dec.Decode(&t); err != nil {
 		return t, ErrBadJoinToken
 	}
-	if t.Federation == "" || t.Region == "" || t.Role == "" || len(t.Secret) != 32 || len(t.CA) != 32 {
+	if t.Federation == "" || t.Region == "" || t.Role == "" || len(t.Secret) != 32 || len(t.CA) < 64 || len(t.CA) > 2048 {
 		return t, ErrBadJoinToken
 	}
 	if u, err := url.Parse(t.API); err != nil || u.Scheme != "https" || u.Host == "" {

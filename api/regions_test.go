@@ -9,7 +9,7 @@ import (
 
 func TestJoinTokenRoundTripAndRefusals(t *testing.T) {
 	tok := JoinToken{Federation: "demo", Region: "zj/qz/kh", Role: "district", Secret: bytes.Repeat([]byte{7}, 32),
-		API: "https://127.0.0.1:8443", CA: bytes.Repeat([]byte{9}, 32), Node: "spiffe://demo/province/zj"}
+		API: "https://127.0.0.1:8443", CA: bytes.Repeat([]byte{9}, 400), Node: "spiffe://demo/province/zj"}
 	s := tok.String()
 	got, err := ParseJoinToken("  " + s + "\n")
 	if err != nil || got.Region != tok.Region || !bytes.Equal(got.Secret, tok.Secret) || got.API != tok.API {

@@ -136,8 +136,7 @@ func (s *Service) AddRegion(ctx context.Context, caller certs.Identity, req api.
 	if _, err := rand.Read(tok.Secret); err != nil {
 		return fail(err)
 	}
-	caSum := sha256.Sum256(rc.CA.Raw)
-	tok.CA = caSum[:]
+	tok.CA = rc.CA.Raw
 	add := consensus.RegionAdd{Region: consensus.Region{Path: req.Path, Name: req.Name, Role: role, Code: req.Code},
 		TokenHash: sha256.Sum256(tok.Secret), Life: life}
 	if _, err := s.cfg.Replica.Apply(ctx, consensus.CmdRegionAdd, caller, add); err != nil {

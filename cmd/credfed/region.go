@@ -33,7 +33,7 @@ and must be registered) and prints a one-time join token bound to the
 region's node identity, valid for --token-life. Give the token to the new
 node's operator, who starts the node with
   credfed node --config node.yaml --join TOKEN
-The node then fetches the federation CA (checked against the token),
+The node then trusts only the federation CA the token carries,
 receives its certificate (and, for a coordinator, the pseudonym key) from
 this node, joins Raft as a non-voter and catches up by snapshot.
 Run at a coordinator that holds a signing CA (tls.signer_cert). Adding a
