@@ -363,13 +363,8 @@ func (r *Replica) SubmitAnchor(ctx context.Context, seq uint64, hash [32]byte) e
 		if err := r.callLeader(ctx, opAnchor, anchorRequest{Seq: seq, Hash: hash}, &reply); err != nil {
 			return err
 		}
-		switch {
-		case reply.Refused != nil:
-			return reply.Refused.err()
-		case reply.Unknown:
-			return ErrOutcomeUnknown
-		case reply.NotLeader:
-			return fmt.Errorf("%w: the node asked is not the leader any more", ErrNoLeader)
+		if err := leaderOutcome(reply.Refused, reply.Unknown, reply.NotLeader); err != nil {
+			return err
 		}
 		index = reply.Index
 	}

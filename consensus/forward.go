@@ -96,6 +96,21 @@ func toWire(err error) *wireRefusal {
 	return nil
 }
 
+// leaderOutcome is how a command handed to the leader ended, from its
+// reply: nil when applied, a *RefusedError, ErrOutcomeUnknown, or
+// ErrNoLeader when the node asked was not the leader any more.
+func leaderOutcome(refused *wireRefusal, unknown, notLeader bool) error {
+	switch {
+	case refused != nil:
+		return refused.err()
+	case unknown:
+		return ErrOutcomeUnknown
+	case notLeader:
+		return fmt.Errorf("%w: the node asked is not the leader any more", ErrNoLeader)
+	}
+	return nil
+}
+
 func (w *wireRefusal) err() error {
 	reason, ok := refusalReasons[w.Reason]
 	if !ok {

@@ -862,13 +862,8 @@ func (r *Replica) SubmitKeyProgress(ctx context.Context, v uint32, stage KeyStag
 		if err := r.callLeader(ctx, opKeyProgress, in, &reply); err != nil {
 			return err
 		}
-		switch {
-		case reply.Refused != nil:
-			return reply.Refused.err()
-		case reply.Unknown:
-			return ErrOutcomeUnknown
-		case reply.NotLeader:
-			return fmt.Errorf("%w: the node asked is not the leader any more", ErrNoLeader)
+		if err := leaderOutcome(reply.Refused, reply.Unknown, reply.NotLeader); err != nil {
+			return err
 		}
 		index = reply.Index
 	}

@@ -347,16 +347,7 @@ func (r *Replica) Apply(ctx context.Context, t CommandType, actor certs.Identity
 	if err != nil {
 		return nil, err
 	}
-	if reply.Refused != nil {
-		return nil, reply.Refused.err()
-	}
-	if reply.Unknown {
-		return nil, ErrOutcomeUnknown
-	}
-	if reply.NotLeader {
-		return nil, fmt.Errorf("%w: the node asked is not the leader any more", ErrNoLeader)
-	}
-	return nil, nil
+	return nil, leaderOutcome(reply.Refused, reply.Unknown, reply.NotLeader)
 }
 
 // propose hands a command to Raft on the leader and waits for its result.
@@ -487,16 +478,7 @@ func (r *Replica) SubmitIndex(ctx context.Context, updates []IndexUpdate) error 
 	if err := r.callLeader(ctx, opIndex, indexRequest{Updates: updates}, &reply); err != nil {
 		return err
 	}
-	if reply.Refused != nil {
-		return reply.Refused.err()
-	}
-	if reply.Unknown {
-		return ErrOutcomeUnknown
-	}
-	if reply.NotLeader {
-		return fmt.Errorf("%w: the node asked is not the leader any more", ErrNoLeader)
-	}
-	return nil
+	return leaderOutcome(reply.Refused, reply.Unknown, reply.NotLeader)
 }
 
 // Lookup reads a pseudonym's index entries. With strong set, the read is
