@@ -42,11 +42,21 @@ func TestMutualAuth(t *testing.T) {
 	city := f.startNode(t, certs.City, "zj/hz")
 	district := f.startNode(t, certs.District, "zj/hz/xh")
 
-	var sawCaller certs.Identity
-	var sawMeta Meta
+	// What the handler saw travels back on a channel: the answer crossing a
+	// UDP socket is no happens-before edge for the race detector.
+	type seen struct {
+		caller certs.Identity
+		meta   Meta
+	}
+	saw := make(chan seen, 1)
 	city.Handle("echo", func(ctx context.Context, r *Request) (any, error) {
-		sawCaller, _ = CallerFrom(ctx)
-		sawMeta, _ = MetaFrom(ctx)
+		var s seen
+		s.caller, _ = CallerFrom(ctx)
+		s.meta, _ = MetaFrom(ctx)
+		select {
+		case saw <- s:
+		default:
+		}
 		return echoHandler(ctx, r)
 	})
 	meta := Meta{Purpose: "recruitment", User: "clerk-7", Reference: "case-1", Authorization: "auth-9"}
@@ -58,11 +68,17 @@ func TestMutualAuth(t *testing.T) {
 	if resp.N != 42 || resp.Subject != "abc" || resp.Purpose != "recruitment" {
 		t.Errorf("answer = %+v", resp)
 	}
-	if resp.Caller != district.id || sawCaller != district.id {
-		t.Errorf("handler saw caller %v / %v, want %v", resp.Caller, sawCaller, district.id)
+	var s seen
+	select {
+	case s = <-saw:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler never reported what it saw")
 	}
-	if sawMeta != meta {
-		t.Errorf("handler saw meta %+v, want %+v", sawMeta, meta)
+	if resp.Caller != district.id || s.caller != district.id {
+		t.Errorf("handler saw caller %v / %v, want %v", resp.Caller, s.caller, district.id)
+	}
+	if s.meta != meta {
+		t.Errorf("handler saw meta %+v, want %+v", s.meta, meta)
 	}
 	if got := city.served("echo", certs.District, "ok"); got != 1 {
 		t.Errorf("served counter = %v, want 1", got)
