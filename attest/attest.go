@@ -263,6 +263,13 @@ func Verify(data []byte, ca *x509.Certificate) (Verified, error) {
 	if len(sig.Value) == 0 || len(sig.Chain) == 0 {
 		return Verified{}, fmt.Errorf("%w: the signature has no value or no chain", ErrMalformed)
 	}
+	// The value is outside the digest, and a base64 decoder ignores the
+	// unused bits of its last character: only the one canonical spelling
+	// of the value is accepted, so that no byte of the document can change
+	// and still verify.
+	if canon, _ := json.Marshal(sig.Value); !bytes.Equal(canon, bytes.TrimSpace(members["value"])) {
+		return Verified{}, fmt.Errorf("%w: the signature value is not canonical base64", ErrMalformed)
+	}
 	chain := make([]*x509.Certificate, len(sig.Chain))
 	for i, der := range sig.Chain {
 		c, err := x509.ParseCertificate(der)
