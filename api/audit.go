@@ -6,7 +6,9 @@ package api
 // the limit and still have a next one (the node examines a bounded number
 // of entries per page).
 type AuditPage struct {
-	Node    string       `json:"node"`
+	Node string `json:"node"`
+	// Chain is the state of the node's audit chain as the page was read.
+	Chain   *AuditChain  `json:"chain,omitempty"`
 	Entries []AuditEntry `json:"entries"`
 	Next    string       `json:"next,omitempty"`
 }
@@ -40,4 +42,23 @@ type AuditEntry struct {
 	// Prev and Hash link the entry into the chain (lowercase hex).
 	Prev string `json:"prev"`
 	Hash string `json:"hash"`
+}
+
+// AuditChain is the state of a node's audit chain: its head, and its
+// newest anchor in the replicated state.
+type AuditChain struct {
+	// Head and HeadHash are the last entry (lowercase hex).
+	Head     uint64 `json:"head"`
+	HeadHash string `json:"head_hash"`
+	// Anchors counts the node's anchors; Anchored is the newest one's
+	// entry and AnchoredAt when it was taken (RFC 3339).
+	Anchors    int    `json:"anchors"`
+	Anchored   uint64 `json:"anchored"`
+	AnchoredAt string `json:"anchored_at,omitempty"`
+	// Status is "anchored" (the newest anchor's entry is in the chain
+	// with the anchored hash), "unanchored" (no anchor yet), "behind"
+	// (the chain ends before its newest anchor: a restore, or entries
+	// removed) or "mismatch" (the anchored entry has another hash).
+	// `credfed audit verify` checks every link and every anchor.
+	Status string `json:"status"`
 }

@@ -109,6 +109,16 @@ func NewClient(cfg Config) (*Client, error) {
 		http: &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}}}, nil
 }
 
+// NewClientTransport builds a client that sends its requests through rt
+// (the console calls its own node's API in process this way); base is
+// the URL the requests name. The zero timeout means one minute.
+func NewClientTransport(base string, rt http.RoundTripper, timeout time.Duration) *Client {
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	return &Client{base: strings.TrimSuffix(base, "/"), http: &http.Client{Timeout: timeout, Transport: rt}}
+}
+
 // Address is the node's API base URL.
 func (c *Client) Address() string { return c.base }
 

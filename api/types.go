@@ -64,9 +64,19 @@ type Federation struct {
 	CatalogVersion int         `json:"catalog_version"`
 	Regions        []Region    `json:"regions"`
 	Jobs           []JobStatus `json:"jobs,omitempty"`
+	// API is the answering node's API traffic of the last five minutes.
+	API *APIHealth `json:"api,omitempty"`
 }
 
-// NodeStatus is the answering node.
+// APIHealth is a node's API traffic of the last five minutes.
+type APIHealth struct {
+	Requests5m int64 `json:"requests_5m"`
+	// Errors5m are the answers internal, unavailable or
+	// deadline_exceeded: the node's failures, not the callers'.
+	Errors5m int64 `json:"errors_5m"`
+}
+
+// NodeStatus is the answering node in GET /v1/federation.
 type NodeStatus struct {
 	Name     string `json:"name"`
 	Role     string `json:"role"`
@@ -74,6 +84,8 @@ type NodeStatus struct {
 	Exchange string `json:"exchange"`
 	Ready    bool   `json:"ready"`
 	Status   string `json:"status"`
+	// CertificateNotAfter is when the node's certificate ends (RFC 3339).
+	CertificateNotAfter string `json:"certificate_not_after,omitempty"`
 }
 
 // RaftStatus is the node's place in Raft, as hashicorp/raft reports it.

@@ -207,6 +207,24 @@ func (l *RevocationList) Check(cert *x509.Certificate, id Identity) error {
 	return nil
 }
 
+// CheckIdentity returns a *VerifyError if the identity is suspended, for
+// a caller that presents no certificate (a console account bound to the
+// identity): every suspension of the identity refuses it, whatever
+// certificates it covers.
+func (l *RevocationList) CheckIdentity(id Identity) error {
+	if l == nil {
+		return nil
+	}
+	uri := id.String()
+	l.mu.RLock()
+	sus, suspended := l.suspended[uri]
+	l.mu.RUnlock()
+	if suspended {
+		return &VerifyError{Reason: ErrSuspended, Subject: uri, Detail: "suspended since " + sus.At.UTC().Format(time.RFC3339)}
+	}
+	return nil
+}
+
 // CheckIssuer returns a *VerifyError if an intermediate CA certificate
 // that issued subject's certificate is revoked: revoking an intermediate's
 // serial refuses every certificate it signed.

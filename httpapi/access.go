@@ -26,6 +26,9 @@ type caller struct {
 // and checks it again, as of this request, against the revocation list and
 // its validity period.
 func (s *Server) callerOf(r *http.Request) caller {
+	if c, ok := s.inProcessCaller(r.Context()); ok {
+		return c
+	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return caller{}
 	}

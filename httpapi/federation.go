@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"slices"
+	"time"
 
 	"credfed/api"
 	"credfed/pseudonym"
@@ -23,6 +24,7 @@ func (s *Server) getFederation(w http.ResponseWriter, r *http.Request, c caller)
 	if !reviewsCustody(c, v.Node.Region) {
 		v.Jobs = slices.DeleteFunc(v.Jobs, func(j api.JobStatus) bool { return j.Name == pseudonym.CheckJobName })
 	}
+	v.API = s.recent.health(time.Now())
 	writeJSON(w, http.StatusOK, v)
 	return nil
 }

@@ -145,6 +145,7 @@ type Server struct {
 	budget   bodyBudget    // bytes for the other bodies
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	recent   recent
 }
 
 // New builds the API.
@@ -255,6 +256,7 @@ func (s *Server) serveRoute(rt route, w http.ResponseWriter, r *http.Request) {
 	name := rt.method + " " + rt.pattern
 	defer func() {
 		s.requests.WithLabelValues(name, code).Inc()
+		s.recent.add(start, code == api.CodeInternal || code == api.CodeUnavailable || code == api.CodeDeadlineExceeded)
 		s.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
 	}()
 	if e := rt.access.admits(c); e != nil {

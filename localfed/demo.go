@@ -18,11 +18,15 @@ import (
 // DemoFile is DIR/demo.json (API.md): how to reach a local federation's
 // nodes and with which certificates.
 type DemoFile struct {
-	Federation string     `json:"federation"`
-	CA         string     `json:"ca"`
-	Console    string     `json:"console,omitempty"`
-	Nodes      []DemoNode `json:"nodes"`
-	Clients    Clients    `json:"clients"`
+	Federation string `json:"federation"`
+	CA         string `json:"ca"`
+	Console    string `json:"console,omitempty"`
+	// ConsoleAccounts are the console's demo accounts, one per role, each
+	// with its password and a one-time login link; Console is the first
+	// one's link.
+	ConsoleAccounts []ConsoleAccount `json:"console_accounts,omitempty"`
+	Nodes           []DemoNode       `json:"nodes"`
+	Clients         Clients          `json:"clients"`
 	// Showcase is a synthetic subject with records in every district,
 	// once the demo data is loaded.
 	Showcase *Showcase `json:"showcase,omitempty"`

@@ -114,7 +114,7 @@ func (n *Node) AuditPage(ctx context.Context, reviewer certs.Identity, q httpapi
 	if err := n.audit.Record(e); err != nil {
 		return api.AuditPage{}, err
 	}
-	page := api.AuditPage{Node: n.cfg.Region, Entries: make([]api.AuditEntry, len(entries))}
+	page := api.AuditPage{Node: n.cfg.Region, Chain: n.auditChain(), Entries: make([]api.AuditEntry, len(entries))}
 	if next != 0 {
 		page.Next = strconv.FormatUint(next, 10)
 	}
@@ -126,6 +126,39 @@ func (n *Node) AuditPage(ctx context.Context, reviewer certs.Identity, q httpapi
 			Decision: e.Decision, Reason: e.Reason, Prev: hex.EncodeToString(e.Prev[:]), Hash: hex.EncodeToString(e.Hash[:])}
 	}
 	return page, nil
+}
+
+// auditChain is the chain's head and its newest anchor, compared: the
+// anchored entry read back, not the whole chain (credfed audit verify).
+func (n *Node) auditChain() *api.AuditChain {
+	head, hash := n.db.Audit().Head()
+	c := &api.AuditChain{Head: head, HeadHash: hex.EncodeToString(hash[:]), Status: "unanchored"}
+	if n.rep == nil {
+		return c
+	}
+	anchors, err := n.rep.State().AuditAnchors(n.cfg.Region)
+	if err != nil || len(anchors) == 0 {
+		return c
+	}
+	newest := anchors[0]
+	for _, a := range anchors {
+		if a.Seq > newest.Seq {
+			newest = a
+		}
+	}
+	c.Anchors, c.Anchored, c.AnchoredAt = len(anchors), newest.Seq, newest.At.UTC().Format(time.RFC3339)
+	switch {
+	case newest.Seq > head:
+		c.Status = "behind"
+	default:
+		got, _, err := n.db.Audit().Page(storage.AuditFilter{}, newest.Seq-1, 1)
+		if err == nil && len(got) == 1 && got[0].Seq == newest.Seq && got[0].Hash == newest.Hash {
+			c.Status = "anchored"
+		} else {
+			c.Status = "mismatch"
+		}
+	}
+	return c
 }
 
 // AuditVerification is what VerifyAudit found.

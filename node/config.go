@@ -126,6 +126,19 @@ type APIConfig struct {
 	// BulkReadTimeout bounds the reading of a bulk submission's body
 	// (default 30s).
 	BulkReadTimeout Duration `yaml:"bulk_read_timeout,omitempty"`
+	// Console configures the web console served under /console/.
+	Console ConsoleConfig `yaml:"console,omitempty"`
+}
+
+// ConsoleConfig configures the web console (package console). Its
+// accounts live in DATA_DIR/console (`credfed console user`).
+type ConsoleConfig struct {
+	// Disabled turns the console off: /console/ answers 404.
+	Disabled bool `yaml:"disabled,omitempty"`
+	// SessionIdle ends a session idle this long (default 30m); SessionMax
+	// any session this old (default 8h).
+	SessionIdle Duration `yaml:"session_idle,omitempty"`
+	SessionMax  Duration `yaml:"session_max,omitempty"`
 }
 
 // AdvertiseConfig holds the addresses other nodes and users reach this

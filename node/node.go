@@ -24,6 +24,7 @@ import (
 	"credfed/certs"
 	"credfed/checks"
 	"credfed/consensus"
+	"credfed/console"
 	"credfed/credit"
 	"credfed/disclosure"
 	"credfed/enroll"
@@ -92,6 +93,7 @@ type Node struct {
 
 	apiLn      net.Listener
 	api        *http.Server
+	console    *console.Server // nil when disabled (console.go)
 	metricsLn  net.Listener
 	metricsSrv *http.Server
 
@@ -404,7 +406,9 @@ func (n *Node) startServices() error {
 	n.stats = stats.New(stats.Config{Self: cfg.Identity(), Registry: state, Endpoint: n.ep, Records: n.db, AuditLog: n.db.Audit(),
 		Catalog: state.Catalog, Audit: n.audit, Now: n.now, Logger: n.log, Registerer: n.registry})
 	if cfg.Role.IsCoordinatorNode() {
-		signer, err := attest.NewSigner(n.Certificate(), n.now)
+		// Real time, not the node's clock of record dates: a signature is
+		// verified against its certificate's validity as of its time.
+		signer, err := attest.NewSigner(n.Certificate(), time.Now)
 		if err != nil {
 			return fmt.Errorf("node: the node certificate cannot sign reports: %w", err)
 		}
@@ -512,8 +516,19 @@ func (n *Node) serve() error {
 	h := httpapi.New(httpapi.Config{Cluster: n, Records: n.records, Lookups: n.lookups, Custody: n, Rights: n.rights, Cases: n.rights, Disclosures: n.disclosures, Stats: n.stats, Lifecycle: n.lifecycle, Enrollment: n.enroll, Regions: n.lifecycle, Registered: n.registered, Checks: n.checks, Queriers: n.querierReport(), Revocations: n.revs, Now: n.now,
 		BulkReadTimeout: time.Duration(n.cfg.API.BulkReadTimeout), BodyBudget: n.cfg.API.BodyBudgetMiB << 20,
 		Logger: n.log, Registerer: n.registry})
+	var handler http.Handler = h
+	if !n.cfg.API.Console.Disabled {
+		if n.console, err = n.newConsole(h); err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/console/", n.console)
+		mux.Handle("GET /{$}", http.RedirectHandler("/console/", http.StatusSeeOther))
+		mux.Handle("/", h)
+		handler = mux
+	}
 	n.api = &http.Server{
-		Handler:   h,
+		Handler:   handler,
 		TLSConfig: n.apiTLS(),
 		// ReadHeaderTimeout bounds the TLS handshake too (net/http takes
 		// the shortest of its timeouts for it).
@@ -619,7 +634,7 @@ func (n *Node) Federation(ctx context.Context) (api.Federation, error) {
 	v := api.Federation{
 		Federation: n.cfg.Federation,
 		Node: api.NodeStatus{Name: n.cfg.Name, Role: string(n.cfg.Role), Region: n.cfg.Region, Exchange: n.ExchangeAddr(),
-			Ready: ready, Status: why},
+			Ready: ready, Status: why, CertificateNotAfter: n.certificateNotAfter()},
 		Raft: api.RaftStatus{State: st["state"], Leader: leaderRegion, Term: st["term"], CommitIndex: st["commit_index"],
 			AppliedIndex: st["applied_index"], LastLogIndex: st["last_log_index"], Voter: n.cfg.IsVoter()},
 		Index:   api.IndexStatus{AppliedIndex: state.Applied(), Entries: state.IndexEntries()},

@@ -138,6 +138,9 @@ func runDemo(cmd *cobra.Command, o demoOptions) error {
 	// demo.json as soon as the nodes serve, so that clients can use it
 	// while the data loads.
 	d := fed.Layout.Demo(prev.Showcase)
+	if err := withConsole(fed.Dir, fed.Layout, &d); err != nil {
+		return err
+	}
 	if err := localfed.WriteDemoFile(fed.Dir, d); err != nil {
 		return err
 	}
@@ -159,6 +162,7 @@ func runDemo(cmd *cobra.Command, o demoOptions) error {
 	}
 	self := selfName()
 	printDemoLines(stdout, self, o.dir, d)
+	printConsoleLines(stdout, d)
 	if self == "./credfed" && builtFromGoRun() {
 		fmt.Fprintln(stdout, "(The credfed lines need the client: go build -o credfed ./cmd/credfed, in the repository.)")
 		fmt.Fprintln(stdout)
@@ -183,6 +187,9 @@ func initDemo(cmd *cobra.Command, o demoOptions) error {
 		return err
 	}
 	d := l.Demo(nil)
+	if err := withConsole(o.dir, l, &d); err != nil {
+		return err
+	}
 	if prev, err := localfed.ReadDemoFile(o.dir); err == nil {
 		d.Showcase = prev.Showcase // the data of an earlier `demo load` is still there
 	}
@@ -363,6 +370,33 @@ and 1,000 applicants at once (see README.md, "Checks before a decision"):
   %[1]s check --demo %[2]s --batch examples/applicants.csv --scenario ADMIN-LICENSING --out applicants.results.ndjson
 
 `, self, shellQuote(dir), shellQuote(d.CA), shellQuote(c.Cert), shellQuote(c.Key), prov.API, firstDistrict.Metrics, firstDistrict.Name, d.Showcase.Subject, cityAbove(d, firstDistrict))
+}
+
+// withConsole adds the console's demo accounts and fresh one-time login
+// links to demo.json's content.
+func withConsole(dir string, l localfed.Layout, d *localfed.DemoFile) error {
+	accs, err := localfed.ConsoleAccounts(dir, l)
+	if err != nil {
+		return fmt.Errorf("console accounts: %w", err)
+	}
+	d.ConsoleAccounts = accs
+	if len(accs) > 0 {
+		d.Console = accs[0].Login
+	}
+	return nil
+}
+
+// printConsoleLines prints the console's one-time login links.
+func printConsoleLines(w io.Writer, d localfed.DemoFile) {
+	if len(d.ConsoleAccounts) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "The web console (one-time login links, good for %s; the accounts' passwords are in demo.json):\n", localfed.LoginLinkTTL)
+	for _, a := range d.ConsoleAccounts {
+		fmt.Fprintf(w, "  %-11s %s\n", a.Role, a.Login)
+	}
+	fmt.Fprintln(w, "(The browser does not know the demo's CA: accept its certificate, or import ca.pem.)")
+	fmt.Fprintln(w)
 }
 
 // cityAbove is the name of the city node above a district of the demo.

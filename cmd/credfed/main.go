@@ -94,7 +94,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	add(groupSubject, reportCommand(), accessLogCommand())
 	add(groupSubject, caseCommands()...)
 	add(groupOps, certsCommand(), regionCommand(), catalogCommand(), auditCommand(), backupCommand(), restoreCommand(), benchCommand())
-	add(groupOps, keysCommand())
+	add(groupOps, keysCommand(), consoleCommand())
 	root.AddCommand(versionCommand())
 	// Cobra adds its completion command when the tree runs; adding it now
 	// (after SetOut, which it captures) lets its argument errors be usage

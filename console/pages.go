@@ -1,0 +1,775 @@
+package console
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"credfed/api"
+	"credfed/certs"
+	"credfed/credit"
+)
+
+// --- federation ---
+
+type regionNode struct {
+	Region   api.Region
+	Health   *NodeHealth
+	Lag      uint64
+	Children []*regionNode
+}
+
+type federationData struct {
+	Federation  string
+	Tree        []*regionNode
+	Revocations *api.RevocationList
+	// ShowRevocations: an operator's page, which lists the revocations
+	// (RevocationsError: why it could not).
+	ShowRevocations  bool
+	RevocationsError string
+	Now              time.Time
+}
+
+func (s *Server) federation(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	fed, err := c.Federation(r.Context())
+	if err != nil {
+		return err
+	}
+	health := map[string]*NodeHealth{}
+	if s.cfg.Nodes != nil {
+		for _, h := range s.cfg.Nodes(r.Context()) {
+			health[h.Region] = &h
+		}
+	}
+	var maxApplied uint64
+	for _, h := range health {
+		maxApplied = max(maxApplied, h.Applied)
+	}
+	byPath := map[string]*regionNode{}
+	regions := slices.Clone(fed.Regions)
+	slices.SortFunc(regions, func(a, b api.Region) int { return strings.Compare(a.Path, b.Path) })
+	var roots []*regionNode
+	for _, reg := range regions {
+		n := &regionNode{Region: reg, Health: health[reg.Path]}
+		if n.Health != nil && n.Health.Reachable && maxApplied >= n.Health.Applied {
+			n.Lag = maxApplied - n.Health.Applied
+		}
+		byPath[reg.Path] = n
+		parent := ""
+		if i := strings.LastIndexByte(reg.Path, '/'); i > 0 {
+			parent = reg.Path[:i]
+		}
+		if p, ok := byPath[parent]; ok {
+			p.Children = append(p.Children, n)
+		} else {
+			roots = append(roots, n)
+		}
+	}
+	d := federationData{Federation: fed.Federation, Tree: roots, Now: s.cfg.Now()}
+	v := s.view(r, sess, "nav.federation")
+	if sess.Account.Role == certs.Operator {
+		// The tree is worth showing even when the list cannot be read.
+		d.ShowRevocations = true
+		if d.Revocations, err = c.Revocations(r.Context()); err != nil {
+			d.RevocationsError = apiMessage(v, err)
+		}
+	}
+	v.Data = d
+	s.render(w, v, "federation", http.StatusOK)
+	return nil
+}
+
+// --- check ---
+
+type checkData struct {
+	Catalog *api.Catalog
+	Form    api.CheckRequest
+	Answer  *api.CheckAnswer
+	// Groups are the answer's records by district.
+	Groups []districtGroup
+}
+
+type districtGroup struct {
+	District api.DistrictResult
+	Lists    map[string]bool
+}
+
+func (s *Server) checkForm(r *http.Request, sess *Session, c *api.Client) (*view, *checkData, error) {
+	cat, err := c.Catalog(r.Context())
+	if err != nil {
+		return nil, nil, err
+	}
+	v := s.view(r, sess, "nav.check")
+	d := &checkData{Catalog: cat}
+	v.Data = d
+	return v, d, nil
+}
+
+func (s *Server) getCheck(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	v, _, err := s.checkForm(r, sess, c)
+	if err != nil {
+		return err
+	}
+	s.render(w, v, "check", http.StatusOK)
+	return nil
+}
+
+func (s *Server) postCheck(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	v, d, err := s.checkForm(r, sess, c)
+	if err != nil {
+		return err
+	}
+	d.Form = api.CheckRequest{Subject: strings.TrimSpace(r.PostFormValue("subject")), Scenario: r.PostFormValue("scenario"),
+		Purpose: r.PostFormValue("purpose"), Reference: strings.TrimSpace(r.PostFormValue("reference")),
+		Authorization: strings.TrimSpace(r.PostFormValue("authorization")), User: sess.Account.Name}
+	if _, err := credit.ParseSubject(d.Form.Subject, s.cfg.Identifiers); err != nil {
+		v.Error = identifierMessage(v.Lang, err)
+		s.render(w, v, "check", http.StatusBadRequest)
+		return nil
+	}
+	ans, err := c.Check(r.Context(), d.Form)
+	if err != nil {
+		v.Error = apiMessage(v, err)
+		s.render(w, v, "check", statusOf(err))
+		return nil
+	}
+	d.Answer = ans
+	for _, dr := range ans.Districts {
+		d.Groups = append(d.Groups, districtGroup{District: dr})
+	}
+	d.Form.Subject = "" // the identifier is not written back into the page
+	s.render(w, v, "check", http.StatusOK)
+	return nil
+}
+
+func statusOf(err error) int {
+	var se *api.StatusError
+	if errors.As(err, &se) {
+		return se.Status
+	}
+	return http.StatusBadGateway
+}
+
+// postValidate checks an identifier as it is typed; it answers JSON.
+func (s *Server) postValidate(w http.ResponseWriter, r *http.Request, sess *Session, _ *api.Client) error {
+	id := strings.TrimSpace(r.PostFormValue("subject"))
+	ans := struct {
+		OK      bool   `json:"ok"`
+		Kind    string `json:"kind,omitempty"`
+		Message string `json:"message,omitempty"`
+	}{}
+	lang := langOf(r)
+	if sub, err := credit.ParseSubject(id, s.cfg.Identifiers); err != nil {
+		ans.Message = identifierMessage(lang, err)
+	} else {
+		ans.OK = true
+		ans.Kind = message(lang, "kind."+sub.Kind.String())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(ans)
+}
+
+// identifierMessage is an identifier's refusal in the page's language;
+// it never repeats the identifier.
+func identifierMessage(lang string, err error) string {
+	var ie *credit.IdentifierError
+	if errors.As(err, &ie) {
+		if lang == "en" {
+			return "Invalid identifier: " + ie.Message
+		}
+		return message(lang, "idrule."+ie.Rule) + "（" + ie.Message + "）"
+	}
+	return message(lang, "idrule.other")
+}
+
+// --- batch checks ---
+
+type batchData struct {
+	Catalog *api.Catalog
+	Job     *api.Job
+	Percent int
+}
+
+// MaxBatchRows bounds the rows of one uploaded batch file.
+const MaxBatchRows = 100000
+
+func (s *Server) getBatch(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	cat, err := c.Catalog(r.Context())
+	if err != nil {
+		return err
+	}
+	v := s.view(r, sess, "nav.batch")
+	v.Data = batchData{Catalog: cat}
+	s.render(w, v, "batch", http.StatusOK)
+	return nil
+}
+
+func (s *Server) postBatch(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	r.Body = http.MaxBytesReader(w, r.Body, 32<<20)
+	cat, err := c.Catalog(r.Context())
+	if err != nil {
+		return err
+	}
+	v := s.view(r, sess, "nav.batch")
+	v.Data = batchData{Catalog: cat}
+	f, _, err := r.FormFile("file")
+	if err != nil {
+		v.Error = v.T("batch.nofile")
+		s.render(w, v, "batch", http.StatusBadRequest)
+		return nil
+	}
+	defer f.Close()
+	rows, err := readBatchRows(f)
+	if err != nil {
+		v.Error = v.T("batch.badfile") + ": " + err.Error()
+		s.render(w, v, "batch", http.StatusBadRequest)
+		return nil
+	}
+	job, err := c.SubmitBatch(r.Context(), api.BatchCheckRequest{Scenario: r.PostFormValue("scenario"),
+		Purpose: r.PostFormValue("purpose"), User: sess.Account.Name, Rows: rows})
+	if err != nil {
+		v.Error = apiMessage(v, err)
+		s.render(w, v, "batch", statusOf(err))
+		return nil
+	}
+	http.Redirect(w, r, "/console/jobs/"+url.PathEscape(job.ID), http.StatusSeeOther)
+	return nil
+}
+
+// readBatchRows reads a CSV of subject,reference[,authorization]; a first
+// line naming the columns is skipped. Errors name the line, never its
+// content.
+func readBatchRows(f io.Reader) ([]api.BatchRow, error) {
+	cr := csv.NewReader(bufio.NewReader(f))
+	cr.FieldsPerRecord = -1
+	cr.TrimLeadingSpace = true
+	var rows []api.BatchRow
+	for line := 1; ; line++ {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("line %d is not CSV", line)
+		}
+		if line == 1 && len(rec) > 0 && strings.EqualFold(strings.TrimSpace(rec[0]), "subject") {
+			continue
+		}
+		if len(rec) < 2 || len(rec) > 3 {
+			return nil, fmt.Errorf("line %d has %d columns (subject, reference and an optional authorization)", line, len(rec))
+		}
+		row := api.BatchRow{Subject: strings.TrimSpace(rec[0]), Reference: strings.TrimSpace(rec[1])}
+		if len(rec) == 3 {
+			row.Authorization = strings.TrimSpace(rec[2])
+		}
+		rows = append(rows, row)
+		if len(rows) > MaxBatchRows {
+			return nil, fmt.Errorf("more than %d rows", MaxBatchRows)
+		}
+	}
+	if len(rows) == 0 {
+		return nil, errors.New("no rows")
+	}
+	return rows, nil
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	job, err := c.Job(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	v := s.view(r, sess, "batch.job")
+	v.Data = batchData{Job: job, Percent: percent(job)}
+	s.render(w, v, "job", http.StatusOK)
+	return nil
+}
+
+func percent(j *api.Job) int {
+	if j.Rows == 0 {
+		return 0
+	}
+	return j.Done * 100 / j.Rows
+}
+
+// getJobStatus is the job's progress as JSON, which the job page polls.
+func (s *Server) getJobStatus(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	job, err := c.Job(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(struct {
+		Status  string `json:"status"`
+		Rows    int    `json:"rows"`
+		Done    int    `json:"done"`
+		Failed  int    `json:"failed"`
+		Percent int    `json:"percent"`
+		Label   string `json:"label"`
+	}{job.Status, job.Rows, job.Done, job.Failed, percent(job), message(langOf(r), "job."+job.Status)})
+}
+
+// getJobResults downloads a job's results as CSV, one row per input row.
+func (s *Server) getJobResults(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	id := r.PathValue("id")
+	res, err := c.JobResults(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="check-results.csv"`)
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"row", "reference", "subject", "status", "lists", "measures", "complete", "error"})
+	for _, br := range res {
+		var lists, measures []string
+		complete, errText := "", ""
+		if br.Check != nil {
+			for _, l := range br.Check.Lists {
+				lists = append(lists, strings.TrimSpace(l.Name+" ("+l.List+")"))
+			}
+			for _, m := range br.Check.Measures {
+				measures = append(measures, m.Code)
+			}
+			complete = strconv.FormatBool(br.Check.Complete)
+		}
+		if br.Error != nil {
+			errText = br.Error.Code + ": " + br.Error.Message
+		}
+		_ = cw.Write([]string{strconv.Itoa(br.Row), csvSafe(br.Reference), br.Subject, br.Status,
+			csvSafe(strings.Join(lists, "; ")), strings.Join(measures, "; "), complete, csvSafe(errText)})
+	}
+	cw.Flush()
+	return nil
+}
+
+// csvSafe keeps a spreadsheet from reading a cell as a formula.
+func csvSafe(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
+// --- records ---
+
+type recordsData struct {
+	Record *api.Record
+	Find   string
+	Upload *uploadResult
+}
+
+type uploadResult struct {
+	Accepted, Duplicates, Rejected int
+	Report                         string // path of the rejection report
+}
+
+func (s *Server) getRecords(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	v := s.view(r, sess, "nav.records")
+	d := recordsData{Find: strings.TrimSpace(r.URL.Query().Get("id"))}
+	status := http.StatusOK
+	if d.Find != "" {
+		rec, err := c.Record(r.Context(), d.Find)
+		if err != nil {
+			v.Error, status = apiMessage(v, err), statusOf(err)
+		} else {
+			d.Record = rec
+		}
+	}
+	v.Data = d
+	s.render(w, v, "records", status)
+	return nil
+}
+
+// MaxUpload bounds an uploaded records file.
+const MaxUpload = 64 << 20
+
+// postRecords submits an uploaded file of records (NDJSON, a JSON array,
+// or CSV with a header of the API's field names). A request that asks
+// for JSON (the page's script, which shows the upload's progress) gets
+// the counts as JSON.
+func (s *Server) postRecords(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxUpload+1<<20)
+	v := s.view(r, sess, "nav.records")
+	d := recordsData{}
+	v.Data = d
+	wantJSON := strings.Contains(r.Header.Get("Accept"), "application/json")
+	fail := func(status int, msg string) error {
+		if wantJSON {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			return json.NewEncoder(w).Encode(map[string]string{"error": msg})
+		}
+		v.Error = msg
+		s.render(w, v, "records", status)
+		return nil
+	}
+	f, hdr, err := r.FormFile("file")
+	if err != nil {
+		return fail(http.StatusBadRequest, v.T("records.nofile"))
+	}
+	defer f.Close()
+	body, err := io.ReadAll(io.LimitReader(f, MaxUpload+1))
+	if err != nil || len(body) > MaxUpload {
+		return fail(http.StatusBadRequest, v.T("records.toolarge"))
+	}
+	ndjson, err := toNDJSON(hdr.Filename, body)
+	if err != nil {
+		return fail(http.StatusBadRequest, v.T("records.badfile")+": "+err.Error())
+	}
+	ans, _, err := c.SubmitNDJSON(r.Context(), ndjson)
+	if err != nil {
+		return fail(statusOf(err), apiMessage(v, err))
+	}
+	res := &uploadResult{}
+	var rep bytes.Buffer
+	cw := csv.NewWriter(&rep)
+	_ = cw.Write([]string{"line", "status", "code", "message"})
+	for _, rr := range ans.Results {
+		switch rr.Status {
+		case "accepted":
+			res.Accepted++
+		case "duplicate":
+			res.Duplicates++
+		default:
+			res.Rejected++
+			code, msg := "", ""
+			if rr.Error != nil {
+				code, msg = rr.Error.Code, rr.Error.Message
+			}
+			_ = cw.Write([]string{strconv.Itoa(rr.Index + 1), rr.Status, code, csvSafe(msg)})
+		}
+	}
+	cw.Flush()
+	if res.Rejected > 0 {
+		res.Report = "/console/records/reports/" + sess.addReport(rep.Bytes(), s.cfg.Now())
+	}
+	if wantJSON {
+		w.Header().Set("Content-Type", "application/json")
+		return json.NewEncoder(w).Encode(map[string]any{"accepted": res.Accepted, "duplicates": res.Duplicates,
+			"rejected": res.Rejected, "report": res.Report,
+			"summary": v.Tf("records.summary", res.Accepted, res.Duplicates, res.Rejected)})
+	}
+	d.Upload = res
+	v.Data = d
+	s.render(w, v, "records", http.StatusOK)
+	return nil
+}
+
+// toNDJSON turns an uploaded file into the API's NDJSON.
+func toNDJSON(name string, body []byte) ([]byte, error) {
+	trimmed := bytes.TrimSpace(body)
+	switch {
+	case len(trimmed) == 0:
+		return nil, errors.New("the file is empty")
+	case trimmed[0] == '[':
+		var recs []json.RawMessage
+		if err := json.Unmarshal(trimmed, &recs); err != nil {
+			return nil, errors.New("not a JSON array of records")
+		}
+		var out bytes.Buffer
+		for _, rec := range recs {
+			var c bytes.Buffer
+			if err := json.Compact(&c, rec); err != nil {
+				return nil, err
+			}
+			out.Write(c.Bytes())
+			out.WriteByte('\n')
+		}
+		return out.Bytes(), nil
+	case trimmed[0] == '{':
+		return body, nil
+	}
+	// CSV: the first line names the fields (the API's JSON names).
+	cr := csv.NewReader(bytes.NewReader(body))
+	cr.TrimLeadingSpace = true
+	head, err := cr.Read()
+	if err != nil {
+		return nil, errors.New("neither NDJSON, a JSON array nor CSV with a header line")
+	}
+	for i := range head {
+		head[i] = strings.TrimSpace(strings.TrimPrefix(head[i], "\ufeff"))
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	for line := 2; ; line++ {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("line %d is not CSV with %d columns", line, len(head))
+		}
+		obj := map[string]string{}
+		for i, h := range head {
+			if rec[i] != "" {
+				obj[h] = rec[i]
+			}
+		}
+		if err := enc.Encode(obj); err != nil {
+			return nil, err
+		}
+	}
+	return out.Bytes(), nil
+}
+
+func (s *Server) getReport(w http.ResponseWriter, r *http.Request, sess *Session, _ *api.Client) error {
+	rep, ok := sess.report(r.PathValue("id"))
+	if !ok {
+		s.renderError(w, r, sess, http.StatusNotFound, "error.notfound")
+		return nil
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="rejections.csv"`)
+	_, err := w.Write(rep)
+	return err
+}
+
+func (s *Server) postCorrect(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	id := r.PathValue("id")
+	corr := api.Correction{Reason: strings.TrimSpace(r.PostFormValue("reason"))}
+	set := func(field string, p **string) {
+		if val := strings.TrimSpace(r.PostFormValue(field)); val != "" {
+			*p = &val
+		}
+	}
+	set("summary", &corr.Summary)
+	set("decision_number", &corr.DecisionNumber)
+	set("occurred_on", &corr.OccurredOn)
+	set("decided_on", &corr.DecidedOn)
+	v := s.view(r, sess, "nav.records")
+	rec, err := c.Correct(r.Context(), id, corr)
+	if err != nil {
+		v.Error = apiMessage(v, err)
+		old, _ := c.Record(r.Context(), id)
+		v.Data = recordsData{Record: old, Find: id}
+		s.render(w, v, "records", statusOf(err))
+		return nil
+	}
+	v.Notice = v.Tf("records.corrected", rec.Version)
+	full, err := c.Record(r.Context(), id)
+	if err != nil {
+		full = rec
+	}
+	v.Data = recordsData{Record: full, Find: id}
+	s.render(w, v, "records", http.StatusOK)
+	return nil
+}
+
+// --- objections and repairs ---
+
+type casesData struct {
+	Kind, State string
+	Cases       []api.Case
+	Outcomes    []string
+}
+
+var caseKinds = map[string][]string{"objections": {"upheld", "corrected", "revoked"}, "repairs": {"approved", "rejected"}}
+
+func (s *Server) getCases(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	return s.showCases(w, r, sess, c, "", "")
+}
+
+func (s *Server) showCases(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client, errText, notice string) error {
+	kind := r.FormValue("kind")
+	if _, ok := caseKinds[kind]; !ok {
+		kind = "objections"
+	}
+	state := r.FormValue("state")
+	if state != "decided" {
+		state = "open"
+	}
+	cs, err := c.Cases(r.Context(), kind, state)
+	if err != nil {
+		return err
+	}
+	// Overdue first, then the nearest deadline.
+	slices.SortStableFunc(cs.Cases, func(a, b api.Case) int {
+		if a.Overdue != b.Overdue {
+			if a.Overdue {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Deadline, b.Deadline)
+	})
+	v := s.view(r, sess, "nav.cases")
+	v.Error, v.Notice = errText, notice
+	v.Data = casesData{Kind: kind, State: state, Cases: cs.Cases, Outcomes: caseKinds[kind]}
+	status := http.StatusOK
+	if errText != "" {
+		status = http.StatusBadRequest
+	}
+	s.render(w, v, "cases", status)
+	return nil
+}
+
+func (s *Server) postDecide(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	kind := r.PathValue("kind")
+	if _, ok := caseKinds[kind]; !ok {
+		s.renderError(w, r, sess, http.StatusNotFound, "error.notfound")
+		return nil
+	}
+	d := api.CaseDecision{Outcome: r.PostFormValue("outcome"), Reason: strings.TrimSpace(r.PostFormValue("reason"))}
+	if sum := strings.TrimSpace(r.PostFormValue("summary")); sum != "" && d.Outcome == "corrected" {
+		d.Correction = &api.Correction{Summary: &sum, Reason: d.Reason}
+	}
+	v := s.view(r, sess, "nav.cases")
+	got, err := c.Decide(r.Context(), kind, r.PathValue("id"), d)
+	if err != nil {
+		return s.showCases(w, r, sess, c, apiMessage(v, err), "")
+	}
+	return s.showCases(w, r, sess, c, "", v.Tf("cases.decided", got.ID, v.T("outcome."+got.Outcome)))
+}
+
+// --- audit ---
+
+type auditData struct {
+	Filter url.Values
+	Page   *api.AuditPage
+	Flags  []querierFlag
+}
+
+type querierFlag struct {
+	Institution string
+	Flag        api.QuerierFlag
+}
+
+func (s *Server) getAudit(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	q := url.Values{}
+	in := r.URL.Query()
+	for _, k := range []string{"operation", "institution"} {
+		if val := strings.TrimSpace(in.Get(k)); val != "" {
+			q.Set(k, val)
+		}
+	}
+	for _, k := range []string{"from", "to"} {
+		if val := strings.TrimSpace(in.Get(k)); val != "" {
+			t, err := time.ParseInLocation("2006-01-02T15:04", val, time.Local)
+			if err != nil {
+				if t, err = time.ParseInLocation("2006-01-02", val, time.Local); err != nil {
+					v := s.view(r, sess, "nav.audit")
+					v.Error = v.T("audit.baddate")
+					v.Data = auditData{Filter: in}
+					s.render(w, v, "audit", http.StatusBadRequest)
+					return nil
+				}
+				if k == "to" {
+					t = t.Add(24*time.Hour - time.Nanosecond)
+				}
+			}
+			q.Set(k, t.UTC().Format(time.RFC3339))
+		}
+	}
+	if after := in.Get("after"); after != "" {
+		q.Set("after", after)
+	}
+	q.Set("limit", "100")
+	var page api.AuditPage
+	if _, err := c.Do(r.Context(), "GET", "/v1/audit?"+q.Encode(), "", nil, &page); err != nil {
+		return err
+	}
+	d := auditData{Filter: in, Page: &page}
+	var qs api.Queriers
+	// A node that tracks no queriers answers not found: no flags to show.
+	if _, err := c.Do(r.Context(), "GET", "/v1/audit/queriers", "", nil, &qs); err == nil {
+		for _, q := range qs.Institutions {
+			for _, f := range q.Flags {
+				d.Flags = append(d.Flags, querierFlag{Institution: q.Institution, Flag: f})
+			}
+		}
+	}
+	v := s.view(r, sess, "nav.audit")
+	v.Data = d
+	s.render(w, v, "audit", http.StatusOK)
+	return nil
+}
+
+// --- statistics ---
+
+type bar struct {
+	Label string
+	Value int64
+	Known bool
+	// Width is the bar's share of the chart's width, 0–100.
+	Width float64
+}
+
+type chart struct {
+	Title string
+	Bars  []bar
+	// Height is the SVG's height.
+	Height int
+}
+
+func newChart(title string, labels []string, cells []api.Cell) chart {
+	ch := chart{Title: title}
+	var top int64 = 1
+	for _, c := range cells {
+		if c.Value != nil {
+			top = max(top, *c.Value)
+		}
+	}
+	for i, c := range cells {
+		b := bar{Label: labels[i]}
+		if c.Value != nil {
+			b.Value, b.Known = *c.Value, true
+			b.Width = float64(*c.Value) * 100 / float64(top)
+		}
+		ch.Bars = append(ch.Bars, b)
+	}
+	ch.Height = 28*len(ch.Bars) + 8
+	return ch
+}
+
+type statsData struct {
+	Stats  *api.Stats
+	Charts []chart
+}
+
+func (s *Server) getStats(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
+	st, err := c.Stats(r.Context())
+	if err != nil {
+		return err
+	}
+	v := s.view(r, sess, "nav.stats")
+	d := statsData{Stats: st}
+	var labels []string
+	var cells []api.Cell
+	for _, row := range st.Records.Districts {
+		labels = append(labels, cmp.Or(row.Name, row.District))
+		cells = append(cells, row.Total)
+	}
+	d.Charts = append(d.Charts, newChart(v.T("stats.records_by_district"), labels, cells))
+	labels, cells = nil, nil
+	for _, cat := range st.Records.Categories {
+		labels = append(labels, strings.TrimSpace(cmp.Or(cat.DomainName, cat.Domain)+" "+cat.Polarity+" "+cat.Severity))
+		cells = append(cells, cat.Total)
+	}
+	d.Charts = append(d.Charts, newChart(v.T("stats.records_by_domain"), labels, cells))
+	labels, cells = nil, nil
+	for _, p := range st.Lookups.Purposes {
+		labels = append(labels, p.Purpose)
+		cells = append(cells, p.Total)
+	}
+	d.Charts = append(d.Charts, newChart(v.T("stats.lookups_by_purpose"), labels, cells))
+	labels, cells = nil, nil
+	for _, row := range st.Cases.Districts {
+		name := cmp.Or(row.Name, row.District)
+		labels = append(labels, name+" · "+v.T("stats.open"), name+" · "+v.T("stats.overdue"))
+		cells = append(cells, row.Objections.Open, row.Objections.Overdue)
+	}
+	d.Charts = append(d.Charts, newChart(v.T("stats.objections"), labels, cells))
+	v.Data = d
+	s.render(w, v, "stats", http.StatusOK)
+	return nil
+}
