@@ -21,7 +21,6 @@ import (
 	"credfed/certs"
 	"credfed/credit"
 	"credfed/httpapi"
-	"credfed/storage"
 )
 
 // cluster is the API's view of the node: enough for the pages that read
@@ -37,11 +36,11 @@ func (cluster) Catalog() *credit.Catalog { return credit.DefaultCatalog() }
 // auditLog keeps what the console audits.
 type auditLog struct {
 	mu      sync.Mutex
-	entries []storage.AuditEntry
+	entries []Event
 	fail    atomic.Bool
 }
 
-func (a *auditLog) Record(e storage.AuditEntry, _ ...storage.AuditEntry) error {
+func (a *auditLog) Record(e Event) error {
 	if a.fail.Load() {
 		return errors.New("disk full")
 	}

@@ -244,6 +244,11 @@ var messages = map[string][2]string{
 	"stats.objections":          {"各区异议（待处理与超期）", "Objections by district (open and overdue)"},
 	"stats.open":                {"待处理", "open"},
 	"stats.overdue":             {"超期", "overdue"},
+	"polarity.negative":         {"失信", "negative, "},
+	"polarity.positive":         {"守信", "positive, "},
+	"polarity.neutral":          {"中性", "neutral, "},
+	"severity.ordinary":         {"（一般）", "ordinary"},
+	"severity.serious":          {"（严重）", "serious"},
 	"stats.empty":               {"暂无数据。", "No data yet."},
 }
 

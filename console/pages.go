@@ -711,6 +711,10 @@ type chart struct {
 	Height int
 }
 
+// maxBars bounds a chart: the largest counts are shown, the rest summed
+// in the table of GET /v1/stats.
+const maxBars = 12
+
 func newChart(title string, labels []string, cells []api.Cell) chart {
 	ch := chart{Title: title}
 	var top int64 = 1
@@ -720,12 +724,19 @@ func newChart(title string, labels []string, cells []api.Cell) chart {
 		}
 	}
 	for i, c := range cells {
+		if c.Value != nil && *c.Value == 0 {
+			continue // a chart of zeros says nothing; the statistics' JSON has them
+		}
 		b := bar{Label: labels[i]}
 		if c.Value != nil {
 			b.Value, b.Known = *c.Value, true
 			b.Width = float64(*c.Value) * 100 / float64(top)
 		}
 		ch.Bars = append(ch.Bars, b)
+	}
+	slices.SortStableFunc(ch.Bars, func(a, b bar) int { return cmp.Compare(b.Value, a.Value) })
+	if len(ch.Bars) > maxBars {
+		ch.Bars = ch.Bars[:maxBars]
 	}
 	ch.Height = 28*len(ch.Bars) + 8
 	return ch
@@ -741,6 +752,12 @@ func (s *Server) getStats(w http.ResponseWriter, r *http.Request, sess *Session,
 	if err != nil {
 		return err
 	}
+	purposeName := map[string]string{}
+	if cat, err := c.Catalog(r.Context()); err == nil {
+		for _, p := range cat.Purposes {
+			purposeName[p.Code] = p.Name
+		}
+	}
 	v := s.view(r, sess, "nav.stats")
 	d := statsData{Stats: st}
 	var labels []string
@@ -752,13 +769,13 @@ func (s *Server) getStats(w http.ResponseWriter, r *http.Request, sess *Session,
 	d.Charts = append(d.Charts, newChart(v.T("stats.records_by_district"), labels, cells))
 	labels, cells = nil, nil
 	for _, cat := range st.Records.Categories {
-		labels = append(labels, strings.TrimSpace(cmp.Or(cat.DomainName, cat.Domain)+" "+cat.Polarity+" "+cat.Severity))
+		labels = append(labels, cmp.Or(cat.DomainName, cat.Domain)+" · "+v.T("polarity."+cat.Polarity)+v.T("severity."+cat.Severity))
 		cells = append(cells, cat.Total)
 	}
 	d.Charts = append(d.Charts, newChart(v.T("stats.records_by_domain"), labels, cells))
 	labels, cells = nil, nil
 	for _, p := range st.Lookups.Purposes {
-		labels = append(labels, p.Purpose)
+		labels = append(labels, cmp.Or(purposeName[p.Purpose], p.Purpose))
 		cells = append(cells, p.Total)
 	}
 	d.Charts = append(d.Charts, newChart(v.T("stats.lookups_by_purpose"), labels, cells))

@@ -77,8 +77,8 @@ var funcs = template.FuncMap{
 	},
 	"add": func(a, b int) int { return a + b },
 	"mul": func(a, b int) int { return a * b },
-	// barw is a bar's width in the chart's units (its share of 340).
-	"barw":       func(share float64) int { return int(share * 3.4) },
+	// barw is a bar's width in the chart's units (its share of 260).
+	"barw":       func(share float64) int { return int(share * 2.6) },
 	"regionView": func(v *view, n *regionNode) regionView { return regionView{V: v, N: n} },
 }
 

@@ -22,7 +22,6 @@ import (
 	"credfed/api"
 	"credfed/certs"
 	"credfed/credit"
-	"credfed/storage"
 )
 
 //go:embed templates/*.html
@@ -31,10 +30,27 @@ var templateFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
-// Auditor writes the console's audit entries (audit.Recorder).
+// Auditor writes the console's audit entries durably (the node's audit
+// recorder); an error means the entry is not written.
 type Auditor interface {
-	Record(e storage.AuditEntry, notes ...storage.AuditEntry) error
+	Record(e Event) error
 }
+
+// Event is one audit entry of the console: a login or a logout.
+type Event struct {
+	// Operation is console.login or console.logout; Decision allowed or
+	// denied; Reason why a login was denied (bad_password, throttled).
+	Operation, Decision, Reason string
+	// User is the account name as given; Caller, Role and Institution the
+	// account's identity, when the account exists.
+	User, Caller, Role, Institution string
+}
+
+// Decisions of an Event.
+const (
+	Allowed = "allowed"
+	Denied  = "denied"
+)
 
 // NodeHealth is one node of the federation as the federation page shows
 // it (Config.Nodes).
@@ -361,7 +377,7 @@ func (s *Server) audit(r *http.Request, a Account, op, decision, reason string) 
 		return nil
 	}
 	id := a.Identity(s.cfg.Federation, s.cfg.Region)
-	e := storage.AuditEntry{Operation: op, Decision: decision, Reason: reason, User: a.Name}
+	e := Event{Operation: op, Decision: decision, Reason: reason, User: a.Name}
 	if a.Role != "" {
 		e.Caller, e.Role, e.Institution = id.String(), string(a.Role), a.Institution
 	}
@@ -453,7 +469,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 		if wait := s.throttle.wait(name, now); wait > 0 {
 			s.logins.WithLabelValues("throttled").Inc()
 			s.flagged.Inc()
-			_ = s.audit(r, Account{Name: name}, "console.login", storage.DecisionDenied, "throttled")
+			_ = s.audit(r, Account{Name: name}, "console.login", Denied, "throttled")
 			v.Data, v.Error = d, fmt.Sprintf(v.T("login.throttled"), int(wait.Seconds()+0.999))
 			w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds()+0.999)))
 			s.render(w, v, "login", http.StatusTooManyRequests)
@@ -480,7 +496,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 				s.log.Warn("console logins failing for one account", "account", nameHash(name), "failures", n)
 			}
 			s.logins.WithLabelValues("failed").Inc()
-			_ = s.audit(r, Account{Name: name, Role: acc.Role, Institution: acc.Institution, Created: acc.Created}, "console.login", storage.DecisionDenied, reason)
+			_ = s.audit(r, Account{Name: name, Role: acc.Role, Institution: acc.Institution, Created: acc.Created}, "console.login", Denied, reason)
 			v.Data, v.Error = d, v.T("login.failed")
 			s.render(w, v, "login", http.StatusUnauthorized)
 			return
@@ -488,7 +504,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 		s.throttle.succeed(name)
 		a = acc
 	}
-	if err := s.audit(r, a, "console.login", storage.DecisionAllowed, ""); err != nil {
+	if err := s.audit(r, a, "console.login", Allowed, ""); err != nil {
 		// A login that cannot be audited does not happen.
 		v.Data, v.Error = d, v.T("error.unavailable")
 		s.render(w, v, "login", http.StatusServiceUnavailable)
@@ -513,7 +529,7 @@ func (s *Server) postLogout(w http.ResponseWriter, r *http.Request) {
 		}
 		ck, _ := r.Cookie(s.sessionCookie)
 		s.sessions.close(ck.Value)
-		_ = s.audit(r, sess.Account, "console.logout", storage.DecisionAllowed, "")
+		_ = s.audit(r, sess.Account, "console.logout", Allowed, "")
 	}
 	http.SetCookie(w, &http.Cookie{Name: s.sessionCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/console/login", http.StatusSeeOther)

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"credfed/api"
+	"credfed/audit"
 	"credfed/console"
+	"credfed/storage"
 )
 
 // ConsoleDir is where a node keeps its console accounts: DATA_DIR/console.
@@ -25,7 +27,7 @@ func (n *Node) Console() *console.Server { return n.console }
 // newConsole builds the console over the API handler h.
 func (n *Node) newConsole(h http.Handler) (*console.Server, error) {
 	return console.New(console.Config{Store: console.OpenStore(ConsoleDir(n.cfg)), API: h,
-		Federation: n.cfg.Federation, Region: n.cfg.Region, NodeName: n.cfg.Name, Audit: n.audit, Identifiers: n.cfg.Identifiers(),
+		Federation: n.cfg.Federation, Region: n.cfg.Region, NodeName: n.cfg.Name, Audit: consoleAudit{n.audit}, Identifiers: n.cfg.Identifiers(),
 		Nodes:       n.nodesHealth,
 		SessionIdle: time.Duration(n.cfg.API.Console.SessionIdle), SessionMax: time.Duration(n.cfg.API.Console.SessionMax),
 		Logger: n.log, Registerer: n.registry})
@@ -111,4 +113,12 @@ func (c Config) ConsoleURL() string {
 		return ""
 	}
 	return "https://" + a + "/console/"
+}
+
+// consoleAudit writes the console's events to the node's audit log.
+type consoleAudit struct{ r *audit.Recorder }
+
+func (a consoleAudit) Record(e console.Event) error {
+	return a.r.Record(storage.AuditEntry{Operation: e.Operation, Decision: e.Decision, Reason: e.Reason,
+		User: e.User, Caller: e.Caller, Role: e.Role, Institution: e.Institution})
 }

@@ -30,14 +30,20 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
+	if os.Getenv("CREDFED_REQUIRE_BROWSER") != "" {
+		t.Fatal("CREDFED_REQUIRE_BROWSER is set and no Chromium is on the PATH (apt-get install chromium)")
+	}
 	t.Skip("no Chromium on this machine: apt-get install chromium (.ci/run installs it), or set CREDFED_CHROMIUM")
 	return ""
 }
 
-// shots is where the screenshots go: CREDFED_SCREENSHOTS, or a temporary
-// directory.
+// shots is where the screenshots go: CREDFED_SCREENSHOTS (a relative path
+// is the repository's: docs/console), or a temporary directory.
 func shots(t *testing.T) string {
 	if d := os.Getenv("CREDFED_SCREENSHOTS"); d != "" {
+		if !filepath.IsAbs(d) {
+			d = filepath.Join("..", "..", d) // the test runs in console/browsertest
+		}
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -177,6 +183,18 @@ func startFed(t *testing.T) *fed {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := f.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The demo's synthetic data, so that the statistics have something
+	// to chart.
+	if err := localfed.WriteDemoFile(dir, f.Layout.Demo(nil)); err != nil {
+		t.Fatal(err)
+	}
+	showcase, _, err := localfed.LoadData(ctx, dir, 400)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WaitIndexed(ctx, showcase.Subject, len(showcase.Districts)); err != nil {
 		t.Fatal(err)
 	}
 	accs, err := localfed.ConsoleAccounts(dir, f.Layout)
