@@ -4,7 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,6 +123,21 @@ func TestDemoBinaryEndToEnd(t *testing.T) {
 		t.Fatalf("demo.json: %+v", d)
 	}
 
+	// The console: one login link per role, printed and in demo.json, each
+	// opening its node's login form for its account.
+	if len(d.ConsoleAccounts) != 3 || d.Console != d.ConsoleAccounts[0].Login {
+		t.Fatalf("demo.json's console accounts: %+v (console %q)", d.ConsoleAccounts, d.Console)
+	}
+	for _, a := range d.ConsoleAccounts {
+		if !strings.Contains(p.stdout.String(), a.Login) || a.Password == "" {
+			t.Errorf("the %s's console link is not printed, or has no password: %+v", a.Role, a)
+		}
+		page := consolePage(t, d.CA, a.Login)
+		if !strings.Contains(page, `id="link-login"`) || !strings.Contains(page, a.Name) {
+			t.Errorf("the %s's login link opens:\n%s", a.Role, page)
+		}
+	}
+
 	// The printed curl line, run as printed, returns records from more than
 	// one district.
 	if curl, err := exec.LookPath("curl"); err == nil {
@@ -219,6 +238,29 @@ func TestDemoBinaryEndToEnd(t *testing.T) {
 	if districtsWithRecords(t, raw) != 2 || !bytes.Contains(raw, []byte("CSV-1")) || !bytes.Contains(raw, []byte("EX-NDJSON-1")) {
 		t.Fatalf("after resume: %s", raw)
 	}
+}
+
+// consolePage GETs a console page with the demo's CA as the only root.
+func consolePage(t *testing.T, caFile, url string) string {
+	t.Helper()
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	return string(b)
 }
 
 // printedCurl extracts the first curl command the demo printed (two lines

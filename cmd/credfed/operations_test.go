@@ -107,6 +107,20 @@ func TestOperationsGuideRuns(t *testing.T) {
 	if out := find("credfed catalog diff --demo credfed-demo catalog-v3.yaml"); !strings.Contains(out, "FOOD-DRUG-PENALTY  display_period") || !strings.Contains(out, "refused, as it should be") {
 		t.Errorf("the refused version 3:\n%s", out)
 	}
+	if out := find("echo 'correct horse battery staple' | credfed console user add"); !strings.Contains(out, "added wang.li: department of market-supervision in zhejiang/quzhou/kecheng") {
+		t.Errorf("console user add:\n%s", out)
+	}
+	if out := find("credfed console user list"); !regexp.MustCompile(`(?m)^wang\.li +department +market-supervision .* active$`).MatchString(out) {
+		t.Errorf("console user list:\n%s", out)
+	}
+	if out := find("credfed console login-url"); !regexp.MustCompile(`^https://127\.0\.0\.1:\d+/console/login\?token=\S{20,}\n$`).MatchString(out) {
+		t.Errorf("console login-url:\n%s", out)
+	} else {
+		page := consolePage(t, filepath.Join(dir, "ca.pem"), strings.TrimSpace(out))
+		if !strings.Contains(page, "wang.li") || !strings.Contains(page, `id="link-login"`) {
+			t.Errorf("the printed login link opens:\n%s", page)
+		}
+	}
 	if out := find("credfed certs renew"); !strings.Contains(out, "renewed spiffe://demo/coordinator/zhejiang/quzhou/audit-office") {
 		t.Errorf("certs renew:\n%s", out)
 	}
