@@ -170,45 +170,12 @@ func consoleUserListCommand() *cobra.Command {
 	return cmd
 }
 
-func consoleUserPasswdCommand() *cobra.Command {
-	var path, name, passwordFile string
-	cmd := &cobra.Command{
-		Use:   "passwd --config FILE --name NAME [--password-file FILE]",
-		Short: "Set a console account's password.",
-		Args:  noArgs,
-	}
-	addConfigFlag(cmd, &path)
-	cmd.Flags().StringVar(&name, "name", "", "the account's `NAME`")
-	cmd.Flags().StringVar(&passwordFile, "password-file", "", "read the password from `FILE`")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		store, _, err := consoleStore(path)
-		if err != nil {
-			return err
-		}
-		if name == "" {
-			return usageErrorf("passwd needs --name")
-		}
-		pw, err := readPassword(cmd, passwordFile)
-		if err != nil {
-			return err
-		}
-		if err := store.SetPassword(name, pw); err != nil {
-			return err
-		}
-		fmt.Fprintf(cmd.OutOrStdout(), "password of %s set\n", name)
-		return nil
-	}
-	return cmd
-}
-
-func consoleUserDisableCommand(disable bool) *cobra.Command {
+// accountCommand is a command that changes one named account: it takes
+// --config and --name, and act's answer is printed.
+func accountCommand(use, short string, act func(cmd *cobra.Command, store *console.Store, name string) (string, error)) *cobra.Command {
 	var path, name string
-	verb := "enable"
-	short := "Enable a disabled console account again."
-	if disable {
-		verb, short = "disable", "Disable a console account: it cannot log in, and its open sessions end at their next request."
-	}
-	cmd := &cobra.Command{Use: verb + " --config FILE --name NAME", Short: short, Args: noArgs}
+	verb, _, _ := strings.Cut(use, " ")
+	cmd := &cobra.Command{Use: use, Short: short, Args: noArgs}
 	addConfigFlag(cmd, &path)
 	cmd.Flags().StringVar(&name, "name", "", "the account's `NAME`")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -219,35 +186,46 @@ func consoleUserDisableCommand(disable bool) *cobra.Command {
 		if name == "" {
 			return usageErrorf("%s needs --name", verb)
 		}
-		if err := store.SetDisabled(name, disable); err != nil {
+		out, err := act(cmd, store, name)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "%s %sd\n", name, verb)
+		fmt.Fprintln(cmd.OutOrStdout(), out)
 		return nil
 	}
 	return cmd
 }
 
-func consoleUserRemoveCommand() *cobra.Command {
-	var path, name string
-	cmd := &cobra.Command{Use: "remove --config FILE --name NAME", Short: "Remove a console account (its open sessions end at their next request).", Args: noArgs}
-	addConfigFlag(cmd, &path)
-	cmd.Flags().StringVar(&name, "name", "", "the account's `NAME`")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		store, _, err := consoleStore(path)
-		if err != nil {
-			return err
-		}
-		if name == "" {
-			return usageErrorf("remove needs --name")
-		}
-		if err := store.Remove(name); err != nil {
-			return err
-		}
-		fmt.Fprintf(cmd.OutOrStdout(), "%s removed\n", name)
-		return nil
-	}
+func consoleUserPasswdCommand() *cobra.Command {
+	var passwordFile string
+	cmd := accountCommand("passwd --config FILE --name NAME [--password-file FILE]", "Set a console account's password.",
+		func(cmd *cobra.Command, store *console.Store, name string) (string, error) {
+			pw, err := readPassword(cmd, passwordFile)
+			if err != nil {
+				return "", err
+			}
+			return "password of " + name + " set", store.SetPassword(name, pw)
+		})
+	cmd.Flags().StringVar(&passwordFile, "password-file", "", "read the password from `FILE`")
 	return cmd
+}
+
+func consoleUserDisableCommand(disable bool) *cobra.Command {
+	verb, short := "enable", "Enable a disabled console account again."
+	if disable {
+		verb, short = "disable", "Disable a console account: it cannot log in, and its open sessions end at their next request."
+	}
+	return accountCommand(verb+" --config FILE --name NAME", short,
+		func(_ *cobra.Command, store *console.Store, name string) (string, error) {
+			return name + " " + verb + "d", store.SetDisabled(name, disable)
+		})
+}
+
+func consoleUserRemoveCommand() *cobra.Command {
+	return accountCommand("remove --config FILE --name NAME", "Remove a console account (its open sessions end at their next request).",
+		func(_ *cobra.Command, store *console.Store, name string) (string, error) {
+			return name + " removed", store.Remove(name)
+		})
 }
 
 func consoleLoginURLCommand() *cobra.Command {
