@@ -126,6 +126,9 @@ argon2id hash is kept.`,
 			return err
 		}
 		acc := console.Account{Name: name, Role: certs.Role(role), Institution: institution}
+		if err := console.CheckRoleAt(acc.Role, cfg.Role); err != nil {
+			return err
+		}
 		if err := store.Add(acc, pw, time.Now()); err != nil {
 			return err
 		}
@@ -242,7 +245,7 @@ or expired link is refused with a message that says which.`,
 	}
 	addConfigFlag(cmd, &path)
 	cmd.Flags().StringVar(&name, "name", "", "the account's `NAME`")
-	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the link is good (at most 7 days)")
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the link is good (1s to 168h)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		store, cfg, err := consoleStore(path)
 		if err != nil {
@@ -251,8 +254,8 @@ or expired link is refused with a message that says which.`,
 		if name == "" {
 			return usageErrorf("login-url needs --name")
 		}
-		if ttl <= 0 || ttl > 7*24*time.Hour {
-			return usageErrorf("--ttl must be between 1s and 7 days")
+		if ttl < time.Second || ttl > 7*24*time.Hour {
+			return usageErrorf("--ttl must be between 1s and 168h (7 days)")
 		}
 		tok, err := store.IssueLink(name, ttl, time.Now())
 		if err != nil {

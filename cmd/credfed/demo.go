@@ -391,9 +391,9 @@ func printConsoleLines(w io.Writer, d localfed.DemoFile) {
 	if len(d.ConsoleAccounts) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "The web console (one-time login links, good for %s; the accounts' passwords are in demo.json):\n", localfed.LoginLinkTTL)
+	fmt.Fprintf(w, "The web console: a one-time login link per account, good for %d hours (each start prints new ones;\nthe accounts' passwords are in demo.json, \"console_accounts\"):\n", int(localfed.LoginLinkTTL.Hours()))
 	for _, a := range d.ConsoleAccounts {
-		fmt.Fprintf(w, "  %-11s %s\n", a.Role, a.Login)
+		fmt.Fprintf(w, "  %-11s %-22s %s\n", a.Role, a.Name, a.Login)
 	}
 	fmt.Fprintln(w, "(The browser does not know the demo's CA: accept its certificate, or import ca.pem.)")
 	fmt.Fprintln(w)
