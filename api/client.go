@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -267,6 +268,27 @@ func (c *Client) SubmitNDJSON(ctx context.Context, ndjson []byte) (*SubmitAnswer
 func (c *Client) Record(ctx context.Context, id string) (*Record, error) {
 	var out Record
 	_, err := c.Do(ctx, "GET", "/v1/records/"+url.PathEscape(id), "", nil, &out)
+	return &out, err
+}
+
+// Records returns a page of the calling department's records
+// (department certificate, on its district's node).
+func (c *Client) Records(ctx context.Context, q RecordQuery) (*RecordPage, error) {
+	v := url.Values{}
+	for k, s := range map[string]string{"item": q.Item, "status": q.Status, "after": q.After} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if q.Limit != 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	path := "/v1/records"
+	if len(v) > 0 {
+		path += "?" + v.Encode()
+	}
+	var out RecordPage
+	_, err := c.Do(ctx, "GET", path, "", nil, &out)
 	return &out, err
 }
 

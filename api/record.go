@@ -25,3 +25,26 @@ func RecordOf(r credit.Record, cat *credit.Catalog) Record {
 	}
 	return v
 }
+
+// RecordQuery is what GET /v1/records selects of the calling department's
+// records. Zero fields select everything.
+type RecordQuery struct {
+	// Item and Status, when set, must equal the record's catalog item and
+	// status.
+	Item, Status string
+	// After is the cursor: the Next of the previous page (the last id it
+	// held); empty for the first page.
+	After string
+	// Limit is the page size, 1 to 500; 0 leaves the node's default (100).
+	Limit int
+}
+
+// RecordPage is GET /v1/records's answer: the calling department's
+// records (latest versions, without their older versions), in id order.
+// Next, when set, is the After of the next page; a page may hold fewer
+// records than the limit and still have a next one (the node examines a
+// bounded number of records per page).
+type RecordPage struct {
+	Records []Record `json:"records"`
+	Next    string   `json:"next,omitempty"`
+}

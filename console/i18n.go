@@ -178,6 +178,11 @@ var messages = map[string][2]string{
 	"records.reason":         {"更正原因", "Reason for the correction"},
 	"records.correct_submit": {"提交更正", "Correct the record"},
 	"records.corrected":      {"已更正，现为第 %d 版。", "Corrected: now version %d."},
+	"records.list":           {"本部门的记录", "Your department's records"},
+	"records.filter":         {"筛选", "Filter"},
+	"records.any_status":     {"全部状态", "Any status"},
+	"records.none":           {"没有符合条件的记录。", "No records match."},
+	"records.next":           {"下一页", "Next page"},
 
 	"cases.kind":            {"类型", "Kind"},
 	"cases.objections":      {"异议", "Objections"},

@@ -366,7 +366,18 @@ type recordsData struct {
 	Record *api.Record
 	Find   string
 	Upload *uploadResult
+	// List is a page of the department's records (GET /v1/records),
+	// filtered by Item and Status, from the cursor After on; Statuses are
+	// the statuses the filter offers.
+	List                *api.RecordPage
+	Item, Status, After string
+	Statuses            []string
 }
+
+// listStatuses are the statuses the records list filters by (a latest
+// version is never "corrected").
+var listStatuses = []string{string(credit.StatusActive), string(credit.StatusDisputed), string(credit.StatusRepaired),
+	string(credit.StatusExpired), string(credit.StatusRevoked)}
 
 type uploadResult struct {
 	Accepted, Duplicates, Rejected int
@@ -375,7 +386,9 @@ type uploadResult struct {
 
 func (s *Server) getRecords(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
 	v := s.view(r, sess, "nav.records")
-	d := recordsData{Find: strings.TrimSpace(r.URL.Query().Get("id"))}
+	in := r.URL.Query()
+	d := recordsData{Find: strings.TrimSpace(in.Get("id")), Item: strings.TrimSpace(in.Get("item")),
+		Status: in.Get("status"), After: in.Get("after"), Statuses: listStatuses}
 	status := http.StatusOK
 	if d.Find != "" {
 		rec, err := c.Record(r.Context(), d.Find)
@@ -384,6 +397,15 @@ func (s *Server) getRecords(w http.ResponseWriter, r *http.Request, sess *Sessio
 		} else {
 			d.Record = rec
 		}
+	}
+	// The department's records, below the search: the API refuses a bad
+	// filter or cursor with its reason.
+	page, err := c.Records(r.Context(), api.RecordQuery{Item: d.Item, Status: d.Status, After: d.After})
+	switch {
+	case err == nil:
+		d.List = page
+	case v.Error == "":
+		v.Error, status = apiMessage(v, err), statusOf(err)
 	}
 	v.Data = d
 	s.render(w, v, "records", status)

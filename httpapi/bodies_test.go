@@ -40,6 +40,10 @@ func (r *records) Record(ctx context.Context, caller certs.Identity, id string) 
 	return credit.Record{}, nil, nil
 }
 
+func (r *records) Records(ctx context.Context, caller certs.Identity, q intake.RecordQuery) (intake.RecordPage, error) {
+	return intake.RecordPage{}, nil
+}
+
 func (r *records) Correct(ctx context.Context, caller certs.Identity, id string, c credit.Correction, reason string) (credit.Record, error) {
 	return credit.Record{}, nil
 }

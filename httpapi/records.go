@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 
 	"credfed/api"
@@ -24,6 +25,7 @@ const recordTimeLayout = api.RecordTimeLayout
 func (s *Server) recordRoutes() []route {
 	return []route{
 		{method: "POST", pattern: "/v1/records", access: roles(certs.Department), maxBody: 64 << 20, bulk: true, handle: s.postRecords},
+		{method: "GET", pattern: "/v1/records", access: roles(certs.Department), handle: s.getRecords},
 		{method: "GET", pattern: "/v1/records/{id}", access: roles(certs.Department), handle: s.getRecord},
 		{method: "POST", pattern: "/v1/records/{id}/corrections", access: roles(certs.Department), handle: s.postCorrection},
 	}
@@ -247,6 +249,34 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request, c caller) err
 		v.Versions = append(v.Versions, recordView(old, nil))
 	}
 	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// getRecords is GET /v1/records: a page of the calling department's
+// records, latest versions in id order, each shown as GET
+// /v1/records/{id} shows it (without its older versions), filtered by
+// ?item= and ?status=, paged with ?after= and ?limit= (1 to 500, default
+// 100).
+func (s *Server) getRecords(w http.ResponseWriter, r *http.Request, c caller) error {
+	v := r.URL.Query()
+	q := intake.RecordQuery{CatalogItem: v.Get("item"), Status: v.Get("status"), After: v.Get("after")}
+	if l, ok := v["limit"]; ok {
+		n, err := strconv.Atoi(l[0])
+		if err != nil || n < 1 || n > intake.MaxRecordLimit {
+			return fault.Field(fault.BadRequest, "limit", "must be a whole number from 1 to %d", intake.MaxRecordLimit)
+		}
+		q.Limit = n
+	}
+	page, err := s.cfg.Records.Records(r.Context(), c.id, q)
+	if err != nil {
+		return err
+	}
+	cat := s.cfg.Cluster.Catalog()
+	out := api.RecordPage{Records: make([]api.Record, 0, len(page.Records)), Next: page.Next}
+	for _, rec := range page.Records {
+		out.Records = append(out.Records, recordView(rec, cat))
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -37,6 +37,9 @@ type Records interface {
 	// Record returns one of the calling department's records and its
 	// older versions.
 	Record(ctx context.Context, caller certs.Identity, id string) (credit.Record, []credit.Record, error)
+	// Records returns a page of the calling department's records, only
+	// its own.
+	Records(ctx context.Context, caller certs.Identity, q intake.RecordQuery) (intake.RecordPage, error)
 	// Correct writes a new version of one of the caller's records.
 	Correct(ctx context.Context, caller certs.Identity, id string, c credit.Correction, reason string) (credit.Record, error)
 }

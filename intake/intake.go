@@ -33,6 +33,9 @@ type Store interface {
 	// UpdateRecord writes a new version: storage.ErrConflict if the
 	// record changed meanwhile.
 	UpdateRecord(next credit.Record) error
+	// RecordPage returns a page of one department's latest versions, in
+	// id order: a *storage.QueryError for a query refused as given.
+	RecordPage(q storage.RecordQuery) (storage.RecordPage, error)
 }
 
 // Config configures the service of one district node.
@@ -203,6 +206,65 @@ func (s *Service) Record(ctx context.Context, caller certs.Identity, id string) 
 		return rec, nil, err
 	}
 	return rec, versions, nil
+}
+
+// Page sizes of Records.
+const (
+	DefaultRecordLimit = storage.DefaultRecordLimit
+	MaxRecordLimit     = storage.MaxRecordLimit
+)
+
+// RecordQuery selects a page of the calling department's records. Zero
+// fields select everything.
+type RecordQuery struct {
+	// CatalogItem and Status must equal the record's when set.
+	CatalogItem, Status string
+	// After is the cursor: the records whose id sorts after it (the last
+	// id of the previous page, or its Next).
+	After string
+	// Limit is the most records of the page, 1 to MaxRecordLimit; 0 is
+	// DefaultRecordLimit.
+	Limit int
+}
+
+// RecordPage is a page of a department's records.
+type RecordPage struct {
+	// Records are latest versions, in id order.
+	Records []credit.Record
+	// Next is the After of the next page, empty after the last. A page
+	// may be short (even empty) and still have a Next: a page examines a
+	// bounded number of records.
+	Next string
+}
+
+// recordQueryFields names the storage query's fields as the API does.
+var recordQueryFields = map[string]string{"catalog_item": "item", "status": "status", "after": "after", "limit": "limit"}
+
+// Records returns a page of the calling department's records: only its
+// own, whatever the query asks (the department is the certificate's).
+func (s *Service) Records(ctx context.Context, caller certs.Identity, q RecordQuery) (RecordPage, error) {
+	if err := s.collector(caller); err != nil {
+		return RecordPage{}, err
+	}
+	if len(q.After) > credit.MaxRecordIDLength {
+		return RecordPage{}, fault.Field(fault.BadRequest, "after", "is a record id, at most %d bytes", credit.MaxRecordIDLength)
+	}
+	page, err := s.cfg.Store.RecordPage(storage.RecordQuery{Department: caller.Institution,
+		CatalogItem: q.CatalogItem, Status: credit.Status(q.Status), After: q.After, Limit: q.Limit})
+	var qe *storage.QueryError
+	if errors.As(err, &qe) {
+		field, ok := recordQueryFields[qe.Field]
+		if !ok {
+			// The department comes from the certificate: not the caller's
+			// query.
+			return RecordPage{}, fault.New(fault.Forbidden, "the client certificate names no department records can be kept for")
+		}
+		return RecordPage{}, fault.Field(fault.BadRequest, field, "%s", qe.Reason)
+	}
+	if err != nil {
+		return RecordPage{}, err
+	}
+	return RecordPage{Records: page.Records, Next: page.Next}, nil
 }
 
 // Correct writes a new version of one of the calling department's records
