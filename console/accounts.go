@@ -279,7 +279,8 @@ func (s *Store) Add(a Account, password string, now time.Time) error {
 	})
 }
 
-// SetPassword replaces an account's password.
+// SetPassword replaces an account's password; the account's open
+// sessions end at their next request.
 func (s *Store) SetPassword(name, password string) error {
 	if err := CheckPassword(password); err != nil {
 		return err
@@ -332,6 +333,9 @@ func roleNames() string {
 type link struct {
 	Account string    `json:"account"`
 	Expires time.Time `json:"expires"`
+	// Created is the account's: a link does not log into another
+	// account given the name of a removed one.
+	Created time.Time `json:"created,omitzero"`
 }
 
 func (s *Store) linkPath(token, ext string) (string, bool) {
@@ -345,7 +349,8 @@ func (s *Store) linkPath(token, ext string) (string, bool) {
 // IssueLink returns a one-time login token for the account, good until
 // now+ttl. Only its hash is kept.
 func (s *Store) IssueLink(name string, ttl time.Duration, now time.Time) (string, error) {
-	if _, err := s.Get(name); err != nil {
+	a, err := s.Get(name)
+	if err != nil {
 		return "", err
 	}
 	b := make([]byte, 24)
@@ -358,7 +363,7 @@ func (s *Store) IssueLink(name string, ttl time.Duration, now time.Time) (string
 		return "", err
 	}
 	s.sweepLinks(now)
-	data, _ := json.Marshal(link{Account: name, Expires: now.Add(ttl).UTC()})
+	data, _ := json.Marshal(link{Account: name, Expires: now.Add(ttl).UTC(), Created: a.Created})
 	if err := atomicfile.Write(p, data, 0o600); err != nil {
 		return "", err
 	}
@@ -413,7 +418,11 @@ func (s *Store) readLink(token, ext string, now time.Time) (Account, error) {
 	if !now.Before(l.Expires) {
 		return Account{}, ErrTokenExpired
 	}
-	return s.Get(l.Account)
+	a, err := s.Get(l.Account)
+	if err == nil && !l.Created.IsZero() && !a.Created.Equal(l.Created) {
+		return Account{}, fmt.Errorf("%w: the link's account was removed", ErrNoAccount)
+	}
+	return a, err
 }
 
 // sweepLinks deletes links that expired more than a day ago.

@@ -32,6 +32,8 @@ var messages = map[string][2]string{
 	"error.forbidden":   {"您的角色不能使用此页面。", "Your role may not use this page."},
 	"error.csrf":        {"表单已过期或来自其他网站，请重新打开页面再提交。", "The form has expired or came from another site; open the page again and resubmit."},
 	"error.unavailable": {"节点暂时无法完成该操作，请稍后再试。", "The node could not do this just now; try again shortly."},
+	"error.busy":        {"正在处理的上传已达上限，请稍后再试。", "As many uploads as the node takes at once are under way; try again shortly."},
+	"error.toolarge":    {"上传的文件过大。", "The upload is too large."},
 	"error.home":        {"返回首页", "Back to the start"},
 
 	"code.bad_request":          {"请求有误", "Bad request"},

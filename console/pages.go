@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"encoding/csv"
@@ -19,6 +18,7 @@ import (
 	"credfed/api"
 	"credfed/certs"
 	"credfed/credit"
+	"credfed/intake"
 )
 
 // --- federation ---
@@ -201,8 +201,12 @@ type batchData struct {
 	Percent int
 }
 
-// MaxBatchRows bounds the rows of one uploaded batch file.
-const MaxBatchRows = 100000
+// MaxBatchRows bounds the rows of one uploaded batch file, and
+// MaxBatchUpload its request.
+const (
+	MaxBatchRows   = 100000
+	MaxBatchUpload = 32 << 20
+)
 
 func (s *Server) getBatch(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
 	cat, err := c.Catalog(r.Context())
@@ -216,7 +220,6 @@ func (s *Server) getBatch(w http.ResponseWriter, r *http.Request, sess *Session,
 }
 
 func (s *Server) postBatch(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
-	r.Body = http.MaxBytesReader(w, r.Body, 32<<20)
 	cat, err := c.Catalog(r.Context())
 	if err != nil {
 		return err
@@ -251,7 +254,14 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request, sess *Session
 // line naming the columns is skipped. Errors name the line, never its
 // content.
 func readBatchRows(f io.Reader) ([]api.BatchRow, error) {
-	cr := csv.NewReader(bufio.NewReader(f))
+	body, err := io.ReadAll(io.LimitReader(f, MaxBatchUpload))
+	if err != nil {
+		return nil, errors.New("the file could not be read")
+	}
+	if err := csvWidth(body); err != nil {
+		return nil, err
+	}
+	cr := csv.NewReader(bytes.NewReader(body))
 	cr.FieldsPerRecord = -1
 	cr.TrimLeadingSpace = true
 	var rows []api.BatchRow
@@ -319,18 +329,28 @@ func (s *Server) getJobStatus(w http.ResponseWriter, r *http.Request, sess *Sess
 	}{job.Status, job.Rows, job.Done, job.Failed, percent(job), message(langOf(r), "job."+job.Status)})
 }
 
-// getJobResults downloads a job's results as CSV, one row per input row.
+// getJobResults downloads a job's results as CSV, one row per input row,
+// as the API streams them: a job's results are too many to hold (100,000
+// rows of whole check answers), and downloads may be several at once.
 func (s *Server) getJobResults(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
 	id := r.PathValue("id")
-	res, err := c.JobResults(r.Context(), id)
-	if err != nil {
-		return err
+	pr, pw := io.Pipe()
+	defer pr.Close() // stops the copy if the download ends early
+	go func() {
+		_, err := c.JobResultsTo(r.Context(), id, pw)
+		pw.CloseWithError(err)
+	}()
+	dec := json.NewDecoder(pr)
+	var br api.BatchResult
+	err := dec.Decode(&br)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err // the API's refusal: nothing is written yet
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="check-results.csv"`)
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"row", "reference", "subject", "status", "lists", "measures", "complete", "error"})
-	for _, br := range res {
+	for n := 1; err == nil; n, err = n+1, dec.Decode(&br) {
 		var lists, measures []string
 		complete, errText := "", ""
 		if br.Check != nil {
@@ -345,10 +365,22 @@ func (s *Server) getJobResults(w http.ResponseWriter, r *http.Request, sess *Ses
 		if br.Error != nil {
 			errText = br.Error.Code + ": " + br.Error.Message
 		}
-		_ = cw.Write([]string{strconv.Itoa(br.Row), csvSafe(br.Reference), br.Subject, br.Status,
-			csvSafe(strings.Join(lists, "; ")), strings.Join(measures, "; "), complete, csvSafe(errText)})
+		if werr := cw.Write([]string{strconv.Itoa(br.Row), csvSafe(br.Reference), br.Subject, br.Status,
+			csvSafe(strings.Join(lists, "; ")), strings.Join(measures, "; "), complete, csvSafe(errText)}); werr != nil {
+			return nil // the browser went away
+		}
+		if n == 1 || n%1000 == 0 { // the download shows it has begun
+			cw.Flush()
+			_ = http.NewResponseController(w).Flush()
+		}
+		br = api.BatchResult{}
 	}
 	cw.Flush()
+	if !errors.Is(err, io.EOF) {
+		// Cut short: the download fails rather than look complete.
+		s.log.Warn("console: a job's results were cut short", "error_type", fmt.Sprintf("%T", err))
+		panic(http.ErrAbortHandler)
+	}
 	return nil
 }
 
@@ -420,7 +452,6 @@ const MaxUpload = 64 << 20
 // for JSON (the page's script, which shows the upload's progress) gets
 // the counts as JSON.
 func (s *Server) postRecords(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
-	r.Body = http.MaxBytesReader(w, r.Body, MaxUpload+1<<20)
 	v := s.view(r, sess, "nav.records")
 	d := recordsData{}
 	v.Data = d
@@ -473,7 +504,7 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request, sess *Sessi
 	}
 	cw.Flush()
 	if res.Rejected > 0 {
-		res.Report = "/console/records/reports/" + sess.addReport(rep.Bytes(), s.cfg.Now())
+		res.Report = "/console/records/reports/" + s.reports.add(sess, rep.Bytes(), s.cfg.Now())
 	}
 	if wantJSON {
 		w.Header().Set("Content-Type", "application/json")
@@ -487,31 +518,80 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request, sess *Sessi
 	return nil
 }
 
-// toNDJSON turns an uploaded file into the API's NDJSON.
+// maxCSVColumns bounds the fields of one line of an uploaded CSV file:
+// the reader holds a record's fields at once, 16 bytes and more each,
+// so that a line of commas would take a hundred times its size.
+const maxCSVColumns = 64
+
+// csvWidth refuses a CSV file with a record of more than maxCSVColumns
+// fields, before it is parsed. It counts the commas outside quotes, as
+// the reader splits; where the two could differ (a stray quote) the
+// reader refuses the record where it differs.
+func csvWidth(body []byte) error {
+	quoted := false
+	fields, line := 1, 1
+	for _, b := range body {
+		switch {
+		case b == '"':
+			quoted = !quoted
+		case b == '\n':
+			line++
+			if !quoted {
+				fields = 1
+			}
+		case b == ',' && !quoted:
+			if fields++; fields > maxCSVColumns {
+				return fmt.Errorf("line %d has more than %d columns", line, maxCSVColumns)
+			}
+		}
+	}
+	return nil
+}
+
+// toNDJSON turns an uploaded file into the API's NDJSON: at most
+// intake.MaxRecordsPerRequest records, what the API takes at once.
 func toNDJSON(name string, body []byte) ([]byte, error) {
+	tooMany := fmt.Errorf("more than %d records (the most one upload may hold)", intake.MaxRecordsPerRequest)
 	trimmed := bytes.TrimSpace(body)
 	switch {
 	case len(trimmed) == 0:
 		return nil, errors.New("the file is empty")
 	case trimmed[0] == '[':
-		var recs []json.RawMessage
-		if err := json.Unmarshal(trimmed, &recs); err != nil {
-			return nil, errors.New("not a JSON array of records")
+		// Element by element: a slice of all of them would take forty
+		// times the file's size.
+		notArray := errors.New("not a JSON array of records")
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		if _, err := dec.Token(); err != nil {
+			return nil, notArray
 		}
 		var out bytes.Buffer
-		for _, rec := range recs {
-			var c bytes.Buffer
-			if err := json.Compact(&c, rec); err != nil {
-				return nil, err
+		for n := 0; dec.More(); n++ {
+			if n == intake.MaxRecordsPerRequest {
+				return nil, tooMany
 			}
-			out.Write(c.Bytes())
+			var rec json.RawMessage
+			if err := dec.Decode(&rec); err != nil {
+				return nil, notArray
+			}
+			if err := json.Compact(&out, rec); err != nil {
+				return nil, notArray
+			}
 			out.WriteByte('\n')
+		}
+		if t, err := dec.Token(); err != nil || t != json.Delim(']') {
+			return nil, notArray
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return nil, notArray
 		}
 		return out.Bytes(), nil
 	case trimmed[0] == '{':
 		return body, nil
 	}
 	// CSV: the first line names the fields (the API's JSON names).
+	if err := csvWidth(body); err != nil {
+		return nil, err
+	}
 	cr := csv.NewReader(bytes.NewReader(body))
 	cr.TrimLeadingSpace = true
 	head, err := cr.Read()
@@ -531,6 +611,9 @@ func toNDJSON(name string, body []byte) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d is not CSV with %d columns", line, len(head))
 		}
+		if line-1 > intake.MaxRecordsPerRequest {
+			return nil, tooMany
+		}
 		obj := map[string]string{}
 		for i, h := range head {
 			if rec[i] != "" {
@@ -545,7 +628,7 @@ func toNDJSON(name string, body []byte) ([]byte, error) {
 }
 
 func (s *Server) getReport(w http.ResponseWriter, r *http.Request, sess *Session, _ *api.Client) error {
-	rep, ok := sess.report(r.PathValue("id"))
+	rep, ok := s.reports.get(sess, r.PathValue("id"))
 	if !ok {
 		s.renderError(w, r, sess, http.StatusNotFound, "error.notfound")
 		return nil

@@ -110,6 +110,11 @@ type Server struct {
 	throttle *throttle
 	// hashing bounds the argon2id hashes computed at once (19 MiB each).
 	hashing chan struct{}
+	// uploads bounds the uploads handled at once (each holds its file and
+	// what it becomes); a further one waits uploadWait for its turn.
+	uploads    chan struct{}
+	uploadWait time.Duration
+	reports    reports
 	// dummy is a hash checked for an unknown account name, so that its
 	// answer takes as long as a wrong password's.
 	dummy string
@@ -148,6 +153,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), pages: pages,
 		sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle, cfg.SessionMax),
 		throttle: newThrottle(), hashing: make(chan struct{}, 2), dummy: dummy,
+		uploads: make(chan struct{}, 2), uploadWait: 10 * time.Second,
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_console_logins_total", Help: "Console login attempts by result.",
 		}, []string{"result"}),
@@ -269,7 +275,7 @@ func cookieNames(region string) (session, login string) {
 }
 
 // session returns the request's live session: its account still exists
-// with the same role and institution, and is not disabled.
+// with the same role, institution and password, and is not disabled.
 func (s *Server) session(r *http.Request) (*Session, bool) {
 	ck, err := r.Cookie(s.sessionCookie)
 	if err != nil {
@@ -280,7 +286,8 @@ func (s *Server) session(r *http.Request) (*Session, bool) {
 		return nil, false
 	}
 	a, err := s.cfg.Store.Get(sess.Account.Name)
-	if err != nil || a.Disabled || a.Role != sess.Account.Role || a.Institution != sess.Account.Institution || !a.Created.Equal(sess.Account.Created) {
+	if err != nil || a.Disabled || a.Role != sess.Account.Role || a.Institution != sess.Account.Institution || !a.Created.Equal(sess.Account.Created) ||
+		a.Hash != sess.Account.Hash { // a new password ends the sessions opened with the old one
 		s.sessions.close(ck.Value)
 		return nil, false
 	}
@@ -306,6 +313,25 @@ func (s *Server) authed(roles []certs.Role, h handler) http.HandlerFunc {
 			return
 		}
 		if r.Method == http.MethodPost {
+			// Bounded before the form is read for its token: reading it
+			// reads the whole body.
+			limit, upload := postLimit(r.URL.Path)
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+			if upload {
+				release, ok := s.uploadSlot(r.Context())
+				if !ok {
+					s.renderError(w, r, sess, http.StatusServiceUnavailable, "error.busy")
+					return
+				}
+				defer release()
+				// A file past 1 MiB goes to a temporary file (removed when
+				// the request ends), not to memory.
+				var mbe *http.MaxBytesError
+				if err := r.ParseMultipartForm(1 << 20); errors.As(err, &mbe) {
+					s.renderError(w, r, sess, http.StatusRequestEntityTooLarge, "error.toolarge")
+					return
+				}
+			}
 			if !sameOrigin(r) || !tokenEqual(r.PostFormValue("csrf"), sess.CSRF) && !tokenEqual(r.Header.Get("X-CSRF-Token"), sess.CSRF) {
 				s.renderError(w, r, sess, http.StatusForbidden, "error.csrf")
 				return
@@ -317,6 +343,36 @@ func (s *Server) authed(roles []certs.Role, h handler) http.HandlerFunc {
 			s.renderAPIError(w, r, sess, err)
 		}
 	}
+}
+
+// postLimit is the most a POST to path may send, and whether it is an
+// upload.
+func postLimit(path string) (int64, bool) {
+	switch path {
+	case "/console/records":
+		return MaxUpload + 1<<20, true
+	case "/console/batch":
+		return MaxBatchUpload, true
+	}
+	return 1 << 20, false
+}
+
+// uploadSlot waits for one of the upload slots.
+func (s *Server) uploadSlot(ctx context.Context) (func(), bool) {
+	select {
+	case s.uploads <- struct{}{}:
+		return func() { <-s.uploads }, true
+	default:
+	}
+	t := time.NewTimer(s.uploadWait)
+	defer t.Stop()
+	select {
+	case s.uploads <- struct{}{}:
+		return func() { <-s.uploads }, true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil, false
 }
 
 // sameOrigin refuses a POST that a browser says comes from another site.
@@ -359,9 +415,11 @@ func (s *Server) getLang(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, back, http.StatusSeeOther)
 }
 
-// localPath accepts only a path of the console as a redirect target.
+// localPath accepts only a path of the console as a redirect target (no
+// control character: a browser drops some of them from a URL).
 func localPath(p string) bool {
-	return strings.HasPrefix(p, "/console/") && !strings.HasPrefix(p, "//") && !strings.ContainsAny(p, "\\\r\n")
+	return strings.HasPrefix(p, "/console/") && !strings.HasPrefix(p, "//") && !strings.ContainsAny(p, "\\") &&
+		!strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 func langOf(r *http.Request) string {
@@ -466,18 +524,31 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		name, password := d.Name, r.PostFormValue("password")
-		if wait := s.throttle.wait(name, now); wait > 0 {
+		throttled := func(wait time.Duration, first bool) {
 			s.logins.WithLabelValues("throttled").Inc()
 			s.flagged.Inc()
-			_ = s.audit(r, Account{Name: name}, "console.login", Denied, "throttled")
+			if first { // a refusal costs no hash: only the first of a delay is audited
+				_ = s.audit(r, Account{Name: name}, "console.login", Denied, "throttled")
+			}
 			v.Data, v.Error = d, fmt.Sprintf(v.T("login.throttled"), int(wait.Seconds()+0.999))
 			w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds()+0.999)))
 			s.render(w, v, "login", http.StatusTooManyRequests)
+		}
+		if wait, first := s.throttle.refuse(name, now); wait > 0 {
+			throttled(wait, first)
 			return
 		}
 		select {
 		case s.hashing <- struct{}{}:
 		case <-r.Context().Done():
+			return
+		}
+		// Asked again with the slot held: attempts sent at once all passed
+		// the first question before any of them failed.
+		now = s.cfg.Now()
+		if wait, first := s.throttle.refuse(name, now); wait > 0 {
+			<-s.hashing
+			throttled(wait, first)
 			return
 		}
 		acc, gerr := s.cfg.Store.Get(name)
@@ -511,6 +582,9 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.logins.WithLabelValues("ok").Inc()
+	if ck, err := r.Cookie(s.sessionCookie); err == nil {
+		s.sessions.close(ck.Value) // the browser's previous session, whoever's it was
+	}
 	id, _ := s.sessions.open(a, now)
 	http.SetCookie(w, &http.Cookie{Name: s.sessionCookie, Value: id, Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	next := d.Next

@@ -16,44 +16,68 @@ type Session struct {
 	Account  Account
 	Created  time.Time
 	lastSeen time.Time
-	// reports are the last rejection reports of the session's uploads,
-	// CSV, newest last (bounded by maxReports).
-	mu      sync.Mutex
-	reports []report
-}
-
-type report struct {
-	id   string
-	csv  []byte
-	made time.Time
 }
 
 // maxReports and maxReportBytes bound what a session keeps of its
-// uploads' rejection reports.
+// uploads' rejection reports, maxReportsTotal what all sessions keep
+// (past it the oldest reports go first): sessions are many, and an
+// account may open several.
 const (
-	maxReports     = 4
-	maxReportBytes = 8 << 20
+	maxReports      = 4
+	maxReportBytes  = 8 << 20
+	maxReportsTotal = 64 << 20
+	// reportOverhead is what a report counts beyond its bytes.
+	reportOverhead = 256
 )
 
-func (s *Session) addReport(csv []byte, now time.Time) string {
+// reports are the sessions' rejection reports, CSV, oldest first.
+type reports struct {
+	mu    sync.Mutex
+	l     list.List // of *report
+	bytes int
+}
+
+type report struct {
+	owner *Session
+	id    string
+	csv   []byte
+	made  time.Time
+}
+
+func (rs *reports) add(owner *Session, csv []byte, now time.Time) string {
 	if len(csv) > maxReportBytes {
 		csv = csv[:maxReportBytes]
 	}
 	id := randomToken(9)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reports = append(s.reports, report{id: id, csv: csv, made: now})
-	if len(s.reports) > maxReports {
-		s.reports = s.reports[len(s.reports)-maxReports:]
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.l.PushBack(&report{owner: owner, id: id, csv: csv, made: now})
+	rs.bytes += len(csv) + reportOverhead
+	n := 0
+	for e := rs.l.Back(); e != nil; {
+		prev := e.Prev()
+		if e.Value.(*report).owner == owner {
+			if n++; n > maxReports {
+				rs.removeLocked(e)
+			}
+		}
+		e = prev
+	}
+	for rs.bytes > maxReportsTotal && rs.l.Len() > 0 {
+		rs.removeLocked(rs.l.Front())
 	}
 	return id
 }
 
-func (s *Session) report(id string) ([]byte, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, r := range s.reports {
-		if r.id == id {
+func (rs *reports) removeLocked(e *list.Element) {
+	rs.bytes -= len(rs.l.Remove(e).(*report).csv) + reportOverhead
+}
+
+func (rs *reports) get(owner *Session, id string) ([]byte, bool) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for e := rs.l.Front(); e != nil; e = e.Next() {
+		if r := e.Value.(*report); r.owner == owner && r.id == id {
 			return r.csv, true
 		}
 	}
@@ -61,7 +85,9 @@ func (s *Session) report(id string) ([]byte, bool) {
 }
 
 // sessions is the bounded set of open sessions: at the limit the one
-// idle the longest is closed for a new one.
+// idle the longest is closed for a new one; an account's own sessions are
+// bounded by maxAccountSessions, so that one account logging in again
+// and again closes its own sessions, not everyone's.
 type sessions struct {
 	mu       sync.Mutex
 	byHash   map[[32]byte]*list.Element // of *entry
@@ -76,6 +102,9 @@ type entry struct {
 	s    *Session
 }
 
+// maxAccountSessions is how many sessions one account has at once.
+const maxAccountSessions = 10
+
 func newSessions(max int, idle, absolute time.Duration) *sessions {
 	return &sessions{byHash: map[[32]byte]*list.Element{}, max: max, idle: idle, absolute: absolute}
 }
@@ -87,6 +116,17 @@ func (ss *sessions) open(a Account, now time.Time) (string, *Session) {
 	h := sha256.Sum256([]byte(id))
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	n := 0
+	for e := ss.lru.Back(); e != nil; {
+		prev := e.Prev()
+		if old := e.Value.(*entry); old.s.Account.Name == a.Name {
+			if n++; n >= maxAccountSessions {
+				ss.lru.Remove(e)
+				delete(ss.byHash, old.hash)
+			}
+		}
+		e = prev
+	}
 	for ss.lru.Len() >= ss.max {
 		old := ss.lru.Remove(ss.lru.Front()).(*entry)
 		delete(ss.byHash, old.hash)
