@@ -266,6 +266,15 @@ func TestRepeatedFailedLoginsAreSlowedAndFlagged(t *testing.T) {
 		!strings.Contains(ops, "console.login:allowed:") {
 		t.Errorf("the audit of the logins: %s", ops)
 	}
+	// A name no account has is audited as a hash: it may be a password
+	// typed into the wrong field.
+	tc.login(t, tc.browser(t), "my secret password", "x")
+	tc.audit.mu.Lock()
+	last := tc.audit.entries[len(tc.audit.entries)-1]
+	tc.audit.mu.Unlock()
+	if !strings.HasPrefix(last.User, "unknown:") || strings.Contains(last.User, "secret") {
+		t.Errorf("an unknown name audited as %q", last.User)
+	}
 	// Another account is not slowed by this one's failures.
 	if st, _ := tc.login(t, tc.browser(t), "ops", password); st != http.StatusSeeOther {
 		t.Errorf("another account's login: HTTP %d", st)
@@ -344,6 +353,9 @@ func TestASessionEndsWithItsAccountOrItsIdentity(t *testing.T) {
 	}
 	if st, body := get(t, c, tc.srv.URL+"/console/check"); st != http.StatusUnauthorized || !strings.Contains(body, "suspended") {
 		t.Errorf("a suspended identity's page: HTTP %d", st)
+	}
+	if st, body := tc.login(t, tc.browser(t), "dept", password); st != http.StatusForbidden || !strings.Contains(body, "暂停") {
+		t.Errorf("a suspended identity logging in: HTTP %d", st)
 	}
 	tc.revs.Reinstate(id.String())
 	// Disabling the account ends the session.

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"credfed/api"
 	"credfed/certs"
@@ -94,6 +95,11 @@ func (s *Server) federation(w http.ResponseWriter, r *http.Request, sess *Sessio
 
 type checkData struct {
 	Catalog *api.Catalog
+	// Scenarios are those whose purpose admits the account's role.
+	Scenarios []credit.Scenario
+	// Printed is what a printed answer says of itself: who checked whom,
+	// when, where.
+	Printed printed
 	Form    api.CheckRequest
 	Answer  *api.CheckAnswer
 	// Groups are the answer's records by district.
@@ -111,9 +117,31 @@ func (s *Server) checkForm(r *http.Request, sess *Session, c *api.Client) (*view
 		return nil, nil, err
 	}
 	v := s.view(r, sess, "nav.check")
-	d := &checkData{Catalog: cat}
+	d := &checkData{Catalog: cat, Scenarios: scenariosFor(cat, sess.Account.Role)}
 	v.Data = d
 	return v, d, nil
+}
+
+// printed heads a printed check: the subject masked, the time, the
+// officer and the node.
+type printed struct {
+	Subject, At, Account, Institution, Node, Region string
+}
+
+// scenariosFor are the catalog's scenarios whose purpose admits role:
+// the API refuses the others.
+func scenariosFor(cat *api.Catalog, role certs.Role) []credit.Scenario {
+	admits := map[string]bool{}
+	for _, p := range cat.Purposes {
+		admits[p.Code] = p.Admits(string(role))
+	}
+	var out []credit.Scenario
+	for _, sc := range cat.Scenarios {
+		if admits[sc.Purpose] {
+			out = append(out, sc)
+		}
+	}
+	return out
 }
 
 func (s *Server) getCheck(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
@@ -131,7 +159,7 @@ func (s *Server) postCheck(w http.ResponseWriter, r *http.Request, sess *Session
 		return err
 	}
 	d.Form = api.CheckRequest{Subject: strings.TrimSpace(r.PostFormValue("subject")), Scenario: r.PostFormValue("scenario"),
-		Purpose: r.PostFormValue("purpose"), Reference: strings.TrimSpace(r.PostFormValue("reference")),
+		Reference: strings.TrimSpace(r.PostFormValue("reference")),
 		Authorization: strings.TrimSpace(r.PostFormValue("authorization")), User: sess.Account.Name}
 	if _, err := credit.ParseSubject(d.Form.Subject, s.cfg.Identifiers); err != nil {
 		v.Error = identifierMessage(v.Lang, err)
@@ -145,6 +173,8 @@ func (s *Server) postCheck(w http.ResponseWriter, r *http.Request, sess *Session
 		return nil
 	}
 	d.Answer = ans
+	d.Printed = printed{Subject: credit.MaskIdentifier(d.Form.Subject), At: s.cfg.Now().In(credit.ChinaStandardTime).Format("2006-01-02 15:04:05 MST"),
+		Account: sess.Account.Name, Institution: sess.Account.Institution, Node: s.cfg.NodeName, Region: s.cfg.Region}
 	for _, dr := range ans.Districts {
 		d.Groups = append(d.Groups, districtGroup{District: dr})
 	}
@@ -196,7 +226,8 @@ func identifierMessage(lang string, err error) string {
 // --- batch checks ---
 
 type batchData struct {
-	Catalog *api.Catalog
+	Catalog   *api.Catalog
+	Scenarios []credit.Scenario
 	Job     *api.Job
 	Percent int
 }
@@ -214,7 +245,7 @@ func (s *Server) getBatch(w http.ResponseWriter, r *http.Request, sess *Session,
 		return err
 	}
 	v := s.view(r, sess, "nav.batch")
-	v.Data = batchData{Catalog: cat}
+	v.Data = batchData{Catalog: cat, Scenarios: scenariosFor(cat, sess.Account.Role)}
 	s.render(w, v, "batch", http.StatusOK)
 	return nil
 }
@@ -225,7 +256,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request, sess *Session
 		return err
 	}
 	v := s.view(r, sess, "nav.batch")
-	v.Data = batchData{Catalog: cat}
+	v.Data = batchData{Catalog: cat, Scenarios: scenariosFor(cat, sess.Account.Role)}
 	f, _, err := r.FormFile("file")
 	if err != nil {
 		v.Error = v.T("batch.nofile")
@@ -240,7 +271,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request, sess *Session
 		return nil
 	}
 	job, err := c.SubmitBatch(r.Context(), api.BatchCheckRequest{Scenario: r.PostFormValue("scenario"),
-		Purpose: r.PostFormValue("purpose"), User: sess.Account.Name, Rows: rows})
+		User: sess.Account.Name, Rows: rows})
 	if err != nil {
 		v.Error = apiMessage(v, err)
 		s.render(w, v, "batch", statusOf(err))
@@ -422,6 +453,9 @@ func (s *Server) getRecords(w http.ResponseWriter, r *http.Request, sess *Sessio
 	d := recordsData{Find: strings.TrimSpace(in.Get("id")), Item: strings.TrimSpace(in.Get("item")),
 		Status: in.Get("status"), After: in.Get("after"), Statuses: listStatuses}
 	status := http.StatusOK
+	if n, err := strconv.Atoi(in.Get("corrected")); err == nil && n > 0 {
+		v.Notice = v.Tf("records.corrected", n)
+	}
 	if d.Find != "" {
 		rec, err := c.Record(r.Context(), d.Find)
 		if err != nil {
@@ -475,7 +509,10 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request, sess *Sessi
 	if err != nil || len(body) > MaxUpload {
 		return fail(http.StatusBadRequest, v.T("records.toolarge"))
 	}
-	ndjson, err := toNDJSON(hdr.Filename, body)
+	ndjson, lines, err := toNDJSONLines(hdr.Filename, body)
+	if errors.Is(err, errNotUTF8) {
+		return fail(http.StatusBadRequest, v.T("records.not_utf8"))
+	}
 	if err != nil {
 		return fail(http.StatusBadRequest, v.T("records.badfile")+": "+err.Error())
 	}
@@ -486,7 +523,7 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request, sess *Sessi
 	res := &uploadResult{}
 	var rep bytes.Buffer
 	cw := csv.NewWriter(&rep)
-	_ = cw.Write([]string{"line", "status", "code", "message"})
+	_ = cw.Write([]string{"record", "line", "id", "status", "code", "field", "message"})
 	for _, rr := range ans.Results {
 		switch rr.Status {
 		case "accepted":
@@ -495,11 +532,15 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request, sess *Sessi
 			res.Duplicates++
 		default:
 			res.Rejected++
-			code, msg := "", ""
+			code, field, msg := "", "", ""
 			if rr.Error != nil {
-				code, msg = rr.Error.Code, rr.Error.Message
+				code, field, msg = rr.Error.Code, rr.Error.Field, rr.Error.Message
 			}
-			_ = cw.Write([]string{strconv.Itoa(rr.Index + 1), rr.Status, code, csvSafe(msg)})
+			line := ""
+			if rr.Index >= 0 && rr.Index < len(lines) {
+				line = strconv.Itoa(lines[rr.Index])
+			}
+			_ = cw.Write([]string{strconv.Itoa(rr.Index + 1), line, csvSafe(rr.ID), rr.Status, code, field, csvSafe(msg)})
 		}
 	}
 	cw.Flush()
@@ -551,57 +592,90 @@ func csvWidth(body []byte) error {
 // toNDJSON turns an uploaded file into the API's NDJSON: at most
 // intake.MaxRecordsPerRequest records, what the API takes at once.
 func toNDJSON(name string, body []byte) ([]byte, error) {
+	out, _, err := toNDJSONLines(name, body)
+	return out, err
+}
+
+// errNotUTF8: the file is not UTF-8 text (a GBK export of a spreadsheet).
+var errNotUTF8 = errors.New("the file is not UTF-8 text")
+
+// toNDJSONLines is toNDJSON that also says on which line of the file
+// each record starts (nil for a JSON array: records are counted there).
+func toNDJSONLines(name string, body []byte) ([]byte, []int, error) {
+	if !utf8.Valid(body) {
+		return nil, nil, errNotUTF8
+	}
+	out, lines, err := convertRecords(body)
+	return out, lines, err
+}
+
+func convertRecords(body []byte) ([]byte, []int, error) {
 	tooMany := fmt.Errorf("more than %d records (the most one upload may hold)", intake.MaxRecordsPerRequest)
 	trimmed := bytes.TrimSpace(body)
 	switch {
 	case len(trimmed) == 0:
-		return nil, errors.New("the file is empty")
+		return nil, nil, errors.New("the file is empty")
 	case trimmed[0] == '[':
 		// Element by element: a slice of all of them would take forty
 		// times the file's size.
 		notArray := errors.New("not a JSON array of records")
 		dec := json.NewDecoder(bytes.NewReader(trimmed))
 		if _, err := dec.Token(); err != nil {
-			return nil, notArray
+			return nil, nil, notArray
 		}
 		var out bytes.Buffer
 		for n := 0; dec.More(); n++ {
 			if n == intake.MaxRecordsPerRequest {
-				return nil, tooMany
+				return nil, nil, tooMany
 			}
 			var rec json.RawMessage
 			if err := dec.Decode(&rec); err != nil {
-				return nil, notArray
+				return nil, nil, notArray
 			}
 			if err := json.Compact(&out, rec); err != nil {
-				return nil, notArray
+				return nil, nil, notArray
 			}
 			out.WriteByte('\n')
 		}
 		if t, err := dec.Token(); err != nil || t != json.Delim(']') {
-			return nil, notArray
+			return nil, nil, notArray
 		}
 		if _, err := dec.Token(); err != io.EOF {
-			return nil, notArray
+			return nil, nil, notArray
 		}
-		return out.Bytes(), nil
+		return out.Bytes(), nil, nil
 	case trimmed[0] == '{':
-		return body, nil
+		// NDJSON: the lines with a record, and where each is.
+		var out bytes.Buffer
+		var lines []int
+		for n, line := range bytes.Split(body, []byte("\n")) {
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue
+			}
+			if len(lines) == intake.MaxRecordsPerRequest {
+				return nil, nil, tooMany
+			}
+			lines = append(lines, n+1)
+			out.Write(bytes.TrimSpace(line))
+			out.WriteByte('\n')
+		}
+		return out.Bytes(), lines, nil
 	}
 	// CSV: the first line names the fields (the API's JSON names).
 	if err := csvWidth(body); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cr := csv.NewReader(bytes.NewReader(body))
 	cr.TrimLeadingSpace = true
 	head, err := cr.Read()
 	if err != nil {
-		return nil, errors.New("neither NDJSON, a JSON array nor CSV with a header line")
+		return nil, nil, errors.New("neither NDJSON, a JSON array nor CSV with a header line")
 	}
 	for i := range head {
 		head[i] = strings.TrimSpace(strings.TrimPrefix(head[i], "\ufeff"))
 	}
 	var out bytes.Buffer
+	var lines []int
 	enc := json.NewEncoder(&out)
 	for line := 2; ; line++ {
 		rec, err := cr.Read()
@@ -609,11 +683,13 @@ func toNDJSON(name string, body []byte) ([]byte, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("line %d is not CSV with %d columns", line, len(head))
+			return nil, nil, fmt.Errorf("line %d is not CSV with %d columns", line, len(head))
 		}
 		if line-1 > intake.MaxRecordsPerRequest {
-			return nil, tooMany
+			return nil, nil, tooMany
 		}
+		at, _ := cr.FieldPos(0)
+		lines = append(lines, at)
 		obj := map[string]string{}
 		for i, h := range head {
 			if rec[i] != "" {
@@ -621,10 +697,10 @@ func toNDJSON(name string, body []byte) ([]byte, error) {
 			}
 		}
 		if err := enc.Encode(obj); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return out.Bytes(), nil
+	return out.Bytes(), lines, nil
 }
 
 func (s *Server) getReport(w http.ResponseWriter, r *http.Request, sess *Session, _ *api.Client) error {
@@ -660,13 +736,9 @@ func (s *Server) postCorrect(w http.ResponseWriter, r *http.Request, sess *Sessi
 		s.render(w, v, "records", statusOf(err))
 		return nil
 	}
-	v.Notice = v.Tf("records.corrected", rec.Version)
-	full, err := c.Record(r.Context(), id)
-	if err != nil {
-		full = rec
-	}
-	v.Data = recordsData{Record: full, Find: id}
-	s.render(w, v, "records", http.StatusOK)
+	// Post/redirect/get: a reload does not correct again, and the page's
+	// address is one the language switch can open.
+	http.Redirect(w, r, "/console/records?"+url.Values{"id": {id}, "corrected": {strconv.Itoa(rec.Version)}}.Encode(), http.StatusSeeOther)
 	return nil
 }
 
@@ -681,7 +753,14 @@ type casesData struct {
 var caseKinds = map[string][]string{"objections": {"upheld", "corrected", "revoked"}, "repairs": {"approved", "rejected"}}
 
 func (s *Server) getCases(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
-	return s.showCases(w, r, sess, c, "", "")
+	notice := ""
+	if id, outcome := r.URL.Query().Get("decided"), r.URL.Query().Get("outcome"); id != "" && slices.Contains(caseKinds[r.URL.Query().Get("kind")], outcome) {
+		// After a decision (postDecide's redirect): the id is shown
+		// escaped, the outcome only if it is one of the kind's.
+		v := s.view(r, sess, "nav.cases")
+		notice = v.Tf("cases.decided", id, v.T("outcome."+outcome))
+	}
+	return s.showCases(w, r, sess, c, "", notice)
 }
 
 func (s *Server) showCases(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client, errText, notice string) error {
@@ -733,7 +812,8 @@ func (s *Server) postDecide(w http.ResponseWriter, r *http.Request, sess *Sessio
 	if err != nil {
 		return s.showCases(w, r, sess, c, apiMessage(v, err), "")
 	}
-	return s.showCases(w, r, sess, c, "", v.Tf("cases.decided", got.ID, v.T("outcome."+got.Outcome)))
+	http.Redirect(w, r, "/console/cases?"+url.Values{"kind": {kind}, "decided": {got.ID}, "outcome": {got.Outcome}}.Encode(), http.StatusSeeOther)
+	return nil
 }
 
 // --- audit ---

@@ -48,6 +48,16 @@ func (v *view) OtherLang() string {
 
 func (s *Server) view(r *http.Request, sess *Session, title string) *view {
 	v := &view{Lang: langOf(r), Path: r.URL.RequestURI(), NodeName: s.cfg.NodeName, Region: s.cfg.Region}
+	if r.Method != http.MethodGet {
+		// The language switch opens the page again with GET: a form's
+		// address is not one (its answer shows the page it belongs to).
+		v.Path = "/console/"
+		for _, p := range navPages {
+			if strings.HasPrefix(r.URL.Path, p.path) {
+				v.Path = p.path
+			}
+		}
+	}
 	v.Title = v.T(title)
 	if sess != nil {
 		a := sess.Account

@@ -337,12 +337,16 @@ func (s *Server) authed(roles []certs.Role, h handler) http.HandlerFunc {
 				return
 			}
 		}
-		c := api.NewClientTransport("https://node.invalid", apiTransport{h: s.cfg.API,
-			id: sess.Account.Identity(s.cfg.Federation, s.cfg.Region)}, time.Minute)
-		if err := h(w, r, sess, c); err != nil {
+		if err := h(w, r, sess, s.client(sess.Account)); err != nil {
 			s.renderAPIError(w, r, sess, err)
 		}
 	}
+}
+
+// client calls the node's API as the account's identity.
+func (s *Server) client(a Account) *api.Client {
+	return api.NewClientTransport("https://node.invalid", apiTransport{h: s.cfg.API,
+		id: a.Identity(s.cfg.Federation, s.cfg.Region)}, time.Minute)
 }
 
 // postLimit is the most a POST to path may send, and whether it is an
@@ -528,7 +532,11 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 			s.logins.WithLabelValues("throttled").Inc()
 			s.flagged.Inc()
 			if first { // a refusal costs no hash: only the first of a delay is audited
-				_ = s.audit(r, Account{Name: name}, "console.login", Denied, "throttled")
+				who := Account{Name: name}
+				if _, err := s.cfg.Store.Get(name); err != nil {
+					who.Name = "unknown:" + nameHash(name)
+				}
+				_ = s.audit(r, who, "console.login", Denied, "throttled")
 			}
 			v.Data, v.Error = d, fmt.Sprintf(v.T("login.throttled"), int(wait.Seconds()+0.999))
 			w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds()+0.999)))
@@ -567,13 +575,29 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 				s.log.Warn("console logins failing for one account", "account", nameHash(name), "failures", n)
 			}
 			s.logins.WithLabelValues("failed").Inc()
-			_ = s.audit(r, Account{Name: name, Role: acc.Role, Institution: acc.Institution, Created: acc.Created}, "console.login", Denied, reason)
+			who := Account{Name: name, Role: acc.Role, Institution: acc.Institution, Created: acc.Created}
+			if gerr != nil {
+				// A name no account has may be a password typed in the
+				// wrong field: the chained audit log keeps only its hash.
+				who = Account{Name: "unknown:" + nameHash(name)}
+			}
+			_ = s.audit(r, who, "console.login", Denied, reason)
 			v.Data, v.Error = d, v.T("login.failed")
 			s.render(w, v, "login", http.StatusUnauthorized)
 			return
 		}
 		s.throttle.succeed(name)
 		a = acc
+	}
+	// An identity the API refuses (suspended, its region removed) is
+	// refused here, with the API's reason, rather than let in to pages
+	// that all refuse it.
+	if _, err := s.client(a).Federation(r.Context()); api.Code(err) == api.CodeUnauthenticated {
+		_ = s.audit(r, a, "console.login", Denied, "identity_refused")
+		s.logins.WithLabelValues("identity_refused").Inc()
+		v.Data, v.Error = d, v.T("login.identity_refused")+" ("+apiMessage(v, err)+")"
+		s.render(w, v, "login", http.StatusForbidden)
+		return
 	}
 	if err := s.audit(r, a, "console.login", Allowed, ""); err != nil {
 		// A login that cannot be audited does not happen.

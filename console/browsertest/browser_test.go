@@ -341,7 +341,7 @@ func TestConsoleInABrowser(t *testing.T) {
 			t.Errorf("the progress bar ends at %d", p)
 		}
 		report := eval[string](b, `fetch(document.getElementById("upload-report").href).then(r => r.text())`)
-		if !strings.Contains(report, "2,rejected,invalid_identifier") {
+		if !strings.Contains(report, "2,2,UP-2,rejected,invalid_identifier,subject,") {
 			t.Errorf("the rejection report:\n%s", report)
 		}
 		if strings.Contains(report, bad) {

@@ -35,6 +35,10 @@
     });
   }
 
+  // After a check, the answer is below the form: take the focus there.
+  var answer = document.getElementById("answer-title");
+  if (answer) answer.focus();
+
   var print = document.getElementById("print");
   if (print) print.addEventListener("click", function () { window.print(); });
 
@@ -75,8 +79,15 @@
       });
       xhr.addEventListener("load", function () {
         bar.value = 100;
-        var a = {};
-        try { a = JSON.parse(xhr.responseText); } catch (e) { a = { error: xhr.statusText }; }
+        var en = document.documentElement.lang === "en";
+        var a = null;
+        try { a = JSON.parse(xhr.responseText); } catch (e) { a = null; }
+        if (!a || typeof a !== "object" || (!a.error && (xhr.status < 200 || xhr.status > 299))) {
+          // Not the console's answer: the session ended (a login page), or
+          // a proxy's error page.
+          a = { error: (en ? "The upload failed (HTTP " + xhr.status + "). Log in again and retry."
+                           : "上传失败（HTTP " + xhr.status + "），请重新登录后再试。") };
+        }
         out.textContent = "";
         var p = document.createElement("p");
         if (a.error) { p.className = "error"; p.textContent = a.error; p.id = "upload-error"; }
@@ -85,7 +96,7 @@
         if (a.report) {
           var l = document.createElement("a");
           l.id = "upload-report"; l.href = a.report; l.setAttribute("download", "");
-          l.textContent = document.documentElement.lang === "en" ? "Download the rejection report (CSV)" : "下载退回报告（CSV）";
+          l.textContent = en ? "Download the rejection report (CSV)" : "下载退回报告（CSV）";
           var lp = document.createElement("p"); lp.appendChild(l); out.appendChild(lp);
         }
       });
