@@ -518,14 +518,14 @@ func TestHostileJobResultsAreStreamed(t *testing.T) {
 			return
 		}
 		enc := json.NewEncoder(w)
-		_ = enc.Encode(api.BatchResult{Row: 1, Reference: "=cmd|' /C calc'!A0", Status: "ok"})
+		_ = enc.Encode(api.BatchResult{Row: 0, Reference: "=cmd|' /C calc'!A0", Status: "ok"})
 		w.(http.Flusher).Flush()
 		select {
 		case <-release:
 		case <-r.Context().Done():
 			return
 		}
-		_ = enc.Encode(api.BatchResult{Row: 2, Reference: "r2", Status: "error", Error: &api.Error{Code: "bad_request", Message: "-1+1"}})
+		_ = enc.Encode(api.BatchResult{Row: 1, Reference: "r2", Status: "error", Error: &api.Error{Code: "bad_request", Message: "-1+1"}})
 	})
 	tc := newConsoleWith(t, stub, nil, nil)
 	c := tc.browser(t)
@@ -553,7 +553,8 @@ func TestHostileJobResultsAreStreamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	got.Write(rest)
-	want := "row,reference,subject,status,lists,measures,complete,error\n1,'=cmd|' /C calc'!A0,,ok,,,,\n2,r2,,error,,,,bad_request: -1+1\n"
+	// The API counts rows from 0, the download (a spreadsheet) from 1.
+	want := "\ufeffrow,reference,subject,status,lists,measures,complete,error\n1,'=cmd|' /C calc'!A0,,ok,,,,\n2,r2,,error,,,,bad_request: -1+1\n"
 	if got.String() != want {
 		t.Errorf("the results:\n%s\nwant:\n%s", got.String(), want)
 	}

@@ -159,7 +159,7 @@ func (s *Server) postCheck(w http.ResponseWriter, r *http.Request, sess *Session
 		return err
 	}
 	d.Form = api.CheckRequest{Subject: strings.TrimSpace(r.PostFormValue("subject")), Scenario: r.PostFormValue("scenario"),
-		Reference: strings.TrimSpace(r.PostFormValue("reference")),
+		Reference:     strings.TrimSpace(r.PostFormValue("reference")),
 		Authorization: strings.TrimSpace(r.PostFormValue("authorization")), User: sess.Account.Name}
 	if _, err := credit.ParseSubject(d.Form.Subject, s.cfg.Identifiers); err != nil {
 		v.Error = identifierMessage(v.Lang, err)
@@ -228,8 +228,8 @@ func identifierMessage(lang string, err error) string {
 type batchData struct {
 	Catalog   *api.Catalog
 	Scenarios []credit.Scenario
-	Job     *api.Job
-	Percent int
+	Job       *api.Job
+	Percent   int
 }
 
 // MaxBatchRows bounds the rows of one uploaded batch file, and
@@ -380,6 +380,9 @@ func (s *Server) getJobResults(w http.ResponseWriter, r *http.Request, sess *Ses
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="check-results.csv"`)
 	cw := csv.NewWriter(w)
+	// A byte-order mark: a spreadsheet on Chinese Windows reads the file
+	// as UTF-8 only with one.
+	_, _ = io.WriteString(w, "\ufeff")
 	_ = cw.Write([]string{"row", "reference", "subject", "status", "lists", "measures", "complete", "error"})
 	for n := 1; err == nil; n, err = n+1, dec.Decode(&br) {
 		var lists, measures []string
@@ -396,7 +399,7 @@ func (s *Server) getJobResults(w http.ResponseWriter, r *http.Request, sess *Ses
 		if br.Error != nil {
 			errText = br.Error.Code + ": " + br.Error.Message
 		}
-		if werr := cw.Write([]string{strconv.Itoa(br.Row), csvSafe(br.Reference), br.Subject, br.Status,
+		if werr := cw.Write([]string{strconv.Itoa(br.Row + 1), csvSafe(br.Reference), br.Subject, br.Status,
 			csvSafe(strings.Join(lists, "; ")), strings.Join(measures, "; "), complete, csvSafe(errText)}); werr != nil {
 			return nil // the browser went away
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"credfed/api"
+	"credfed/credit"
 )
 
 // view is what every page's template gets.
@@ -77,6 +78,15 @@ var funcs = template.FuncMap{
 			return "—"
 		}
 		return t.Local().Format("2006-01-02 15:04")
+	},
+	// ts shows an RFC 3339 time of the API in China Standard Time, to
+	// the second; anything else (a date) as it is.
+	"ts": func(v string) string {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return v
+		}
+		return t.In(credit.ChinaStandardTime).Format("2006-01-02 15:04:05")
 	},
 	"join": strings.Join,
 	"cell": func(c api.Cell) string {
