@@ -162,7 +162,7 @@ func (l *AuditLog) Append(entries ...AuditEntry) ([]AuditEntry, error) {
 			e.At = now
 		}
 		e.At = e.At.UTC()
-		if b, err := encMode.Marshal(&e); err != nil || int64(len(b))+256 > l.db.budgetBytes {
+		if !l.fits(&e) {
 			return nil, fmt.Errorf("storage: audit append: entry %d: %w: too large", i, ErrAuditEntry)
 		}
 		cp[i] = e
@@ -178,6 +178,41 @@ func (l *AuditLog) Append(entries ...AuditEntry) ([]AuditEntry, error) {
 		return nil, fmt.Errorf("storage: audit append: %w", req.err)
 	}
 	return req.entries, nil
+}
+
+// fits says whether e, once chained, fits a transaction's budget (and
+// encodes). Most entries are far below it, and auditSizeBound says so
+// without encoding them (the appender encodes each entry anyway); only an
+// entry near the budget, or with a time outside what RFC 3339 encodes, is
+// encoded here to decide. The caller's goroutine is often a fresh one, and
+// a reflective CBOR encoding on it cost a stack growth as well
+// (docs/BENCHMARKS.md, "Server CPU per lookup").
+func (l *AuditLog) fits(e *AuditEntry) bool {
+	if y := e.At.Year(); y >= 0 && y <= 9999 && auditSizeBound(e)+256 <= l.db.budgetBytes {
+		return true
+	}
+	b, err := encMode.Marshal(e)
+	return err == nil && int64(len(b))+256 <= l.db.budgetBytes
+}
+
+// auditSizeBound is an upper bound of len(encMode.Marshal(e)) for an
+// entry whose time is within years 0–9999: a map head, and for every
+// field its key, a head of at most 9 bytes and its content (the time an
+// RFC 3339 string of at most 35 bytes, the hashes byte strings of 32, and
+// all of them counted present, the omitted ones too).
+func auditSizeBound(e *AuditEntry) int64 {
+	const field = 1 + 9 // key, head
+	n := int64(9) + 23*field + 35 + 3*32
+	for _, s := range [...]string{e.Node, e.Caller, e.Role, e.Institution, e.User, e.Operation, e.Purpose, e.Reference,
+		e.Authorization, e.Authentication, e.Subject, e.District, e.Decision, e.Reason, e.LookupID, e.Requester} {
+		n += int64(len(s))
+	}
+	for _, list := range [...][]string{e.Records, e.Pseudonyms} {
+		for _, s := range list {
+			n += 9 + int64(len(s))
+		}
+	}
+	return n
 }
 
 func checkAuditEntry(e *AuditEntry) error {

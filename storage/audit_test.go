@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -315,5 +317,74 @@ func TestAuditVerifyFindsTampering(t *testing.T) {
 				t.Fatalf("Verify = seq %d %q, want seq %d containing %q", te.Seq, te.Problem, c.seq, c.problem)
 			}
 		})
+	}
+}
+
+// TestAuditSizeBoundIsAnUpperBound: Append decides most entries fit by
+// auditSizeBound without encoding them, so the bound must never be below
+// the real encoding, whatever the fields hold (every field set, long and
+// multi-byte strings, many records, a chained entry's seq, prev and hash).
+func TestAuditSizeBoundIsAnUpperBound(t *testing.T) {
+	if n := reflect.TypeOf(AuditEntry{}).NumField(); n != 23 {
+		t.Fatalf("AuditEntry has %d fields; auditSizeBound counts 23: update it", n)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	str := func() string {
+		b := make([]rune, rng.IntN(300))
+		for i := range b {
+			b[i] = []rune{'a', 'é', '信', '🙂'}[rng.IntN(4)]
+		}
+		return string(b)
+	}
+	list := func() []string {
+		l := make([]string, rng.IntN(40))
+		for i := range l {
+			l[i] = str()
+		}
+		return l
+	}
+	for i := 0; i < 500; i++ {
+		e := AuditEntry{At: time.Date(rng.IntN(10000), time.Month(1+rng.IntN(12)), 1+rng.IntN(28), rng.IntN(24), 59, 59, rng.IntN(1e9), time.UTC),
+			Node: str(), Caller: str(), Role: str(), Institution: str(), User: str(), Operation: str(), Purpose: str(),
+			Reference: str(), Authorization: str(), Authentication: str(), Subject: str(), District: str(),
+			Records: list(), Decision: str(), Reason: str(), Pseudonyms: list(), Count: rng.Int(), LookupID: str(),
+			Requester: str(), Seq: rng.Uint64()}
+		for j := range e.Prev {
+			e.Prev[j], e.Hash[j] = byte(rng.IntN(256)), byte(rng.IntN(256))
+		}
+		b, err := encMode.Marshal(&e)
+		if err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		if bound := auditSizeBound(&e); bound < int64(len(b)) {
+			t.Fatalf("entry %d: bound %d < encoding %d", i, bound, len(b))
+		}
+	}
+}
+
+// TestAuditAppendRefusesAnEntryJustOverTheBudget: the estimate lets the
+// common entry through without encoding; one whose encoding is just over
+// the budget is still refused, one just under it still accepted.
+func TestAuditAppendRefusesAnEntryJustOverTheBudget(t *testing.T) {
+	db := openTest(t, Options{InMemory: true})
+	l := db.Audit()
+	e := lookupEntry(1)
+	e.At = time.Date(2026, 5, 1, 10, 11, 12, 123456789, time.UTC)
+	b, err := encMode.Marshal(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := int64(len(b))
+	db.budgetBytes = base + 256 + 100     // the entry plus 100 bytes of reason fit, the bound of it does not
+	e.Reason = strings.Repeat("r", 100-3) // key, two-byte head, 97 bytes
+	if _, err := l.Append(e); err != nil {
+		t.Fatalf("an entry within the budget: %v", err)
+	}
+	e.Reason = strings.Repeat("r", 98)
+	if _, err := l.Append(e); !errors.Is(err, ErrAuditEntry) {
+		t.Fatalf("an entry over the budget: err = %v, want ErrAuditEntry", err)
+	}
+	if seq, _ := l.Head(); seq != 1 {
+		t.Fatalf("head at %d, want 1 (only the entry within the budget)", seq)
 	}
 }
