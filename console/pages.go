@@ -25,9 +25,12 @@ import (
 // --- federation ---
 
 type regionNode struct {
-	Region   api.Region
-	Health   *NodeHealth
-	Lag      uint64
+	Region api.Region
+	Health *NodeHealth
+	Lag    uint64
+	// CertSoon: the node's certificate ends within two days (it renews at
+	// two thirds of its life, so this is a renewal that keeps failing).
+	CertSoon bool
 	Children []*regionNode
 }
 
@@ -63,6 +66,9 @@ func (s *Server) federation(w http.ResponseWriter, r *http.Request, sess *Sessio
 	var roots []*regionNode
 	for _, reg := range regions {
 		n := &regionNode{Region: reg, Health: health[reg.Path]}
+		if h := n.Health; h != nil && h.Reachable && !h.CertNotAfter.IsZero() && h.CertNotAfter.Sub(s.cfg.Now()) < 48*time.Hour {
+			n.CertSoon = true
+		}
 		if n.Health != nil && n.Health.Reachable && maxApplied >= n.Health.Applied {
 			n.Lag = maxApplied - n.Health.Applied
 		}
@@ -228,8 +234,10 @@ func identifierMessage(lang string, err error) string {
 type batchData struct {
 	Catalog   *api.Catalog
 	Scenarios []credit.Scenario
-	Job       *api.Job
-	Percent   int
+	// Jobs are the session's recent jobs, newest first.
+	Jobs    []string
+	Job     *api.Job
+	Percent int
 }
 
 // MaxBatchRows bounds the rows of one uploaded batch file, and
@@ -245,7 +253,7 @@ func (s *Server) getBatch(w http.ResponseWriter, r *http.Request, sess *Session,
 		return err
 	}
 	v := s.view(r, sess, "nav.batch")
-	v.Data = batchData{Catalog: cat, Scenarios: scenariosFor(cat, sess.Account.Role)}
+	v.Data = batchData{Catalog: cat, Scenarios: scenariosFor(cat, sess.Account.Role), Jobs: sess.recentJobs()}
 	s.render(w, v, "batch", http.StatusOK)
 	return nil
 }
@@ -256,7 +264,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request, sess *Session
 		return err
 	}
 	v := s.view(r, sess, "nav.batch")
-	v.Data = batchData{Catalog: cat, Scenarios: scenariosFor(cat, sess.Account.Role)}
+	v.Data = batchData{Catalog: cat, Scenarios: scenariosFor(cat, sess.Account.Role), Jobs: sess.recentJobs()}
 	f, _, err := r.FormFile("file")
 	if err != nil {
 		v.Error = v.T("batch.nofile")
@@ -277,6 +285,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request, sess *Session
 		s.render(w, v, "batch", statusOf(err))
 		return nil
 	}
+	sess.addJob(job.ID)
 	http.Redirect(w, r, "/console/jobs/"+url.PathEscape(job.ID), http.StatusSeeOther)
 	return nil
 }
@@ -967,6 +976,12 @@ func (s *Server) getStats(w http.ResponseWriter, r *http.Request, sess *Session,
 		cells = append(cells, p.Total)
 	}
 	d.Charts = append(d.Charts, newChart(v.T("stats.lookups_by_purpose"), labels, cells))
+	labels, cells = nil, nil
+	for _, p := range st.Checks.Purposes {
+		labels = append(labels, cmp.Or(purposeName[p.Purpose], p.Purpose))
+		cells = append(cells, p.Total)
+	}
+	d.Charts = append(d.Charts, newChart(v.T("stats.checks_by_purpose"), labels, cells))
 	labels, cells = nil, nil
 	for _, row := range st.Cases.Districts {
 		name := cmp.Or(row.Name, row.District)

@@ -56,8 +56,9 @@ const (
 // it (Config.Nodes).
 type NodeHealth struct {
 	Name, Role, Region string
-	// Reachable is false when the node's API did not answer (Error says
-	// why); the other fields are then empty.
+	// Reachable is false when the node's API did not answer; Error says
+	// why: no_answer, no_api (none registered), unreadable, or "HTTP n".
+	// The other fields are then empty.
 	Reachable bool
 	Error     string
 	Ready     bool

@@ -16,6 +16,33 @@ type Session struct {
 	Account  Account
 	Created  time.Time
 	lastSeen time.Time
+	// jobs are the batch checks the session submitted, newest last (at
+	// most maxSessionJobs), for the batch page to list.
+	jobsMu sync.Mutex
+	jobs   []string
+}
+
+// maxSessionJobs bounds the jobs a session lists.
+const maxSessionJobs = 10
+
+func (s *Session) addJob(id string) {
+	s.jobsMu.Lock()
+	defer s.jobsMu.Unlock()
+	s.jobs = append(s.jobs, id)
+	if len(s.jobs) > maxSessionJobs {
+		s.jobs = s.jobs[len(s.jobs)-maxSessionJobs:]
+	}
+}
+
+// recentJobs are the session's jobs, newest first.
+func (s *Session) recentJobs() []string {
+	s.jobsMu.Lock()
+	defer s.jobsMu.Unlock()
+	out := make([]string, len(s.jobs))
+	for i, j := range s.jobs {
+		out[len(s.jobs)-1-i] = j
+	}
+	return out
 }
 
 // maxReports and maxReportBytes bound what a session keeps of its

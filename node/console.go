@@ -60,7 +60,7 @@ func (n *Node) nodesHealth(ctx context.Context) []console.NodeHealth {
 			addr = "https://" + n.APIAddr()
 		}
 		if addr == "" {
-			out[i].Error = "no API address in the registry"
+			out[i].Error = "no_api"
 			continue
 		}
 		wg.Add(1)
@@ -76,12 +76,12 @@ func (n *Node) nodesHealth(ctx context.Context) []console.NodeHealth {
 func fillHealth(ctx context.Context, hc *http.Client, addr string, h *console.NodeHealth) {
 	req, err := http.NewRequestWithContext(ctx, "GET", addr+"/v1/federation", nil)
 	if err != nil {
-		h.Error = err.Error()
+		h.Error = "unreadable"
 		return
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		h.Error = "no answer"
+		h.Error = "no_answer"
 		return
 	}
 	defer resp.Body.Close()
@@ -91,7 +91,7 @@ func fillHealth(ctx context.Context, hc *http.Client, addr string, h *console.No
 	}
 	var f api.Federation
 	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 4<<20)).Decode(&f); err != nil {
-		h.Error = "unreadable answer"
+		h.Error = "unreadable"
 		return
 	}
 	h.Reachable, h.Ready, h.Status, h.RaftState = true, f.Node.Ready, f.Node.Status, f.Raft.State

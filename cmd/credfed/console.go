@@ -14,6 +14,7 @@ import (
 
 	"credfed/certs"
 	"credfed/console"
+	"credfed/credit"
 	"credfed/node"
 )
 
@@ -80,7 +81,10 @@ func readPassword(cmd *cobra.Command, file string) (string, error) {
 	if err != nil && !errors.Is(err, io.EOF) {
 		return "", err
 	}
-	return strings.TrimRight(line, "\r\n"), nil
+	if line = strings.TrimRight(line, "\r\n"); line == "" {
+		return "", errors.New("no password given: on standard input (its first line), a terminal, or --password-file")
+	}
+	return line, nil
 }
 
 func consoleUserAddCommand() *cobra.Command {
@@ -166,7 +170,7 @@ func consoleUserListCommand() *cobra.Command {
 			if a.Disabled {
 				state = "disabled"
 			}
-			rows = append(rows, []string{a.Name, string(a.Role), a.Institution, a.Created.Local().Format("2006-01-02 15:04"), state})
+			rows = append(rows, []string{a.Name, string(a.Role), a.Institution, a.Created.In(credit.ChinaStandardTime).Format("2006-01-02 15:04 MST"), state})
 		}
 		return writeTable(cmd.OutOrStdout(), "", []string{"NAME", "ROLE", "INSTITUTION", "CREATED", "STATE"}, rows)
 	}
@@ -256,6 +260,11 @@ or expired link is refused with a message that says which.`,
 		}
 		if ttl < time.Second || ttl > 7*24*time.Hour {
 			return usageErrorf("--ttl must be between 1s and 168h (7 days)")
+		}
+		if acc, err := store.Get(name); err != nil {
+			return err
+		} else if acc.Disabled {
+			return fmt.Errorf("%s is disabled: enable it first (credfed console user enable)", name)
 		}
 		tok, err := store.IssueLink(name, ttl, time.Now())
 		if err != nil {
