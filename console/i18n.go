@@ -4,13 +4,13 @@ import "strings"
 
 // messages are the console's texts: Chinese first, then English.
 var messages = map[string][2]string{
-	"app.name":       {"公共信用信息联邦 · 控制台", "Public credit federation · console"},
+	"app.name":       {"公共信用信息共享平台 · 控制台", "Public credit federation · console"},
 	"app.skip":       {"跳到正文", "Skip to content"},
 	"app.nav":        {"页面", "Pages"},
 	"app.other_lang": {"English", "中文"},
 	"app.logout":     {"退出登录", "Log out"},
 
-	"nav.federation": {"联邦", "Federation"},
+	"nav.federation": {"节点状态", "Federation"},
 	"nav.check":      {"决策前核查", "Check before a decision"},
 	"nav.batch":      {"批量核查", "Batch check"},
 	"nav.records":    {"信用记录", "Records"},
@@ -73,7 +73,7 @@ var messages = map[string][2]string{
 	"health.not_ready":   {"未就绪", "not ready"},
 	"health.unreachable": {"无法连接", "unreachable"},
 	"health.unknown":     {"未知", "unknown"},
-	"fed.intro":          {"联邦 %s：省 → 市 → 区，以及每个节点的状态。", "Federation %s: province → cities → districts, and each node's health."},
+	"fed.intro":          {"平台 %s：省 → 市 → 区，以及每个节点的状态。", "Federation %s: province → cities → districts, and each node's health."},
 	"fed.raft":           {"Raft 角色", "Raft role"},
 	"fed.applied":        {"已应用索引", "Applied index"},
 	"fed.lag":            {"落后条目", "Lag (entries)"},
