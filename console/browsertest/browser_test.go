@@ -379,6 +379,10 @@ func TestConsoleInABrowser(t *testing.T) {
 			t.Error("the decided objection is still in the open queue")
 		}
 
+		// The federation page is every role's.
+		b.open(f.api[acc.Node] + "/console/federation")
+		b.until("the tree", `document.querySelectorAll("#tree details").length === 7`)
+
 		// A page the role may not see.
 		if st := b.open(f.api[acc.Node] + "/console/audit"); st != 403 {
 			t.Errorf("a department opening the audit page: HTTP %d, want 403", st)
@@ -466,6 +470,13 @@ func TestConsoleInABrowser(t *testing.T) {
 			t.Error("the audit page shows no chain status")
 		}
 		b.shot("audit")
+		b.open(f.api[acc.Node] + "/console/stats")
+		b.until("the operator's charts", `document.querySelectorAll("figure.chart").length >= 4`)
+		for _, page := range []string{"/console/check", "/console/records", "/console/cases", "/console/batch"} {
+			if st := b.open(f.api[acc.Node] + page); st != 403 {
+				t.Errorf("an operator opening %s: HTTP %d, want 403", page, st)
+			}
+		}
 	})
 
 	t.Run("phone", func(t *testing.T) {
