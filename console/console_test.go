@@ -20,7 +20,6 @@ import (
 	"credfed/api"
 	"credfed/certs"
 	"credfed/credit"
-	"credfed/httpapi"
 )
 
 // cluster is the API's view of the node: enough for the pages that read
@@ -77,26 +76,11 @@ type testConsole struct {
 
 const password = "correct horse battery"
 
+// newTestConsole is a console over the real API handler (the cluster
+// above), with the accounts dept, ops and coord (newConsoleWith).
 func newTestConsole(t *testing.T) *testConsole {
 	t.Helper()
-	store := OpenStore(filepath.Join(t.TempDir(), "console"))
-	clk := newClock(time.Now())
-	revs := certs.NewRevocationList()
-	h := httpapi.New(httpapi.Config{Cluster: cluster{}, Revocations: revs})
-	al := &auditLog{}
-	cs, err := New(Config{Store: store, API: h, Federation: "t", Region: "zj/hz/xh", NodeName: "西湖区", Audit: al, Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range []Account{{Name: "dept", Role: certs.Department, Institution: "market-supervision"},
-		{Name: "ops", Role: certs.Operator, Institution: "credit-center"}} {
-		if err := store.Add(a, password, clk.Now()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	srv := httptest.NewTLSServer(cs)
-	t.Cleanup(srv.Close)
-	return &testConsole{srv: srv, cs: cs, store: store, audit: al, clock: clk, revs: revs}
+	return newConsoleWith(t, nil, nil, nil)
 }
 
 // browser is an HTTP client with its own cookies that does not follow
