@@ -34,6 +34,7 @@ import (
 // entry and exits 1. On the way, GET /v1/audit serves a district's
 // entries to an operator, filtered and paged, and to nobody else.
 func TestAuditAnchorsCatchRewrittenLogs(t *testing.T) {
+	skipUnderRace(t, "restarts nodes over tampered stores, one step at a time")
 	dir := t.TempDir()
 	spec := localfed.Spec{Dir: dir, Districts: 2, Encrypt: true}
 	l, err := localfed.Create(spec)

@@ -263,3 +263,14 @@ func leaks(log, metrics string, messages []string, needles map[string]string) []
 	}
 	return broken
 }
+
+// skipUnderRace skips one of the slowest tests in the race pass, which
+// must fit CI's time with the rest: what it does is sequential (its
+// logic, not its concurrency, is under test), it runs in the first pass,
+// and the race pass exercises the same code paths in the others.
+func skipUnderRace(t *testing.T, what string) {
+	t.Helper()
+	if raceDetector {
+		t.Skipf("skipped under the race detector to keep CI within its time: it %s, sequentially, and runs in the first pass", what)
+	}
+}

@@ -354,6 +354,7 @@ func TestHostileDistrictSweepAcrossCoordinatorsIsRateLimitedPerDistrict(t *testi
 // them. A control district that sweeps without hiding is flagged; the
 // hiding one must be flagged too.
 func TestHostileDistrictSweepHiddenByPublishingEmptyEntriesIsFlagged(t *testing.T) {
+	skipUnderRace(t, "waits for the custody check's runs over a hostile district's publishing")
 	f := startFedConfigured(t, localfed.Spec{Districts: 2}, node.Options{}, custodyConfig)
 	kecheng, xihu := f.Districts()[0], f.Districts()[1]
 	hider := bareEndpoint(t, f, nodeCertificate(t, f, kecheng))
