@@ -478,7 +478,7 @@ func (s *Server) getRecords(w http.ResponseWriter, r *http.Request, sess *Sessio
 	}
 	// The department's records, below the search: the API refuses a bad
 	// filter or cursor with its reason.
-	page, err := c.Records(r.Context(), api.RecordQuery{Item: d.Item, Status: d.Status, After: d.After})
+	page, err := c.Records(r.Context(), api.RecordQuery{Item: d.Item, Status: d.Status, After: d.After, Limit: recordsPerPage})
 	switch {
 	case err == nil:
 		d.List = page
@@ -489,6 +489,9 @@ func (s *Server) getRecords(w http.ResponseWriter, r *http.Request, sess *Sessio
 	s.render(w, v, "records", status)
 	return nil
 }
+
+// recordsPerPage is the Records page's list: a screen's worth.
+const recordsPerPage = 25
 
 // MaxUpload bounds an uploaded records file.
 const MaxUpload = 64 << 20
@@ -851,9 +854,9 @@ func (s *Server) getAudit(w http.ResponseWriter, r *http.Request, sess *Session,
 	}
 	for _, k := range []string{"from", "to"} {
 		if val := strings.TrimSpace(in.Get(k)); val != "" {
-			t, err := time.ParseInLocation("2006-01-02T15:04", val, time.Local)
+			t, err := time.ParseInLocation("2006-01-02T15:04", val, credit.ChinaStandardTime)
 			if err != nil {
-				if t, err = time.ParseInLocation("2006-01-02", val, time.Local); err != nil {
+				if t, err = time.ParseInLocation("2006-01-02", val, credit.ChinaStandardTime); err != nil {
 					v := s.view(r, sess, "nav.audit")
 					v.Error = v.T("audit.baddate")
 					v.Data = auditData{Filter: in}

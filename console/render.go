@@ -77,7 +77,7 @@ var funcs = template.FuncMap{
 		if t.IsZero() {
 			return "—"
 		}
-		return t.Local().Format("2006-01-02 15:04")
+		return t.In(credit.ChinaStandardTime).Format("2006-01-02 15:04")
 	},
 	// ts shows an RFC 3339 time of the API in China Standard Time, to
 	// the second; anything else (a date) as it is.
