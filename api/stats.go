@@ -88,6 +88,12 @@ type CaseStats struct {
 	// Objections and Repairs are the totals over the districts.
 	Objections CaseCounts `json:"objections"`
 	Repairs    CaseCounts `json:"repairs"`
+	// AgeBuckets are the upper bounds, in days since filing, of the open
+	// objections' age columns; the last column is the older ones.
+	AgeBuckets []int `json:"age_buckets"`
+	// ObjectionAges are the open objections by age (AgeBuckets), totals
+	// over the districts.
+	ObjectionAges []Cell `json:"objection_ages"`
 }
 
 // CaseRow is one district's cases.
@@ -96,6 +102,8 @@ type CaseRow struct {
 	Name       string     `json:"name,omitempty"`
 	Objections CaseCounts `json:"objections"`
 	Repairs    CaseCounts `json:"repairs"`
+	// ObjectionAges are the district's open objections by age.
+	ObjectionAges []Cell `json:"objection_ages"`
 }
 
 // TimelinessStats counts the records reported late: first recorded more

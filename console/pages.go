@@ -942,6 +942,28 @@ func newChart(title string, labels []string, cells []api.Cell) chart {
 	return ch
 }
 
+// orderedChart keeps its bars in the order given, zeros too (the age
+// buckets: a scale, not a ranking).
+func orderedChart(title string, labels []string, cells []api.Cell) chart {
+	ch := chart{Title: title}
+	var top int64 = 1
+	for _, c := range cells {
+		if c.Value != nil {
+			top = max(top, *c.Value)
+		}
+	}
+	for i, c := range cells {
+		b := bar{Label: labels[i]}
+		if c.Value != nil {
+			b.Value, b.Known = *c.Value, true
+			b.Width = float64(*c.Value) * 100 / float64(top)
+		}
+		ch.Bars = append(ch.Bars, b)
+	}
+	ch.Height = 28*len(ch.Bars) + 8
+	return ch
+}
+
 type statsData struct {
 	Stats  *api.Stats
 	Charts []chart
@@ -992,6 +1014,16 @@ func (s *Server) getStats(w http.ResponseWriter, r *http.Request, sess *Session,
 		cells = append(cells, row.Objections.Open, row.Objections.Overdue)
 	}
 	d.Charts = append(d.Charts, newChart(v.T("stats.objections"), labels, cells))
+	if ages := st.Cases.ObjectionAges; len(ages) == len(st.Cases.AgeBuckets)+1 {
+		labels = nil
+		lo := 0
+		for _, hi := range st.Cases.AgeBuckets {
+			labels = append(labels, v.Tf("stats.age_range", lo, hi))
+			lo = hi + 1
+		}
+		labels = append(labels, v.Tf("stats.age_over", lo-1))
+		d.Charts = append(d.Charts, orderedChart(v.T("stats.objection_ages"), labels, ages))
+	}
 	v.Data = d
 	s.render(w, v, "stats", http.StatusOK)
 	return nil

@@ -97,10 +97,12 @@ func statsView(a stats.Answer) api.Stats {
 	}
 	ct := a.Cases
 	out.Cases = api.CaseStats{Districts: make([]api.CaseRow, 0, len(ct.Districts)),
-		Objections: counts(ct.ColTotals, stats.ObjectionsOpen), Repairs: counts(ct.ColTotals, stats.RepairsOpen)}
+		Objections: counts(ct.ColTotals, stats.ObjectionsOpen), Repairs: counts(ct.ColTotals, stats.RepairsOpen),
+		AgeBuckets: stats.AgeBuckets[:], ObjectionAges: cellsView(ct.ColTotals[stats.ObjectionsAged:])}
 	for i, d := range ct.Districts {
 		out.Cases.Districts = append(out.Cases.Districts, api.CaseRow{District: d.Path, Name: d.Name,
-			Objections: counts(ct.Cells[i], stats.ObjectionsOpen), Repairs: counts(ct.Cells[i], stats.RepairsOpen)})
+			Objections: counts(ct.Cells[i], stats.ObjectionsOpen), Repairs: counts(ct.Cells[i], stats.RepairsOpen),
+			ObjectionAges: cellsView(ct.Cells[i][stats.ObjectionsAged:])})
 	}
 
 	tt := a.Timeliness

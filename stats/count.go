@@ -33,6 +33,23 @@ type caseCounts struct {
 	Open     int64 `cbor:"1,keyasint"`
 	Resolved int64 `cbor:"2,keyasint"`
 	Overdue  int64 `cbor:"3,keyasint"`
+	// Ages splits Open by the days since filing (AgeBuckets); empty from
+	// a district that does not count them yet.
+	Ages []int64 `cbor:"4,keyasint,omitempty"`
+}
+
+// AgeBuckets are the open cases' ages, in days since filing: up to 5,
+// 6–15, 16–30, over 30 (the last bound of each, the last open).
+var AgeBuckets = [...]int{5, 15, 30}
+
+// ageBucket is the bucket of an age in days.
+func ageBucket(days int) int {
+	for i, b := range AgeBuckets {
+		if days <= b {
+			return i
+		}
+	}
+	return len(AgeBuckets)
 }
 
 type departmentCount struct {
@@ -157,11 +174,12 @@ func countDistrict(ctx context.Context, recs Records, cat *credit.Catalog, cal *
 		out.Departments = append(out.Departments, departmentCount{Department: d, Late: v})
 	}
 	for _, kind := range []string{storage.CaseObjection, storage.CaseRepair} {
-		var c caseCounts
+		c := caseCounts{Ages: make([]int64, len(AgeBuckets)+1)}
 		_, err := recs.Cases(kind, 1, func(sc storage.Case) bool {
 			switch sc.State {
 			case storage.CaseOpen:
 				c.Open++
+				c.Ages[ageBucket(int(today-credit.TodayAt(sc.FiledAt)))]++
 				if sc.Deadline != 0 && today > sc.Deadline {
 					c.Overdue++
 				}
@@ -294,6 +312,18 @@ func badCounts(r *countsReply) string {
 	for _, c := range []caseCounts{r.Objections, r.Repairs} {
 		if !goodCount(c.Open) || !goodCount(c.Resolved) || !goodCount(c.Overdue) || c.Overdue > c.Open {
 			return "malformed case counts"
+		}
+		if len(c.Ages) != 0 {
+			var sum int64
+			for _, a := range c.Ages {
+				if !goodCount(a) {
+					return "malformed case ages"
+				}
+				sum += a
+			}
+			if len(c.Ages) != len(AgeBuckets)+1 || sum != c.Open {
+				return "malformed case ages"
+			}
 		}
 	}
 	return ""

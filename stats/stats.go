@@ -217,7 +217,10 @@ const (
 	RepairsOpen
 	RepairsResolved
 	RepairsOverdue
-	caseColumns
+	// ObjectionsAged is the first of the open objections' age columns,
+	// one per bucket (AgeBuckets, then the older ones).
+	ObjectionsAged
+	caseColumns = ObjectionsAged + len(AgeBuckets) + 1
 )
 
 // CaseTable counts objections and repair requests by district (rows):
@@ -482,7 +485,8 @@ func caseTable(rows []Region, counts []countsReply) CaseTable {
 	cells := make([][]int64, len(rows))
 	for r, rep := range counts {
 		o, p := rep.Objections, rep.Repairs
-		cells[r] = []int64{o.Open, o.Resolved, o.Overdue, p.Open, p.Resolved, p.Overdue}
+		cells[r] = append([]int64{o.Open, o.Resolved, o.Overdue, p.Open, p.Resolved, p.Overdue}, make([]int64, len(AgeBuckets)+1)...)
+		copy(cells[r][ObjectionsAged:], o.Ages) // none from a district that does not count them
 	}
 	return CaseTable{Districts: rows, Published: Table{Cols: caseColumns, Cells: cells, ColTotals: true}.Publish()}
 }

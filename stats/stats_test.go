@@ -2,6 +2,7 @@ package stats
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -147,7 +148,9 @@ func TestCountDistrict(t *testing.T) {
 	if len(late) != 2 || late["market"] != 2 || late["tax"] != 0 {
 		t.Errorf("late by department %v, want market 2 (M-3, M-4), tax 0", late)
 	}
-	if got.Objections != (caseCounts{Open: 2, Resolved: 1, Overdue: 1}) || got.Repairs != (caseCounts{Open: 1, Resolved: 1}) {
+	// Filed today: every open case is in the first age bucket.
+	if !reflect.DeepEqual(got.Objections, caseCounts{Open: 2, Resolved: 1, Overdue: 1, Ages: []int64{2, 0, 0, 0}}) ||
+		!reflect.DeepEqual(got.Repairs, caseCounts{Open: 1, Resolved: 1, Ages: []int64{1, 0, 0, 0}}) {
 		t.Errorf("cases: objections %+v, repairs %+v", got.Objections, got.Repairs)
 	}
 	if bad := badCounts(&got); bad != "" {
@@ -470,5 +473,25 @@ func wantSuppressed(t *testing.T, what string, c Cell) {
 	t.Helper()
 	if !c.Suppressed || c.Value != 0 {
 		t.Errorf("%s: %+v, want suppressed", what, c)
+	}
+}
+
+// TestCaseAgesAreBucketedAndChecked: an open case's age in days falls in
+// one bucket (5, 15, 30, older), and a reply whose ages do not add up to
+// its open cases is refused.
+func TestCaseAgesAreBucketedAndChecked(t *testing.T) {
+	for days, want := range map[int]int{0: 0, 5: 0, 6: 1, 15: 1, 16: 2, 30: 2, 31: 3, 400: 3} {
+		if got := ageBucket(days); got != want {
+			t.Errorf("ageBucket(%d) = %d, want %d", days, got, want)
+		}
+	}
+	for _, ages := range [][]int64{{1, 0, 0}, {1, 1, 0, 0}, {-1, 2, 0, 0}} {
+		r := countsReply{Objections: caseCounts{Open: 1, Ages: ages}}
+		if badCounts(&r) == "" {
+			t.Errorf("ages %v of 1 open objection accepted", ages)
+		}
+	}
+	if r := (countsReply{Objections: caseCounts{Open: 1}}); badCounts(&r) != "" {
+		t.Errorf("a reply without ages (a district not counting them yet) refused: %s", badCounts(&r))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +124,16 @@ func TestStatsAcrossTheFederation(t *testing.T) {
 	value(t, "the other city's district's", rows[regionOf(f, far)].Counts[food], 7)
 	suppressed(t, "food records in the province (dB's 2 among them)", st.Records.Categories[food].Total)
 	suppressed(t, "all records (a suppressed row total among its parts)", st.Records.Total)
+	// No objections filed: every age bucket holds 0 (a zero is no small
+	// count), in every district and in total.
+	if !slices.Equal(st.Cases.AgeBuckets, []int{5, 15, 30}) || len(st.Cases.ObjectionAges) != 4 {
+		t.Errorf("objection age buckets %v, totals %+v", st.Cases.AgeBuckets, st.Cases.ObjectionAges)
+	}
+	for _, r := range st.Cases.Districts {
+		for i, c := range r.ObjectionAges {
+			value(t, fmt.Sprintf("%s's open objections in age bucket %d", r.District, i), c, 0)
+		}
+	}
 	late := map[string]api.Cell{}
 	for _, d := range st.Timeliness.Departments {
 		late[d.District] = d.Late
