@@ -465,7 +465,7 @@ func (s *Server) getRecords(w http.ResponseWriter, r *http.Request, sess *Sessio
 	d := recordsData{Find: strings.TrimSpace(in.Get("id")), Item: strings.TrimSpace(in.Get("item")),
 		Status: in.Get("status"), After: in.Get("after"), Statuses: listStatuses}
 	status := http.StatusOK
-	if n, err := strconv.Atoi(in.Get("corrected")); err == nil && n > 0 {
+	if n, err := strconv.Atoi(in.Get("corrected")); err == nil && n > 0 && sess.did(doneAct{"records", in.Get("id"), strconv.Itoa(n), ""}) {
 		v.Notice = v.Tf("records.corrected", n)
 	}
 	if d.Find != "" {
@@ -663,15 +663,19 @@ func convertRecords(body []byte) ([]byte, []int, error) {
 		// NDJSON: the lines with a record, and where each is.
 		var out bytes.Buffer
 		var lines []int
-		for n, line := range bytes.Split(body, []byte("\n")) {
-			if len(bytes.TrimSpace(line)) == 0 {
+		// Line by line, not bytes.Split: a slice of every line would take
+		// 24 bytes for each byte of a file of newlines.
+		for n, rest := 1, body; len(rest) > 0; n++ {
+			var line []byte
+			line, rest, _ = bytes.Cut(rest, []byte("\n"))
+			if line = bytes.TrimSpace(line); len(line) == 0 {
 				continue
 			}
 			if len(lines) == intake.MaxRecordsPerRequest {
 				return nil, nil, tooMany
 			}
-			lines = append(lines, n+1)
-			out.Write(bytes.TrimSpace(line))
+			lines = append(lines, n)
+			out.Write(line)
 			out.WriteByte('\n')
 		}
 		return out.Bytes(), lines, nil
@@ -753,6 +757,7 @@ func (s *Server) postCorrect(w http.ResponseWriter, r *http.Request, sess *Sessi
 	}
 	// Post/redirect/get: a reload does not correct again, and the page's
 	// address is one the language switch can open.
+	sess.addDone(doneAct{"records", id, strconv.Itoa(rec.Version), ""})
 	http.Redirect(w, r, "/console/records?"+url.Values{"id": {id}, "corrected": {strconv.Itoa(rec.Version)}}.Encode(), http.StatusSeeOther)
 	return nil
 }
@@ -769,9 +774,11 @@ var caseKinds = map[string][]string{"objections": {"upheld", "corrected", "revok
 
 func (s *Server) getCases(w http.ResponseWriter, r *http.Request, sess *Session, c *api.Client) error {
 	notice := ""
-	if id, outcome := r.URL.Query().Get("decided"), r.URL.Query().Get("outcome"); id != "" && slices.Contains(caseKinds[r.URL.Query().Get("kind")], outcome) {
-		// After a decision (postDecide's redirect): the id is shown
-		// escaped, the outcome only if it is one of the kind's.
+	q := r.URL.Query()
+	if id, outcome := q.Get("decided"), q.Get("outcome"); id != "" && slices.Contains(caseKinds[q.Get("kind")], outcome) &&
+		sess.did(doneAct{"cases", q.Get("kind"), id, outcome}) {
+		// After a decision of this session (postDecide's redirect), not
+		// because a link says so: the id is shown escaped.
 		v := s.view(r, sess, "nav.cases")
 		notice = v.Tf("cases.decided", id, v.T("outcome."+outcome))
 	}
@@ -827,6 +834,7 @@ func (s *Server) postDecide(w http.ResponseWriter, r *http.Request, sess *Sessio
 	if err != nil {
 		return s.showCases(w, r, sess, c, apiMessage(v, err), "")
 	}
+	sess.addDone(doneAct{"cases", kind, got.ID, got.Outcome})
 	http.Redirect(w, r, "/console/cases?"+url.Values{"kind": {kind}, "decided": {got.ID}, "outcome": {got.Outcome}}.Encode(), http.StatusSeeOther)
 	return nil
 }

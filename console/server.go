@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
@@ -119,6 +120,11 @@ type Server struct {
 	// dummy is a hash checked for an unknown account name, so that its
 	// answer takes as long as a wrong password's.
 	dummy string
+	// nameKey keys nameHash.
+	nameKey []byte
+	// probeWait bounds the login's question whether the API admits the
+	// account's identity.
+	probeWait time.Duration
 	// sessionCookie and loginCookie are the cookies' names (cookieNames).
 	sessionCookie, loginCookie string
 	logins                     *prometheus.CounterVec
@@ -155,6 +161,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle, cfg.SessionMax),
 		throttle: newThrottle(), hashing: make(chan struct{}, 2), dummy: dummy,
 		uploads: make(chan struct{}, 2), uploadWait: 10 * time.Second,
+		nameKey: []byte(randomToken(32)), probeWait: 5 * time.Second,
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_console_logins_total", Help: "Console login attempts by result.",
 		}, []string{"result"}),
@@ -447,10 +454,14 @@ func (s *Server) audit(r *http.Request, a Account, op, decision, reason string) 
 	return s.cfg.Audit.Record(e)
 }
 
-// nameHash is an account name as the log shows it.
-func nameHash(name string) string {
-	sum := sha256.Sum256([]byte("console-account:" + name))
-	return hex.EncodeToString(sum[:6])
+// nameHash is an account name as the log and the audit show it: keyed
+// with the server's secret, since a name no account has may be a password
+// typed into the wrong field, and a plain hash of one is found again by
+// hashing a dictionary. The same name hashes alike while the server runs.
+func (s *Server) nameHash(name string) string {
+	m := hmac.New(sha256.New, s.nameKey)
+	m.Write([]byte("console-account:" + name))
+	return hex.EncodeToString(m.Sum(nil)[:6])
 }
 
 func (s *Server) getLogin(w http.ResponseWriter, r *http.Request) {
@@ -535,7 +546,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 			if first { // a refusal costs no hash: only the first of a delay is audited
 				who := Account{Name: name}
 				if _, err := s.cfg.Store.Get(name); err != nil {
-					who.Name = "unknown:" + nameHash(name)
+					who.Name = "unknown:" + s.nameHash(name)
 				}
 				_ = s.audit(r, who, "console.login", Denied, "throttled")
 			}
@@ -573,14 +584,14 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 			if flagged {
 				reason = "throttled"
 				s.flagged.Inc()
-				s.log.Warn("console logins failing for one account", "account", nameHash(name), "failures", n)
+				s.log.Warn("console logins failing for one account", "account", s.nameHash(name), "failures", n)
 			}
 			s.logins.WithLabelValues("failed").Inc()
 			who := Account{Name: name, Role: acc.Role, Institution: acc.Institution, Created: acc.Created}
 			if gerr != nil {
 				// A name no account has may be a password typed in the
 				// wrong field: the chained audit log keeps only its hash.
-				who = Account{Name: "unknown:" + nameHash(name)}
+				who = Account{Name: "unknown:" + s.nameHash(name)}
 			}
 			_ = s.audit(r, who, "console.login", Denied, reason)
 			v.Data, v.Error = d, v.T("login.failed")
@@ -593,7 +604,12 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) {
 	// An identity the API refuses (suspended, its region removed) is
 	// refused here, with the API's reason, rather than let in to pages
 	// that all refuse it.
-	if _, err := s.client(a).Federation(r.Context()); api.Code(err) == api.CodeUnauthenticated {
+	// The question is bounded: an API that does not answer (Raft busy)
+	// lets the login go on, whose pages ask again.
+	probe, cancel := context.WithTimeout(r.Context(), s.probeWait)
+	_, err = s.client(a).Federation(probe)
+	cancel()
+	if api.Code(err) == api.CodeUnauthenticated {
 		_ = s.audit(r, a, "console.login", Denied, "identity_refused")
 		s.logins.WithLabelValues("identity_refused").Inc()
 		v.Data, v.Error = d, v.T("login.identity_refused")+" ("+apiMessage(v, err)+")"

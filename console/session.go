@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"slices"
 	"sync"
 	"time"
 )
@@ -20,6 +21,31 @@ type Session struct {
 	// most maxSessionJobs), for the batch page to list.
 	jobsMu sync.Mutex
 	jobs   []string
+	// done are the corrections and decisions the session made, newest
+	// last (at most maxSessionJobs): the page a form redirects to says
+	// what was done only if this session did it, not because a link's
+	// query says so.
+	done []doneAct
+}
+
+// doneAct is one correction (page records: the record and its new
+// version) or decision (page cases: the kind, the case and the outcome).
+type doneAct struct{ page, a, b, c string }
+
+func (s *Session) addDone(d doneAct) {
+	s.jobsMu.Lock()
+	defer s.jobsMu.Unlock()
+	s.done = append(s.done, d)
+	if len(s.done) > maxSessionJobs {
+		s.done = s.done[len(s.done)-maxSessionJobs:]
+	}
+}
+
+// did says whether the session made d.
+func (s *Session) did(d doneAct) bool {
+	s.jobsMu.Lock()
+	defer s.jobsMu.Unlock()
+	return slices.Contains(s.done, d)
 }
 
 // maxSessionJobs bounds the jobs a session lists.

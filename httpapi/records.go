@@ -217,6 +217,10 @@ func submission(raw json.RawMessage) intake.Submission {
 	if err := dec.Decode(&in); err != nil {
 		return intake.Submission{Err: jsonError(err)}
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		// An NDJSON line of two records: the second was dropped unsaid.
+		return intake.Submission{Err: fault.New(fault.BadRequest, "a record is one JSON object: this one is followed by more (one record a line)")}
+	}
 	sub := intake.Submission{Department: in.Department, District: in.District,
 		Record: credit.Record{ID: in.ID, Subject: in.Subject, CatalogItem: in.CatalogItem,
 			DecisionNumber: in.DecisionNumber, Summary: in.Summary}}
