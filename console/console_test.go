@@ -109,8 +109,15 @@ func get(t *testing.T, c *http.Client, url string) (int, string) {
 
 func post(t *testing.T, c *http.Client, u string, form url.Values, hdr ...string) (int, string, http.Header) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return send(t, c, u, "application/x-www-form-urlencoded", strings.NewReader(form.Encode()), hdr...)
+}
+
+// send POSTs body with its content type and the headers hdr (name,
+// value, …) and returns the answer's status, body and header.
+func send(t *testing.T, c *http.Client, u, contentType string, body io.Reader, hdr ...string) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", u, body)
+	req.Header.Set("Content-Type", contentType)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}

@@ -113,18 +113,8 @@ func postFile(t *testing.T, c *http.Client, u, csrf, filename string, content []
 	fw, _ := mw.CreateFormFile("file", filename)
 	_, _ = fw.Write(content)
 	_ = mw.Close()
-	req, _ := http.NewRequest("POST", u, &body)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	st, page, _ := send(t, c, u, mw.FormDataContentType(), &body, hdr...)
+	return st, page
 }
 
 // allocated is what f allocates, in bytes (the whole process's, so run

@@ -923,25 +923,11 @@ type chart struct {
 // in the table of GET /v1/stats.
 const maxBars = 12
 
+// newChart is a ranking: the largest counts first, zeros left out (the
+// statistics' JSON has them), at most maxBars.
 func newChart(title string, labels []string, cells []api.Cell) chart {
-	ch := chart{Title: title}
-	var top int64 = 1
-	for _, c := range cells {
-		if c.Value != nil {
-			top = max(top, *c.Value)
-		}
-	}
-	for i, c := range cells {
-		if c.Value != nil && *c.Value == 0 {
-			continue // a chart of zeros says nothing; the statistics' JSON has them
-		}
-		b := bar{Label: labels[i]}
-		if c.Value != nil {
-			b.Value, b.Known = *c.Value, true
-			b.Width = float64(*c.Value) * 100 / float64(top)
-		}
-		ch.Bars = append(ch.Bars, b)
-	}
+	ch := orderedChart(title, labels, cells)
+	ch.Bars = slices.DeleteFunc(ch.Bars, func(b bar) bool { return b.Known && b.Value == 0 })
 	slices.SortStableFunc(ch.Bars, func(a, b bar) int { return cmp.Compare(b.Value, a.Value) })
 	if len(ch.Bars) > maxBars {
 		ch.Bars = ch.Bars[:maxBars]
@@ -951,7 +937,8 @@ func newChart(title string, labels []string, cells []api.Cell) chart {
 }
 
 // orderedChart keeps its bars in the order given, zeros too (the age
-// buckets: a scale, not a ranking).
+// buckets: a scale, not a ranking). A suppressed count (under 5) is a
+// bar of unknown length.
 func orderedChart(title string, labels []string, cells []api.Cell) chart {
 	ch := chart{Title: title}
 	var top int64 = 1
