@@ -29,8 +29,8 @@ func (s *Server) inProcessCaller(ctx context.Context) (caller, bool) {
 	if s.cfg.Registered != nil && !s.cfg.Registered(id.Region) {
 		return caller{id: id, refused: "the account's region is not registered in the federation (removed?)"}, true
 	}
-	if ic, ok := s.cfg.Revocations.(interface{ CheckIdentity(certs.Identity) error }); ok && ic != nil {
-		if err := ic.CheckIdentity(id); err != nil {
+	if s.cfg.Revocations != nil {
+		if err := s.cfg.Revocations.CheckIdentity(id); err != nil {
 			return caller{id: id, refused: "the account's identity is suspended"}, true
 		}
 	}

@@ -74,6 +74,9 @@ type Revocations interface {
 	// CheckIssuer returns the refusal of a certificate whose issuing
 	// intermediate is revoked.
 	CheckIssuer(issuer *x509.Certificate, subject certs.Identity) error
+	// CheckIdentity returns the refusal of a suspended identity, for an
+	// in-process caller without a certificate (AsCaller).
+	CheckIdentity(id certs.Identity) error
 }
 
 // SmallBody is the size under which a bulk submission is read at once;

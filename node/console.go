@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -45,6 +46,18 @@ func (n *Node) certificateNotAfter() string {
 // this node's certificate, at once and within 3 s: the console's
 // federation page.
 func (n *Node) nodesHealth(ctx context.Context) []console.NodeHealth {
+	// One answer serves the page views of 5 s: a reload asks no node again.
+	n.healthMu.Lock()
+	defer n.healthMu.Unlock()
+	if n.healthAt.After(time.Now().Add(-5*time.Second)) && n.health != nil {
+		return slices.Clone(n.health)
+	}
+	n.health, n.healthAt = n.askNodes(ctx), time.Now()
+	return slices.Clone(n.health)
+}
+
+// askNodes asks every node for its health (nodesHealth).
+func (n *Node) askNodes(ctx context.Context) []console.NodeHealth {
 	regions := n.rep.State().Regions()
 	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: n.verifier.Roots,

@@ -91,9 +91,13 @@ type Node struct {
 	enroll      *enroll.Service     // certificate renewals (certificate.go)
 	renewer     *enroll.Renewer
 
-	apiLn      net.Listener
-	api        *http.Server
-	console    *console.Server // nil when disabled (console.go)
+	apiLn   net.Listener
+	api     *http.Server
+	console *console.Server // nil when disabled (console.go)
+	// healthMu guards the console's last ask of every node's health.
+	healthMu   sync.Mutex
+	health     []console.NodeHealth
+	healthAt   time.Time
 	metricsLn  net.Listener
 	metricsSrv *http.Server
 
