@@ -193,16 +193,24 @@ func TestBadAccountsAreRefusedAndChangeNothing(t *testing.T) {
 	}
 }
 
-func TestALoginLinkWorksOnce(t *testing.T) {
+// storeWithLink is a store holding the account a, and a login link for
+// it good for an hour from now.
+func storeWithLink(t *testing.T, a Account, now time.Time) (*Store, string) {
+	t.Helper()
 	store := OpenStore(t.TempDir())
-	now := time.Now()
-	if err := store.Add(Account{Name: "a", Role: certs.Operator, Institution: "it"}, password, now); err != nil {
+	if err := store.Add(a, password, now); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := store.IssueLink("a", time.Hour, now)
+	tok, err := store.IssueLink(a.Name, time.Hour, now)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return store, tok
+}
+
+func TestALoginLinkWorksOnce(t *testing.T) {
+	now := time.Now()
+	store, tok := storeWithLink(t, Account{Name: "a", Role: certs.Operator, Institution: "it"}, now)
 	var wins, used atomic.Int32
 	var wg sync.WaitGroup
 	for range 8 {

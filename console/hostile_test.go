@@ -25,6 +25,7 @@ import (
 	"credfed/api"
 	"credfed/certs"
 	"credfed/httpapi"
+	"credfed/internal/wait"
 )
 
 // newConsoleWith is newTestConsole with another API handler (nil: the
@@ -285,12 +286,7 @@ func TestHostileConcurrentLoginsAreThrottled(t *testing.T) {
 			statuses <- resp.StatusCode
 		}()
 	}
-	for deadline := time.Now().Add(10 * time.Second); entered.Load() < n; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d attempts arrived", entered.Load(), n)
-		}
-		time.Sleep(time.Millisecond) // polling the condition
-	}
+	wait.Until(t, 10*time.Second, "every attempt to arrive", func() bool { return entered.Load() >= n })
 	for range cap(tc.cs.hashing) {
 		<-tc.cs.hashing
 	}
@@ -570,15 +566,8 @@ func TestHostileJobResultsRefusedShowTheRefusal(t *testing.T) {
 // A login link names its account as it was when issued: a new account of
 // a removed one's name does not inherit it.
 func TestHostileALinkDoesNotOutliveItsAccount(t *testing.T) {
-	store := OpenStore(t.TempDir())
 	now := time.Now()
-	if err := store.Add(Account{Name: "a", Role: certs.Department, Institution: "tax"}, password, now); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := store.IssueLink("a", time.Hour, now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, tok := storeWithLink(t, Account{Name: "a", Role: certs.Department, Institution: "tax"}, now)
 	if err := store.Remove("a"); err != nil {
 		t.Fatal(err)
 	}
