@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/elliptic"
 	"encoding/asn1"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -262,4 +264,44 @@ func TestSignRefusesNonObjectsAndSignatureMembers(t *testing.T) {
 	if _, err := s.Sign(map[string]int{Member: 1}); err == nil {
 		t.Error("a document with a signature member was signed")
 	}
+}
+
+// TestSignatureValueMustBeCanonicalBase64: the value is outside the
+// digest, and a base64 decoder ignores the unused low bits of the last
+// character; a value spelled with other unused bits decodes to the same
+// signature, so it is refused, not verified.
+func TestSignatureValueMustBeCanonicalBase64(t *testing.T) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	for try := 0; try < 50; try++ {
+		doc, ca := signed(t)
+		var obj struct {
+			Signature struct {
+				Value string `json:"value"`
+			} `json:"signature"`
+		}
+		if err := json.Unmarshal(doc, &obj); err != nil {
+			t.Fatal(err)
+		}
+		v := obj.Signature.Value
+		pad := strings.Count(v, "=")
+		if pad == 0 {
+			continue // every bit of the last character counts: sign again
+		}
+		last := len(v) - pad - 1
+		other := v[:last] + string(alphabet[strings.IndexByte(alphabet, v[last])^1]) + v[last+1:]
+		a, _ := base64.StdEncoding.DecodeString(v)
+		b, err := base64.StdEncoding.DecodeString(other)
+		if err != nil || !bytes.Equal(a, b) {
+			t.Fatalf("the respelled value decodes differently (%v): the test does not build the attack", err)
+		}
+		mod := bytes.Replace(doc, []byte(`"`+v+`"`), []byte(`"`+other+`"`), 1)
+		if _, err := Verify(mod, ca.Cert); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("a signature value respelled in its unused bits: %v, want ErrMalformed", err)
+		}
+		if _, err := Verify(doc, ca.Cert); err != nil {
+			t.Fatalf("the canonical document: %v", err)
+		}
+		return
+	}
+	t.Fatal("50 signatures without base64 padding: cannot build the respelled value")
 }

@@ -20,6 +20,7 @@ import (
 	"credfed/api"
 	"credfed/certs"
 	"credfed/credit"
+	"credfed/httpapi"
 )
 
 // cluster is the API's view of the node: enough for the pages that read
@@ -427,5 +428,28 @@ func TestTemplatesUseKnownMessagesAndNoInlineCode(t *testing.T) {
 		if m[0] == "" || m[1] == "" {
 			t.Errorf("message %q lacks a language", k)
 		}
+	}
+}
+
+// TestARemovedRegionsAccountsAreOut: an account acts in its node's region;
+// once the region leaves the registry, the API refuses the account on its
+// next page, as it refuses the region's certificates, and at login.
+func TestARemovedRegionsAccountsAreOut(t *testing.T) {
+	var removed atomic.Bool
+	h := httpapi.New(httpapi.Config{Cluster: cluster{}, Registered: func(string) bool { return !removed.Load() }})
+	tc := newConsoleWith(t, h, nil, nil)
+	c := tc.browser(t)
+	if st, _ := tc.login(t, c, "dept", password); st != http.StatusSeeOther {
+		t.Fatalf("login while registered: HTTP %d", st)
+	}
+	if st, _ := get(t, c, tc.srv.URL+"/console/check"); st != http.StatusOK {
+		t.Fatalf("a page while registered: HTTP %d", st)
+	}
+	removed.Store(true)
+	if st, body := get(t, c, tc.srv.URL+"/console/check"); st != http.StatusUnauthorized || !strings.Contains(body, "not registered") {
+		t.Errorf("an open session after its region's removal: HTTP %d", st)
+	}
+	if st, _ := tc.login(t, tc.browser(t), "ops", password); st != http.StatusForbidden {
+		t.Errorf("a login after the region's removal: HTTP %d", st)
 	}
 }
