@@ -62,6 +62,9 @@ type Index interface {
 // Records is where a district finds a subject's records (storage.DB).
 type Records interface {
 	RecordsBySubject(subject string) ([]credit.Record, error)
+	// RecordsBySubjects reads the records of several subjects in one
+	// transaction (a batch), with an error per subject and one for all.
+	RecordsBySubjects(subjects []string) ([][]credit.Record, []error, error)
 }
 
 // Config configures the lookup service of one node.
@@ -134,6 +137,8 @@ type Service struct {
 	outcomes chan struct{}
 	// inflight counts them, for Wait.
 	inflight sync.WaitGroup
+	// batch sends the lookups to the districts (OpBatch).
+	batch *batcher
 }
 
 // OperationRecords is the coordinator's audit entry of what a lookup
@@ -183,8 +188,10 @@ func New(cfg Config) *Service {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.asked, s.results, s.answered, s.phantom, s.forged)
 	}
+	s.batch = newBatcher(s)
 	if cfg.Self.Role == certs.District && cfg.Endpoint != nil {
 		cfg.Endpoint.Handle(Op, s.answer, exchange.AllowRoles(certs.Province, certs.City), exchange.MaxBody(64<<10))
+		cfg.Endpoint.Handle(OpBatch, s.answerBatch, exchange.AllowRoles(certs.Province, certs.City), exchange.MaxBody(maxBatchBody))
 	}
 	return s
 }
@@ -335,7 +342,7 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 	asked.Decision = storage.DecisionAllowed
 	durable := make(chan error, 1)
 	go func() { durable <- s.cfg.Audit.Record(asked) }()
-	results := s.cfg.Endpoint.FanOut(ctx, peers, Op, meta, req, func() any { return &reply{} })
+	results := s.batch.fanOut(ctx, peers, meta, req)
 	var notes []storage.AuditEntry
 	note := func(i int, operation, decision, reason string) {
 		n := entry
@@ -484,17 +491,8 @@ func CheckField(name, v string) *fault.Error {
 	return nil
 }
 
-// answer is a district's side of a lookup: it checks the request again
-// (the catalog is replicated, so both ends decide alike), audits, and
-// returns only what the purpose may see today, by the node's clock.
-//
-// The entry names the subject by the pseudonym this district holds for it
-// when it holds records of the subject (resolved, from its cache first),
-// never by the one the caller sent: a caller could send another and keep
-// the lookup out of the subject's access log. Of a subject it holds
-// nothing of, it resolves nothing and the entry names the pseudonym sent:
-// a lookup sent to it must not make it ask a coordinator for a pseudonym,
-// which custody would count against the district.
+// answer is a district's side of one lookup (Op): decide, register,
+// answer.
 func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error) {
 	var in request
 	if err := req.Decode(&in); err != nil {
@@ -504,36 +502,88 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	if cat == nil {
 		return nil, exchange.Errorf(exchange.CodeUnavailable, "catalog not replicated yet")
 	}
-	m := req.Meta
-	entry := storage.AuditEntry{Caller: req.Caller.String(), Role: string(in.Requester.Role), Institution: in.Requester.Institution,
+	now := s.cfg.Now()
+	subject, serr := s.parseSubject(in.Subject, now)
+	var recs []credit.Record
+	var rerr error
+	if serr == nil {
+		recs, rerr = s.cfg.Records.RecordsBySubject(subject)
+	}
+	d := s.decide(ctx, req.Caller, cat, in, req.Meta, now, subject, serr, recs, rerr)
+	if d.entry.Operation != "" {
+		if err := s.cfg.Audit.Record(d.entry); err != nil {
+			return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
+		}
+		s.countAnswer(d)
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return d.out, nil
+}
+
+// decision is a district's answer to one lookup before it is registered:
+// the audit entry to append (none when entry.Operation is empty: a
+// failure that answers nothing), and either the records or the error.
+type decision struct {
+	entry storage.AuditEntry
+	out   reply
+	err   *exchange.Error
+}
+
+func (s *Service) countAnswer(d decision) {
+	if d.entry.Decision == storage.DecisionDenied {
+		s.answered.WithLabelValues("denied").Inc()
+	} else {
+		s.answered.WithLabelValues("allowed").Inc()
+	}
+}
+
+// parseSubject parses a subject identifier sent by a coordinator, by the
+// rules of the day at now.
+func (s *Service) parseSubject(id string, now time.Time) (string, error) {
+	opt := s.cfg.Identifiers
+	opt.Today = credit.TodayAt(now)
+	subject, err := credit.ParseSubject(id, opt)
+	return subject.ID, err
+}
+
+// decide is the district's side of one lookup, given the subject's
+// records (recs, or the error reading them, rerr) when the subject
+// identifier parsed (serr nil): it checks the request again (the catalog
+// is replicated, so both ends decide alike) and keeps only what the
+// purpose may see today, by the node's clock.
+//
+// The entry names the subject by the pseudonym this district holds for it
+// when it holds records of the subject (resolved, from its cache first),
+// never by the one the caller sent: a caller could send another and keep
+// the lookup out of the subject's access log. Of a subject it holds
+// nothing of, it resolves nothing and the entry names the pseudonym sent:
+// a lookup sent to it must not make it ask a coordinator for a pseudonym,
+// which custody would count against the district.
+func (s *Service) decide(ctx context.Context, caller certs.Identity, cat *credit.Catalog, in request, m exchange.Meta, now time.Time,
+	subject string, serr error, recs []credit.Record, rerr error) decision {
+	entry := storage.AuditEntry{Caller: caller.String(), Role: string(in.Requester.Role), Institution: in.Requester.Institution,
 		Operation: "lookup.answer", District: s.cfg.Self.Region, Requester: in.Requester.String()}
 	if exchange.ValidID("lk", m.LookupID) {
 		entry.LookupID = m.LookupID
 	}
 	entry.Purpose, entry.User, entry.Reference, entry.Authorization = StatedFields(cat, m.Purpose, m.User, m.Reference, m.Authorization)
-	deny := func(code exchange.Code, msg string) (any, error) {
+	deny := func(code exchange.Code, msg string) decision {
 		entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
-		if err := s.cfg.Audit.Record(entry); err != nil {
-			return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
-		}
-		s.answered.WithLabelValues("denied").Inc()
-		return nil, exchange.Errorf(code, "%s", msg)
+		return decision{entry: entry, err: exchange.Errorf(code, "%s", msg)}
 	}
-	now := s.cfg.Now()
-	opt := s.cfg.Identifiers
-	opt.Today = credit.TodayAt(now)
-	subject, serr := credit.ParseSubject(in.Subject, opt)
-	var recs []credit.Record
+	fail := func(code exchange.Code, msg string) decision {
+		return decision{err: exchange.Errorf(code, "%s", msg)}
+	}
 	if serr == nil {
-		var err error
-		if recs, err = s.cfg.Records.RecordsBySubject(subject.ID); err != nil {
-			return nil, exchange.Errorf(exchange.CodeInternal, "records unavailable")
-		}
 		switch {
+		case rerr != nil:
+			return fail(exchange.CodeInternal, "records unavailable")
 		case len(recs) > 0:
-			own, err := s.own(ctx, subject.ID)
+			own, err := s.own(ctx, subject)
 			if err != nil || len(own) == 0 {
-				return nil, exchange.Errorf(exchange.CodeUnavailable, "the lookup cannot be registered now (no pseudonym for the audit); nothing was answered")
+				return fail(exchange.CodeUnavailable, "the lookup cannot be registered now (no pseudonym for the audit); nothing was answered")
 			}
 			entry.Subject = own[0].String()
 			if !keyring.Matches(keyring.All(in.Pseudonym, in.Pseudonyms), own) {
@@ -543,7 +593,7 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 			entry.Subject = in.Pseudonym.String()
 		}
 	}
-	if in.Requester.Federation != s.cfg.Self.Federation || !certs.InRegion(in.Requester.Region, req.Caller.Region) {
+	if in.Requester.Federation != s.cfg.Self.Federation || !certs.InRegion(in.Requester.Region, caller.Region) {
 		return deny(exchange.CodeForbidden, "the requester is not a user of the asking node")
 	}
 	if _, e := checkRequest(cat, in.Requester, m.Purpose, m.User, m.Reference, m.Authorization); e != nil {
@@ -567,11 +617,7 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 		}
 	}
 	entry.Decision = storage.DecisionAllowed
-	if err := s.cfg.Audit.Record(entry); err != nil {
-		return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
-	}
-	s.answered.WithLabelValues("allowed").Inc()
-	return out, nil
+	return decision{entry: entry, out: out}
 }
 
 // recordOutcome appends what a lookup returned. An anomaly (a forged or
