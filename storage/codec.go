@@ -20,8 +20,11 @@ import (
 // arrays and maps, duplicate keys and indefinite lengths refused, no tags,
 // unknown fields refused (a field this build does not know means the data
 // was written by something else).
+//
+// encMode is the same mode as EncMode() gives, as a UserBufferEncMode so
+// that the audit appender can encode into a buffer of its own.
 var (
-	encMode cbor.EncMode
+	encMode cbor.UserBufferEncMode
 	decMode cbor.DecMode
 )
 
@@ -30,7 +33,7 @@ func init() {
 	eo.Time = cbor.TimeRFC3339Nano
 	eo.TimeTag = cbor.EncTagNone
 	var err error
-	if encMode, err = eo.EncMode(); err != nil {
+	if encMode, err = eo.UserBufferEncMode(); err != nil {
 		panic("storage: cbor encode mode: " + err.Error())
 	}
 	do := cbor.DecOptions{
