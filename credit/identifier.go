@@ -253,11 +253,12 @@ func parsePerson(s string, opt ParseOptions) (Subject, error) {
 var minBirth = NewDate(1900, time.January, 1)
 
 func checkBirth(yyyymmdd string, opt ParseOptions) error {
-	t, err := time.Parse("20060102", yyyymmdd)
-	if err != nil {
+	// By hand rather than time.Parse: every lookup parses one at each end.
+	y, m, day, ok := digitsYMD(yyyymmdd)
+	if !ok || m < 1 || m > 12 || day < 1 || day > time.Date(y, time.Month(m)+1, 0, 0, 0, 0, 0, time.UTC).Day() {
 		return idErr(RuleBirthDate, "birth date (characters 7-14) is not a real date")
 	}
-	d := DateOf(t)
+	d := NewDate(y, time.Month(m), day)
 	if d < minBirth {
 		return idErr(RuleBirthDate, "birth date is before 1900-01-01")
 	}
@@ -265,6 +266,28 @@ func checkBirth(yyyymmdd string, opt ParseOptions) error {
 		return idErr(RuleBirthDate, "birth date is in the future")
 	}
 	return nil
+}
+
+// digitsYMD reads "YYYYMMDD" (8 ASCII digits).
+func digitsYMD(s string) (y, m, d int, ok bool) {
+	if len(s) != 8 {
+		return 0, 0, 0, false
+	}
+	n := [3]int{}
+	for i := range 8 {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, 0, 0, false
+		}
+		k := 0
+		if i >= 6 {
+			k = 2
+		} else if i >= 4 {
+			k = 1
+		}
+		n[k] = n[k]*10 + int(c-'0')
+	}
+	return n[0], n[1], n[2], true
 }
 
 // orgAlphabet is the GB 32100 code alphabet; a character's value is its

@@ -100,6 +100,7 @@ func (s *Service) answerBatch(ctx context.Context, req *exchange.Request) (any, 
 	if len(valid) > 0 {
 		recs, rerr, err = s.cfg.Records.RecordsBySubjects(valid)
 	}
+	owns := s.ownAll(ctx, valid, recs, rerr, err)
 	out := batchReplyOut{Items: make([]cbor.RawMessage, len(in.Items))}
 	decided := make([]decision, len(in.Items))
 	var entries []storage.AuditEntry
@@ -107,13 +108,17 @@ func (s *Service) answerBatch(ctx context.Context, req *exchange.Request) (any, 
 	for i, it := range in.Items {
 		var r []credit.Record
 		var re error
+		var own []credit.Pseudonym
 		if serrs[i] == nil {
 			if re = err; re == nil {
 				r, re = recs[k], rerr[k]
 			}
+			if owns != nil {
+				own = owns[k]
+			}
 			k++
 		}
-		d := s.decide(ctx, req.Caller, cat, it.Request, it.Meta, now, subjects[i], serrs[i], r, re)
+		d := s.decide(ctx, req.Caller, cat, it.Request, it.Meta, now, subjects[i], serrs[i], r, re, own)
 		res := batchResult{Records: d.out.Records}
 		if d.err != nil {
 			res = batchResult{Code: d.err.Code, Message: d.err.Message}
@@ -147,6 +152,37 @@ func (s *Service) answerBatch(ctx context.Context, req *exchange.Request) (any, 
 		}
 	}
 	return out, nil
+}
+
+// ownAll resolves together the district's pseudonyms of the subjects of
+// a batch it holds records of (OwnAll), indexed like subjects; nil when
+// there is no OwnAll or it failed, and then each is resolved alone
+// (decide), so that one subject a coordinator must be asked about cannot
+// fail the others.
+func (s *Service) ownAll(ctx context.Context, subjects []string, recs [][]credit.Record, rerr []error, err error) [][]credit.Pseudonym {
+	if s.cfg.OwnAll == nil || err != nil {
+		return nil
+	}
+	var holding []string
+	var at []int
+	for i, subject := range subjects {
+		if rerr[i] == nil && len(recs[i]) > 0 {
+			holding = append(holding, subject)
+			at = append(at, i)
+		}
+	}
+	if len(holding) == 0 {
+		return nil
+	}
+	got, oerr := s.cfg.OwnAll(ctx, holding)
+	if oerr != nil || len(got) != len(holding) {
+		return nil
+	}
+	out := make([][]credit.Pseudonym, len(subjects))
+	for k, i := range at {
+		out[i] = got[k]
+	}
+	return out
 }
 
 // pending is one lookup's part for one district, waiting for its batch.

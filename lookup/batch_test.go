@@ -27,6 +27,9 @@ type districtFixture struct {
 	district *exchange.Endpoint
 	id       certs.Identity
 	user     certs.Identity
+	// ownAll counts the batched resolutions; failOwnAll makes them fail.
+	ownAll     atomic.Int32
+	failOwnAll atomic.Bool
 }
 
 func newDistrict(t *testing.T, log audit.Log, subjects ...string) *districtFixture {
@@ -57,8 +60,20 @@ func newDistrict(t *testing.T, log audit.Log, subjects ...string) *districtFixtu
 		}
 		return out, nil
 	}
+	ownAll := func(ctx context.Context, ids []string) ([][]credit.Pseudonym, error) {
+		f.ownAll.Add(1)
+		if f.failOwnAll.Load() {
+			return nil, errors.New("no coordinator")
+		}
+		ps, _ := resolve(ctx, ids)
+		out := make([][]credit.Pseudonym, len(ps))
+		for i := range ps {
+			out[i] = ps[i : i+1]
+		}
+		return out, nil
+	}
 	New(Config{Self: f.id, Identifiers: credit.ParseOptions{TestMode: true}, Endpoint: f.district, Records: f.db,
-		Resolve: resolve, Catalog: func() *credit.Catalog { return cat }, Audit: audit.New(log, f.id.Region, nil, nil, nil)})
+		Resolve: resolve, OwnAll: ownAll, Catalog: func() *credit.Catalog { return cat }, Audit: audit.New(log, f.id.Region, nil, nil, nil)})
 	today := credit.TodayAt(time.Now())
 	var recs []credit.Record
 	for i, s := range subjects {
@@ -136,6 +151,9 @@ func TestBatchDecidesEachLookupAsAlone(t *testing.T) {
 	if len(rep.Items) != len(items) {
 		t.Fatalf("%d answers to %d lookups", len(rep.Items), len(items))
 	}
+	if n := f.ownAll.Load(); n != 1 {
+		t.Fatalf("the batch resolved its subjects' pseudonyms in %d calls, want 1", n)
+	}
 	batched := f.entries(t)
 	if len(batched) != len(items) {
 		t.Fatalf("%d audit entries for a batch of %d lookups", len(batched), len(items))
@@ -176,6 +194,31 @@ func TestBatchDecidesEachLookupAsAlone(t *testing.T) {
 	}
 	if all[1].Subject != f.key.Pseudonym(b).String() {
 		t.Errorf("a lookup sending another subject's pseudonym is registered under %s, not the subject's own", all[1].Subject)
+	}
+}
+
+// TestBatchAnswersWhenResolvingTogetherFails: when the pseudonyms of a
+// batch's subjects cannot be resolved together, each is resolved alone and
+// the lookups are answered.
+func TestBatchAnswersWhenResolvingTogetherFails(t *testing.T) {
+	a := credit.SyntheticPerson(88, credit.NewDate(1980, 1, 1))
+	b := credit.SyntheticPerson(89, credit.NewDate(1980, 1, 1))
+	f := newDistrict(t, nil, a, b)
+	f.failOwnAll.Store(true)
+	meta := exchange.Meta{Purpose: "ADMIN-LICENSING", User: "张三", Reference: "R-1"}
+	items := []batchItem{{Request: request{Subject: a, Pseudonym: f.key.Pseudonym(a), Requester: f.user}, Meta: meta},
+		{Request: request{Subject: b, Pseudonym: f.key.Pseudonym(b), Requester: f.user}, Meta: meta}}
+	var rep batchReply
+	if err := f.city.Call(context.Background(), f.peer(), OpBatch, exchange.Meta{}, batchRequest{Items: items}, &rep); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rep.Items {
+		if r.Code != "" || len(r.Records) != 1 || r.Records[0].Subject != items[i].Request.Subject {
+			t.Fatalf("lookup %d: %+v", i, r)
+		}
+	}
+	if got := f.entries(t); len(got) != 2 || got[0].Subject != f.key.Pseudonym(a).String() || got[1].Subject != f.key.Pseudonym(b).String() {
+		t.Fatalf("entries: %+v", got)
 	}
 }
 

@@ -89,6 +89,9 @@ type Config struct {
 	// the current version first, then under the older versions it
 	// published (pseudonym.Resolver.Own); nil uses Resolve alone.
 	Own func(ctx context.Context, subject string) ([]credit.Pseudonym, error)
+	// OwnAll, if set, is Own of several subjects at once (a batch:
+	// pseudonym.Resolver.OwnAll); nil asks Own of each.
+	OwnAll func(ctx context.Context, subjects []string) ([][]credit.Pseudonym, error)
 	// Catalog is the replicated catalog, nil before it has arrived.
 	Catalog func() *credit.Catalog
 	Audit   *audit.Recorder
@@ -509,7 +512,7 @@ func (s *Service) answer(ctx context.Context, req *exchange.Request) (any, error
 	if serr == nil {
 		recs, rerr = s.cfg.Records.RecordsBySubject(subject)
 	}
-	d := s.decide(ctx, req.Caller, cat, in, req.Meta, now, subject, serr, recs, rerr)
+	d := s.decide(ctx, req.Caller, cat, in, req.Meta, now, subject, serr, recs, rerr, nil)
 	if d.entry.Operation != "" {
 		if err := s.cfg.Audit.Record(d.entry); err != nil {
 			return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
@@ -550,7 +553,8 @@ func (s *Service) parseSubject(id string, now time.Time) (string, error) {
 
 // decide is the district's side of one lookup, given the subject's
 // records (recs, or the error reading them, rerr) when the subject
-// identifier parsed (serr nil): it checks the request again (the catalog
+// identifier parsed (serr nil), and the district's pseudonyms of the
+// subject if already resolved (own; nil resolves them here): it checks the request again (the catalog
 // is replicated, so both ends decide alike) and keeps only what the
 // purpose may see today, by the node's clock.
 //
@@ -562,7 +566,7 @@ func (s *Service) parseSubject(id string, now time.Time) (string, error) {
 // a lookup sent to it must not make it ask a coordinator for a pseudonym,
 // which custody would count against the district.
 func (s *Service) decide(ctx context.Context, caller certs.Identity, cat *credit.Catalog, in request, m exchange.Meta, now time.Time,
-	subject string, serr error, recs []credit.Record, rerr error) decision {
+	subject string, serr error, recs []credit.Record, rerr error, own []credit.Pseudonym) decision {
 	entry := storage.AuditEntry{Caller: caller.String(), Role: string(in.Requester.Role), Institution: in.Requester.Institution,
 		Operation: "lookup.answer", District: s.cfg.Self.Region, Requester: in.Requester.String()}
 	if exchange.ValidID("lk", m.LookupID) {
@@ -581,7 +585,10 @@ func (s *Service) decide(ctx context.Context, caller certs.Identity, cat *credit
 		case rerr != nil:
 			return fail(exchange.CodeInternal, "records unavailable")
 		case len(recs) > 0:
-			own, err := s.own(ctx, subject)
+			var err error
+			if own == nil {
+				own, err = s.own(ctx, subject)
+			}
 			if err != nil || len(own) == 0 {
 				return fail(exchange.CodeUnavailable, "the lookup cannot be registered now (no pseudonym for the audit); nothing was answered")
 			}

@@ -403,7 +403,7 @@ func (n *Node) startServices() error {
 		quotas = querierQuotas{n.queriers}
 	}
 	n.lookups = lookup.New(lookup.Config{Quotas: quotas, Self: cfg.Identity(), Key: n.key, Keys: n.ring(), Identifiers: cfg.Identifiers(),
-		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Own: n.names.Own, Catalog: state.Catalog, Audit: n.audit, Now: n.now,
+		Index: replicaIndex{n.rep}, Endpoint: n.ep, Records: n.db, Resolve: n.names.Resolve, Own: n.names.Own, OwnAll: n.names.OwnAll, Catalog: state.Catalog, Audit: n.audit, Now: n.now,
 		Timeout: time.Duration(cfg.LookupTimeout), Logger: n.log, Registerer: n.registry})
 	n.disclosures = disclosure.New(disclosure.Config{Self: cfg.Identity(), Records: n.db, Registry: state, Endpoint: n.ep,
 		Catalog: state.Catalog, Now: n.now, Logger: n.log, Registerer: n.registry})

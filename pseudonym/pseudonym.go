@@ -184,29 +184,43 @@ func (r *Resolver) ResolveAt(ctx context.Context, subjects []string, v uint32) (
 // district answering a coordinator checks the pseudonyms sent against
 // these, and searches its audit log under each.
 func (r *Resolver) Own(ctx context.Context, subject string) ([]credit.Pseudonym, error) {
-	ps, err := r.Resolve(ctx, []string{subject})
+	all, err := r.OwnAll(ctx, []string{subject})
 	if err != nil {
 		return nil, err
 	}
-	vc, ok := r.cfg.Cache.(VersionedCache)
-	if !ok || r.cfg.Key.Valid() || r.cfg.Keys != nil {
-		return ps, nil
-	}
-	all, err := vc.PseudonymVersions(subject)
+	return all[0], nil
+}
+
+// OwnAll is Own of several subjects, resolved together (one read of the
+// cache for all).
+func (r *Resolver) OwnAll(ctx context.Context, subjects []string) ([][]credit.Pseudonym, error) {
+	ps, err := r.Resolve(ctx, subjects)
 	if err != nil {
-		return ps, nil // the current one is enough to answer; older ones only widen the match
+		return nil, err
 	}
-	versions := make([]uint32, 0, len(all))
-	for v := range all {
-		versions = append(versions, v)
-	}
-	slices.Sort(versions)
-	for i := len(versions) - 1; i >= 0; i-- {
-		if p := all[versions[i]]; p != ps[0] {
-			ps = append(ps, p)
+	out := make([][]credit.Pseudonym, len(subjects))
+	vc, ok := r.cfg.Cache.(VersionedCache)
+	for i, subject := range subjects {
+		out[i] = ps[i : i+1 : i+1]
+		if !ok || r.cfg.Key.Valid() || r.cfg.Keys != nil {
+			continue
+		}
+		all, err := vc.PseudonymVersions(subject)
+		if err != nil {
+			continue // the current one is enough to answer; older ones only widen the match
+		}
+		versions := make([]uint32, 0, len(all))
+		for v := range all {
+			versions = append(versions, v)
+		}
+		slices.Sort(versions)
+		for k := len(versions) - 1; k >= 0; k-- {
+			if p := all[versions[k]]; p != ps[i] {
+				out[i] = append(out[i], p)
+			}
 		}
 	}
-	return ps, nil
+	return out, nil
 }
 
 func (r *Resolver) version() uint32 {
