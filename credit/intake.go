@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -168,6 +169,33 @@ var textCategories = []*unicode.RangeTable{unicode.L, unicode.M, unicode.N, unic
 // the soft hyphen, tag characters), line and paragraph separators,
 // private-use and unassigned code points are not text.
 func TextRune(r rune) bool {
+	switch {
+	case r >= 0 && r < utf8.RuneSelf:
+		// ASCII: the space and the visible characters (letters, digits,
+		// punctuation, symbols); not the controls or DEL.
+		return r >= ' ' && r < 0x7f
+	case r >= 0 && r < 1<<16:
+		return textRuneBMP()[r/64]&(1<<(r%64)) != 0
+	}
+	return textRune(r)
+}
+
+// textRuneBMP is textRune for each code point of the Basic Multilingual
+// Plane, where nearly all text is, a bit each (8 KiB), built on first use:
+// the Unicode tables are searched once per code point, not once per
+// character of every text checked.
+var textRuneBMP = sync.OnceValue(func() *[1 << 16 / 64]uint64 {
+	var t [1 << 16 / 64]uint64
+	for r := rune(0); r < 1<<16; r++ {
+		if textRune(r) {
+			t[r/64] |= 1 << (r % 64)
+		}
+	}
+	return &t
+})
+
+// textRune is TextRune from the Unicode tables.
+func textRune(r rune) bool {
 	switch r {
 	case 0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800, 0x034F, 0x17B4, 0x17B5:
 		return false

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 )
 
 var at = time.Date(2025, time.June, 1, 2, 30, 0, 0, time.UTC) // 10:30 in Beijing
@@ -301,5 +302,27 @@ func TestTextWithControlCharactersIsRefused(t *testing.T) {
 	r.DecisionNumber = "X\u202e1"
 	if _, err := cat.Accept(r, now, opt); err == nil {
 		t.Fatal("a decision number with a bidirectional override was accepted")
+	}
+}
+
+// TestTextRuneIsTheUnicodeTables: TextRune's shortcuts (ASCII, the bitmap
+// of the Basic Multilingual Plane) answer as the tables do for every code
+// point, and for what is none.
+func TestTextRuneIsTheUnicodeTables(t *testing.T) {
+	bad := 0
+	for r := rune(-2); r <= unicode.MaxRune+2; r++ {
+		if got, want := TextRune(r), textRune(r); got != want {
+			if bad++; bad <= 10 {
+				t.Errorf("TextRune(U+%04X) = %v, the tables say %v", r, got, want)
+			}
+		}
+	}
+	for _, c := range []struct {
+		r    rune
+		want bool
+	}{{'a', true}, {' ', true}, {'~', true}, {'\t', false}, {0x7f, false}, {'大', true}, {0x200B, false}, {0x3164, false}, {0x1F600, true}, {0xE000, false}} {
+		if TextRune(c.r) != c.want {
+			t.Errorf("TextRune(U+%04X) = %v, want %v", c.r, !c.want, c.want)
+		}
 	}
 }

@@ -78,6 +78,9 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request, c caller) e
 // larger one is refused while it is being read, before it is held whole.
 const MaxRecordBytes = 64 << 10
 
+// lineArena is the size of the allocations NDJSON lines are copied into.
+const lineArena = 256 << 10
+
 // readRecordItems splits the body into raw JSON values, one per record,
 // reading an array element by element and NDJSON line by line, so that
 // no record larger than MaxRecordBytes is ever held.
@@ -90,12 +93,18 @@ func readRecordItems(r *http.Request) ([]json.RawMessage, error) {
 	if mt := mediaType(r); mt == "application/x-ndjson" || mt == "application/jsonl" {
 		sc := bufio.NewScanner(r.Body)
 		sc.Buffer(make([]byte, 0, 64<<10), MaxRecordBytes)
+		var arena []byte // the lines' copies, many to an allocation
 		for sc.Scan() {
 			line := bytes.TrimSpace(sc.Bytes())
 			if len(line) == 0 {
 				continue
 			}
-			items = append(items, append(json.RawMessage(nil), line...))
+			if cap(arena)-len(arena) < len(line) {
+				arena = make([]byte, 0, max(lineArena, len(line)))
+			}
+			n := len(arena)
+			arena = append(arena, line...)
+			items = append(items, json.RawMessage(arena[n:len(arena):len(arena)]))
 			if len(items) > intake.MaxRecordsPerRequest {
 				return nil, tooMany
 			}
@@ -211,15 +220,12 @@ func readError(err error) *fault.Error {
 // submission reads one submitted record; what cannot be read is a
 // submission with its refusal.
 func submission(raw json.RawMessage) intake.Submission {
-	var in api.RecordInput
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		return intake.Submission{Err: jsonError(err)}
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		// An NDJSON line of two records: the second was dropped unsaid.
-		return intake.Submission{Err: fault.New(fault.BadRequest, "a record is one JSON object: this one is followed by more (one record a line)")}
+	in, ok := fastRecordInput(raw)
+	if !ok {
+		var err error
+		if in, err = decodeRecordInput(raw); err != nil {
+			return intake.Submission{Err: err}
+		}
 	}
 	sub := intake.Submission{Department: in.Department, District: in.District,
 		Record: credit.Record{ID: in.ID, Subject: in.Subject, CatalogItem: in.CatalogItem,
@@ -241,6 +247,22 @@ func submission(raw json.RawMessage) intake.Submission {
 		*d.dst = v
 	}
 	return sub
+}
+
+// decodeRecordInput reads one submitted record with encoding/json: what
+// fastRecordInput leaves, and every refusal.
+func decodeRecordInput(raw []byte) (api.RecordInput, error) {
+	var in api.RecordInput
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return in, jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		// An NDJSON line of two records: the second was dropped unsaid.
+		return in, fault.New(fault.BadRequest, "a record is one JSON object: this one is followed by more (one record a line)")
+	}
+	return in, nil
 }
 
 func (s *Server) getRecord(w http.ResponseWriter, r *http.Request, c caller) error {

@@ -100,6 +100,10 @@ func (o Options) badgerOptions() badger.Options {
 			WithNumGoroutines(presetNumGoroutines)
 	}
 	bo = bo.WithSyncWrites(true).
+		// Badger's expvar metrics (counted on every get and put, some in
+		// a map by level) are read by nothing here; only DB.Size needs
+		// them, and it is not used.
+		WithMetricsEnabled(false).
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(true).
 		WithInMemory(o.InMemory).

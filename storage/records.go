@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -70,6 +71,7 @@ type writeReq struct {
 	kind     writeKind
 	recs     []credit.Record // submit: the records; update: the next version
 	enc      [][]byte        // their CBOR
+	keys     []recordKeys    // submit: the records' keys
 	dept, id string          // delete
 	due      []DueItem       // release: the due markers to release
 	next     []DueItem       // release: the due markers to add
@@ -115,6 +117,42 @@ type op struct {
 	del      bool
 }
 
+// recordKeys are the keys a submitted record is written under, built by
+// SubmitRecords in the caller's goroutine (callers run in parallel; the
+// committer is one): the latest version, version 1, the subject index
+// entry, the by-id entry and the subject's outbox marker.
+type recordKeys struct {
+	record, version, subject, id, outbox []byte
+}
+
+// keysOf builds r's recordKeys in one allocation (each key capped, so
+// that appending to one cannot write over the next).
+func keysOf(r *credit.Record) recordKeys {
+	d, id, sub := len(r.Department), len(r.ID), len(r.Subject)
+	lr, lv := 2+d+1+id, 2+d+1+id+1+4
+	ls, li, lo := 2+sub+1+d+1+id, 2+id+1+d, 2+sub
+	buf := make([]byte, 0, lr+lv+ls+li+lo)
+	var k recordKeys
+	cut := func(n int) []byte { return buf[len(buf)-n : len(buf) : len(buf)] }
+	buf = append(buf, famRecord, '/')
+	buf = append(append(append(buf, r.Department...), 0), r.ID...)
+	k.record = cut(lr)
+	buf = append(buf, famVersion, '/')
+	buf = append(append(append(buf, r.Department...), 0), r.ID...)
+	buf = binary.BigEndian.AppendUint32(append(buf, 0), 1)
+	k.version = cut(lv)
+	buf = append(buf, famSubject, '/')
+	buf = append(append(append(buf, r.Subject...), 0), r.Department...)
+	buf = append(append(buf, 0), r.ID...)
+	k.subject = cut(ls)
+	buf = append(buf, famByID, '/')
+	buf = append(append(append(buf, r.ID...), 0), r.Department...)
+	k.id = cut(li)
+	buf = append(append(buf, famOutbox, '/'), r.Subject...)
+	k.outbox = cut(lo)
+	return k
+}
+
 // SubmitRecords stores new records, each already validated by the caller
 // (Department and District from the certificate, Version 1, Status set).
 // It returns one Outcome per record, in order.
@@ -133,6 +171,7 @@ func (db *DB) SubmitRecords(recs []credit.Record) ([]Outcome, error) {
 	}
 	cp := make([]credit.Record, len(recs))
 	enc := make([][]byte, len(recs))
+	keys := make([]recordKeys, len(recs))
 	now := time.Now().UTC()
 	for i := range recs {
 		cp[i] = recs[i]
@@ -154,8 +193,9 @@ func (db *DB) SubmitRecords(recs []credit.Record) ([]Outcome, error) {
 			return nil, fmt.Errorf("storage: submit: record %d: %w", i, ErrRecordTooLarge)
 		}
 		enc[i] = b
+		keys[i] = keysOf(r)
 	}
-	req := &writeReq{kind: kindSubmit, recs: cp, enc: enc, outcomes: make([]Outcome, len(cp))}
+	req := &writeReq{kind: kindSubmit, recs: cp, enc: enc, keys: keys, outcomes: make([]Outcome, len(cp))}
 	if err := db.write(req); err != nil {
 		return nil, fmt.Errorf("storage: submit: %w", err)
 	}
@@ -331,11 +371,18 @@ func (db *DB) commitFrom(units []unit, from int) (int, error) {
 // it returns the index after the last unit placed and their results.
 func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int, []unitResult, error) {
 	seq0, records0 := st.seq, st.records
-	var results []unitResult
+	results := make([]unitResult, 0, min(len(units)-from, maxGroupUnits))
+	// Scratch for each unit's plan: its ops are written to txn (which
+	// keeps their keys and values, not the slice) before the next unit.
+	var ops []op
+	var marks [][]byte
 	i := from
 	for ; i < len(units); i++ {
 		u := units[i]
-		ops, subjects, delta, res, err := db.plan(txn, u)
+		var delta int64
+		var res unitResult
+		var err error
+		ops, marks, delta, res, err = db.plan(txn, u, ops[:0], marks[:0])
 		if err != nil {
 			return 0, nil, err
 		}
@@ -343,10 +390,10 @@ func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int,
 		for _, o := range ops {
 			size += int64(len(o.key)+len(o.val)) + 32
 		}
-		for _, s := range subjects {
-			size += int64(len(s)) + 2 + 8 + 32
+		for _, m := range marks {
+			size += int64(len(m)) + 8 + 32 // o/<subject> → seq
 		}
-		count = int64(len(ops) + len(subjects))
+		count = int64(len(ops) + len(marks))
 		if st.bytes+size > db.budgetBytes || st.count+count > db.budgetCount {
 			if i > from {
 				break // commit what we have; this unit starts the next txn
@@ -370,9 +417,9 @@ func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int,
 				return 0, nil, err
 			}
 		}
-		for _, s := range subjects {
+		for _, m := range marks {
 			st.seq++
-			if err := markOutbox(txn, s, st.seq); err != nil {
+			if err := markOutboxKey(txn, m, st.seq); err != nil {
 				return 0, nil, err
 			}
 		}
@@ -395,39 +442,39 @@ func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int,
 }
 
 // plan reads what unit u needs through txn (which sees the writes already
-// planned into it) and returns the key changes, the subjects to mark in the
-// outbox, the change in the record count and the unit's result.
-func (db *DB) plan(txn *badger.Txn, u unit) (ops []op, subjects []string, delta int64, res unitResult, err error) {
+// planned into it) and returns the key changes and the outbox keys of the
+// subjects to mark (appended to ops and marks), the change in the record
+// count and the unit's result.
+func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _ [][]byte, delta int64, res unitResult, err error) {
 	r := u.req
 	switch r.kind {
 	case kindSubmit:
-		rec, enc := &r.recs[u.i], r.enc[u.i]
-		cur, found, err := getRecord(txn, recordKey(rec.Department, rec.ID))
+		rec, enc, k := &r.recs[u.i], r.enc[u.i], &r.keys[u.i]
+		cur, found, err := getRecord(txn, k.record)
 		if err != nil {
 			return nil, nil, 0, res, err
 		}
 		if found {
 			same := cur.SameContent(*rec)
 			if !same && cur.Version > 1 {
-				first, ok, err := getRecord(txn, versionKey(rec.Department, rec.ID, 1))
+				first, ok, err := getRecord(txn, k.version)
 				if err != nil {
 					return nil, nil, 0, res, err
 				}
 				same = ok && first.SameContent(*rec)
 			}
 			if same {
-				return nil, nil, 0, unitResult{outcome: Duplicate}, nil
+				return ops, marks, 0, unitResult{outcome: Duplicate}, nil
 			}
-			return nil, nil, 0, unitResult{outcome: Conflict, err: ErrConflict}, nil
+			return ops, marks, 0, unitResult{outcome: Conflict, err: ErrConflict}, nil
 		}
-		ops = []op{
-			{key: recordKey(rec.Department, rec.ID), val: enc},
-			{key: versionKey(rec.Department, rec.ID, 1), val: enc},
-			{key: subjectKey(rec.Subject, rec.Department, rec.ID), val: []byte{}},
-			{key: idKey(rec.ID, rec.Department), val: []byte{}},
-		}
+		ops = append(ops,
+			op{key: k.record, val: enc},
+			op{key: k.version, val: enc},
+			op{key: k.subject, val: []byte{}},
+			op{key: k.id, val: []byte{}})
 		ops = db.appendDue(ops, rec)
-		return ops, []string{rec.Subject}, 1, unitResult{outcome: Accepted}, nil
+		return ops, append(marks, k.outbox), 1, unitResult{outcome: Accepted}, nil
 
 	case kindUpdate:
 		next, enc := &r.recs[0], r.enc[0]
@@ -441,23 +488,25 @@ func (db *DB) plan(txn *badger.Txn, u unit) (ops []op, subjects []string, delta 
 		if next.Version != cur.Version+1 {
 			return nil, nil, 0, unitResult{err: fmt.Errorf("%w: version must be the stored latest + 1", ErrConflict)}, nil
 		}
-		ops = []op{
-			{key: recordKey(next.Department, next.ID), val: enc},
-			{key: versionKey(next.Department, next.ID, next.Version), val: enc},
-		}
+		ops = append(ops,
+			op{key: recordKey(next.Department, next.ID), val: enc},
+			op{key: versionKey(next.Department, next.ID, next.Version), val: enc})
 		ops = db.appendDue(ops, next)
-		subjects = []string{next.Subject}
+		marks = append(marks, outboxKey(next.Subject))
 		if cur.Subject != next.Subject {
 			ops = append(ops,
 				op{key: subjectKey(cur.Subject, cur.Department, cur.ID), del: true},
 				op{key: subjectKey(next.Subject, next.Department, next.ID), val: []byte{}})
-			subjects = append(subjects, cur.Subject)
+			marks = append(marks, outboxKey(cur.Subject))
 		}
-		return ops, subjects, 0, unitResult{}, nil
+		return ops, marks, 0, unitResult{}, nil
 
 	case kindRelease:
-		ops, subjects, err = planRelease(txn, r.due, r.next)
-		return ops, subjects, 0, unitResult{released: len(subjects)}, err
+		relOps, subjects, err := planRelease(txn, r.due, r.next)
+		for _, s := range subjects {
+			marks = append(marks, outboxKey(s))
+		}
+		return append(ops, relOps...), marks, 0, unitResult{released: len(subjects)}, err
 
 	default: // kindDelete
 		cur, found, err := getRecord(txn, recordKey(r.dept, r.id))
@@ -468,7 +517,7 @@ func (db *DB) plan(txn *badger.Txn, u unit) (ops []op, subjects []string, delta 
 			return nil, nil, 0, unitResult{err: ErrNotFound}, nil
 		}
 		seen := map[string]bool{cur.Subject: true}
-		subjects = []string{cur.Subject}
+		subjects := []string{cur.Subject}
 		err = scanPrefix(txn, versionPrefix(r.dept, r.id), true, func(key, val []byte) error {
 			v, err := decodeRecord(val)
 			if err != nil {
@@ -486,11 +535,12 @@ func (db *DB) plan(txn *badger.Txn, u unit) (ops []op, subjects []string, delta 
 		}
 		for _, s := range subjects {
 			ops = append(ops, op{key: subjectKey(s, r.dept, r.id), del: true})
+			marks = append(marks, outboxKey(s))
 		}
 		ops = append(ops,
 			op{key: recordKey(r.dept, r.id), del: true},
 			op{key: idKey(r.id, r.dept), del: true})
-		return ops, subjects, -1, unitResult{}, nil
+		return ops, marks, -1, unitResult{}, nil
 	}
 }
 
@@ -712,7 +762,12 @@ func (db *DB) CountRecords() int64 { return db.records.Load() }
 // markers in sequence order, which is the order the drainer sends them in).
 // A previous marker of the subject is replaced.
 func markOutbox(txn *badger.Txn, subject string, seq uint64) error {
-	key := outboxKey(subject)
+	return markOutboxKey(txn, outboxKey(subject), seq)
+}
+
+// markOutboxKey is markOutbox of the subject whose outbox key (o/<subject>)
+// is key; the O/ entry's value, the subject, is key's own tail.
+func markOutboxKey(txn *badger.Txn, key []byte, seq uint64) error {
 	old, found, err := getBE64(txn, key)
 	if err != nil {
 		return err
@@ -725,5 +780,5 @@ func markOutbox(txn *badger.Txn, subject string, seq uint64) error {
 	if err := txn.Set(key, be64(seq)); err != nil {
 		return err
 	}
-	return txn.Set(outboxSeqKey(seq), []byte(subject))
+	return txn.Set(outboxSeqKey(seq), key[2:])
 }
