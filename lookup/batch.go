@@ -345,6 +345,7 @@ func (b *batcher) sendOne(q *districtQueue, batch []*pending) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
+	b.s.batches.Observe(float64(len(live)))
 	req := batchRequest{Items: make([]batchItem, len(live))}
 	for i, p := range live {
 		req.Items[i] = p.item
@@ -406,6 +407,7 @@ func (b *batcher) sendAlone(peer exchange.Peer, parts []*pending) {
 }
 
 func (b *batcher) callAlone(peer exchange.Peer, p *pending) {
+	b.s.batches.Observe(1)
 	var rep reply
 	err := b.s.cfg.Endpoint.Call(p.ctx, peer, Op, p.item.Meta, p.item.Request, &rep)
 	p.finish(&rep, err)

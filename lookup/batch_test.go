@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
 	"credfed/audit"
 	"credfed/certs"
 	"credfed/credit"
@@ -462,6 +465,16 @@ func TestCoordinatorBatchesWhileBusy(t *testing.T) {
 	}
 	if total != 20 || slices.Max(sizes) < 2 || g.alone.Load() != maxBatchesInFlight {
 		t.Fatalf("batches %v, %d lookups alone: the 20 queued lookups should have gone in batches", sizes, g.alone.Load())
+	}
+	if got := testutil.CollectAndCount(svc.batches); got != 1 {
+		t.Fatalf("%d batch size series", got)
+	}
+	m := &dto.Metric{}
+	if err := svc.batches.Write(m); err != nil {
+		t.Fatal(err)
+	}
+	if h := m.GetHistogram(); h.GetSampleCount() != uint64(maxBatchesInFlight+len(sizes)) || h.GetSampleSum() != float64(maxBatchesInFlight+20) {
+		t.Fatalf("batch size histogram: %d requests, %v lookups; want %d and %d", h.GetSampleCount(), h.GetSampleSum(), maxBatchesInFlight+len(sizes), maxBatchesInFlight+20)
 	}
 	wait.Until(t, 5*time.Second, "the idle queue dropped", func() bool {
 		svc.batch.mu.Lock()

@@ -134,6 +134,7 @@ type Service struct {
 	answered *prometheus.CounterVec
 	phantom  *prometheus.CounterVec
 	forged   *prometheus.CounterVec
+	batches  prometheus.Histogram
 	// outcomes bounds the outcome entries being appended after their
 	// lookup was answered (OperationRecords); at the bound the next one is
 	// appended before its lookup is answered.
@@ -187,9 +188,14 @@ func New(cfg Config) *Service {
 			Name: "credfed_lookup_forged_answers_total",
 			Help: "District answers dropped for holding records of another district or of another subject, by district (region path).",
 		}, []string{"district"}),
+		batches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "credfed_lookup_district_request_lookups",
+			Help:    "Lookups per request this coordinator sent to a district: 1 for a lookup alone, more for a batch (lookup.batch).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32},
+		}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.asked, s.results, s.answered, s.phantom, s.forged)
+		cfg.Registerer.MustRegister(s.asked, s.results, s.answered, s.phantom, s.forged, s.batches)
 	}
 	s.batch = newBatcher(s)
 	if cfg.Self.Role == certs.District && cfg.Endpoint != nil {
