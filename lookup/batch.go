@@ -3,6 +3,7 @@ package lookup
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -35,8 +36,12 @@ const (
 	maxBatchBody       = 1 << 20
 )
 
-// batchReplyBudget is maxBatchReply (a variable for tests).
-var batchReplyBudget = maxBatchReply
+// batchReplyBudget is maxBatchReply (a variable for tests: atomic, since
+// a test sets it while handlers of the district it calls over loopback
+// run, with nothing the race detector sees between them).
+var batchReplyBudget atomic.Int64
+
+func init() { batchReplyBudget.Store(maxBatchReply) }
 
 // batchItem is one lookup of a batch: Op's request and the Meta it would
 // travel with alone.
@@ -47,6 +52,54 @@ type batchItem struct {
 
 type batchRequest struct {
 	Items []batchItem `cbor:"1,keyasint"`
+}
+
+// batchHead is batchRequest with its items left encoded, so that their
+// count is checked before they are decoded: a body of many empty items
+// (one byte each on the wire, 64 KiB for 65,536 of them) must not make the
+// district allocate a batchItem for each first.
+type batchHead struct {
+	Items cbor.RawMessage `cbor:"1,keyasint"`
+}
+
+// decodeBatch decodes a batch's body (decode: exchange.Request.Decode),
+// refusing one of more than MaxBatch items before decoding them.
+func decodeBatch(decode func(any) error, in *batchRequest) error {
+	var head batchHead
+	if err := decode(&head); err != nil {
+		return err
+	}
+	if len(head.Items) == 0 {
+		return nil // no items (absent): refused by the caller's count check
+	}
+	if n, ok := cborArrayLen(head.Items); ok && n > MaxBatch {
+		return exchange.Errorf(exchange.CodeBadRequest, "a batch holds 1 to %d lookups, not %d", MaxBatch, n)
+	}
+	return exchange.Unmarshal(head.Items, &in.Items)
+}
+
+// cborArrayLen returns the count in the head of the CBOR array at b, and
+// false when b does not start with a definite-length array head.
+func cborArrayLen(b []byte) (uint64, bool) {
+	if len(b) == 0 || b[0]>>5 != 4 {
+		return 0, false
+	}
+	ai := b[0] & 0x1f
+	if ai < 24 {
+		return uint64(ai), true
+	}
+	if ai > 27 {
+		return 0, false // indefinite length (the decoder refuses it) or reserved
+	}
+	n := 1 << (ai - 24)
+	if len(b) < 1+n {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b[1 : 1+n] {
+		v = v<<8 | uint64(c)
+	}
+	return v, true
 }
 
 // batchResult is a district's answer to one lookup of a batch: its
@@ -73,7 +126,7 @@ type batchReplyOut struct {
 // answerBatch is a district's side of OpBatch.
 func (s *Service) answerBatch(ctx context.Context, req *exchange.Request) (any, error) {
 	var in batchRequest
-	if err := req.Decode(&in); err != nil {
+	if err := decodeBatch(req.Decode, &in); err != nil {
 		return nil, err
 	}
 	if len(in.Items) == 0 || len(in.Items) > MaxBatch {
@@ -86,8 +139,15 @@ func (s *Service) answerBatch(ctx context.Context, req *exchange.Request) (any, 
 	now := s.cfg.Now()
 	subjects := make([]string, len(in.Items))
 	serrs := make([]error, len(in.Items))
+	merrs := make([]error, len(in.Items))
 	var valid []string
 	for i, it := range in.Items {
+		// Alone, a meta beyond the envelope's bounds is refused before
+		// the lookup is decided or registered: so is it here, and its
+		// subject is neither read nor resolved.
+		if merrs[i] = it.Meta.Check(); merrs[i] != nil {
+			continue
+		}
 		if subjects[i], serrs[i] = s.parseSubject(it.Request.Subject, now); serrs[i] == nil {
 			valid = append(valid, subjects[i])
 		}
@@ -109,7 +169,7 @@ func (s *Service) answerBatch(ctx context.Context, req *exchange.Request) (any, 
 		var r []credit.Record
 		var re error
 		var own []credit.Pseudonym
-		if serrs[i] == nil {
+		if merrs[i] == nil && serrs[i] == nil {
 			if re = err; re == nil {
 				r, re = recs[k], rerr[k]
 			}
@@ -118,7 +178,12 @@ func (s *Service) answerBatch(ctx context.Context, req *exchange.Request) (any, 
 			}
 			k++
 		}
-		d := s.decide(ctx, req.Caller, cat, it.Request, it.Meta, now, subjects[i], serrs[i], r, re, own)
+		var d decision
+		if merrs[i] != nil {
+			d = decision{err: exchange.Errorf(exchange.CodeBadRequest, "%v", merrs[i])}
+		} else {
+			d = s.decide(ctx, req.Caller, cat, it.Request, it.Meta, now, subjects[i], serrs[i], r, re, own)
+		}
 		res := batchResult{Records: d.out.Records}
 		if d.err != nil {
 			res = batchResult{Code: d.err.Code, Message: d.err.Message}
@@ -127,7 +192,7 @@ func (s *Service) answerBatch(ctx context.Context, req *exchange.Request) (any, 
 		if merr != nil {
 			return nil, exchange.Errorf(exchange.CodeInternal, "encoding an answer failed")
 		}
-		if d.err == nil && size > 0 && size+len(b) > batchReplyBudget {
+		if d.err == nil && size > 0 && int64(size+len(b)) > batchReplyBudget.Load() {
 			d = decision{}
 			if b, merr = exchange.Marshal(batchResult{Alone: true}); merr != nil {
 				return nil, exchange.Errorf(exchange.CodeInternal, "encoding an answer failed")
@@ -163,13 +228,24 @@ func (s *Service) ownAll(ctx context.Context, subjects []string, recs [][]credit
 	if s.cfg.OwnAll == nil || err != nil {
 		return nil
 	}
+	// Each subject once, however many lookups of the batch name it: one
+	// not cached is asked of a coordinator, whose custody counts every
+	// identifier asked against the district.
 	var holding []string
-	var at []int
+	at := make([]int, len(subjects)) // subject i's index in holding, -1 for none
+	first := map[string]int{}
 	for i, subject := range subjects {
-		if rerr[i] == nil && len(recs[i]) > 0 {
-			holding = append(holding, subject)
-			at = append(at, i)
+		at[i] = -1
+		if rerr[i] != nil || len(recs[i]) == 0 {
+			continue
 		}
+		k, ok := first[subject]
+		if !ok {
+			k = len(holding)
+			first[subject] = k
+			holding = append(holding, subject)
+		}
+		at[i] = k
 	}
 	if len(holding) == 0 {
 		return nil
@@ -179,8 +255,10 @@ func (s *Service) ownAll(ctx context.Context, subjects []string, recs [][]credit
 		return nil
 	}
 	out := make([][]credit.Pseudonym, len(subjects))
-	for k, i := range at {
-		out[i] = got[k]
+	for i, k := range at {
+		if k >= 0 {
+			out[i] = got[k]
+		}
 	}
 	return out
 }
@@ -283,7 +361,10 @@ func (b *batcher) enqueue(p exchange.Peer, part *pending) {
 // takeLocked takes the next batch of q if one may be sent now.
 func (b *batcher) takeLocked(q *districtQueue) []*pending {
 	if len(q.waiting) == 0 || q.inflight >= maxBatchesInFlight {
-		if len(q.waiting) == 0 && q.inflight == 0 && b.queues[q.key] == q {
+		// An idle queue is dropped, unless it remembers that its
+		// district is asked alone (aloneUntil): then it stays (one per
+		// district at most) until it is idle after that.
+		if len(q.waiting) == 0 && q.inflight == 0 && b.queues[q.key] == q && !time.Now().Before(q.aloneUntil) {
 			delete(b.queues, q.key)
 		}
 		return nil

@@ -33,6 +33,8 @@ type districtFixture struct {
 	// ownAll counts the batched resolutions; failOwnAll makes them fail.
 	ownAll     atomic.Int32
 	failOwnAll atomic.Bool
+	// ownAllIDs counts the subjects asked of them.
+	ownAllIDs atomic.Int32
 }
 
 func newDistrict(t *testing.T, log audit.Log, subjects ...string) *districtFixture {
@@ -65,6 +67,7 @@ func newDistrict(t *testing.T, log audit.Log, subjects ...string) *districtFixtu
 	}
 	ownAll := func(ctx context.Context, ids []string) ([][]credit.Pseudonym, error) {
 		f.ownAll.Add(1)
+		f.ownAllIDs.Add(int32(len(ids)))
 		if f.failOwnAll.Load() {
 			return nil, errors.New("no coordinator")
 		}
@@ -269,8 +272,8 @@ func TestBatchReplyBudget(t *testing.T) {
 	a := credit.SyntheticPerson(86, credit.NewDate(1980, 1, 1))
 	b := credit.SyntheticPerson(87, credit.NewDate(1980, 1, 1))
 	f := newDistrict(t, nil, a, b)
-	defer func(n int) { batchReplyBudget = n }(batchReplyBudget)
-	batchReplyBudget = 1
+	defer func(n int64) { batchReplyBudget.Store(n) }(batchReplyBudget.Load())
+	batchReplyBudget.Store(1)
 	items := []batchItem{
 		{Request: request{Subject: a, Pseudonym: f.key.Pseudonym(a), Requester: f.user}, Meta: exchange.Meta{Purpose: "ADMIN-LICENSING", User: "张三", Reference: "R-1"}},
 		{Request: request{Subject: b, Pseudonym: f.key.Pseudonym(b), Requester: f.user}, Meta: exchange.Meta{Purpose: "ADMIN-LICENSING", User: "张三", Reference: "R-1"}},
