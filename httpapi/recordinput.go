@@ -17,7 +17,11 @@ import (
 // encoding/json instead, which gives the same value when both read it and
 // the refusal otherwise. So this is only a shortcut: what it accepts,
 // encoding/json with DisallowUnknownFields decodes to the same
-// api.RecordInput, followed by the end of the input.
+// api.RecordInput, followed by the end of the input
+// (TestFastRecordInputAgrees, FuzzFastRecordInput). It exists for the
+// intake's CPU: encoding/json's reflective decoding was most of the
+// district's record parsing (docs/BENCHMARKS.md, "Lookups in batches per
+// district…", Intake); every record of every submission goes through it.
 func fastRecordInput(b []byte) (in api.RecordInput, ok bool) {
 	i := skipBlank(b, 0)
 	if i >= len(b) || b[i] != '{' {

@@ -18,16 +18,20 @@ import (
 // read transaction, one audit append of an entry per lookup. A coordinator
 // sends a lookup alone when nothing else is waiting for that district (no
 // lookup waits for others to arrive), and in a batch of those that came
-// while its earlier batches were in flight. Each lookup is decided and
-// registered exactly as Op decides one.
+// while maxBatchesInFlight of its earlier requests to it (alone or
+// batches) were in flight. Each lookup is decided and registered exactly
+// as Op decides one. A district that does not serve OpBatch (not_found:
+// an older node) is sent lookups alone for olderNodeFor.
 const OpBatch = "lookup.batch"
 
-// Bounds of a batch: lookups in one (MaxBatch), batches in flight to one
-// district at a time (maxBatchesInFlight), lookups waiting for one
-// district (maxBatchQueue; beyond it a lookup's part of that district is
-// unreachable), and the encoded answers a district puts in one reply
-// (maxBatchReply; the lookups beyond it it leaves unanswered and
-// unregistered, for the coordinator to send alone).
+// Bounds of a batch: lookups in one (MaxBatch), requests in flight to one
+// district at a time, a lookup alone counting as one (maxBatchesInFlight),
+// lookups waiting for one district (maxBatchQueue; beyond it a lookup's
+// part of that district is unreachable), the encoded answers a district
+// puts in one reply (maxBatchReply; an answer with records that would take
+// the reply past it, never the first, it leaves unanswered and
+// unregistered, marked Alone, for the coordinator to send alone; refusals
+// always go in), and the request body a district accepts (maxBatchBody).
 const (
 	MaxBatch           = 32
 	maxBatchesInFlight = 4
@@ -276,7 +280,15 @@ type batcher struct {
 	s      *Service
 	mu     sync.Mutex
 	queues map[string]*districtQueue // by peer; a queue is dropped when idle
+	// older holds the districts (by queue key) that answered that they do
+	// not serve OpBatch (older nodes), and until when lookups go to them
+	// alone: kept apart from the queues, which are dropped when idle.
+	older map[string]time.Time
 }
+
+// olderNodeFor is how long a district that does not serve OpBatch is sent
+// lookups alone before a batch is tried again.
+const olderNodeFor = time.Minute
 
 // districtQueue is the lookups waiting for one district and the batches in
 // flight to it.
@@ -285,13 +297,10 @@ type districtQueue struct {
 	peer     exchange.Peer
 	waiting  []*pending
 	inflight int
-	// aloneUntil: the district answered that it does not serve OpBatch
-	// (an older node); lookups go to it alone until then.
-	aloneUntil time.Time
 }
 
 func newBatcher(s *Service) *batcher {
-	return &batcher{s: s, queues: map[string]*districtQueue{}}
+	return &batcher{s: s, queues: map[string]*districtQueue{}, older: map[string]time.Time{}}
 }
 
 func queueKey(p exchange.Peer) string {
@@ -302,10 +311,10 @@ func queueKey(p exchange.Peer) string {
 	return p.Name + "\x00" + p.Addr + "\x00" + id
 }
 
-// fanOut asks every peer about the same lookup (req, meta), each in a
-// batch, and returns one result per peer in the order of peers (as
-// exchange.FanOut does, with Resp a *reply). It returns at ctx's deadline
-// at the latest.
+// fanOut asks every peer about the same lookup (req, meta), each through
+// that peer's queue (alone or in a batch), and returns one result per peer
+// in the order of peers (as exchange.FanOut does, with Resp a *reply). It
+// returns at ctx's deadline at the latest.
 func (b *batcher) fanOut(ctx context.Context, peers []exchange.Peer, meta exchange.Meta, req request) []exchange.Result {
 	results := make([]exchange.Result, len(peers))
 	parts := make([]*pending, len(peers))
@@ -361,10 +370,9 @@ func (b *batcher) enqueue(p exchange.Peer, part *pending) {
 // takeLocked takes the next batch of q if one may be sent now.
 func (b *batcher) takeLocked(q *districtQueue) []*pending {
 	if len(q.waiting) == 0 || q.inflight >= maxBatchesInFlight {
-		// An idle queue is dropped, unless it remembers that its
-		// district is asked alone (aloneUntil): then it stays (one per
-		// district at most) until it is idle after that.
-		if len(q.waiting) == 0 && q.inflight == 0 && b.queues[q.key] == q && !time.Now().Before(q.aloneUntil) {
+		// An idle queue is dropped (what it must remember of an older
+		// district is in b.older).
+		if len(q.waiting) == 0 && q.inflight == 0 && b.queues[q.key] == q {
 			delete(b.queues, q.key)
 		}
 		return nil
@@ -415,7 +423,7 @@ func (b *batcher) sendOne(q *districtQueue, batch []*pending) {
 		return
 	}
 	b.mu.Lock()
-	alone := time.Now().Before(q.aloneUntil)
+	alone := time.Now().Before(b.older[q.key])
 	b.mu.Unlock()
 	if alone || len(live) == 1 {
 		b.sendAlone(q.peer, live)
@@ -436,8 +444,14 @@ func (b *batcher) sendOne(q *districtQueue, batch []*pending) {
 	if exchange.CodeOf(err) == exchange.CodeNotFound {
 		// A node that does not serve OpBatch (yet): ask it one lookup at
 		// a time for a while.
+		now := time.Now()
 		b.mu.Lock()
-		q.aloneUntil = time.Now().Add(time.Minute)
+		for k, until := range b.older {
+			if !now.Before(until) {
+				delete(b.older, k)
+			}
+		}
+		b.older[q.key] = now.Add(olderNodeFor)
 		b.mu.Unlock()
 		b.sendAlone(q.peer, live)
 		return

@@ -596,3 +596,42 @@ func TestLookupWaitingForABusyDistrictEnds(t *testing.T) {
 		t.Fatalf("batches %v, %d alone: lookups sent after they ended", got, g.alone.Load())
 	}
 }
+
+// TestCoordinatorRemembersAnOlderNodeWhileIdle: a district that does not
+// serve OpBatch is sent lookups alone for a minute, also when its queue
+// went idle (and was dropped) in between: the next burst is not first
+// sent as a batch only to be refused again.
+func TestCoordinatorRemembersAnOlderNodeWhileIdle(t *testing.T) {
+	g := newGated(t, nil)
+	svc := coordinator(t, g, 10*time.Second)
+	batched := func() uint64 { // requests of more than one lookup tried
+		m := &dto.Metric{}
+		if err := svc.batches.Write(m); err != nil {
+			t.Fatal(err)
+		}
+		h := m.GetHistogram()
+		return h.GetSampleCount() - h.GetBucket()[0].GetCumulativeCount() // bucket 0: le=1
+	}
+	first, firstDone, later, laterDone := queueBehindGate(t, svc, g, 6)
+	close(g.gate)
+	checkOwn(t, "first", first, recv(t, firstDone))
+	checkOwn(t, "later", later, recv(t, laterDone))
+	tried := batched()
+	if tried == 0 {
+		t.Fatal("no batch was tried: the test needs the district's refusal of one")
+	}
+	wait.Until(t, 5*time.Second, "the idle queue dropped", func() bool {
+		svc.batch.mu.Lock()
+		defer svc.batch.mu.Unlock()
+		return len(svc.batch.queues) == 0
+	})
+	g.gate = make(chan struct{})
+	g.alone.Store(0)
+	first, firstDone, later, laterDone = queueBehindGate(t, svc, g, 6)
+	close(g.gate)
+	checkOwn(t, "first", first, recv(t, firstDone))
+	checkOwn(t, "later", later, recv(t, laterDone))
+	if n := batched(); n != tried {
+		t.Fatalf("%d batches tried after the district refused one less than %v ago, want none", n-tried, olderNodeFor)
+	}
+}

@@ -3,6 +3,11 @@
 // them in parallel over the exchange and merges their answers; each
 // district checks the request again and answers only what the purpose may
 // see. Both ends register the lookup in their audit log before answering.
+//
+// A lookup goes to a district alone (Op) when nothing else waits for that
+// district; lookups that arrive while its earlier requests are in flight
+// go together (OpBatch, batch.go), each decided and registered at the
+// district exactly as alone.
 package lookup
 
 import (
@@ -159,7 +164,8 @@ const maxPendingOutcomes = 512
 // appended (tests, shutdown).
 func (s *Service) Wait() { s.inflight.Wait() }
 
-// New returns the service; on a district it registers Op on the endpoint.
+// New returns the service; on a district it registers Op and OpBatch on
+// the endpoint.
 func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
