@@ -99,6 +99,22 @@ func newDistrict(t *testing.T, log audit.Log, subjects ...string) *districtFixtu
 	return f
 }
 
+// storeAndKey opens a store for a test's audit log and makes a pseudonym
+// key.
+func storeAndKey(t *testing.T) (*storage.DB, credit.PseudonymKey) {
+	t.Helper()
+	db, err := storage.Open(storage.Options{Dir: t.TempDir(), GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	key, err := credit.NewPseudonymKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, key
+}
+
 var sharedCA struct {
 	once sync.Once
 	ca   *certs.CA
@@ -361,15 +377,7 @@ func honestBatch(t *testing.T, district string) func(batchRequest) batchReply {
 
 func coordinator(t *testing.T, g *gatedDistrict, timeout time.Duration) *Service {
 	city := endpoint(t, newCA(t), certs.Identity{Federation: fed, Role: certs.City, Region: "zhejiang/quzhou"})
-	db, err := storage.Open(storage.Options{Dir: t.TempDir(), GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	key, err := credit.NewPseudonymKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, key := storeAndKey(t)
 	cat := credit.DefaultCatalog()
 	return New(Config{Self: city.Identity(), Key: key, Identifiers: credit.ParseOptions{TestMode: true}, Timeout: timeout,
 		Index:    manyEntries{{Path: g.id.Region, Role: certs.District, Exchange: g.ep.Addr().String()}},

@@ -70,15 +70,7 @@ func TestAnswerNamingAnotherDistrictIsDropped(t *testing.T) {
 		return reply{Records: []credit.Record{forged(kechengID.Region), forged(claim)}}, nil
 	})
 
-	db, err := storage.Open(storage.Options{Dir: t.TempDir(), GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	key, err := credit.NewPseudonymKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, key := storeAndKey(t)
 	svc := New(Config{Self: cityID, Key: key, Identifiers: credit.ParseOptions{TestMode: true},
 		Index:    oneEntry{consensus.Region{Path: kechengID.Region, Name: "柯城区", Role: certs.District, Exchange: hostile.Addr().String()}},
 		Endpoint: city, Catalog: func() *credit.Catalog { return cat }, Audit: audit.New(db.Audit(), cityID.Region, nil, nil, nil)})
@@ -174,15 +166,7 @@ func TestDistrictAuditsUnderItsOwnPseudonym(t *testing.T) {
 	kechengID := certs.Identity{Federation: fed, Role: certs.District, Region: "zhejiang/quzhou/kecheng"}
 	city := endpoint(t, ca, cityID)
 	district := endpoint(t, ca, kechengID)
-	db, err := storage.Open(storage.Options{Dir: t.TempDir(), GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	key, err := credit.NewPseudonymKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, key := storeAndKey(t)
 	var resolved atomic.Int64
 	resolve := func(ctx context.Context, ids []string) ([]credit.Pseudonym, error) {
 		resolved.Add(int64(len(ids)))
@@ -300,15 +284,7 @@ func TestForgedAndPhantomAnswers(t *testing.T) {
 	qujiang.Handle(Op, func(ctx context.Context, req *exchange.Request) (any, error) {
 		return reply{Records: []credit.Record{}}, nil
 	})
-	db, err := storage.Open(storage.Options{Dir: t.TempDir(), GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	key, err := credit.NewPseudonymKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, key := storeAndKey(t)
 	reg := prometheus.NewRegistry()
 	svc := New(Config{Self: cityID, Key: key, Identifiers: credit.ParseOptions{TestMode: true},
 		Index: manyEntries{{Path: kechengID.Region, Role: certs.District, Exchange: kecheng.Addr().String()},
@@ -357,15 +333,7 @@ func TestForgedAndPhantomAnswers(t *testing.T) {
 // keeps no field the edge refused (too long, not text), and the refusal
 // echoes neither an unknown purpose nor the refused field.
 func TestRefusedLookupKeepsNoRefusedInput(t *testing.T) {
-	db, err := storage.Open(storage.Options{Dir: t.TempDir(), GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	key, err := credit.NewPseudonymKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, key := storeAndKey(t)
 	cityID := certs.Identity{Federation: fed, Role: certs.City, Region: "zhejiang/quzhou"}
 	cat := credit.DefaultCatalog()
 	svc := New(Config{Self: cityID, Key: key, Identifiers: credit.ParseOptions{TestMode: true},
