@@ -35,10 +35,7 @@ type doneAct struct{ page, a, b, c string }
 func (s *Session) addDone(d doneAct) {
 	s.jobsMu.Lock()
 	defer s.jobsMu.Unlock()
-	s.done = append(s.done, d)
-	if len(s.done) > maxSessionJobs {
-		s.done = s.done[len(s.done)-maxSessionJobs:]
-	}
+	s.done = appendLast(s.done, d, maxSessionJobs)
 }
 
 // did says whether the session made d.
@@ -48,16 +45,22 @@ func (s *Session) did(d doneAct) bool {
 	return slices.Contains(s.done, d)
 }
 
+// appendLast appends v to list and keeps the last n.
+func appendLast[T any](list []T, v T, n int) []T {
+	list = append(list, v)
+	if len(list) > n {
+		list = list[len(list)-n:]
+	}
+	return list
+}
+
 // maxSessionJobs bounds the jobs a session lists.
 const maxSessionJobs = 10
 
 func (s *Session) addJob(id string) {
 	s.jobsMu.Lock()
 	defer s.jobsMu.Unlock()
-	s.jobs = append(s.jobs, id)
-	if len(s.jobs) > maxSessionJobs {
-		s.jobs = s.jobs[len(s.jobs)-maxSessionJobs:]
-	}
+	s.jobs = appendLast(s.jobs, id, maxSessionJobs)
 }
 
 // recentJobs are the session's jobs, newest first.

@@ -220,12 +220,9 @@ func readError(err error) *fault.Error {
 // submission reads one submitted record; what cannot be read is a
 // submission with its refusal.
 func submission(raw json.RawMessage) intake.Submission {
-	in, ok := fastRecordInput(raw)
-	if !ok {
-		var err error
-		if in, err = decodeRecordInput(raw); err != nil {
-			return intake.Submission{Err: err}
-		}
+	in, err := decodeRecordInput(raw)
+	if err != nil {
+		return intake.Submission{Err: err}
 	}
 	sub := intake.Submission{Department: in.Department, District: in.District,
 		Record: credit.Record{ID: in.ID, Subject: in.Subject, CatalogItem: in.CatalogItem,
@@ -249,8 +246,8 @@ func submission(raw json.RawMessage) intake.Submission {
 	return sub
 }
 
-// decodeRecordInput reads one submitted record with encoding/json: what
-// fastRecordInput leaves, and every refusal.
+// decodeRecordInput reads one submitted record: one JSON object of
+// api.RecordInput's fields and nothing after it.
 func decodeRecordInput(raw []byte) (api.RecordInput, error) {
 	var in api.RecordInput
 	dec := json.NewDecoder(bytes.NewReader(raw))

@@ -141,52 +141,65 @@ func (s *Service) answerBatch(ctx context.Context, req *exchange.Request) (any, 
 		return nil, exchange.Errorf(exchange.CodeUnavailable, "catalog not replicated yet")
 	}
 	now := s.cfg.Now()
+	// Each item's subject, parsed, as an index into distinct (-1: its
+	// meta or its identifier is refused): a subject named by several
+	// lookups of the batch is read and resolved once.
 	subjects := make([]string, len(in.Items))
 	serrs := make([]error, len(in.Items))
 	merrs := make([]error, len(in.Items))
-	var valid []string
+	at := make([]int, len(in.Items))
+	var distinct []string
+	seen := map[string]int{}
 	for i, it := range in.Items {
+		at[i] = -1
 		// Alone, a meta beyond the envelope's bounds is refused before
 		// the lookup is decided or registered: so is it here, and its
 		// subject is neither read nor resolved.
 		if merrs[i] = it.Meta.Check(); merrs[i] != nil {
 			continue
 		}
-		if subjects[i], serrs[i] = s.parseSubject(it.Request.Subject, now); serrs[i] == nil {
-			valid = append(valid, subjects[i])
+		if subjects[i], serrs[i] = s.parseSubject(it.Request.Subject, now); serrs[i] != nil {
+			continue
 		}
+		k, ok := seen[subjects[i]]
+		if !ok {
+			k = len(distinct)
+			seen[subjects[i]] = k
+			distinct = append(distinct, subjects[i])
+		}
+		at[i] = k
 	}
 	var (
 		recs [][]credit.Record
 		rerr []error
 		err  error
 	)
-	if len(valid) > 0 {
-		recs, rerr, err = s.cfg.Records.RecordsBySubjects(valid)
+	if len(distinct) > 0 {
+		recs, rerr, err = s.cfg.Records.RecordsBySubjects(distinct)
 	}
-	owns := s.ownAll(ctx, valid, recs, rerr, err)
+	owns := s.ownAll(ctx, distinct, recs, rerr, err)
 	out := batchReplyOut{Items: make([]cbor.RawMessage, len(in.Items))}
 	decided := make([]decision, len(in.Items))
 	var entries []storage.AuditEntry
-	size, k := 0, 0
+	size := 0
 	for i, it := range in.Items {
-		var r []credit.Record
-		var re error
-		var own []credit.Pseudonym
-		if merrs[i] == nil && serrs[i] == nil {
-			if re = err; re == nil {
+		var d decision
+		switch k := at[i]; {
+		case merrs[i] != nil:
+			d = decision{err: exchange.Errorf(exchange.CodeBadRequest, "%v", merrs[i])}
+		case k < 0:
+			d = s.decide(ctx, req.Caller, cat, it.Request, it.Meta, now, subjects[i], serrs[i], nil, nil, nil)
+		default:
+			re := err
+			var r []credit.Record
+			if re == nil {
 				r, re = recs[k], rerr[k]
 			}
+			var own []credit.Pseudonym
 			if owns != nil {
 				own = owns[k]
 			}
-			k++
-		}
-		var d decision
-		if merrs[i] != nil {
-			d = decision{err: exchange.Errorf(exchange.CodeBadRequest, "%v", merrs[i])}
-		} else {
-			d = s.decide(ctx, req.Caller, cat, it.Request, it.Meta, now, subjects[i], serrs[i], r, re, own)
+			d = s.decide(ctx, req.Caller, cat, it.Request, it.Meta, now, subjects[i], nil, r, re, own)
 		}
 		res := batchResult{Records: d.out.Records}
 		if d.err != nil {
@@ -223,33 +236,24 @@ func (s *Service) answerBatch(ctx context.Context, req *exchange.Request) (any, 
 	return out, nil
 }
 
-// ownAll resolves together the district's pseudonyms of the subjects of
-// a batch it holds records of (OwnAll), indexed like subjects; nil when
-// there is no OwnAll or it failed, and then each is resolved alone
-// (decide), so that one subject a coordinator must be asked about cannot
-// fail the others.
+// ownAll resolves together the district's pseudonyms of the distinct
+// subjects of a batch it holds records of (OwnAll), indexed like
+// subjects; nil when there is no OwnAll or it failed, and then each is
+// resolved alone (decide), so that one subject a coordinator must be
+// asked about cannot fail the others. Each subject is asked once: one not
+// cached is asked of a coordinator, whose custody counts every identifier
+// asked against the district.
 func (s *Service) ownAll(ctx context.Context, subjects []string, recs [][]credit.Record, rerr []error, err error) [][]credit.Pseudonym {
 	if s.cfg.OwnAll == nil || err != nil {
 		return nil
 	}
-	// Each subject once, however many lookups of the batch name it: one
-	// not cached is asked of a coordinator, whose custody counts every
-	// identifier asked against the district.
 	var holding []string
-	at := make([]int, len(subjects)) // subject i's index in holding, -1 for none
-	first := map[string]int{}
+	var at []int
 	for i, subject := range subjects {
-		at[i] = -1
-		if rerr[i] != nil || len(recs[i]) == 0 {
-			continue
-		}
-		k, ok := first[subject]
-		if !ok {
-			k = len(holding)
-			first[subject] = k
+		if rerr[i] == nil && len(recs[i]) > 0 {
 			holding = append(holding, subject)
+			at = append(at, i)
 		}
-		at[i] = k
 	}
 	if len(holding) == 0 {
 		return nil
@@ -259,10 +263,8 @@ func (s *Service) ownAll(ctx context.Context, subjects []string, recs [][]credit
 		return nil
 	}
 	out := make([][]credit.Pseudonym, len(subjects))
-	for i, k := range at {
-		if k >= 0 {
-			out[i] = got[k]
-		}
+	for k, i := range at {
+		out[i] = got[k]
 	}
 	return out
 }
@@ -325,15 +327,14 @@ func (b *batcher) fanOut(ctx context.Context, peers []exchange.Peer, meta exchan
 	for i, p := range parts {
 		select {
 		case <-p.done:
-			results[i] = p.res
 		case <-ctx.Done():
-			select {
-			case <-p.done:
-				results[i] = p.res
-			default:
-				err := ctxError(peers[i], ctx.Err())
-				results[i] = exchange.Result{Peer: peers[i], Status: exchange.StatusOf(err), Err: err}
-			}
+		}
+		select {
+		case <-p.done: // answered, even if just as ctx ended
+			results[i] = p.res
+		default:
+			err := ctxError(peers[i], ctx.Err())
+			results[i] = exchange.Result{Peer: peers[i], Status: exchange.StatusOf(err), Err: err}
 		}
 	}
 	return results

@@ -104,8 +104,6 @@ type AuditLog struct {
 
 	reqs chan *appendReq
 	done chan struct{}
-
-	scratch bytes.Buffer // the appender's encoding buffer, reused for every entry
 }
 
 type appendReq struct {
@@ -322,12 +320,6 @@ func (l *AuditLog) commitGroup(group []*appendReq) {
 }
 
 // commitFrom chains and commits slots[from:next] in one transaction.
-//
-// Each entry is encoded once (auditChain): its hash and its stored value
-// come from the same encoding. Its keys and value share one allocation, and
-// its Badger entries come from a chunk shared by the transaction; Badger
-// keeps references to them until the commit, and nothing here writes to
-// them after handing them over.
 func (l *AuditLog) commitFrom(slots []auditSlot, from int) (int, error) {
 	db := l.db
 	l.mu.Lock()
@@ -337,32 +329,19 @@ func (l *AuditLog) commitFrom(slots []auditSlot, from int) (int, error) {
 	txn := db.raw.NewTransaction(true)
 	defer txn.Discard()
 	chained := make([]AuditEntry, 0, len(slots)-from)
-	var ents []badger.Entry
-	set := func(key, val []byte) error {
-		if len(ents) == 0 {
-			ents = make([]badger.Entry, min(64, 2*(len(slots)-from)))
-		}
-		ent := &ents[0]
-		ents = ents[1:]
-		ent.Key, ent.Value = key, val
-		return txn.SetEntry(ent)
-	}
 	var size, count int64
 	i := from
 	for ; i < len(slots); i++ {
-		// Chained in place at the end of chained (which is on the heap
-		// anyway) rather than in a local the encoder's reflection would move
-		// to the heap; dropped again if it does not fit.
-		chained = append(chained, slots[i].req.entries[slots[i].i])
-		e := &chained[len(chained)-1]
+		e := slots[i].req.entries[slots[i].i]
 		e.Seq, e.Prev, e.Hash = seq+1, prev, [32]byte{}
-		subjKey := 0 // the lengths of auditKey and auditSubjectKey
-		if e.Subject != "" {
-			subjKey = len(e.Subject) + 11
-		}
-		val, key, skey, err := auditChain(e, &l.scratch, 10, subjKey)
+		hash, err := auditHash(&e)
 		if err != nil {
 			return 0, err
+		}
+		e.Hash = hash
+		val, err := encMode.Marshal(&e)
+		if err != nil {
+			return 0, fmt.Errorf("%w: encode: %v", ErrAuditEntry, err)
 		}
 		esize, ecount := int64(len(val))+10+32, int64(1)
 		if e.Subject != "" {
@@ -370,19 +349,19 @@ func (l *AuditLog) commitFrom(slots []auditSlot, from int) (int, error) {
 			ecount++
 		}
 		if i > from && (size+esize > db.budgetBytes || count+ecount > db.budgetCount) {
-			chained = chained[:len(chained)-1]
 			break
 		}
-		if err := set(appendAuditKey(key, e.Seq), val); err != nil {
+		if err := txn.Set(auditKey(e.Seq), val); err != nil {
 			return 0, engine(err)
 		}
 		if e.Subject != "" {
-			if err := set(appendAuditSubjectKey(skey, e.Subject, e.Seq), []byte{}); err != nil {
+			if err := txn.Set(auditSubjectKey(e.Subject, e.Seq), []byte{}); err != nil {
 				return 0, engine(err)
 			}
 		}
 		size, count = size+esize, count+ecount
 		seq, prev = e.Seq, e.Hash
+		chained = append(chained, e)
 	}
 	head, err := encMode.Marshal(auditHead{Seq: seq, Hash: prev})
 	if err != nil {
@@ -418,164 +397,6 @@ func auditHash(e *AuditEntry) ([32]byte, error) {
 	var out [32]byte
 	h.Sum(out[:0])
 	return out, nil
-}
-
-// The pair that auditChain splices in: key 19 (Hash), a byte string head
-// of length 32, the hash.
-const (
-	auditKeyPrev     = 0x12 // key 18, one byte (an unsigned integer below 24)
-	auditKeyHash     = 0x13 // key 19
-	auditHashPairLen = 1 + 2 + 32
-
-	maxAuditScratch = 64 << 10 // the largest encoding buffer the appender keeps
-)
-
-// auditChain sets e.Hash to auditHash(e) (e.Hash must be zero) and returns
-// encMode.Marshal(e) as it is with that hash, from one encoding of e: the
-// encoding without Hash, which is what is hashed, with the Hash pair
-// spliced in (spliceAuditHash). The value is freshly allocated, followed in
-// the same allocation by two empty slices of capacity keyCap and skeyCap
-// (the caller's keys); scratch is reused between calls.
-func auditChain(e *AuditEntry, scratch *bytes.Buffer, keyCap, skeyCap int) (val, key, skey []byte, err error) {
-	defer func() {
-		if scratch.Cap() > maxAuditScratch { // not kept for one rare large entry
-			*scratch = bytes.Buffer{}
-		}
-	}()
-	scratch.Reset()
-	scratch.Write(e.Prev[:])
-	if err := encMode.MarshalToBuffer(e, scratch); err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: encode: %v", ErrAuditEntry, err)
-	}
-	b := scratch.Bytes()
-	hash := sha256.Sum256(b) // Prev || CBOR(e without Hash)
-	enc := b[len(e.Prev):]
-	n := len(enc) + auditHashPairLen
-	buf := make([]byte, n+keyCap+skeyCap)
-	val, key, skey = buf[:n:n], buf[n:n:n+keyCap], buf[n+keyCap:n+keyCap:len(buf)]
-	e.Hash = hash
-	if !spliceAuditHash(val, enc, &e.Prev, &e.Hash) {
-		// Not the shape expected (an entry whose Hash was not zero, or
-		// an encoding mode other than today's): encode it again.
-		v, err := encMode.Marshal(e)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("%w: encode: %v", ErrAuditEntry, err)
-		}
-		val = v
-	}
-	return val, key, skey, nil
-}
-
-// spliceAuditHash writes into dst (len(enc)+auditHashPairLen bytes) the
-// encoding enc of an entry without Hash, with the Hash pair added: what
-// encMode gives for the entry with Hash set. Core Deterministic encoding
-// writes a struct as a map whose keys are sorted by their encoded bytes;
-// every key of AuditEntry is an integer below 24, one byte, so the Hash
-// pair (key 19) goes right after the Prev pair (key 18, always present).
-// The map head is one byte (at most 23 pairs), its count one more. It
-// checks the shape of all of enc as it walks the map (a one-byte map head,
-// one-byte keys ascending, no Hash, Prev's pair exactly prev, every value
-// well formed, the map ending where enc does) and returns false, dst
-// unspecified, for anything else.
-func spliceAuditHash(dst, enc []byte, prev, hash *[32]byte) bool {
-	if len(dst) != len(enc)+auditHashPairLen || len(enc) == 0 || enc[0]&0xe0 != 0xa0 {
-		return false
-	}
-	pairs := int(enc[0] & 0x1f)
-	if pairs >= 23 { // the count with Hash must still fit the one-byte head
-		return false
-	}
-	at := -1 // just past the Prev pair
-	i, last := 1, -1
-	for k := 0; k < pairs; k++ {
-		if i >= len(enc) || enc[i] >= 24 || int(enc[i]) <= last || enc[i] == auditKeyHash {
-			return false
-		}
-		key := enc[i]
-		last = int(key)
-		if key == auditKeyPrev {
-			p := enc[i+1:]
-			if len(p) < 2+32 || p[0] != 0x58 || p[1] != 32 || !bytes.Equal(p[2:2+32], prev[:]) {
-				return false
-			}
-			i += 1 + 2 + 32
-			at = i
-			continue
-		}
-		next, ok := skipCBOR(enc, i+1, 2)
-		if !ok {
-			return false
-		}
-		i = next
-	}
-	if at < 0 || i != len(enc) {
-		return false
-	}
-	copy(dst, enc[:at])
-	dst[0]++
-	dst[at] = auditKeyHash
-	dst[at+1], dst[at+2] = 0x58, 32
-	copy(dst[at+3:], hash[:])
-	copy(dst[at+auditHashPairLen:], enc[at:])
-	return true
-}
-
-// skipCBOR returns the offset just past the well-formed, definite-length
-// data item at b[i:], descending at most depth levels into arrays, maps and
-// tags.
-func skipCBOR(b []byte, i, depth int) (int, bool) {
-	if i >= len(b) {
-		return 0, false
-	}
-	major, ai := b[i]>>5, b[i]&0x1f
-	i++
-	var arg uint64
-	switch {
-	case ai < 24:
-		arg = uint64(ai)
-	case ai <= 27:
-		n := 1 << (ai - 24)
-		if len(b)-i < n {
-			return 0, false
-		}
-		for _, c := range b[i : i+n] {
-			arg = arg<<8 | uint64(c)
-		}
-		i += n
-	default:
-		return 0, false // reserved, or an indefinite length
-	}
-	switch major {
-	case 0, 1, 7: // integers, simple values and floats: the head is all
-		return i, true
-	case 2, 3: // byte and text strings
-		if arg > uint64(len(b)-i) {
-			return 0, false
-		}
-		return i + int(arg), true
-	case 4, 5, 6: // arrays, maps, tags
-		items := uint64(1) // a tag's content
-		if major != 6 {
-			if arg > uint64(len(b)-i) { // every item takes a byte at least
-				return 0, false
-			}
-			items = arg
-			if major == 5 {
-				items *= 2
-			}
-		}
-		if depth == 0 {
-			return 0, false
-		}
-		for ; items > 0; items-- {
-			var ok bool
-			if i, ok = skipCBOR(b, i, depth-1); !ok {
-				return 0, false
-			}
-		}
-		return i, true
-	}
-	return 0, false
 }
 
 func decodeAudit(b []byte) (AuditEntry, error) {

@@ -20,11 +20,8 @@ import (
 // arrays and maps, duplicate keys and indefinite lengths refused, no tags,
 // unknown fields refused (a field this build does not know means the data
 // was written by something else).
-//
-// encMode is the same mode as EncMode() gives, as a UserBufferEncMode so
-// that the audit appender can encode into a buffer of its own.
 var (
-	encMode cbor.UserBufferEncMode
+	encMode cbor.EncMode
 	decMode cbor.DecMode
 )
 
@@ -33,7 +30,7 @@ func init() {
 	eo.Time = cbor.TimeRFC3339Nano
 	eo.TimeTag = cbor.EncTagNone
 	var err error
-	if encMode, err = eo.UserBufferEncMode(); err != nil {
+	if encMode, err = eo.EncMode(); err != nil {
 		panic("storage: cbor encode mode: " + err.Error())
 	}
 	do := cbor.DecOptions{

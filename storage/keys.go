@@ -129,12 +129,7 @@ func outboxSeqKey(seq uint64) []byte {
 }
 
 func auditKey(seq uint64) []byte {
-	return appendAuditKey(make([]byte, 0, 10), seq)
-}
-
-// appendAuditKey appends auditKey(seq) (10 bytes) to b.
-func appendAuditKey(b []byte, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(b, famAudit, '/'), seq)
+	return binary.BigEndian.AppendUint64(prefix(famAudit, 8), seq)
 }
 
 func auditSubjectPrefix(pseudonym string) []byte {
@@ -144,16 +139,7 @@ func auditSubjectPrefix(pseudonym string) []byte {
 }
 
 func auditSubjectKey(pseudonym string, seq uint64) []byte {
-	return appendAuditSubjectKey(make([]byte, 0, len(pseudonym)+11), pseudonym, seq)
-}
-
-// appendAuditSubjectKey appends auditSubjectKey(pseudonym, seq)
-// (len(pseudonym)+11 bytes) to b.
-func appendAuditSubjectKey(b []byte, pseudonym string, seq uint64) []byte {
-	b = append(b, famAuditSubj, '/')
-	b = append(b, pseudonym...)
-	b = append(b, 0)
-	return binary.BigEndian.AppendUint64(b, seq)
+	return binary.BigEndian.AppendUint64(auditSubjectPrefix(pseudonym), seq)
 }
 
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

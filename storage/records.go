@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -125,32 +124,15 @@ type recordKeys struct {
 	record, version, subject, id, outbox []byte
 }
 
-// keysOf builds r's recordKeys in one allocation (each key capped, so
-// that appending to one cannot write over the next).
+// keysOf builds r's recordKeys.
 func keysOf(r *credit.Record) recordKeys {
-	d, id, sub := len(r.Department), len(r.ID), len(r.Subject)
-	lr, lv := 2+d+1+id, 2+d+1+id+1+4
-	ls, li, lo := 2+sub+1+d+1+id, 2+id+1+d, 2+sub
-	buf := make([]byte, 0, lr+lv+ls+li+lo)
-	var k recordKeys
-	cut := func(n int) []byte { return buf[len(buf)-n : len(buf) : len(buf)] }
-	buf = append(buf, famRecord, '/')
-	buf = append(append(append(buf, r.Department...), 0), r.ID...)
-	k.record = cut(lr)
-	buf = append(buf, famVersion, '/')
-	buf = append(append(append(buf, r.Department...), 0), r.ID...)
-	buf = binary.BigEndian.AppendUint32(append(buf, 0), 1)
-	k.version = cut(lv)
-	buf = append(buf, famSubject, '/')
-	buf = append(append(append(buf, r.Subject...), 0), r.Department...)
-	buf = append(append(buf, 0), r.ID...)
-	k.subject = cut(ls)
-	buf = append(buf, famByID, '/')
-	buf = append(append(append(buf, r.ID...), 0), r.Department...)
-	k.id = cut(li)
-	buf = append(append(buf, famOutbox, '/'), r.Subject...)
-	k.outbox = cut(lo)
-	return k
+	return recordKeys{
+		record:  recordKey(r.Department, r.ID),
+		version: versionKey(r.Department, r.ID, 1),
+		subject: subjectKey(r.Subject, r.Department, r.ID),
+		id:      idKey(r.ID, r.Department),
+		outbox:  outboxKey(r.Subject),
+	}
 }
 
 // SubmitRecords stores new records, each already validated by the caller
