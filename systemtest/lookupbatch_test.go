@@ -2,12 +2,16 @@ package systemtest
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"credfed/api"
 	"credfed/credit"
+	"credfed/internal/wait"
 	"credfed/localfed"
 	"credfed/node"
 	"credfed/storage"
@@ -128,4 +132,168 @@ func counterOf(t *testing.T, n *node.Node, name string, labels map[string]string
 		}
 	}
 	return sum
+}
+
+// TestBatchedLookupsThroughADistrictKilledMidBurst: while 48 clients look
+// up subjects held by two districts, one district's process is killed
+// (SIGKILL). No lookup hangs past its deadline or fails as a whole; every
+// answer holds only its own subject's records; the killed district's part
+// is unreachable or timed out (or answered, before the kill), the other's
+// always answered. Restarted, the district answers the next burst in
+// batches again.
+func TestBatchedLookupsThroughADistrictKilledMidBurst(t *testing.T) {
+	pf := startProcFedSpec(t, localfed.Spec{Districts: 2}, nil)
+	l := pf.layout
+	kecheng, xihu := l.Districts()[0], l.Districts()[1]
+	const subjects = 24
+	subject := func(i int) string { return credit.SyntheticPerson(7300+i, credit.NewDate(1982, 4, 2)) }
+	for _, d := range []string{kecheng, xihu} {
+		var recs []api.RecordInput
+		for i := range subjects {
+			recs = append(recs, record(fmt.Sprintf("K-%d", i), subject(i), "FOOD-DRUG-PENALTY", "杀"))
+		}
+		if _, _, err := pf.client(d, l.Departments[d]).SubmitRecords(ctxT(t, 30*time.Second), recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	coord := pf.client(l.Nodes[0].Name, l.Coordinator)
+	region := func(name string) string { n, _ := l.Node(name); return n.Region }
+	lookup := func(i int) (*api.LookupAnswer, error) {
+		return coord.Lookup(ctxT(t, 30*time.Second), api.LookupRequest{Subject: subject(i % subjects), Purpose: "ADMIN-LICENSING", User: "张三", Reference: fmt.Sprintf("K-%d", i)})
+	}
+	wait.Until(t, 60*time.Second, "every subject indexed at both districts", func() bool {
+		for i := range subjects {
+			ans, err := lookup(i)
+			if err != nil || len(ans.Districts) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	batches := func() float64 {
+		resp, err := http.Get("http://" + l.Nodes[0].Metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "credfed_lookup_district_request_lookups_count "); ok {
+				var n float64
+				fmt.Sscan(v, &n)
+				return n
+			}
+		}
+		return 0
+	}
+	burst := func(n int, during func(done int), check func(i int, ans *api.LookupAnswer) error) {
+		t.Helper()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		done := 0
+		errs := make(chan error, n)
+		next := make(chan int, n)
+		for i := range n {
+			next <- i
+		}
+		close(next)
+		for range 48 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range next {
+					start := time.Now()
+					ans, err := lookup(i)
+					if took := time.Since(start); took > 15*time.Second {
+						errs <- fmt.Errorf("lookup %d took %v", i, took)
+					}
+					if err != nil {
+						errs <- fmt.Errorf("lookup %d: %w", i, err)
+						continue
+					}
+					if err := check(i, ans); err != nil {
+						errs <- err
+					}
+					mu.Lock()
+					done++
+					d := done
+					mu.Unlock()
+					if during != nil {
+						during(d)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+	own := func(i int, d api.DistrictResult) error {
+		if len(d.Records) != 1 || d.Records[0].Subject != subject(i%subjects) || d.Records[0].ID != fmt.Sprintf("K-%d", i%subjects) || d.Records[0].District != d.District {
+			return fmt.Errorf("lookup %d: %s answered %+v", i, d.District, d.Records)
+		}
+		return nil
+	}
+	var once sync.Once
+	killed := make(chan struct{})
+	burst(240, func(done int) {
+		if done == 60 {
+			once.Do(func() { pf.kill(xihu); close(killed) })
+		}
+	}, func(i int, ans *api.LookupAnswer) error {
+		for _, d := range ans.Districts {
+			switch {
+			case d.Status == api.DistrictOK:
+				if err := own(i, d); err != nil {
+					return err
+				}
+			case d.District == region(xihu) && (d.Status == "unreachable" || d.Status == "timeout"):
+			default:
+				return fmt.Errorf("lookup %d: %s %s (%s)", i, d.District, d.Status, d.Error)
+			}
+		}
+		return nil
+	})
+	select {
+	case <-killed:
+	default:
+		t.Fatal("the burst ended before the kill")
+	}
+	pf.start(xihu)
+	pf.waitReady(xihu)
+	before := batches()
+	wait.Until(t, 60*time.Second, "the restarted district to answer", func() bool {
+		ans, err := lookup(0)
+		if err != nil {
+			return false
+		}
+		for _, d := range ans.Districts {
+			if d.Status != api.DistrictOK {
+				return false
+			}
+		}
+		return true
+	})
+	burst(120, nil, func(i int, ans *api.LookupAnswer) error {
+		if len(ans.Districts) != 2 {
+			return fmt.Errorf("lookup %d: %d districts", i, len(ans.Districts))
+		}
+		for _, d := range ans.Districts {
+			if d.Status != api.DistrictOK {
+				return fmt.Errorf("lookup %d after the restart: %s %s (%s)", i, d.District, d.Status, d.Error)
+			}
+			if err := own(i, d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if after := batches(); after-before >= 2*120 {
+		t.Errorf("%v requests for 120 lookups of 2 districts each: none went in a batch after the restart", after-before)
+	}
 }
