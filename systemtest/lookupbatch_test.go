@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,42 +40,23 @@ func TestConcurrentLookupsAreBatchedAndEachRegistered(t *testing.T) {
 	}
 	coord := coordinator(t, f)
 	ids := make([]string, lookups)
-	var wg sync.WaitGroup
-	errs := make(chan error, lookups)
-	next := make(chan int, lookups)
-	for i := range lookups {
-		next <- i
-	}
-	close(next)
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				s := subject(i % subjects)
-				ans, err := coord.Lookup(ctxT(t, 60*time.Second), api.LookupRequest{Subject: s, Purpose: "ADMIN-LICENSING", User: "张三", Reference: fmt.Sprintf("R-%d", i)})
-				if err != nil {
-					errs <- fmt.Errorf("lookup %d: %w", i, err)
-					continue
-				}
-				ids[i] = ans.LookupID
-				if len(ans.Districts) != 2 {
-					errs <- fmt.Errorf("lookup %d: %d districts", i, len(ans.Districts))
-					continue
-				}
-				for _, d := range ans.Districts {
-					if d.Status != api.DistrictOK || len(d.Records) != 1 || d.Records[0].ID != fmt.Sprintf("B-%d", i%subjects) || d.Records[0].Subject != s {
-						errs <- fmt.Errorf("lookup %d of subject %d: %+v", i, i%subjects, d)
-					}
-				}
+	concurrently(t, lookups, clients, func(i int) error {
+		s := subject(i % subjects)
+		ans, err := coord.Lookup(ctxT(t, 60*time.Second), api.LookupRequest{Subject: s, Purpose: "ADMIN-LICENSING", User: "张三", Reference: fmt.Sprintf("R-%d", i)})
+		if err != nil {
+			return fmt.Errorf("lookup %d: %w", i, err)
+		}
+		ids[i] = ans.LookupID
+		if len(ans.Districts) != 2 {
+			return fmt.Errorf("lookup %d: %d districts", i, len(ans.Districts))
+		}
+		for _, d := range ans.Districts {
+			if d.Status != api.DistrictOK || len(d.Records) != 1 || d.Records[0].ID != fmt.Sprintf("B-%d", i%subjects) || d.Records[0].Subject != s {
+				return fmt.Errorf("lookup %d of subject %d: %+v", i, i%subjects, d)
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 	for _, d := range []string{kecheng, xihu} {
 		n := f.Node(d)
 		byID := map[string]storage.AuditEntry{}
@@ -101,6 +83,38 @@ func TestConcurrentLookupsAreBatchedAndEachRegistered(t *testing.T) {
 		if got := counterOf(t, n, "credfed_exchange_server_requests_total", map[string]string{"op": "lookup.batch", "code": "ok"}); got == 0 {
 			t.Errorf("%s answered no batch of the %d lookups from %d clients at once", d, lookups, clients)
 		}
+	}
+}
+
+// concurrently runs fn(0) … fn(n-1) on the given number of goroutines
+// and fails the test with every error they return.
+func concurrently(t *testing.T, n, workers int, fn func(i int) error) {
+	t.Helper()
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(i); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
 	}
 }
 
@@ -186,52 +200,27 @@ func TestBatchedLookupsThroughADistrictKilledMidBurst(t *testing.T) {
 		}
 		return 0
 	}
+	var done atomic.Int32
 	burst := func(n int, during func(done int), check func(i int, ans *api.LookupAnswer) error) {
 		t.Helper()
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		done := 0
-		errs := make(chan error, n)
-		next := make(chan int, n)
-		for i := range n {
-			next <- i
-		}
-		close(next)
-		for range 48 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range next {
-					start := time.Now()
-					ans, err := lookup(i)
-					if took := time.Since(start); took > 15*time.Second {
-						errs <- fmt.Errorf("lookup %d took %v", i, took)
-					}
-					if err != nil {
-						errs <- fmt.Errorf("lookup %d: %w", i, err)
-						continue
-					}
-					if err := check(i, ans); err != nil {
-						errs <- err
-					}
-					mu.Lock()
-					done++
-					d := done
-					mu.Unlock()
-					if during != nil {
-						during(d)
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.FailNow()
-		}
+		done.Store(0)
+		concurrently(t, n, 48, func(i int) error {
+			start := time.Now()
+			ans, err := lookup(i)
+			if took := time.Since(start); took > 15*time.Second {
+				return fmt.Errorf("lookup %d took %v", i, took)
+			}
+			if err != nil {
+				return fmt.Errorf("lookup %d: %w", i, err)
+			}
+			if err := check(i, ans); err != nil {
+				return err
+			}
+			if during != nil {
+				during(int(done.Add(1)))
+			}
+			return nil
+		})
 	}
 	own := func(i int, d api.DistrictResult) error {
 		if len(d.Records) != 1 || d.Records[0].Subject != subject(i%subjects) || d.Records[0].ID != fmt.Sprintf("K-%d", i%subjects) || d.Records[0].District != d.District {
