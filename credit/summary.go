@@ -41,6 +41,15 @@ func (s IndexSummary) Empty() bool {
 	return s.Positive == 0 && s.Negative == 0 && s.Neutral == 0 && s.Repaired == 0
 }
 
+// SummaryFields returns r with only the fields Summarize reads (its item,
+// status and decision date): what a district keeps beside its subject index
+// so that publishing a subject's summary need not read its records.
+// Summarize gives the same summary for these as for the whole records
+// (TestSummarizeReadsOnlySummaryFields).
+func (r Record) SummaryFields() Record {
+	return Record{CatalogItem: r.CatalogItem, Status: r.Status, DecidedOn: r.DecidedOn}
+}
+
 // Summarize builds a subject's index summary from the current versions of
 // the district's records about it. A record counts if, on the given day, it
 // is displayable (IsDisplayable) for at least one purpose other than the

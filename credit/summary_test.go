@@ -2,9 +2,12 @@ package credit
 
 import (
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSummarize(t *testing.T) {
@@ -167,5 +170,47 @@ func TestClassify(t *testing.T) {
 	}
 	if empty := c.Classify(nil, p, on); empty.Total != 0 || empty.Level != "B" || empty.Points == nil {
 		t.Errorf("empty: %+v", empty)
+	}
+}
+
+// TestSummarizeReadsOnlySummaryFields: for random sets of records, with
+// every other field varied too, Summarize gives the same summary for the
+// records' SummaryFields as for the records: a district that publishes from
+// the fields it keeps beside its subject index publishes what the records
+// say. A Summarize that began to read another field fails here.
+func TestSummarizeReadsOnlySummaryFields(t *testing.T) {
+	c := DefaultCatalog()
+	rng := rand.New(rand.NewPCG(13, 1))
+	items := []string{"NO-SUCH-ITEM"}
+	for _, it := range c.Items {
+		items = append(items, it.Code)
+	}
+	statuses := []Status{StatusActive, StatusDisputed, StatusCorrected, StatusRepaired, StatusExpired, StatusRevoked}
+	base := d("2020-01-01")
+	day := func() Date { return base + Date(rng.IntN(3650)) }
+	text := func() string { return fmt.Sprintf("t%d", rng.IntN(1000)) }
+	differ := 0
+	for range 2000 {
+		recs := make([]Record, 1+rng.IntN(5))
+		fields := make([]Record, len(recs))
+		for i := range recs {
+			recs[i] = Record{ID: text(), Subject: text(), CatalogItem: items[rng.IntN(len(items))],
+				DecisionNumber: text(), OccurredOn: day(), DecidedOn: day(), Summary: text(),
+				Department: text(), District: text(), Polarity: Polarity(text()), Severity: Severity(text()),
+				LegalBasis: text(), Status: statuses[rng.IntN(len(statuses))], Version: 1 + rng.IntN(5),
+				CatalogVersion: rng.IntN(5), RecordedAt: time.Unix(rng.Int64N(1<<31), 0), Reason: text()}
+			fields[i] = recs[i].SummaryFields()
+		}
+		on := day()
+		want := Summarize(recs, c, on)
+		if got := Summarize(fields, c, on); got != want {
+			t.Fatalf("Summarize of the summary fields = %+v, of the records %+v", got, want)
+		}
+		if want != (IndexSummary{}) {
+			differ++
+		}
+	}
+	if differ < 100 {
+		t.Fatalf("only %d of 2000 random sets counted anything: the test does not exercise Summarize", differ)
 	}
 }

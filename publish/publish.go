@@ -36,9 +36,11 @@ type Outbox interface {
 	OutboxLen() (int, error)
 	// OutboxVersion changes whenever a write may have marked a subject.
 	OutboxVersion() uint64
-	// RecordsBySubjects reads the records of each subject; errs[i] is
-	// subject i's error (it stays marked), err a failure of the whole read.
-	RecordsBySubjects(subjects []string) (recs [][]credit.Record, errs []error, err error)
+	// SummaryFieldsBySubjects reads the summary fields of each subject's
+	// records (credit.Record.SummaryFields: all a summary needs); errs[i]
+	// is subject i's error (it stays marked), err a failure of the whole
+	// read.
+	SummaryFieldsBySubjects(subjects []string) (recs [][]credit.Record, errs []error, err error)
 }
 
 // Index is where the updates go (the node's Raft replica).
@@ -299,7 +301,7 @@ func (p *Publisher) prepare(ctx context.Context, after uint64) pass {
 	for i, it := range items {
 		all[i] = it.Subject
 	}
-	recs, errs, err := p.cfg.Outbox.RecordsBySubjects(all)
+	recs, errs, err := p.cfg.Outbox.SummaryFieldsBySubjects(all)
 	if err != nil {
 		ps.err = err
 		return ps

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/fxamacker/cbor/v2"
@@ -63,4 +64,43 @@ func decodeRecord(b []byte) (credit.Record, error) {
 		return credit.Record{}, fmt.Errorf("%w: record does not decode", ErrCorrupt)
 	}
 	return r, nil
+}
+
+// The value of a subject index entry s/<subject>\x00<department>\x00<id>
+// is the record's summary fields (credit.Record.SummaryFields) in a fixed
+// binary form: factsTag, the decision date (be32), the status's length (one
+// byte), the status, then the catalog item to the end. A publisher reads
+// these instead of the record to compute its subject's summary. An entry
+// written before the value existed is empty, and its record is read.
+const factsTag = 1
+
+// encodeFacts returns the subject index value of r (empty if its status
+// does not fit in the length byte: the record is then read instead).
+func encodeFacts(r *credit.Record) []byte {
+	if len(r.Status) > 255 {
+		return []byte{}
+	}
+	b := make([]byte, 0, 6+len(r.Status)+len(r.CatalogItem))
+	b = append(b, factsTag)
+	b = binary.BigEndian.AppendUint32(b, uint32(r.DecidedOn))
+	b = append(b, byte(len(r.Status)))
+	b = append(b, r.Status...)
+	return append(b, r.CatalogItem...)
+}
+
+// decodeFacts decodes a subject index value; ok is false for an empty one
+// (read the record instead).
+func decodeFacts(b []byte) (_ credit.Record, ok bool, err error) {
+	if len(b) == 0 {
+		return credit.Record{}, false, nil
+	}
+	if len(b) < 6 || b[0] != factsTag || len(b) < 6+int(b[5]) {
+		return credit.Record{}, false, fmt.Errorf("%w: a subject index entry does not decode", ErrCorrupt)
+	}
+	n := int(b[5])
+	return credit.Record{
+		DecidedOn:   credit.Date(int32(binary.BigEndian.Uint32(b[1:5]))),
+		Status:      credit.Status(b[6 : 6+n]),
+		CatalogItem: string(b[6+n:]),
+	}, true, nil
 }

@@ -16,7 +16,7 @@ import (
 const (
 	famRecord    = 'r' // r/<department>\x00<id> → latest version (CBOR credit.Record)
 	famVersion   = 'v' // v/<department>\x00<id>\x00<version:be32> → that version
-	famSubject   = 's' // s/<subject>\x00<department>\x00<id> → empty
+	famSubject   = 's' // s/<subject>\x00<department>\x00<id> → summary fields (encodeFacts) or empty
 	famByID      = 'i' // i/<id>\x00<department> → empty
 	famOutbox    = 'o' // o/<subject> → seq:be64
 	famOutboxSeq = 'O' // O/<seq:be64> → subject (the outbox in sequence order)

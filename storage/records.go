@@ -70,6 +70,7 @@ type writeReq struct {
 	kind     writeKind
 	recs     []credit.Record // submit: the records; update: the next version
 	enc      [][]byte        // their CBOR
+	facts    [][]byte        // their subject index values (encodeFacts)
 	keys     []recordKeys    // submit: the records' keys
 	dept, id string          // delete
 	due      []DueItem       // release: the due markers to release
@@ -153,6 +154,7 @@ func (db *DB) SubmitRecords(recs []credit.Record) ([]Outcome, error) {
 	}
 	cp := make([]credit.Record, len(recs))
 	enc := make([][]byte, len(recs))
+	facts := make([][]byte, len(recs))
 	keys := make([]recordKeys, len(recs))
 	now := time.Now().UTC()
 	for i := range recs {
@@ -175,9 +177,10 @@ func (db *DB) SubmitRecords(recs []credit.Record) ([]Outcome, error) {
 			return nil, fmt.Errorf("storage: submit: record %d: %w", i, ErrRecordTooLarge)
 		}
 		enc[i] = b
+		facts[i] = encodeFacts(r)
 		keys[i] = keysOf(r)
 	}
-	req := &writeReq{kind: kindSubmit, recs: cp, enc: enc, keys: keys, outcomes: make([]Outcome, len(cp))}
+	req := &writeReq{kind: kindSubmit, recs: cp, enc: enc, facts: facts, keys: keys, outcomes: make([]Outcome, len(cp))}
 	if err := db.write(req); err != nil {
 		return nil, fmt.Errorf("storage: submit: %w", err)
 	}
@@ -188,8 +191,9 @@ func (db *DB) SubmitRecords(recs []credit.Record) ([]Outcome, error) {
 // — a correction or a status change. next.Version must be the stored latest
 // version + 1, else ErrConflict; ErrNotFound if there is no such record. In
 // one synced transaction it rewrites the latest-version key, adds the
-// version, moves the subject index entry if the subject changed (marking
-// both subjects in the outbox) and marks the subject in the outbox.
+// version, rewrites the subject index entry (its summary fields), moving it
+// if the subject changed (marking both subjects in the outbox), and marks
+// the subject in the outbox.
 // RecordedAt is set to the current time when zero.
 func (db *DB) UpdateRecord(next credit.Record) error {
 	if err := checkRecordKey(&next); err != nil {
@@ -208,7 +212,7 @@ func (db *DB) UpdateRecord(next credit.Record) error {
 	if !db.fits(&next, b) {
 		return fmt.Errorf("storage: update: %w", ErrRecordTooLarge)
 	}
-	req := &writeReq{kind: kindUpdate, recs: []credit.Record{next}, enc: [][]byte{b}}
+	req := &writeReq{kind: kindUpdate, recs: []credit.Record{next}, enc: [][]byte{b}, facts: [][]byte{encodeFacts(&next)}}
 	if err := db.write(req); err != nil {
 		return fmt.Errorf("storage: update: %w", err)
 	}
@@ -234,7 +238,8 @@ func (db *DB) DeleteRecord(department, id string) error {
 // transaction's budget (the committer would refuse it otherwise).
 func (db *DB) fits(r *credit.Record, enc []byte) bool {
 	keys := 4*(len(r.Department)+len(r.ID)+len(r.Subject)) + 64
-	return int64(2*len(enc)+keys+6*32) <= db.budgetBytes
+	facts := 6 + len(r.Status) + len(r.CatalogItem)
+	return int64(2*len(enc)+facts+keys+6*32) <= db.budgetBytes
 }
 
 func checkRecordKey(r *credit.Record) error {
@@ -453,7 +458,7 @@ func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _
 		ops = append(ops,
 			op{key: k.record, val: enc},
 			op{key: k.version, val: enc},
-			op{key: k.subject, val: []byte{}},
+			op{key: k.subject, val: r.facts[u.i]},
 			op{key: k.id, val: []byte{}})
 		ops = db.appendDue(ops, rec)
 		return ops, append(marks, k.outbox), 1, unitResult{outcome: Accepted}, nil
@@ -474,11 +479,12 @@ func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _
 			op{key: recordKey(next.Department, next.ID), val: enc},
 			op{key: versionKey(next.Department, next.ID, next.Version), val: enc})
 		ops = db.appendDue(ops, next)
+		// The subject index entry holds the summary fields, which a
+		// correction or a status change may change.
+		ops = append(ops, op{key: subjectKey(next.Subject, next.Department, next.ID), val: r.facts[0]})
 		marks = append(marks, outboxKey(next.Subject))
 		if cur.Subject != next.Subject {
-			ops = append(ops,
-				op{key: subjectKey(cur.Subject, cur.Department, cur.ID), del: true},
-				op{key: subjectKey(next.Subject, next.Department, next.ID), val: []byte{}})
+			ops = append(ops, op{key: subjectKey(cur.Subject, cur.Department, cur.ID), del: true})
 			marks = append(marks, outboxKey(cur.Subject))
 		}
 		return ops, marks, 0, unitResult{}, nil
@@ -637,16 +643,9 @@ func (db *DB) RecordsBySubject(subject string) ([]credit.Record, error) {
 	p := subjectPrefix(subject)
 	err := db.view(func(txn *badger.Txn) error {
 		return scanPrefix(txn, p, false, func(key, _ []byte) error {
-			dept, id, ok := splitDeptID(key[len(p):])
-			if !ok {
-				return fmt.Errorf("%w: malformed subject index key", ErrCorrupt)
-			}
-			r, found, err := getRecord(txn, recordKey(dept, id))
+			r, err := recordOfSubjectKey(txn, key[len(p):])
 			if err != nil {
 				return err
-			}
-			if !found {
-				return fmt.Errorf("%w: subject index names a missing record", ErrCorrupt)
 			}
 			out = append(out, r)
 			return nil
@@ -675,18 +674,9 @@ func (db *DB) RecordsBySubjects(subjects []string) (out [][]credit.Record, errs 
 			}
 			p := subjectPrefix(subject)
 			for it.Seek(p); it.ValidForPrefix(p); it.Next() {
-				dept, id, ok := splitDeptID(it.Item().Key()[len(p):])
-				if !ok {
-					errs[i] = fmt.Errorf("storage: records by subject: %w: malformed subject index key", ErrCorrupt)
-					break
-				}
-				r, found, err := getRecord(txn, recordKey(dept, id))
+				r, err := recordOfSubjectKey(txn, it.Item().Key()[len(p):])
 				if err != nil {
 					errs[i] = fmt.Errorf("storage: records by subject: %w", err)
-					break
-				}
-				if !found {
-					errs[i] = fmt.Errorf("storage: records by subject: %w: subject index names a missing record", ErrCorrupt)
 					break
 				}
 				out[i] = append(out[i], r)
@@ -701,6 +691,68 @@ func (db *DB) RecordsBySubjects(subjects []string) (out [][]credit.Record, errs 
 		return nil, nil, fmt.Errorf("storage: records by subjects: %w", err)
 	}
 	return out, errs, nil
+}
+
+// SummaryFieldsBySubjects is RecordsBySubjects for a publisher: each
+// record holds only its summary fields (credit.Record.SummaryFields), read
+// from the subject index entries themselves. Only an entry written before
+// they were kept there (empty) costs a read of its record.
+func (db *DB) SummaryFieldsBySubjects(subjects []string) (out [][]credit.Record, errs []error, err error) {
+	out = make([][]credit.Record, len(subjects))
+	errs = make([]error, len(subjects))
+	err = db.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix(famSubject, 0), PrefetchValues: false})
+		defer it.Close()
+		for i, subject := range subjects {
+			if err := checkPart("subject", subject); err != nil {
+				errs[i] = fmt.Errorf("storage: summary fields by subject: %w", err)
+				continue
+			}
+			p := subjectPrefix(subject)
+			for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+				item := it.Item()
+				var r credit.Record
+				var ok bool
+				err := item.Value(func(v []byte) error {
+					var err error
+					r, ok, err = decodeFacts(v)
+					return err
+				})
+				if err == nil && !ok {
+					r, err = recordOfSubjectKey(txn, item.Key()[len(p):])
+					r = r.SummaryFields()
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("storage: summary fields by subject: %w", err)
+					out[i] = nil
+					break
+				}
+				out[i] = append(out[i], r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("storage: summary fields by subjects: %w", err)
+	}
+	return out, errs, nil
+}
+
+// recordOfSubjectKey reads the record a subject index key names, given the
+// key past its subject prefix (<department>\x00<id>).
+func recordOfSubjectKey(txn *badger.Txn, rest []byte) (credit.Record, error) {
+	dept, id, ok := splitDeptID(rest)
+	if !ok {
+		return credit.Record{}, fmt.Errorf("%w: malformed subject index key", ErrCorrupt)
+	}
+	r, found, err := getRecord(txn, recordKey(dept, id))
+	if err != nil {
+		return credit.Record{}, err
+	}
+	if !found {
+		return credit.Record{}, fmt.Errorf("%w: subject index names a missing record", ErrCorrupt)
+	}
+	return r, nil
 }
 
 // FindRecord returns the latest version of every record with this id, one
