@@ -20,8 +20,8 @@ type OutboxItem struct {
 // district's changes in the order they happened.
 //
 // The outbox holds no deltas: the drainer recomputes the subject's index
-// summary (flags and counts) from the records as they are now
-// (RecordsBySubject) and sends that absolute value, so sending it twice, or
+// summary (flags and counts) from the records as they are now (their
+// summary fields, SummaryFieldsBySubjects) and sends that absolute value, so sending it twice, or
 // after a later change already went out, is harmless. Then it calls
 // AckOutbox with the items it read.
 func (db *DB) PendingSubjects(limit int) ([]OutboxItem, error) {

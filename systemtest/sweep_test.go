@@ -195,8 +195,13 @@ func TestSweepGoesOnPastASubjectThatFails(t *testing.T) {
 	submit(t, f, district, record("BRK-1", broken, "FOOD-DRUG-PENALTY", "x"), record("FIN-1", fine, "FOOD-DRUG-PENALTY", "y"))
 	waitIndexed(t, f, broken, 1)
 	waitIndexed(t, f, fine, 1)
-	// Damage one subject: its subject index now names a missing record.
+	// Damage one subject: its subject index now names a missing record
+	// (the sweep reads the records), and its entry's summary fields do not
+	// decode (the publisher reads those, not the records).
 	if err := dn.Store().Badger().Update(func(txn *badger.Txn) error {
+		if err := txn.Set([]byte("s/"+broken+"\x00"+localfed.Department+"\x00BRK-1"), []byte{0xff}); err != nil {
+			return err
+		}
 		return txn.Delete([]byte("r/" + localfed.Department + "\x00BRK-1"))
 	}); err != nil {
 		t.Fatal(err)
