@@ -185,6 +185,10 @@ func TestSummarizeReadsOnlySummaryFields(t *testing.T) {
 	for _, it := range c.Items {
 		items = append(items, it.Code)
 	}
+	// Real values, so that a Summarize that read the record's own
+	// polarity or severity instead of its item's would count differently.
+	polarities := []Polarity{Positive, Negative, Neutral, ""}
+	severities := []Severity{Serious, Ordinary, ""}
 	statuses := []Status{StatusActive, StatusDisputed, StatusCorrected, StatusRepaired, StatusExpired, StatusRevoked}
 	base := d("2020-01-01")
 	day := func() Date { return base + Date(rng.IntN(3650)) }
@@ -196,7 +200,8 @@ func TestSummarizeReadsOnlySummaryFields(t *testing.T) {
 		for i := range recs {
 			recs[i] = Record{ID: text(), Subject: text(), CatalogItem: items[rng.IntN(len(items))],
 				DecisionNumber: text(), OccurredOn: day(), DecidedOn: day(), Summary: text(),
-				Department: text(), District: text(), Polarity: Polarity(text()), Severity: Severity(text()),
+				Department: text(), District: text(), Polarity: polarities[rng.IntN(len(polarities))],
+				Severity: severities[rng.IntN(len(severities))],
 				LegalBasis: text(), Status: statuses[rng.IntN(len(statuses))], Version: 1 + rng.IntN(5),
 				CatalogVersion: rng.IntN(5), RecordedAt: time.Unix(rng.Int64N(1<<31), 0), Reason: text()}
 			fields[i] = recs[i].SummaryFields()
