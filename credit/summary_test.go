@@ -201,7 +201,7 @@ func TestSummarizeReadsOnlySummaryFields(t *testing.T) {
 			recs[i] = Record{ID: text(), Subject: text(), CatalogItem: items[rng.IntN(len(items))],
 				DecisionNumber: text(), OccurredOn: day(), DecidedOn: day(), Summary: text(),
 				Department: text(), District: text(), Polarity: polarities[rng.IntN(len(polarities))],
-				Severity: severities[rng.IntN(len(severities))],
+				Severity:   severities[rng.IntN(len(severities))],
 				LegalBasis: text(), Status: statuses[rng.IntN(len(statuses))], Version: 1 + rng.IntN(5),
 				CatalogVersion: rng.IntN(5), RecordedAt: time.Unix(rng.Int64N(1<<31), 0), Reason: text()}
 			fields[i] = recs[i].SummaryFields()
