@@ -662,35 +662,9 @@ func (db *DB) RecordsBySubject(subject string) ([]credit.Record, error) {
 // subject cost more than reading the records). errs[i] is subject i's
 // error, nil when its records were read; err is the transaction's.
 func (db *DB) RecordsBySubjects(subjects []string) (out [][]credit.Record, errs []error, err error) {
-	out = make([][]credit.Record, len(subjects))
-	errs = make([]error, len(subjects))
-	err = db.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix(famSubject, 0), PrefetchValues: false})
-		defer it.Close()
-		for i, subject := range subjects {
-			if err := checkPart("subject", subject); err != nil {
-				errs[i] = fmt.Errorf("storage: records by subject: %w", err)
-				continue
-			}
-			p := subjectPrefix(subject)
-			for it.Seek(p); it.ValidForPrefix(p); it.Next() {
-				r, err := recordOfSubjectKey(txn, it.Item().Key()[len(p):])
-				if err != nil {
-					errs[i] = fmt.Errorf("storage: records by subject: %w", err)
-					break
-				}
-				out[i] = append(out[i], r)
-			}
-			if errs[i] != nil {
-				out[i] = nil
-			}
-		}
-		return nil
+	return db.bySubjects("records", subjects, func(txn *badger.Txn, item *badger.Item, rest []byte) (credit.Record, error) {
+		return recordOfSubjectKey(txn, rest)
 	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("storage: records by subjects: %w", err)
-	}
-	return out, errs, nil
 }
 
 // SummaryFieldsBySubjects is RecordsBySubjects for a publisher: each
@@ -698,6 +672,27 @@ func (db *DB) RecordsBySubjects(subjects []string) (out [][]credit.Record, errs 
 // from the subject index entries themselves. Only an entry written before
 // they were kept there (empty) costs a read of its record.
 func (db *DB) SummaryFieldsBySubjects(subjects []string) (out [][]credit.Record, errs []error, err error) {
+	return db.bySubjects("summary fields", subjects, func(txn *badger.Txn, item *badger.Item, rest []byte) (credit.Record, error) {
+		var r credit.Record
+		var ok bool
+		err := item.Value(func(v []byte) error {
+			var err error
+			r, ok, err = decodeFacts(v)
+			return err
+		})
+		if err == nil && !ok {
+			r, err = recordOfSubjectKey(txn, rest)
+			r = r.SummaryFields()
+		}
+		return r, err
+	})
+}
+
+// bySubjects walks the subject index entries of each subject with one
+// iterator in one read transaction, calling read with each entry and its
+// key past the subject prefix (<department>\x00<id>). errs[i] is subject
+// i's first error (its out[i] is then nil); err is the transaction's.
+func (db *DB) bySubjects(what string, subjects []string, read func(txn *badger.Txn, item *badger.Item, rest []byte) (credit.Record, error)) (out [][]credit.Record, errs []error, err error) {
 	out = make([][]credit.Record, len(subjects))
 	errs = make([]error, len(subjects))
 	err = db.view(func(txn *badger.Txn) error {
@@ -705,25 +700,15 @@ func (db *DB) SummaryFieldsBySubjects(subjects []string) (out [][]credit.Record,
 		defer it.Close()
 		for i, subject := range subjects {
 			if err := checkPart("subject", subject); err != nil {
-				errs[i] = fmt.Errorf("storage: summary fields by subject: %w", err)
+				errs[i] = fmt.Errorf("storage: %s by subject: %w", what, err)
 				continue
 			}
 			p := subjectPrefix(subject)
 			for it.Seek(p); it.ValidForPrefix(p); it.Next() {
 				item := it.Item()
-				var r credit.Record
-				var ok bool
-				err := item.Value(func(v []byte) error {
-					var err error
-					r, ok, err = decodeFacts(v)
-					return err
-				})
-				if err == nil && !ok {
-					r, err = recordOfSubjectKey(txn, item.Key()[len(p):])
-					r = r.SummaryFields()
-				}
+				r, err := read(txn, item, item.Key()[len(p):])
 				if err != nil {
-					errs[i] = fmt.Errorf("storage: summary fields by subject: %w", err)
+					errs[i] = fmt.Errorf("storage: %s by subject: %w", what, err)
 					out[i] = nil
 					break
 				}
@@ -733,7 +718,7 @@ func (db *DB) SummaryFieldsBySubjects(subjects []string) (out [][]credit.Record,
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("storage: summary fields by subjects: %w", err)
+		return nil, nil, fmt.Errorf("storage: %s by subjects: %w", what, err)
 	}
 	return out, errs, nil
 }
