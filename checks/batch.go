@@ -557,8 +557,7 @@ func (s *Service) prepareChunk(ctx context.Context, st jobState, pl plan, first 
 		p := key.Pseudonym(sub.ID)
 		e.Subject = p.String()
 		results[i].Subject = sub.Masked()
-		live := key.IndexPseudonyms(sub.ID)
-		idx, _, err := keyring.Entries(ctx, s.cfg.Index.Lookup, live, false)
+		live, idx, _, err := keyring.Read(ctx, s.cfg.Index.Lookup, key, sub.ID, false)
 		if err != nil {
 			f := fault.As(indexFault(err))
 			msg := "the index could not be read"

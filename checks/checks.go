@@ -359,8 +359,8 @@ func (s *Service) run(ctx context.Context, requester certs.Identity, via *certs.
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	p, live := key.Pseudonym(sub.ID), key.IndexPseudonyms(sub.ID)
-	entries, applied, err := keyring.Entries(ctx, s.cfg.Index.Lookup, live, strong)
+	p := key.Pseudonym(sub.ID)
+	live, entries, applied, err := keyring.Read(ctx, s.cfg.Index.Lookup, key, sub.ID, strong)
 	if err != nil {
 		return api.CheckAnswer{}, indexFault(err)
 	}

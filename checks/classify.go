@@ -185,8 +185,7 @@ func (s *Service) classify(ctx context.Context, caller certs.Identity, via *cert
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	live := key.IndexPseudonyms(sub.ID)
-	entries, _, err := keyring.Entries(ctx, s.cfg.Index.Lookup, live, false)
+	live, entries, _, err := keyring.Read(ctx, s.cfg.Index.Lookup, key, sub.ID, false)
 	if err != nil {
 		return api.Classification{}, indexFault(err)
 	}

@@ -101,6 +101,35 @@ func Entries(ctx context.Context, lookup LookupFunc, ps []credit.Pseudonym, stro
 	return out, applied, nil
 }
 
+// readAttempts bounds Read's re-reads: each follows a key switch applied
+// during the one before it, and switches are minutes apart.
+const readAttempts = 4
+
+// Read is Entries under the pseudonyms ring gives for the subject, read
+// again if the ring's current version moved while the index was read. A
+// replica applies a key switch before any district's republishing under
+// the new version, so a read that began with the pseudonyms of the old
+// versions can find the index past both: the subject withdrawn from
+// under the old pseudonym and published under one it did not read. The
+// ring read after the index is at least as recent as the index read, so
+// when its current pseudonym is the one read, nothing was missed. live
+// is the pseudonyms the returned entries were read under (oldest first,
+// the current one last).
+func Read(ctx context.Context, lookup LookupFunc, ring Ring, canonicalID string, strong bool) (live []credit.Pseudonym, entries []consensus.IndexEntry, applied uint64, err error) {
+	live = ring.IndexPseudonyms(canonicalID)
+	for attempt := 1; ; attempt++ {
+		entries, applied, err = Entries(ctx, lookup, live, strong)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		after := ring.IndexPseudonyms(canonicalID)
+		if attempt == readAttempts || len(after) == 0 || len(live) == 0 || after[len(after)-1] == live[len(live)-1] {
+			return live, entries, applied, nil
+		}
+		live = after
+	}
+}
+
 // Matches reports whether any pseudonym sent is one of own: a district
 // verifying that a coordinator asks about the subject it names, when the
 // two may be at different key versions for a moment (the coordinator

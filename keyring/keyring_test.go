@@ -78,3 +78,63 @@ func TestMatchesAndRings(t *testing.T) {
 		t.Fatalf("a ring of its own: %v", err)
 	}
 }
+
+// movingRing is a ring whose current version moves to the next the first
+// time the index is read: a key switch applied, and the district's
+// republishing after it, between the ring's read and the index's.
+type movingRing struct{ versions []credit.Pseudonym }
+
+func (m *movingRing) Pseudonym(string) credit.Pseudonym { return m.versions[len(m.versions)-1] }
+func (m *movingRing) IndexPseudonyms(string) []credit.Pseudonym {
+	return append([]credit.Pseudonym(nil), m.versions...)
+}
+func (m *movingRing) AuditPseudonyms(id string) []credit.Pseudonym { return m.IndexPseudonyms(id) }
+
+// TestRead_FollowsASwitchDuringTheRead: the index read finds the subject
+// withdrawn from under the old pseudonym and published under the new one,
+// which the ring read before it did not name; Read reads again under the
+// ring's versions after the read and finds the entry.
+func TestRead_FollowsASwitchDuringTheRead(t *testing.T) {
+	ring := &movingRing{versions: []credit.Pseudonym{p(1)}}
+	var reads []credit.Pseudonym
+	lookup := func(_ context.Context, q credit.Pseudonym, _ bool) ([]consensus.IndexEntry, uint64, error) {
+		reads = append(reads, q)
+		if len(ring.versions) == 1 {
+			ring.versions = append(ring.versions, p(2)) // the switch, then the republishing
+		}
+		if q == p(2) {
+			return []consensus.IndexEntry{entry("a", 1, 8)}, 30, nil
+		}
+		return nil, 30, nil // withdrawn under p(1)
+	}
+	live, got, _, err := Read(context.Background(), lookup, ring, "id", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, []consensus.IndexEntry{entry("a", 1, 8)}) || !reflect.DeepEqual(live, []credit.Pseudonym{p(1), p(2)}) {
+		t.Fatalf("entries %+v under %v (reads %v)", got, live, reads)
+	}
+	// A ring that does not move: one read.
+	reads = nil
+	if _, got, _, err := Read(context.Background(), lookup, ring, "id", false); err != nil || len(got) != 1 || len(reads) != 2 {
+		t.Fatalf("a still ring: %+v, %v, reads %v", got, err, reads)
+	}
+}
+
+// TestRead_Bounded: a ring that moves on every read is read a bounded
+// number of times, and the entries returned are those read under the
+// pseudonyms returned.
+func TestRead_Bounded(t *testing.T) {
+	ring := &movingRing{versions: []credit.Pseudonym{p(1)}}
+	n := 0
+	lookup := func(_ context.Context, q credit.Pseudonym, _ bool) ([]consensus.IndexEntry, uint64, error) {
+		n++
+		last := ring.versions[len(ring.versions)-1]
+		ring.versions = []credit.Pseudonym{p(last[0] + 1)}
+		return []consensus.IndexEntry{entry("a", int(q[0]), 1)}, 1, nil
+	}
+	live, got, _, err := Read(context.Background(), lookup, ring, "id", false)
+	if err != nil || n != readAttempts || len(live) != 1 || len(got) != 1 || got[0].Summary.Negative != int(live[0][0]) {
+		t.Fatalf("%d reads; entries %+v under %v, %v", n, got, live, err)
+	}
+}

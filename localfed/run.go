@@ -134,14 +134,14 @@ func (f *Federation) Holders(subject string) (int, error) {
 	}
 	// Under every key version the index may hold the subject under (a key
 	// rotation): the merge keeps each district's latest entry.
-	ps := []credit.Pseudonym{key.Pseudonym(subject)}
+	ring := keyring.Or(nil, key)
 	if k := prov.Replica().Keys(); k != nil {
-		ps = k.IndexPseudonyms(subject)
+		ring = k
 	}
 	st := prov.Replica().State()
-	entries, _, err := keyring.Entries(context.Background(), func(_ context.Context, p credit.Pseudonym, _ bool) ([]consensus.IndexEntry, uint64, error) {
+	_, entries, _, err := keyring.Read(context.Background(), func(_ context.Context, p credit.Pseudonym, _ bool) ([]consensus.IndexEntry, uint64, error) {
 		return st.Lookup(p)
-	}, ps, false)
+	}, ring, subject, false)
 	if err != nil {
 		return 0, err
 	}

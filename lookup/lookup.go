@@ -318,8 +318,7 @@ func (s *Service) Lookup(ctx context.Context, caller certs.Identity, in Request)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	p := ring.Pseudonym(subject.ID)
-	live := ring.IndexPseudonyms(subject.ID)
-	entries, applied, err := keyring.Entries(ctx, s.cfg.Index.Lookup, live, strong)
+	live, entries, applied, err := keyring.Read(ctx, s.cfg.Index.Lookup, ring, subject.ID, strong)
 	switch {
 	case errors.Is(err, consensus.ErrStale), errors.Is(err, context.DeadlineExceeded):
 		return Answer{}, fault.Wrap(fault.DeadlineExceeded, err, "the strong read of the index did not complete before the lookup's deadline")

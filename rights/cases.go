@@ -653,7 +653,7 @@ func (s *Service) serveCaseForward(ctx context.Context, req *exchange.Request) (
 		entry.Subject = p.String()
 		ref, _ := credit.ParseRef(in.Filing.Record)
 		entry.Records = []string{ref.String()}
-		named, err := s.indexNames(ctx, ring.IndexPseudonyms(sub.ID), ref.District)
+		named, err := s.indexNames(ctx, ring, sub.ID, ref.District)
 		if err != nil {
 			return deny(exchange.CodeUnavailable, "the index could not be read")
 		}
@@ -697,9 +697,9 @@ func (s *Service) serveCaseForward(ctx context.Context, req *exchange.Request) (
 // (its pseudonyms under the live key versions): the local replica first,
 // and on a miss a strong read through the leader (a record just submitted
 // may not have reached this replica yet).
-func (s *Service) indexNames(ctx context.Context, ps []credit.Pseudonym, district string) (bool, error) {
+func (s *Service) indexNames(ctx context.Context, ring keyring.Ring, canonicalID, district string) (bool, error) {
 	for _, strong := range []bool{false, true} {
-		entries, _, err := keyring.Entries(ctx, s.cfg.Index.Lookup, ps, strong)
+		_, entries, _, err := keyring.Read(ctx, s.cfg.Index.Lookup, ring, canonicalID, strong)
 		if err != nil {
 			return false, err
 		}

@@ -484,7 +484,7 @@ func (s *Service) gather(ctx context.Context, sub credit.Subject, requester cert
 	p := ring.Pseudonym(sub.ID)
 	retained := ring.AuditPseudonyms(sub.ID)
 	rep := Report{Pseudonym: p, GatheredBy: s.cfg.Self.Region, At: now.UTC(), RequestID: exchange.NewID("rq")}
-	entries, _, err := keyring.Entries(ctx, s.cfg.Index.Lookup, ring.IndexPseudonyms(sub.ID), false)
+	_, entries, _, err := keyring.Read(ctx, s.cfg.Index.Lookup, ring, sub.ID, false)
 	if err != nil {
 		return rep, fault.Wrap(fault.Unavailable, err, "the index could not be read")
 	}
