@@ -165,6 +165,13 @@ func (db *DB) load() error {
 				if err := migrateOutboxOrder(txn); err != nil {
 					return err
 				}
+			case "2":
+				// Entries written by layout 2 are empty: their facts are
+				// read from the record (SummaryFieldsBySubjects) until an
+				// update rewrites them.
+				if err := txn.Set(metaLayoutKey, []byte(layoutVersion)); err != nil {
+					return engine(err)
+				}
 			default:
 				return ErrLayoutVersion
 			}
@@ -282,8 +289,10 @@ func (db *DB) gcLoop(every time.Duration) {
 	}
 }
 
-// migrateOutboxOrder upgrades layout 1 to 2: it adds the O/ family (the
-// outbox in sequence order) for the markers already in o/.
+// migrateOutboxOrder upgrades layout 1 to the current one: it adds the O/
+// family (the outbox in sequence order) for the markers already in o/
+// (layout 2), and the subject index entries stay empty (as layout 2 left
+// them).
 func migrateOutboxOrder(txn *badger.Txn) error {
 	p := []byte{famOutbox, '/'}
 	type marker struct {

@@ -4,7 +4,7 @@
 // district's cache of pseudonyms; and, in a second database (StateDB), the
 // replicated state of the Raft FSM.
 //
-// # Key layout (version 2)
+// # Key layout (version 3)
 //
 // One Badger DB per node. Every key starts with a one-byte family and '/'
 // (the audit head is "a!head", outside the "a/" range). Textual parts are
@@ -25,7 +25,7 @@
 //	j/<job name>                               → a background job's status and progress (jobs.go)
 //	u/<district>\x00<at:be64><pseudonym:16>     → empty: a pseudonym a coordinator handed to a district, until checked (custody.go)
 //	U/<district>                               → CBOR Custody: that district's pseudonymization counts and flag
-//	m/layout                                   → "2"
+//	m/layout                                   → "3"
 //	m/due                                      → the catalog version the due markers were built with
 //	m/oseq                                     → be64: last outbox sequence number handed out
 //	m/records                                  → be64: number of records (CountRecords)

@@ -38,7 +38,11 @@ const (
 )
 
 // layoutVersion is the version of the key layout, stored under m/layout.
-const layoutVersion = "2"
+// 2 added the O/ family; 3 keeps each record's summary fields in its
+// subject index entry (encodeFacts). A layout-2 build refuses a layout-3
+// directory: it would rewrite records without their entries' facts, and
+// this build would then believe the stale ones.
+const layoutVersion = "3"
 
 // maxKeyPart bounds each textual key part (department, id, subject).
 const maxKeyPart = 256

@@ -670,7 +670,12 @@ func (db *DB) RecordsBySubjects(subjects []string) (out [][]credit.Record, errs 
 // SummaryFieldsBySubjects is RecordsBySubjects for a publisher: each
 // record holds only its summary fields (credit.Record.SummaryFields), read
 // from the subject index entries themselves. Only an entry written before
-// they were kept there (empty) costs a read of its record.
+// they were kept there (empty) costs a read of its record. The others are
+// trusted to name a record: the two are written and deleted in one
+// transaction, so only a damaged store has one without the other, and the
+// district's answer to a lookup, which reads the records, reports that
+// (ErrCorrupt). Looking each record's key up here to find it sooner
+// doubled the index lag of a 100k-record intake (0.8 s -> 1.6 s).
 func (db *DB) SummaryFieldsBySubjects(subjects []string) (out [][]credit.Record, errs []error, err error) {
 	return db.bySubjects("summary fields", subjects, func(txn *badger.Txn, item *badger.Item, rest []byte) (credit.Record, error) {
 		var r credit.Record
@@ -680,11 +685,17 @@ func (db *DB) SummaryFieldsBySubjects(subjects []string) (out [][]credit.Record,
 			r, ok, err = decodeFacts(v)
 			return err
 		})
-		if err == nil && !ok {
+		switch {
+		case err != nil:
+			return credit.Record{}, err
+		case !ok:
 			r, err = recordOfSubjectKey(txn, rest)
-			r = r.SummaryFields()
+			return r.SummaryFields(), err
 		}
-		return r, err
+		if _, _, ok := splitDeptID(rest); !ok {
+			return credit.Record{}, fmt.Errorf("%w: malformed subject index key", ErrCorrupt)
+		}
+		return r, nil
 	})
 }
 

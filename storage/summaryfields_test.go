@@ -126,3 +126,47 @@ func TestFactsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenLayouts: a layout-2 directory opens and becomes layout 3, its
+// empty entries read from their records; a directory of a layout this
+// build does not know is refused and left as it was.
+func TestOpenLayouts(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(Options{Dir: dir, GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSubmit(t, db, testRecord("L1", 1))
+	setRaw(t, db, subjectKey(testSubject(1), testDept, "L1"), []byte{})
+	setRaw(t, db, metaLayoutKey, []byte("2"))
+	db.Close()
+
+	db = openTest(t, Options{Dir: dir})
+	if got := sameAsRecords(t, db, []string{testSubject(1)}); len(got[0]) != 1 {
+		t.Fatalf("a layout-2 entry: %+v", got)
+	}
+	if v := rawValue(t, db, metaLayoutKey); string(v) != layoutVersion || layoutVersion != "3" {
+		t.Fatalf("layout after opening a layout-2 directory: %q", v)
+	}
+	setRaw(t, db, metaLayoutKey, []byte("4"))
+	db.Close()
+	if _, err := Open(Options{Dir: dir, GCInterval: -1}); !errors.Is(err, ErrLayoutVersion) {
+		t.Fatalf("a layout-4 directory: %v, want ErrLayoutVersion", err)
+	}
+}
+
+func rawValue(t *testing.T, db *DB, key []byte) []byte {
+	t.Helper()
+	var v []byte
+	if err := db.raw.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
