@@ -13,7 +13,7 @@
 // is stored under m/layout and checked by Open (ErrLayoutVersion).
 //
 //	r/<department>\x00<id>                     → latest version, CBOR credit.Record
-//	v/<department>\x00<id>\x00<version:be32>   → that version, CBOR credit.Record
+//	v/<department>\x00<id>\x00<version:be32>   → a superseded version, CBOR credit.Record (layout 2 also kept the latest here)
 //	s/<subject>\x00<department>\x00<id>        → the latest version's summary fields (codec.go: encodeFacts), or empty: subject index (latest subject only)
 //	i/<id>\x00<department>                     → empty: by-id index (FindRecord)
 //	o/<subject>                                → seq:be64: outbox marker, subject needs an index update

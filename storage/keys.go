@@ -39,9 +39,11 @@ const (
 
 // layoutVersion is the version of the key layout, stored under m/layout.
 // 2 added the O/ family; 3 keeps each record's summary fields in its
-// subject index entry (encodeFacts). A layout-2 build refuses a layout-3
-// directory: it would rewrite records without their entries' facts, and
-// this build would then believe the stale ones.
+// subject index entry (encodeFacts) and a record's latest version under
+// r/ alone (v/ holds the superseded ones). A layout-2 build refuses a
+// layout-3 directory: it would rewrite records without their entries'
+// facts, and this build would then believe the stale ones; and it would
+// find no v/ entry of a record's latest version.
 const layoutVersion = "3"
 
 // maxKeyPart bounds each textual key part (department, id, subject).

@@ -141,8 +141,9 @@ func keysOf(r *credit.Record) recordKeys {
 // It returns one Outcome per record, in order.
 //
 // For each accepted record it writes, in one transaction, the latest-version
-// key, the version key, the subject index entry, the by-id entry and the
-// outbox marker of the subject. Every transaction is synced to disk before
+// key (the record's only copy until a second version supersedes it), the
+// subject index entry, the by-id entry, its due markers and the outbox
+// marker of the subject. Every transaction is synced to disk before
 // SubmitRecords returns. Concurrent callers are coalesced into shared
 // transactions (one sync for all), and a large batch is split into several
 // transactions to stay under Badger's size limit: on error, some of the
@@ -190,8 +191,8 @@ func (db *DB) SubmitRecords(recs []credit.Record) ([]Outcome, error) {
 // UpdateRecord stores next as a new version of the record (department, id)
 // — a correction or a status change. next.Version must be the stored latest
 // version + 1, else ErrConflict; ErrNotFound if there is no such record. In
-// one synced transaction it rewrites the latest-version key, adds the
-// version, rewrites the subject index entry (its summary fields), moving it
+// one synced transaction it rewrites the latest-version key, moves the
+// superseded version to its version key, rewrites the subject index entry (its summary fields), moving it
 // if the subject changed (marking both subjects in the outbox), and marks
 // the subject in the outbox.
 // RecordedAt is set to the current time when zero.
@@ -455,9 +456,10 @@ func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _
 			}
 			return ops, marks, 0, unitResult{outcome: Conflict, err: ErrConflict}, nil
 		}
+		// Version 1 is kept under r/ alone; v/ gets it once a second
+		// version supersedes it (kindUpdate).
 		ops = append(ops,
 			op{key: k.record, val: enc},
-			op{key: k.version, val: enc},
 			op{key: k.subject, val: r.facts[u.i]},
 			op{key: k.id, val: []byte{}})
 		ops = db.appendDue(ops, rec)
@@ -465,7 +467,7 @@ func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _
 
 	case kindUpdate:
 		next, enc := &r.recs[0], r.enc[0]
-		cur, found, err := getRecord(txn, recordKey(next.Department, next.ID))
+		cur, curEnc, found, err := getRecordBytes(txn, recordKey(next.Department, next.ID))
 		if err != nil {
 			return nil, nil, 0, res, err
 		}
@@ -475,9 +477,12 @@ func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _
 		if next.Version != cur.Version+1 {
 			return nil, nil, 0, unitResult{err: fmt.Errorf("%w: version must be the stored latest + 1", ErrConflict)}, nil
 		}
+		// The superseded version moves to v/ (a layout-2 store has it
+		// there already: the same bytes again); the new one is under r/
+		// alone.
 		ops = append(ops,
 			op{key: recordKey(next.Department, next.ID), val: enc},
-			op{key: versionKey(next.Department, next.ID, next.Version), val: enc})
+			op{key: versionKey(cur.Department, cur.ID, cur.Version), val: curEnc})
 		ops = db.appendDue(ops, next)
 		// The subject index entry holds the summary fields, which a
 		// correction or a status change may change.
@@ -553,6 +558,26 @@ func getRecord(txn *badger.Txn, key []byte) (credit.Record, bool, error) {
 	return rec, true, nil
 }
 
+// getRecordBytes is getRecord that also returns a copy of the encoding.
+func getRecordBytes(txn *badger.Txn, key []byte) (credit.Record, []byte, bool, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return credit.Record{}, nil, false, nil
+	}
+	if err != nil {
+		return credit.Record{}, nil, false, engine(err)
+	}
+	b, err := item.ValueCopy(nil)
+	if err != nil {
+		return credit.Record{}, nil, false, engine(err)
+	}
+	rec, err := decodeRecord(b)
+	if err != nil {
+		return credit.Record{}, nil, false, engine(err)
+	}
+	return rec, b, true, nil
+}
+
 // scanPrefix calls fn with a copy of each key (and value, if withValues)
 // under prefix, in key order.
 func scanPrefix(txn *badger.Txn, prefix []byte, withValues bool, fn func(key, val []byte) error) error {
@@ -608,21 +633,33 @@ func (db *DB) Record(department, id string) (credit.Record, error) {
 }
 
 // Versions returns every version of the record (department, id), oldest
-// first, or ErrNotFound.
+// first, or ErrNotFound: the superseded ones under v/, then the latest
+// under r/ (which a layout-2 store also kept under v/).
 func (db *DB) Versions(department, id string) ([]credit.Record, error) {
 	if err := checkDeptID(department, id); err != nil {
 		return nil, fmt.Errorf("storage: versions: %w", err)
 	}
 	var out []credit.Record
 	err := db.view(func(txn *badger.Txn) error {
-		return scanPrefix(txn, versionPrefix(department, id), true, func(_, val []byte) error {
+		latest, found, err := getRecord(txn, recordKey(department, id))
+		if err != nil || !found {
+			return err
+		}
+		err = scanPrefix(txn, versionPrefix(department, id), true, func(_, val []byte) error {
 			r, err := decodeRecord(val)
 			if err != nil {
 				return err
 			}
-			out = append(out, r)
+			if r.Version < latest.Version {
+				out = append(out, r)
+			}
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		out = append(out, latest)
+		return nil
 	})
 	if err == nil && len(out) == 0 {
 		err = ErrNotFound
