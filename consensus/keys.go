@@ -244,11 +244,19 @@ func (k *IndexKeys) holds(v uint32) bool {
 }
 
 // setCurrent makes v, which the keyring holds, the version that seals.
+// A keyring that has no index floor yet (no switch before this one) gets
+// the version current until now as its floor: the districts have not
+// republished under v, and until the state's floor reaches the keyring
+// (reloadKeys, after the commit) the index holds the subjects under the
+// older version alone, which IndexPseudonyms must go on naming.
 func (k *IndexKeys) setCurrent(v uint32) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if _, ok := k.aeads[v]; !ok {
 		return fmt.Errorf("%w: version %d is current, and this coordinator does not hold it", errUnknownIndexKey, v)
+	}
+	if k.floor == 0 && v > k.current {
+		k.floor = k.current
 	}
 	k.current = v
 	return nil
