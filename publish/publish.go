@@ -115,7 +115,6 @@ type Publisher struct {
 	mu         sync.Mutex
 	emptyKnown bool
 	emptyAt    uint64
-	lenAt      time.Time // when the pending gauge was last counted
 }
 
 // New returns a publisher; run it with the job runner (Job) and drain it
@@ -156,9 +155,6 @@ const JobName = "publish"
 // consensus.MaxForwardUpdates, since during a key rotation each subject
 // also withdraws its entry under the older version.
 const DefaultBatch = 2000
-
-// pendingCountEvery bounds how often a long drain counts the outbox.
-const pendingCountEvery = 5 * time.Second
 
 // Job is the publisher as a background job: a drain every second and
 // whenever the runner is woken (a record was written), retried after 50 ms
@@ -228,16 +224,8 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 		if err == nil && len(ps.readable) > 0 {
 			err = p.commit(ctx, ps)
 		}
-		switch {
-		case ps.n == 0 && ps.after == 0 && err == nil:
-			p.pending.Set(0) // nothing marked from the start
-		case time.Since(p.lenAt) >= pendingCountEvery || ps.n == 0:
-			// Counted at most every few seconds in a backlog: each count
-			// is a scan of the whole outbox.
-			if l, lenErr := p.cfg.Outbox.OutboxLen(); lenErr == nil {
-				p.pending.Set(float64(l))
-				p.lenAt = time.Now()
-			}
+		if l, lenErr := p.cfg.Outbox.OutboxLen(); lenErr == nil {
+			p.pending.Set(float64(l))
 		}
 		if ps.skip.count > 0 {
 			skipped += ps.skip.count

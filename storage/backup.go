@@ -556,16 +556,22 @@ func (db *DB) markEverySubject(now time.Time) (int, uint64, error) {
 	}
 	from := seq + 1
 	var batch []string
+	var added int64
 	write := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
 		err := db.raw.Update(func(txn *badger.Txn) error {
 			s := seq
+			added = 0
 			for _, subject := range batch {
 				s++
-				if err := markOutbox(txn, subject, s); err != nil {
+				a, err := markOutbox(txn, subject, s)
+				if err != nil {
 					return err
+				}
+				if a {
+					added++
 				}
 			}
 			if err := txn.Set(metaOutboxSeq, be64(s)); err != nil {
@@ -575,6 +581,9 @@ func (db *DB) markEverySubject(now time.Time) (int, uint64, error) {
 			return nil
 		})
 		batch = batch[:0]
+		if err == nil {
+			db.outboxLen.Add(added)
+		}
 		return engine(err)
 	}
 	marked := 0

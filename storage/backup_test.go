@@ -285,6 +285,9 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if err != nil || len(pending) != 7 {
 		t.Fatalf("outbox after restore: %d subjects (%v), want the 7 held", len(pending), err)
 	}
+	if n, err := r.OutboxLen(); n != 7 || err != nil {
+		t.Fatalf("OutboxLen after restore %d, %v", n, err)
+	}
 	for _, p := range pending {
 		if p.Seq <= uint64(now.UnixNano()) {
 			t.Fatalf("outbox seq %d is not above the restore's time %d", p.Seq, now.UnixNano())

@@ -47,6 +47,10 @@ type DB struct {
 	outboxSeq  uint64 // last outbox seq handed out; owned by the committer
 	// outboxVersion counts committed record writes (OutboxVersion).
 	outboxVersion atomic.Uint64
+	// outboxLen is the number of o/ markers (OutboxLen): counted when the
+	// store opens, then moved by each committed write that adds or
+	// removes one (a counter key would make concurrent writers conflict).
+	outboxLen atomic.Int64
 
 	audit *AuditLog
 
@@ -184,8 +188,17 @@ func (db *DB) load() error {
 			return err
 		}
 		db.records.Store(int64(n))
-		return nil
+		marked, err := countPrefix(txn, []byte{famOutbox, '/'})
+		db.outboxLen.Store(marked)
+		return err
 	})
+}
+
+// countPrefix counts the keys under p (a key-only scan).
+func countPrefix(txn *badger.Txn, p []byte) (int64, error) {
+	var n int64
+	err := scanPrefix(txn, p, false, func(_, _ []byte) error { n++; return nil })
+	return n, err
 }
 
 func getCounter(txn *badger.Txn, key []byte) (uint64, error) {

@@ -75,7 +75,9 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 	}
 	defer db.leave()
 	for attempt := 0; ; attempt++ {
+		var removed int64
 		err := db.raw.Update(func(txn *badger.Txn) error {
+			removed = 0
 			for _, it := range items {
 				key := outboxKey(it.Subject)
 				seq, found, err := getBE64(txn, key)
@@ -89,6 +91,7 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 					if err := txn.Delete(outboxSeqKey(seq)); err != nil {
 						return err
 					}
+					removed++
 				}
 			}
 			return nil
@@ -101,6 +104,7 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 		if err != nil {
 			return fmt.Errorf("storage: outbox ack: %w", engine(err))
 		}
+		db.outboxLen.Add(-removed)
 		return nil
 	}
 }
@@ -110,15 +114,13 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 // one version need not look again until it changes.
 func (db *DB) OutboxVersion() uint64 { return db.outboxVersion.Load() }
 
-// OutboxLen returns the number of marked subjects (a key-only scan).
+// OutboxLen returns the number of marked subjects: a count kept in memory
+// (counted when the store opens, moved by every commit that marks or
+// acknowledges), so a drain may ask after every pass.
 func (db *DB) OutboxLen() (int, error) {
-	n := 0
-	p := []byte{famOutbox, '/'}
-	err := db.view(func(txn *badger.Txn) error {
-		return scanPrefix(txn, p, false, func(_, _ []byte) error { n++; return nil })
-	})
-	if err != nil {
+	if err := db.enter(); err != nil {
 		return 0, fmt.Errorf("storage: outbox len: %w", err)
 	}
-	return n, nil
+	defer db.leave()
+	return int(db.outboxLen.Load()), nil
 }

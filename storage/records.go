@@ -109,6 +109,7 @@ type txnState struct {
 	records int64
 	bytes   int64
 	count   int64
+	marked  int64 // outbox markers added (subjects not marked before)
 }
 
 // op is one planned key change.
@@ -339,6 +340,7 @@ func (db *DB) commitFrom(units []unit, from int) (int, error) {
 			return 0, engine(err)
 		}
 		db.records.Store(st.records)
+		db.outboxLen.Add(st.marked)
 		db.outboxVersion.Add(1)
 		for k, res := range results {
 			u := units[from+k]
@@ -407,8 +409,12 @@ func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int,
 		}
 		for _, m := range marks {
 			st.seq++
-			if err := markOutboxKey(txn, m, st.seq); err != nil {
+			added, err := markOutboxKey(txn, m, st.seq)
+			if err != nil {
 				return 0, nil, err
+			}
+			if added {
+				st.marked++
 			}
 		}
 		st.bytes += size
@@ -827,25 +833,25 @@ func (db *DB) CountRecords() int64 { return db.records.Load() }
 // markOutbox marks subject in the outbox with seq, in both of its
 // families: o/<subject> (one marker per subject) and O/<seq> (the same
 // markers in sequence order, which is the order the drainer sends them in).
-// A previous marker of the subject is replaced.
-func markOutbox(txn *badger.Txn, subject string, seq uint64) error {
+// A previous marker of the subject is replaced; added says there was none.
+func markOutbox(txn *badger.Txn, subject string, seq uint64) (added bool, err error) {
 	return markOutboxKey(txn, outboxKey(subject), seq)
 }
 
 // markOutboxKey is markOutbox of the subject whose outbox key (o/<subject>)
 // is key; the O/ entry's value, the subject, is key's own tail.
-func markOutboxKey(txn *badger.Txn, key []byte, seq uint64) error {
+func markOutboxKey(txn *badger.Txn, key []byte, seq uint64) (added bool, err error) {
 	old, found, err := getBE64(txn, key)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if found {
 		if err := txn.Delete(outboxSeqKey(old)); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if err := txn.Set(key, be64(seq)); err != nil {
-		return err
+		return false, err
 	}
-	return txn.Set(outboxSeqKey(seq), key[2:])
+	return !found, txn.Set(outboxSeqKey(seq), key[2:])
 }
