@@ -106,6 +106,9 @@ type Publisher struct {
 	cfg        Config
 	pending    prometheus.Gauge
 	unreadable prometheus.Counter
+	// stage is how long each stage of a pass took: read (the outbox and
+	// the summary fields), pseudonyms, index (the Raft commit) and ack.
+	stage *prometheus.HistogramVec
 
 	// mu serializes drains. emptyAt is the outbox version at the start of
 	// the last drain that left the outbox empty: while the version has not
@@ -139,9 +142,13 @@ func New(cfg Config) *Publisher {
 		unreadable: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "credfed_outbox_unreadable_total", Help: "Times the publisher left an outbox subject marked because its records could not be read (a damaged store).",
 		}),
+		stage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "credfed_publish_stage_seconds", Help: "Duration of each stage of a publishing pass: read (outbox and summary fields), pseudonyms, index (Raft commit), ack.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"stage"}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(p.pending, p.unreadable)
+		cfg.Registerer.MustRegister(p.pending, p.unreadable, p.stage)
 	}
 	return p
 }
@@ -273,6 +280,7 @@ type skips struct {
 // number after, computes their summaries and pseudonyms.
 func (p *Publisher) prepare(ctx context.Context, after uint64) pass {
 	ps := pass{after: after, last: after}
+	start := time.Now()
 	items, err := p.cfg.Outbox.PendingSubjectsAfter(after, p.cfg.Batch)
 	if err != nil || len(items) == 0 {
 		ps.err = err
@@ -306,9 +314,11 @@ func (p *Publisher) prepare(ctx context.Context, after uint64) pass {
 		ps.readable = append(ps.readable, it)
 		records = append(records, recs[i])
 	}
+	p.observe("read", start)
 	if len(ps.readable) == 0 {
 		return ps
 	}
+	start = time.Now()
 	subjects := make([]string, len(ps.readable))
 	for i, it := range ps.readable {
 		subjects[i] = it.Subject
@@ -320,6 +330,7 @@ func (p *Publisher) prepare(ctx context.Context, after uint64) pass {
 		ps.n, ps.err = 0, fmt.Errorf("publish: pseudonyms of %d subjects: %w", len(subjects), err)
 		return ps
 	}
+	p.observe("pseudonyms", start)
 	today := credit.TodayAt(p.cfg.Now())
 	ps.updates = make([]consensus.IndexUpdate, len(ps.readable), len(ps.readable)+len(old))
 	for i, it := range ps.readable {
@@ -341,10 +352,20 @@ func (p *Publisher) prepare(ctx context.Context, after uint64) pass {
 func (p *Publisher) commit(ctx context.Context, ps pass) error {
 	actx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
 	defer cancel()
+	start := time.Now()
 	if err := p.cfg.Index.SubmitIndex(actx, ps.updates); err != nil {
 		return fmt.Errorf("publish: %d index updates: %w", len(ps.updates), err)
 	}
-	return p.cfg.Outbox.AckOutbox(ps.readable)
+	p.observe("index", start)
+	start = time.Now()
+	err := p.cfg.Outbox.AckOutbox(ps.readable)
+	p.observe("ack", start)
+	return err
+}
+
+// observe notes how long a stage took since start.
+func (p *Publisher) observe(stage string, start time.Time) {
+	p.stage.WithLabelValues(stage).Observe(time.Since(start).Seconds())
 }
 
 // pseudonyms returns the subjects' pseudonyms under the version the

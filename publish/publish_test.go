@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
 	"credfed/consensus"
 	"credfed/credit"
 	"credfed/internal/testlog"
@@ -260,5 +264,33 @@ func TestEmptyOutboxIsNotScannedUntilAWrite(t *testing.T) {
 	}
 	if len(x.applied) != 2 || c.scans == scans {
 		t.Fatalf("after a write: %d published, %d scans", len(x.applied), c.scans-scans)
+	}
+}
+
+// TestStagesAreTimed: a drain that publishes times each stage of its
+// pass, under the stage's name alone.
+func TestStagesAreTimed(t *testing.T) {
+	db := district(t)
+	x := &index{cat: credit.DefaultCatalog()}
+	reg := prometheus.NewRegistry()
+	p := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: db, Index: x, Resolve: resolve, Registerer: reg})
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, stage := range []string{"read", "pseudonyms", "index", "ack"} {
+		h, err := p.stage.GetMetricWithLabelValues(stage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m dto.Metric
+		if err := h.(prometheus.Histogram).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if m.GetHistogram().GetSampleCount() == 0 {
+			t.Errorf("stage %s: no observation after a drain that published", stage)
+		}
+	}
+	if n := testutil.CollectAndCount(p.stage); n != 4 {
+		t.Fatalf("%d stage series, want 4", n)
 	}
 }
