@@ -183,6 +183,28 @@ credfed_lookups_total{decision="refused",x="a}b"} 2.5
 	}
 }
 
+// TestStageNote: the publishing stages' mean time per pass between two
+// pages, only for the stages that ran.
+func TestStageNote(t *testing.T) {
+	before := `credfed_publish_stage_seconds_sum{stage="read"} 1
+credfed_publish_stage_seconds_count{stage="read"} 10
+credfed_publish_stage_seconds_bucket{stage="read",le="0.1"} 10
+`
+	after := `credfed_publish_stage_seconds_sum{stage="read"} 1.5
+credfed_publish_stage_seconds_count{stage="read"} 20
+credfed_publish_stage_seconds_sum{stage="index"} 2
+credfed_publish_stage_seconds_count{stage="index"} 10
+credfed_publish_stage_seconds_sum{stage="ack"} 0
+credfed_publish_stage_seconds_count{stage="ack"} 0
+`
+	if got, want := stageNote(before, after), "10 publishing passes, each (mean) read 50.0 ms, index 200.0 ms"; got != want {
+		t.Fatalf("note %q, want %q", got, want)
+	}
+	if got := stageNote(after, after); got != "" {
+		t.Fatalf("no pass between: %q", got)
+	}
+}
+
 func TestParseStat(t *testing.T) {
 	line := "4242 (postgres: bench (x)) S 4200 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 1 0 12345 1000 100 18446744073709551615\n"
 	st, err := parseStat([]byte(line))

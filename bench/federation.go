@@ -239,17 +239,78 @@ func (f *federation) client(name string, files localfed.ClientFiles) (*api.Clien
 // metric sums the samples of a metric (every label set) on node name's
 // /metrics page.
 func (f *federation) metric(ctx context.Context, name, metric string) (float64, error) {
+	page, err := f.metricsPage(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	return sumMetric(strings.NewReader(page), metric)
+}
+
+// metricsPage reads node name's /metrics page (at most 64 MiB).
+func (f *federation) metricsPage(ctx context.Context, name string) (string, error) {
 	n, _ := f.layout.Node(name)
 	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+n.Metrics+"/metrics", nil)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	resp, err := f.http.Do(req)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	defer resp.Body.Close()
-	return sumMetric(io.LimitReader(resp.Body, 64<<20), metric)
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	return string(b), err
+}
+
+// publishStages are the stages of a district's publishing pass
+// (credfed_publish_stage_seconds).
+var publishStages = []string{"read", "pseudonyms", "index", "ack"}
+
+// stageTimes reads, for each publishing stage, the seconds spent in it
+// and the passes that went through it (the histogram's _sum and _count)
+// from a metrics page; a stage the page does not have is zero.
+func stageTimes(page string) map[string][2]float64 {
+	out := map[string][2]float64{}
+	for _, line := range strings.Split(page, "\n") {
+		for i, suffix := range []string{"_sum", "_count"} {
+			rest, ok := strings.CutPrefix(line, "credfed_publish_stage_seconds"+suffix+`{stage="`)
+			if !ok {
+				continue
+			}
+			stage, val, ok := strings.Cut(rest, `"} `)
+			if !ok {
+				continue
+			}
+			v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+			if err != nil {
+				continue
+			}
+			t := out[stage]
+			t[i] = v
+			out[stage] = t
+		}
+	}
+	return out
+}
+
+// stageNote says how long each publishing stage took per pass between
+// two metrics pages of one district: "" if no pass ran.
+func stageNote(before, after string) string {
+	b, a := stageTimes(before), stageTimes(after)
+	var parts []string
+	passes := 0.0
+	for _, s := range publishStages {
+		sec, n := a[s][0]-b[s][0], a[s][1]-b[s][1]
+		if n <= 0 {
+			continue
+		}
+		passes = max(passes, n)
+		parts = append(parts, fmt.Sprintf("%s %.1f ms", s, 1000*sec/n))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.0f publishing passes, each (mean) %s", passes, strings.Join(parts, ", "))
 }
 
 // sumMetric sums the samples of metric in a Prometheus text page.

@@ -718,6 +718,9 @@ func (r *run) intakeStep(ctx context.Context, s Step) error {
 	if err != nil {
 		return err
 	}
+	// The intake district's publishing stages, noted per round (the page
+	// is read again once the index shows the records).
+	stagesBefore, _ := r.fed.metricsPage(ctx, r.intakeAt.Name)
 	var profiles sync.WaitGroup
 	if s.Round == 1 {
 		// Long enough to see the acknowledgements and, for the most
@@ -773,6 +776,11 @@ func (r *run) intakeStep(ctx context.Context, s Step) error {
 	}
 	r.record("intake_indexed", s.Side, float64(n)/indexed.Seconds())
 	r.record("index_lag", s.Side, (indexed - acked).Seconds())
+	if after, err := r.fed.metricsPage(ctx, r.intakeAt.Name); err == nil && stagesBefore != "" {
+		if note := stageNote(stagesBefore, after); note != "" {
+			r.note("index_lag", "round %d at %s: %s", s.Round, r.intakeAt.Name, note)
+		}
+	}
 	r.logf("round %d intake credfed: %.0f records/s acknowledged, %.0f records/s until the index showed them (%.1fs after the last acknowledgement)",
 		s.Round, float64(n)/acked.Seconds(), float64(n)/indexed.Seconds(), (indexed - acked).Seconds())
 	return r.checkLookup(ctx, rows[len(rows)-1].Subject, 1)
