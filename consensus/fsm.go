@@ -552,7 +552,7 @@ func (s *fsmSnapshot) Release() {
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	start := time.Now()
-	applied, err := f.state.restore(rc)
+	applied, err := f.state.restore(rc, f.widenKeys)
 	switch {
 	case errors.Is(err, errDropLater):
 		f.log.Warn("restored state from snapshot; the replaced state is dropped later", "error", err)

@@ -268,6 +268,20 @@ func (k *IndexKeys) setFloor(v uint32) {
 	k.mu.Unlock()
 }
 
+// lowerFloor makes v the floor if it is below the one in effect (the
+// current version when none is set).
+func (k *IndexKeys) lowerFloor(v uint32) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	eff := k.floor
+	if eff == 0 || eff > k.current {
+		eff = k.current
+	}
+	if v > 0 && v < eff {
+		k.floor = v
+	}
+}
+
 // clone returns a keyring of its own with the same keys (each replica
 // moves its keyring as it applies the log).
 func (k *IndexKeys) clone() *IndexKeys {
@@ -550,9 +564,27 @@ type keyCache struct {
 // keyring keeps the version it was built with). On the FSM's goroutine,
 // after a commit or a restore, and when the replica opens.
 func (f *FSM) reloadKeys() error {
-	s := f.state
-	g, _ := s.acquire()
+	g, _ := f.state.acquire()
 	defer g.release()
+	return f.loadKeys(g, false)
+}
+
+// widenKeys brings the keyring to a restored generation g before g is
+// installed, while reads still use the generation it replaces: the
+// keyring gains g's versions and, if g's is newer, its current version,
+// and keeps the lower of the two floors, so that it names the
+// pseudonyms of both generations' entries until reloadKeys, after the
+// install, sets g's exactly. A failure is left to that reloadKeys to
+// report.
+func (f *FSM) widenKeys(g *generation) {
+	if err := f.loadKeys(g, true); err != nil {
+		f.log.Warn("restore: the keyring could not be brought to the restored state before its install", "error", err)
+	}
+}
+
+// loadKeys is reloadKeys from generation g; widen is widenKeys's.
+func (f *FSM) loadKeys(g *generation, widen bool) error {
+	s := f.state
 	var st KeyStatus
 	var switched bool
 	var sealed []KeyInstall
@@ -596,14 +628,24 @@ func (f *FSM) reloadKeys() error {
 				return err
 			}
 		}
-		if switched {
+		switch {
+		case switched && widen:
+			if cur, _ := k.CurrentPseudonymKey(); st.Current > cur {
+				if err := k.setCurrent(st.Current); err != nil {
+					return fmt.Errorf("consensus: %w", err)
+				}
+			}
+			k.lowerFloor(st.IndexFloor)
+		case switched:
 			if err := k.setCurrent(st.Current); err != nil {
 				return fmt.Errorf("consensus: %w; install that key version on this coordinator and restart it", err)
 			}
 			k.setFloor(st.IndexFloor)
 		}
 	}
-	s.keyState.Store(&keyCache{current: st.Current, floor: st.IndexFloor})
+	if !widen {
+		s.keyState.Store(&keyCache{current: st.Current, floor: st.IndexFloor})
+	}
 	return nil
 }
 

@@ -112,6 +112,17 @@ func TestKeyRing_VersionsAndPseudonyms(t *testing.T) {
 	if got := ring.IndexPseudonyms(id); !reflect.DeepEqual(got, []credit.Pseudonym{p2}) {
 		t.Fatalf("after the rotation the index is read under version 2 only, got %v", got)
 	}
+	// A restore widens, never narrows (FSM.widenKeys).
+	ring.lowerFloor(0)
+	ring.lowerFloor(3)
+	if got := ring.IndexPseudonyms(id); !reflect.DeepEqual(got, []credit.Pseudonym{p2}) {
+		t.Fatalf("a floor lowered to 0 or raised to 3: %v", got)
+	}
+	ring.lowerFloor(1)
+	if got := ring.IndexPseudonyms(id); !reflect.DeepEqual(got, []credit.Pseudonym{p1, p2}) {
+		t.Fatalf("a floor lowered to 1: %v", got)
+	}
+	ring.setFloor(2)
 	if got := ring.AuditPseudonyms(id); !reflect.DeepEqual(got, []credit.Pseudonym{p1, p2}) {
 		t.Fatalf("audit pseudonyms %v: the audit log is searched under every retained version", got)
 	}

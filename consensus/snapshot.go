@@ -532,8 +532,10 @@ func (s *State) step(st restoreStep) error {
 // point leaves either the old state or the new one, and a corrupt
 // snapshot leaves the old state untouched. Reads go on against the old
 // generation until the switch; the old generation is dropped once the
-// reads that resolved to it are done. Runs on the FSM's goroutine.
-func (s *State) restore(r io.Reader) (uint64, error) {
+// reads that resolved to it are done. widenKeys, if set, is called with
+// the new generation just before reads move to it (FSM.widenKeys). Runs
+// on the FSM's goroutine.
+func (s *State) restore(r io.Reader, widenKeys func(*generation)) (uint64, error) {
 	g := newGeneration(s.next)
 	s.next++
 	c, err := s.build(g, r)
@@ -564,6 +566,9 @@ func (s *State) restore(r io.Reader) (uint64, error) {
 	// The pointer is committed: from here on g is the state, whether or
 	// not the sync below succeeds.
 	syncErr := s.db.Sync()
+	if widenKeys != nil {
+		widenKeys(g)
+	}
 	s.install(g, c)
 	if syncErr != nil {
 		return 0, fmt.Errorf("sync the switch to the restored state: %w", syncErr)

@@ -111,8 +111,10 @@ const readAttempts = 4
 // the new version, so a read that began with the pseudonyms of the old
 // versions can find the index past both: the subject withdrawn from
 // under the old pseudonym and published under one it did not read. The
-// ring read after the index is at least as recent as the index read, so
-// when its current pseudonym is the one read, nothing was missed. live
+// ring read after the index is at least as recent as the index read (a
+// replica's keyring moves no later than its state: in the apply of the
+// switch, and before a restored state is installed), so when its current
+// pseudonym is the one read, nothing was missed. live
 // is the pseudonyms the returned entries were read under (oldest first,
 // the current one last).
 func Read(ctx context.Context, lookup LookupFunc, ring Ring, canonicalID string, strong bool) (live []credit.Pseudonym, entries []consensus.IndexEntry, applied uint64, err error) {
