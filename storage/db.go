@@ -146,9 +146,26 @@ func registryIsPlain(dir string) bool {
 	return bytes.Equal(hdr[16:], []byte("Hello Badger"))
 }
 
-// load checks the layout version (writing it into a new directory) and
-// reads the counters.
+// load checks the layout version (writing it into a new directory),
+// upgrades an older layout and reads the counters.
 func (db *DB) load() error {
+	var layout []byte
+	err := db.raw.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(metaLayoutKey)
+		if err != nil {
+			return err
+		}
+		layout, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return engine(err)
+	}
+	if string(layout) == "2" {
+		if err := db.rewriteFacts(); err != nil {
+			return fmt.Errorf("upgrade from layout 2: %w", err)
+		}
+	}
 	return db.raw.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get(metaLayoutKey)
 		switch {
@@ -170,9 +187,7 @@ func (db *DB) load() error {
 					return err
 				}
 			case "2":
-				// Entries written by layout 2 are empty: their facts are
-				// read from the record (SummaryFieldsBySubjects) until an
-				// update rewrites them.
+				// The entries' summary fields were rewritten (above).
 				if err := txn.Set(metaLayoutKey, []byte(layoutVersion)); err != nil {
 					return engine(err)
 				}
@@ -192,6 +207,61 @@ func (db *DB) load() error {
 		db.outboxLen.Store(marked)
 		return err
 	})
+}
+
+// factsBatch is the subject index entries one transaction of rewriteFacts
+// writes.
+var factsBatch = 1000
+
+// rewriteFacts upgrades layout 2 to 3: it writes every subject index
+// entry's summary fields from the record it names, since a layout-2 entry
+// is empty or, if a later build wrote it and an older one then updated
+// its record, stale. An entry whose record cannot be read is left empty
+// (SummaryFieldsBySubjects then reads the record and reports it). Each
+// batch of factsBatch entries is its own transaction: a crash part way
+// leaves layout 2, and the next open does it all again.
+func (db *DB) rewriteFacts() error {
+	p := []byte{famSubject, '/'}
+	start := p
+	for {
+		var keys, vals [][]byte
+		err := db.raw.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+			defer it.Close()
+			for it.Seek(start); it.ValidForPrefix(p) && len(keys) < factsBatch; it.Next() {
+				k := it.Item().KeyCopy(nil)
+				val := []byte{}
+				if i := bytes.IndexByte(k[len(p):], 0); i > 0 {
+					if r, err := recordOfSubjectKey(txn, k[len(p)+i+1:]); err == nil {
+						val = encodeFacts(&r)
+					}
+				}
+				keys, vals = append(keys, k), append(vals, val)
+			}
+			return nil
+		})
+		if err != nil {
+			return engine(err)
+		}
+		if len(keys) == 0 {
+			return nil
+		}
+		err = db.raw.Update(func(txn *badger.Txn) error {
+			for i := range keys {
+				if err := txn.Set(keys[i], vals[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return engine(err)
+		}
+		if len(keys) < factsBatch {
+			return nil
+		}
+		start = append(keys[len(keys)-1], 0) // the next key up
+	}
 }
 
 // countPrefix counts the keys under p (a key-only scan).
