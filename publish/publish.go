@@ -197,19 +197,24 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	p.emptyKnown = false
-	// Two stages: the next pass is read and pseudonymized while the one
-	// before is committed through Raft and acknowledged (each waits on the
-	// network, not on this node's CPU). One pass at most waits between
-	// them.
+	// Four stages, each on a goroutine of its own with at most one pass
+	// waiting between two: reading (the outbox and the summary fields),
+	// pseudonymizing (a round trip to a coordinator), the Raft commit and
+	// the acknowledgement (a synced write). Each waits mostly on the
+	// network or a sync, so a pass in each stage at once publishes a
+	// backlog about as fast as its slowest stage, not as the sum of them
+	// (docs/BENCHMARKS.md). Passes reach the index and are acknowledged in
+	// the order they were read.
 	ctx, cancel := context.WithCancel(ctx)
+	reads := make(chan pass, 1)
 	passes := make(chan pass, 1)
 	go func() {
-		defer close(passes)
+		defer close(reads)
 		var after uint64
 		for {
-			ps := p.prepare(ctx, after)
+			ps := p.read(after)
 			select {
-			case passes <- ps:
+			case reads <- ps:
 			case <-ctx.Done():
 				return
 			}
@@ -219,20 +224,59 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 			after = ps.last
 		}
 	}()
-	defer func() {
-		cancel()
-		for range passes { // let the reader stop
+	go func() {
+		defer close(passes)
+		for ps := range reads {
+			if ps.err == nil && len(ps.readable) > 0 {
+				p.pseudonymize(ctx, &ps)
+			}
+			select {
+			case passes <- ps:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
-	skipped, published := 0, 0
+	acks := make(chan pass, 1)
+	ackDone := make(chan struct{})
+	var ackErr error
+	published := 0
+	go func() {
+		defer close(ackDone)
+		for ps := range acks {
+			if ackErr != nil {
+				continue
+			}
+			if err := p.ack(ps); err != nil {
+				ackErr = err
+				cancel() // the stages before stop: their passes would not be acknowledged either
+				continue
+			}
+			published += ps.n - ps.skip.count
+			p.countPending()
+		}
+	}()
+	acked := false
+	finish := func() (int, error) {
+		if !acked {
+			acked = true
+			close(acks)
+			<-ackDone
+		}
+		return published, ackErr
+	}
+	defer func() {
+		finish()
+		cancel()
+		for range passes { // let the stages before stop
+		}
+	}()
+	skipped := 0
 	var firstSkip error
 	for ps := range passes {
 		err := ps.err
 		if err == nil && len(ps.readable) > 0 {
-			err = p.commit(ctx, ps)
-		}
-		if l, lenErr := p.cfg.Outbox.OutboxLen(); lenErr == nil {
-			p.pending.Set(float64(l))
+			err = p.submit(ctx, ps)
 		}
 		if ps.skip.count > 0 {
 			skipped += ps.skip.count
@@ -242,18 +286,39 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 			}
 		}
 		if err != nil {
-			return published, err
+			n, aerr := finish()
+			p.countPending()
+			if aerr != nil {
+				return n, aerr
+			}
+			return n, err
 		}
 		if ps.n == 0 {
+			n, aerr := finish()
+			p.countPending()
+			if aerr != nil {
+				return n, aerr
+			}
 			if skipped > 0 {
-				return published, fmt.Errorf("%w: %d subjects left marked: %w", ErrUnreadableSubjects, skipped, firstSkip)
+				return n, fmt.Errorf("%w: %d subjects left marked: %w", ErrUnreadableSubjects, skipped, firstSkip)
 			}
 			p.emptyKnown, p.emptyAt = true, version
-			return published, nil
+			return n, nil
 		}
-		published += ps.n - ps.skip.count
+		acks <- ps
 	}
-	return published, ctx.Err()
+	n, aerr := finish()
+	if aerr != nil {
+		return n, aerr
+	}
+	return n, ctx.Err()
+}
+
+// countPending sets the pending gauge from the outbox's count.
+func (p *Publisher) countPending() {
+	if l, err := p.cfg.Outbox.OutboxLen(); err == nil {
+		p.pending.Set(float64(l))
+	}
 }
 
 // pass is one batch of the outbox, read and ready to commit: the subjects
@@ -265,6 +330,8 @@ type pass struct {
 	n           int
 	skip        skips
 	readable    []storage.OutboxItem
+	records     [][]credit.Record // the readable subjects' summary fields, until pseudonymize
+	cat         *credit.Catalog
 	updates     []consensus.IndexUpdate
 	err         error
 }
@@ -276,9 +343,9 @@ type skips struct {
 	err   error
 }
 
-// prepare reads one batch of the subjects marked after the sequence
-// number after, computes their summaries and pseudonyms.
-func (p *Publisher) prepare(ctx context.Context, after uint64) pass {
+// read reads one batch of the subjects marked after the sequence number
+// after and their records' summary fields.
+func (p *Publisher) read(after uint64) pass {
 	ps := pass{after: after, last: after}
 	start := time.Now()
 	items, err := p.cfg.Outbox.PendingSubjectsAfter(after, p.cfg.Batch)
@@ -315,10 +382,15 @@ func (p *Publisher) prepare(ctx context.Context, after uint64) pass {
 		records = append(records, recs[i])
 	}
 	p.observe("read", start)
-	if len(ps.readable) == 0 {
-		return ps
-	}
-	start = time.Now()
+	ps.records = records
+	ps.cat = cat
+	return ps
+}
+
+// pseudonymize computes the summaries and pseudonyms of a pass's readable
+// subjects: its updates, or its error.
+func (p *Publisher) pseudonymize(ctx context.Context, ps *pass) {
+	start := time.Now()
 	subjects := make([]string, len(ps.readable))
 	for i, it := range ps.readable {
 		subjects[i] = it.Subject
@@ -328,14 +400,14 @@ func (p *Publisher) prepare(ctx context.Context, after uint64) pass {
 	pseudonyms, old, err := p.pseudonyms(actx, subjects)
 	if err != nil {
 		ps.n, ps.err = 0, fmt.Errorf("publish: pseudonyms of %d subjects: %w", len(subjects), err)
-		return ps
+		return
 	}
 	p.observe("pseudonyms", start)
 	today := credit.TodayAt(p.cfg.Now())
 	ps.updates = make([]consensus.IndexUpdate, len(ps.readable), len(ps.readable)+len(old))
 	for i, it := range ps.readable {
 		ps.updates[i] = consensus.IndexUpdate{Pseudonym: pseudonyms[i], District: p.cfg.District,
-			Summary: credit.Summarize(records[i], cat, today), Seq: it.Seq}
+			Summary: credit.Summarize(ps.records[i], ps.cat, today), Seq: it.Seq}
 		// The entry under the older key version goes in the same group:
 		// the index holds the subject under one pseudonym or the other,
 		// never neither (keyring.Entries reads both).
@@ -344,12 +416,12 @@ func (p *Publisher) prepare(ctx context.Context, after uint64) pass {
 				Summary: credit.IndexSummary{Withdrawn: true}, Seq: it.Seq})
 		}
 	}
-	return ps
+	ps.records = nil
 }
 
-// commit hands a pass's updates to the leader and, once applied, removes
-// their outbox markers.
-func (p *Publisher) commit(ctx context.Context, ps pass) error {
+// submit hands a pass's updates to the leader and waits until they are
+// applied.
+func (p *Publisher) submit(ctx context.Context, ps pass) error {
 	actx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
 	defer cancel()
 	start := time.Now()
@@ -357,7 +429,12 @@ func (p *Publisher) commit(ctx context.Context, ps pass) error {
 		return fmt.Errorf("publish: %d index updates: %w", len(ps.updates), err)
 	}
 	p.observe("index", start)
-	start = time.Now()
+	return nil
+}
+
+// ack removes the outbox markers of a pass whose updates were applied.
+func (p *Publisher) ack(ps pass) error {
+	start := time.Now()
 	err := p.cfg.Outbox.AckOutbox(ps.readable)
 	p.observe("ack", start)
 	return err

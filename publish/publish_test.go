@@ -294,3 +294,92 @@ func TestStagesAreTimed(t *testing.T) {
 		t.Fatalf("%d stage series, want 4", n)
 	}
 }
+
+// failingAcks fails every acknowledgement from the n-th on.
+type failingAcks struct {
+	*storage.DB
+	mu    sync.Mutex
+	calls int
+	from  int
+}
+
+var errAck = errors.New("ack failed")
+
+func (f *failingAcks) AckOutbox(items []storage.OutboxItem) error {
+	f.mu.Lock()
+	f.calls++
+	fail := f.calls >= f.from
+	f.mu.Unlock()
+	if fail {
+		return errAck
+	}
+	return f.DB.AckOutbox(items)
+}
+
+// submitSubjects writes one record each of n more subjects.
+func submitSubjects(t *testing.T, db *storage.DB, first, n int) {
+	t.Helper()
+	today := credit.TodayAt(time.Now())
+	var recs []credit.Record
+	for i := first; i < first+n; i++ {
+		rec, err := credit.DefaultCatalog().Accept(credit.Record{ID: fmt.Sprintf("M-%d", i), Subject: credit.SyntheticPerson(100+i, credit.NewDate(1980, 1, 1)),
+			CatalogItem: "FOOD-DRUG-PENALTY", DecisionNumber: fmt.Sprintf("X〔2026〕%d", 100+i), OccurredOn: today - 9, DecidedOn: today - 2,
+			Summary: "s", Department: "market-supervision", District: "zhejiang/quzhou/kecheng"}, time.Now(), credit.ParseOptions{TestMode: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, rec)
+	}
+	if _, err := db.SubmitRecords(recs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPipelinedDrain: a backlog of many passes is published whole, each
+// subject once, in the order the outbox holds them, and the outbox is
+// empty after; an acknowledgement that fails stops the drain with its
+// error, the subjects of that pass and after it stay marked, and the
+// next drain publishes them.
+func TestPipelinedDrain(t *testing.T) {
+	db := district(t)
+	submitSubjects(t, db, 0, 40)
+	want, err := db.PendingSubjects(0)
+	if err != nil || len(want) != 41 {
+		t.Fatalf("%d pending, %v", len(want), err)
+	}
+	x := &index{cat: credit.DefaultCatalog()}
+	p := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: db, Index: x, Resolve: resolve, Batch: 3})
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(x.applied) != len(want) {
+		t.Fatalf("%d updates for %d subjects", len(x.applied), len(want))
+	}
+	for i, u := range x.applied {
+		if u.Seq != want[i].Seq {
+			t.Fatalf("update %d has seq %d, the outbox's %d-th subject %d", i, u.Seq, i, want[i].Seq)
+		}
+	}
+	if n, _ := db.OutboxLen(); n != 0 {
+		t.Fatalf("%d left marked", n)
+	}
+
+	submitSubjects(t, db, 40, 30)
+	f := &failingAcks{DB: db, from: 3}
+	x2 := &index{cat: credit.DefaultCatalog()}
+	p2 := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: f, Index: x2, Resolve: resolve, Batch: 3})
+	if err := p2.Drain(context.Background()); !errors.Is(err, errAck) {
+		t.Fatalf("a failed acknowledgement: drain answered %v", err)
+	}
+	left, _ := db.OutboxLen()
+	if left != 30-2*3 {
+		t.Fatalf("%d left marked after 2 acknowledged passes of 3, want %d", left, 30-2*3)
+	}
+	f.from = 1 << 30
+	if err := p2.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := db.OutboxLen(); n != 0 {
+		t.Fatalf("%d left marked after the next drain", n)
+	}
+}
