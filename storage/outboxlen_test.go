@@ -1,7 +1,10 @@
 package storage
 
 import (
+	"fmt"
 	"testing"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"credfed/credit"
 )
@@ -72,4 +75,117 @@ func TestOutboxLenFollowsTheMarkers(t *testing.T) {
 	db.Close()
 	db = openTest(t, Options{Dir: dir})
 	check("after a reopen")
+}
+
+// TestAckOutboxWalk: acknowledgements in any order, with gaps (a subject
+// left marked between two acknowledged ones), an item twice, an item
+// naming another subject's sequence number and one already acknowledged
+// remove exactly the markers they match.
+func TestAckOutboxWalk(t *testing.T) {
+	db := openTest(t, Options{})
+	for i := 1; i <= 6; i++ {
+		mustSubmit(t, db, testRecord(fmt.Sprintf("W%d", i), i))
+	}
+	items := mustPending(t, db)
+	if len(items) != 6 {
+		t.Fatalf("%d pending", len(items))
+	}
+	wrong := OutboxItem{Subject: items[4].Subject, Seq: items[3].Seq} // subject 5 under subject 4's number
+	ack := []OutboxItem{items[5], items[2], items[0], items[2], wrong}
+	if err := db.AckOutbox(ack); err != nil {
+		t.Fatal(err)
+	}
+	left := mustPending(t, db)
+	var got []string
+	for _, it := range left {
+		got = append(got, it.Subject)
+	}
+	want := []string{items[1].Subject, items[3].Subject, items[4].Subject}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("left marked %v, want %v", got, want)
+	}
+	if n, _ := db.OutboxLen(); n != 3 || len(rawKeys(t, db, "o/")) != 3 {
+		t.Fatalf("OutboxLen %d, o/ keys %d", n, len(rawKeys(t, db, "o/")))
+	}
+	if err := db.AckOutbox(ack); err != nil { // again: nothing left to match
+		t.Fatal(err)
+	}
+	if n, _ := db.OutboxLen(); n != 3 {
+		t.Fatalf("after acknowledging again: %d", n)
+	}
+}
+
+// TestAckOutboxUnderSubmissions: acknowledgements racing re-marking
+// updates leave o/ and O/ naming the same markers, the count equal to
+// them, and every subject whose last update came after the last read of
+// the outbox still marked.
+func TestAckOutboxUnderSubmissions(t *testing.T) {
+	db := openTest(t, Options{})
+	const subjects = 8
+	for i := 1; i <= subjects; i++ {
+		mustSubmit(t, db, testRecord(fmt.Sprintf("R%d", i), i))
+	}
+	stop := make(chan struct{})
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		for n := 0; n < 2000; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			items, err := db.PendingSubjects(3)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := db.AckOutbox(items); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	version := make([]int, subjects+1)
+	for i := range version {
+		version[i] = 1
+	}
+	for n := 0; n < 300; n++ {
+		i := 1 + n%subjects
+		r := testRecord(fmt.Sprintf("R%d", i), i)
+		version[i]++
+		r.Version, r.Summary = version[i], fmt.Sprintf("v%d", version[i])
+		if err := db.UpdateRecord(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	<-acked
+	// The acknowledger has stopped: one more update of each subject, and
+	// each must be marked whatever the acknowledger did before.
+	for i := 1; i <= subjects; i++ {
+		r := testRecord(fmt.Sprintf("R%d", i), i)
+		version[i]++
+		r.Version, r.Summary = version[i], "last"
+		if err := db.UpdateRecord(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o, seqs := rawKeys(t, db, "o/"), rawKeys(t, db, "O/")
+	if n, _ := db.OutboxLen(); len(o) != subjects || len(seqs) != subjects || n != subjects {
+		t.Fatalf("o/ %d keys, O/ %d keys, OutboxLen %d; want %d each", len(o), len(seqs), n, subjects)
+	}
+	for _, it := range mustPending(t, db) {
+		if seq, ok, err := getSeqOf(db, it.Subject); err != nil || !ok || seq != it.Seq {
+			t.Fatalf("O/%d names %s, whose o/ marker holds %d (%v %v)", it.Seq, it.Subject, seq, ok, err)
+		}
+	}
+}
+
+func getSeqOf(db *DB, subject string) (seq uint64, ok bool, err error) {
+	err = db.raw.View(func(txn *badger.Txn) error {
+		seq, ok, err = getBE64(txn, outboxKey(subject))
+		return err
+	})
+	return seq, ok, err
 }
