@@ -129,9 +129,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 					}
 					for _, kv := range [][2][]byte{
 						{recordKey(r.Department, r.ID), enc},
-						{versionKey(r.Department, r.ID, 1), enc},
-						{subjectKey(r.Subject, r.Department, r.ID), nil},
-						{idKey(r.ID, r.Department), nil},
+						{subjectKey(r.Subject, r.Department, r.ID), encodeFacts(&r)},
 						{outboxKey(r.Subject), be64(uint64(n))},
 					} {
 						if err := txn.Set(kv[0], kv[1]); err != nil {

@@ -165,6 +165,10 @@ func (db *DB) load() error {
 		if err := db.rewriteFacts(); err != nil {
 			return fmt.Errorf("upgrade from layout 2: %w", err)
 		}
+		// Layout 2's by-id index, which nothing read.
+		if err := db.raw.DropPrefix([]byte{famByID, '/'}); err != nil {
+			return fmt.Errorf("upgrade from layout 2: %w", engine(err))
+		}
 	}
 	return db.raw.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get(metaLayoutKey)

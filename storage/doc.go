@@ -15,7 +15,6 @@
 //	r/<department>\x00<id>                     → latest version, CBOR credit.Record
 //	v/<department>\x00<id>\x00<version:be32>   → a superseded version, CBOR credit.Record (layout 2 also kept the latest here)
 //	s/<subject>\x00<department>\x00<id>        → the latest version's summary fields (codec.go: encodeFacts), or empty: subject index (latest subject only)
-//	i/<id>\x00<department>                     → empty: by-id index (FindRecord)
 //	o/<subject>                                → seq:be64: outbox marker, subject needs an index update
 //	O/<seq:be64>                               → subject: the same markers in sequence order (drain order)
 //	a/<seq:be64>                               → CBOR AuditEntry (with Seq, Prev, Hash)

@@ -17,7 +17,7 @@ const (
 	famRecord    = 'r' // r/<department>\x00<id> → latest version (CBOR credit.Record)
 	famVersion   = 'v' // v/<department>\x00<id>\x00<version:be32> → that version
 	famSubject   = 's' // s/<subject>\x00<department>\x00<id> → summary fields (encodeFacts) or empty
-	famByID      = 'i' // i/<id>\x00<department> → empty
+	famByID      = 'i' // layout 2 only: i/<id>\x00<department> → empty, a by-id index nothing read (dropped by the upgrade to 3)
 	famOutbox    = 'o' // o/<subject> → seq:be64
 	famOutboxSeq = 'O' // O/<seq:be64> → subject (the outbox in sequence order)
 	famAudit     = 'a' // a/<seq:be64> → CBOR AuditEntry
@@ -40,7 +40,7 @@ const (
 // layoutVersion is the version of the key layout, stored under m/layout.
 // 2 added the O/ family; 3 keeps each record's summary fields in its
 // subject index entry (encodeFacts) and a record's latest version under
-// r/ alone (v/ holds the superseded ones). A layout-2 build refuses a
+// r/ alone (v/ holds the superseded ones), and writes no i/ family. A layout-2 build refuses a
 // layout-3 directory: it would rewrite records without their entries'
 // facts, and this build would then believe the stale ones; and it would
 // find no v/ entry of a record's latest version.
@@ -114,16 +114,6 @@ func splitDeptID(rest []byte) (dept, id string, ok bool) {
 		return "", "", false
 	}
 	return string(rest[:i]), string(rest[i+1:]), true
-}
-
-func idPrefix(id string) []byte {
-	b := prefix(famByID, len(id)+1)
-	b = append(b, id...)
-	return append(b, 0)
-}
-
-func idKey(id, dept string) []byte {
-	return append(idPrefix(id), dept...)
 }
 
 func outboxKey(subject string) []byte {

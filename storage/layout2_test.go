@@ -62,3 +62,24 @@ func TestUpgradeFromLayout2RewritesTheFacts(t *testing.T) {
 		t.Fatalf("the entry of a missing record: %x, want empty", v)
 	}
 }
+
+// TestUpgradeFromLayout2DropsTheByIDIndex: layout 2's i/ family, which
+// nothing read, is gone after the upgrade, and layout 3 writes none.
+func TestUpgradeFromLayout2DropsTheByIDIndex(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, Options{Dir: dir})
+	mustSubmit(t, db, testRecord("I1", 1))
+	if got := rawKeys(t, db, "i/"); len(got) != 0 {
+		t.Fatalf("layout 3 wrote %q", got)
+	}
+	setRaw(t, db, []byte("i/I1\x00"+testDept), []byte{})
+	setRaw(t, db, metaLayoutKey, []byte("2"))
+	db.Close()
+	db = openTest(t, Options{Dir: dir})
+	if got := rawKeys(t, db, "i/"); len(got) != 0 {
+		t.Fatalf("after the upgrade: %q", got)
+	}
+	if r, err := db.Record(testDept, "I1"); err != nil || r.ID != "I1" {
+		t.Fatalf("the record after the upgrade: %+v, %v", r, err)
+	}
+}

@@ -120,10 +120,11 @@ type op struct {
 
 // recordKeys are the keys a submitted record is written under, built by
 // SubmitRecords in the caller's goroutine (callers run in parallel; the
-// committer is one): the latest version, version 1, the subject index
-// entry, the by-id entry and the subject's outbox marker.
+// committer is one): the latest version, version 1 (read to tell a
+// duplicate of a record updated since), the subject index entry and the
+// subject's outbox marker.
 type recordKeys struct {
-	record, version, subject, id, outbox []byte
+	record, version, subject, outbox []byte
 }
 
 // keysOf builds r's recordKeys.
@@ -132,7 +133,6 @@ func keysOf(r *credit.Record) recordKeys {
 		record:  recordKey(r.Department, r.ID),
 		version: versionKey(r.Department, r.ID, 1),
 		subject: subjectKey(r.Subject, r.Department, r.ID),
-		id:      idKey(r.ID, r.Department),
 		outbox:  outboxKey(r.Subject),
 	}
 }
@@ -143,8 +143,8 @@ func keysOf(r *credit.Record) recordKeys {
 //
 // For each accepted record it writes, in one transaction, the latest-version
 // key (the record's only copy until a second version supersedes it), the
-// subject index entry, the by-id entry, its due markers and the outbox
-// marker of the subject. Every transaction is synced to disk before
+// subject index entry, its due markers and the outbox marker of the
+// subject. Every transaction is synced to disk before
 // SubmitRecords returns. Concurrent callers are coalesced into shared
 // transactions (one sync for all), and a large batch is split into several
 // transactions to stay under Badger's size limit: on error, some of the
@@ -222,7 +222,7 @@ func (db *DB) UpdateRecord(next credit.Record) error {
 }
 
 // DeleteRecord removes the record (department, id) for good — every version,
-// its subject and by-id index entries — and marks the subjects in the
+// its subject index entries — and marks the subjects in the
 // outbox, in one synced transaction. It is what retention does when a
 // record's retention period ends. ErrNotFound if there is no such record.
 func (db *DB) DeleteRecord(department, id string) error {
@@ -466,8 +466,7 @@ func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _
 		// version supersedes it (kindUpdate).
 		ops = append(ops,
 			op{key: k.record, val: enc},
-			op{key: k.subject, val: r.facts[u.i]},
-			op{key: k.id, val: []byte{}})
+			op{key: k.subject, val: r.facts[u.i]})
 		ops = db.appendDue(ops, rec)
 		return ops, append(marks, k.outbox), 1, unitResult{outcome: Accepted}, nil
 
@@ -537,8 +536,7 @@ func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _
 			marks = append(marks, outboxKey(s))
 		}
 		ops = append(ops,
-			op{key: recordKey(r.dept, r.id), del: true},
-			op{key: idKey(r.id, r.dept), del: true})
+			op{key: recordKey(r.dept, r.id), del: true})
 		return ops, marks, -1, unitResult{}, nil
 	}
 }
@@ -792,37 +790,6 @@ func recordOfSubjectKey(txn *badger.Txn, rest []byte) (credit.Record, error) {
 		return credit.Record{}, fmt.Errorf("%w: subject index names a missing record", ErrCorrupt)
 	}
 	return r, nil
-}
-
-// FindRecord returns the latest version of every record with this id, one
-// per department of the district that used it, or ErrNotFound.
-func (db *DB) FindRecord(id string) ([]credit.Record, error) {
-	if err := checkPart("record id", id); err != nil {
-		return nil, fmt.Errorf("storage: find record: %w", err)
-	}
-	var out []credit.Record
-	p := idPrefix(id)
-	err := db.view(func(txn *badger.Txn) error {
-		return scanPrefix(txn, p, false, func(key, _ []byte) error {
-			dept := string(key[len(p):])
-			r, found, err := getRecord(txn, recordKey(dept, id))
-			if err != nil {
-				return err
-			}
-			if !found {
-				return fmt.Errorf("%w: id index names a missing record", ErrCorrupt)
-			}
-			out = append(out, r)
-			return nil
-		})
-	})
-	if err == nil && len(out) == 0 {
-		err = ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("storage: find record: %w", err)
-	}
-	return out, nil
 }
 
 // CountRecords returns the number of records stored (latest versions). It

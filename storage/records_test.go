@@ -65,13 +65,6 @@ func TestSubmitAndRead(t *testing.T) {
 	if errs[2] == nil || len(recs[3]) != 2 {
 		t.Fatalf("the empty subject must be an error and subject 1 hold 2 records: %v %v", errs[2], ids(recs[3]))
 	}
-	found, err := db.FindRecord("A3")
-	if err != nil || len(found) != 1 || found[0].Department != "tax" {
-		t.Fatalf("FindRecord = %v, %v", found, err)
-	}
-	if _, err := db.FindRecord("A"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("FindRecord(prefix) err = %v, want ErrNotFound", err)
-	}
 	vs, err := db.Versions(testDept, "A2")
 	if err != nil || len(vs) != 1 || vs[0].Version != 1 {
 		t.Fatalf("Versions = %v, %v", vs, err)
@@ -248,9 +241,6 @@ func TestDeleteRecord(t *testing.T) {
 	}
 	if _, err := db.Versions(testDept, "X1"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Versions after delete: %v", err)
-	}
-	if _, err := db.FindRecord("X1"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("FindRecord after delete: %v", err)
 	}
 	for _, fam := range []string{"r/", "v/", "s/", "i/"} {
 		for _, k := range rawKeys(t, db, fam) {
