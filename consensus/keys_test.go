@@ -420,6 +420,22 @@ func restoredWith(t *testing.T, a *testFSM, keys *IndexKeys) *testFSM {
 	return b
 }
 
+// switchedToV2 is a federation's FSM that installed version 2, every
+// coordinator holding it, and switched to it.
+func switchedToV2(t *testing.T) *testFSM {
+	t.Helper()
+	a := newTestFSM(t)
+	initKeyFederation(t, a)
+	installV2(t, a)
+	for _, n := range []certs.Identity{province, city} {
+		a.apply(t, CmdKeyProgress, n, certs.Identity{}, KeyProgress{Version: 2, Stage: KeyHeld})
+	}
+	if err := errOf(a.apply(t, CmdKeySwitch, province, provOp, KeySwitch{Version: 2})); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 func installV2(t *testing.T, fs ...*testFSM) {
 	t.Helper()
 	mustAll(t, applyAll(t, CmdKeyInstall, province, provOp, sealV2(t, fs[0].state.Keys()), fs...))
@@ -473,15 +489,7 @@ func TestFSM_SnapshotRestore_KeyProgress(t *testing.T) {
 // only cannot open it (which is why the switch waits for every
 // coordinator).
 func TestFSM_SnapshotRestore_KeySwitch(t *testing.T) {
-	a := newTestFSM(t)
-	initKeyFederation(t, a)
-	installV2(t, a)
-	for _, n := range []certs.Identity{province, city} {
-		a.apply(t, CmdKeyProgress, n, certs.Identity{}, KeyProgress{Version: 2, Stage: KeyHeld})
-	}
-	if err := errOf(a.apply(t, CmdKeySwitch, province, provOp, KeySwitch{Version: 2})); err != nil {
-		t.Fatal(err)
-	}
+	a := switchedToV2(t)
 	a.apply(t, CmdKeyProgress, kecheng, certs.Identity{}, KeyProgress{Version: 2, Stage: KeyRepublished})
 	both, err := NewPseudonymKeyRing(map[uint32]credit.PseudonymKey{1: testPseudonymKey, 2: testKey2})
 	if err != nil {

@@ -17,15 +17,7 @@ import (
 // version 2 alone, and a lookup missed the district (review). The keyring
 // is widened to the restored state before the install (FSM.widenKeys).
 func TestRestoreKeyringCoversTheRestoredState(t *testing.T) {
-	a := newTestFSM(t)
-	initKeyFederation(t, a)
-	installV2(t, a)
-	for _, n := range []certs.Identity{province, city} {
-		a.apply(t, CmdKeyProgress, n, certs.Identity{}, KeyProgress{Version: 2, Stage: KeyHeld})
-	}
-	if err := errOf(a.apply(t, CmdKeySwitch, province, provOp, KeySwitch{Version: 2})); err != nil {
-		t.Fatal(err)
-	}
+	a := switchedToV2(t)
 	id := credit.SyntheticPerson(7, credit.NewDate(1980, 1, 2))
 	p1, p2 := credit.PseudonymKey(testPseudonymKey).Pseudonym(id), testKey2.Pseudonym(id)
 	withdraw := IndexUpdate{Pseudonym: p1, District: kecheng.Region, Summary: credit.IndexSummary{Withdrawn: true}, Seq: 7}
