@@ -89,11 +89,12 @@ type Config struct {
 	// time.Now.
 	Now func() time.Time
 	// Batch is how many subjects one pass publishes (default DefaultBatch,
-	// at most consensus.MaxForwardUpdates).
+	// at most half of consensus.MaxForwardUpdates).
 	Batch int
-	// AttemptTimeout bounds one forward to the leader (and the pseudonyms
-	// it needs), not the whole drain: a dead leader costs one attempt,
-	// after which the next goes to the new leader (default 5 s).
+	// AttemptTimeout bounds one forward to the leader, and separately the
+	// pseudonyms a pass needs, not the whole drain: a dead leader costs
+	// one attempt, after which the next goes to the new leader (default
+	// 5 s).
 	AttemptTimeout time.Duration
 	Registerer     prometheus.Registerer
 }
@@ -143,7 +144,7 @@ func New(cfg Config) *Publisher {
 			Name: "credfed_outbox_unreadable_total", Help: "Times the publisher left an outbox subject marked because its records could not be read (a damaged store).",
 		}),
 		stage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "credfed_publish_stage_seconds", Help: "Duration of each stage of a publishing pass: read (outbox and summary fields), pseudonyms, index (Raft commit), ack.",
+			Name: "credfed_publish_stage_seconds", Help: "Duration of each stage of a publishing pass that completed it: read (outbox and summary fields), pseudonyms, index (Raft commit), ack.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"stage"}),
 	}
@@ -198,13 +199,14 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 	}
 	p.emptyKnown = false
 	// Four stages, each on a goroutine of its own with at most one pass
-	// waiting between two: reading (the outbox and the summary fields),
+	// waiting between two (so at most seven passes in flight): reading
+	// (the outbox and the summary fields, this node's CPU),
 	// pseudonymizing (a round trip to a coordinator), the Raft commit and
-	// the acknowledgement (a synced write). Each waits mostly on the
-	// network or a sync, so a pass in each stage at once publishes a
-	// backlog about as fast as its slowest stage, not as the sum of them
+	// the acknowledgement (a synced write). A backlog is published about
+	// as fast as the slowest stage, not as the sum of them
 	// (docs/BENCHMARKS.md). Passes reach the index and are acknowledged in
-	// the order they were read.
+	// the order they were read. A pass that fails a stage ends the drain;
+	// the passes read after it are read again by the next.
 	ctx, cancel := context.WithCancel(ctx)
 	reads := make(chan pass, 1)
 	passes := make(chan pass, 1)
@@ -388,7 +390,8 @@ func (p *Publisher) read(after uint64) pass {
 }
 
 // pseudonymize computes the summaries and pseudonyms of a pass's readable
-// subjects: its updates, or its error.
+// subjects: its updates, or its error (and n = 0: nothing of the pass is
+// published or acknowledged).
 func (p *Publisher) pseudonymize(ctx context.Context, ps *pass) {
 	start := time.Now()
 	subjects := make([]string, len(ps.readable))

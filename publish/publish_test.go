@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -381,5 +382,43 @@ func TestPipelinedDrain(t *testing.T) {
 	}
 	if n, _ := db.OutboxLen(); n != 0 {
 		t.Fatalf("%d left marked after the next drain", n)
+	}
+}
+
+// TestCancelMidDrain: the caller cancels while the pseudonyms of a later
+// pass hang; the drain returns the cancellation, the passes already
+// committed are acknowledged, no stage goroutine is left, and the next
+// drain publishes the rest (review).
+func TestCancelMidDrain(t *testing.T) {
+	db := district(t)
+	submitSubjects(t, db, 0, 20)
+	base := runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	hang := func(ctx context.Context, subjects []string) ([]credit.Pseudonym, error) {
+		calls++
+		if calls >= 3 {
+			cancel()
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return resolve(ctx, subjects)
+	}
+	x := &index{cat: credit.DefaultCatalog()}
+	p := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: db, Index: x, Resolve: hang, Batch: 3})
+	n, err := p.drain(ctx)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("drain: %d, %v", n, err)
+	}
+	if left, _ := db.OutboxLen(); n != 6 || left != 21-6 || len(x.applied) != 6 {
+		t.Fatalf("published %d, applied %d, left %d", n, len(x.applied), left)
+	}
+	wait.Until(t, 5*time.Second, "the drain's goroutines to end", func() bool { return runtime.NumGoroutine() <= base })
+	p.cfg.Resolve = resolve
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := db.OutboxLen(); left != 0 {
+		t.Fatalf("%d left", left)
 	}
 }

@@ -165,10 +165,12 @@ func (db *DB) load() error {
 		if err := db.rewriteFacts(); err != nil {
 			return fmt.Errorf("upgrade from layout 2: %w", err)
 		}
-		// Layout 2's by-id index, which nothing read.
-		if err := db.raw.DropPrefix([]byte{famByID, '/'}); err != nil {
-			return fmt.Errorf("upgrade from layout 2: %w", engine(err))
-		}
+	}
+	// The by-id index of layouts 1 and 2 (and of builds of layout 3 before
+	// it went), which nothing reads and no deletion removes any more: it
+	// would keep a deleted record's id. One seek when there is none.
+	if err := db.dropByID(); err != nil {
+		return fmt.Errorf("drop the by-id index: %w", err)
 	}
 	return db.raw.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get(metaLayoutKey)
@@ -211,6 +213,25 @@ func (db *DB) load() error {
 		db.outboxLen.Store(marked)
 		return err
 	})
+}
+
+// dropByID drops the i/ family if the store holds any of it.
+func (db *DB) dropByID() error {
+	p := []byte{famByID, '/'}
+	found := false
+	if err := db.raw.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+		defer it.Close()
+		it.Seek(p)
+		found = it.ValidForPrefix(p)
+		return nil
+	}); err != nil {
+		return engine(err)
+	}
+	if !found {
+		return nil
+	}
+	return engine(db.raw.DropPrefix(p))
 }
 
 // factsBatch is the subject index entries one transaction of rewriteFacts

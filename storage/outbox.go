@@ -87,7 +87,7 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 	}
 	defer db.leave()
 	sorted := slices.Clone(items)
-	slices.SortFunc(sorted, func(a, b OutboxItem) int { return cmp.Compare(a.Seq, b.Seq) })
+	slices.SortStableFunc(sorted, func(a, b OutboxItem) int { return cmp.Compare(a.Seq, b.Seq) })
 	// The walk sees the store as it was when it began, not its own
 	// deletions: an item given twice is removed (and counted) once.
 	sorted = slices.CompactFunc(sorted, func(a, b OutboxItem) bool { return a.Seq == b.Seq })
