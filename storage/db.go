@@ -161,6 +161,11 @@ func (db *DB) load() error {
 	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 		return engine(err)
 	}
+	switch string(layout) {
+	case "", "1", "2", layoutVersion:
+	default:
+		return ErrLayoutVersion // before any change: a later layout may use these families otherwise
+	}
 	if string(layout) == "2" {
 		if err := db.rewriteFacts(); err != nil {
 			return fmt.Errorf("upgrade from layout 2: %w", err)

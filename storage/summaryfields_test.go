@@ -149,9 +149,21 @@ func TestOpenLayouts(t *testing.T) {
 		t.Fatalf("layout after opening a layout-2 directory: %q", v)
 	}
 	setRaw(t, db, metaLayoutKey, []byte("4"))
+	setRaw(t, db, []byte("i/of a later layout"), []byte("kept"))
 	db.Close()
 	if _, err := Open(Options{Dir: dir, GCInterval: -1}); !errors.Is(err, ErrLayoutVersion) {
 		t.Fatalf("a layout-4 directory: %v, want ErrLayoutVersion", err)
+	}
+	raw, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if err := raw.View(func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte("i/of a later layout"))
+		return err
+	}); err != nil {
+		t.Fatalf("the refused directory was changed: %v", err)
 	}
 }
 
