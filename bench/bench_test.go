@@ -178,6 +178,12 @@ credfed_lookups_total{decision="refused",x="a}b"} 2.5
 	if v, err := sumMetric(strings.NewReader(page), "credfed_lookups_total"); err != nil || v != 12.5 {
 		t.Errorf("labelled counter = %v, %v; want 12.5", v, err)
 	}
+	if v, err := sumMetricWith(strings.NewReader(page), "credfed_lookups_total", `decision="refused"`); err != nil || v != 2.5 {
+		t.Errorf("the refused lookups = %v, %v; want 2.5", v, err)
+	}
+	if _, err := sumMetricWith(strings.NewReader(page), "credfed_lookups_total", `decision="refuse"`); err == nil {
+		t.Error("a label value's prefix matched")
+	}
 	if _, err := sumMetric(strings.NewReader(page), "credfed_missing"); err == nil {
 		t.Error("a missing metric is no error")
 	}

@@ -271,24 +271,12 @@ var publishStages = []string{"read", "pseudonyms", "index", "ack"}
 // from a metrics page; a stage the page does not have is zero.
 func stageTimes(page string) map[string][2]float64 {
 	out := map[string][2]float64{}
-	for _, line := range strings.Split(page, "\n") {
+	for _, stage := range publishStages {
+		var t [2]float64
 		for i, suffix := range []string{"_sum", "_count"} {
-			rest, ok := strings.CutPrefix(line, "credfed_publish_stage_seconds"+suffix+`{stage="`)
-			if !ok {
-				continue
-			}
-			stage, val, ok := strings.Cut(rest, `"} `)
-			if !ok {
-				continue
-			}
-			v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-			if err != nil {
-				continue
-			}
-			t := out[stage]
-			t[i] = v
-			out[stage] = t
+			t[i], _ = sumMetricWith(strings.NewReader(page), "credfed_publish_stage_seconds"+suffix, `stage="`+stage+`"`)
 		}
+		out[stage] = t
 	}
 	return out
 }
@@ -315,6 +303,12 @@ func stageNote(before, after string) string {
 
 // sumMetric sums the samples of metric in a Prometheus text page.
 func sumMetric(r io.Reader, metric string) (float64, error) {
+	return sumMetricWith(r, metric, "")
+}
+
+// sumMetricWith is sumMetric of the samples whose labels hold label (a
+// name="value" pair; "" matches every sample).
+func sumMetricWith(r io.Reader, metric, label string) (float64, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	total, found := 0.0, false
@@ -329,7 +323,12 @@ func sumMetric(r io.Reader, metric string) (float64, error) {
 			if end < 0 {
 				continue
 			}
+			if label != "" && !hasLabel(rest[1:end], label) {
+				continue
+			}
 			rest = rest[end+1:]
+		} else if label != "" {
+			continue
 		}
 		fields := strings.Fields(rest)
 		if len(fields) == 0 {
@@ -348,6 +347,12 @@ func sumMetric(r io.Reader, metric string) (float64, error) {
 		return 0, fmt.Errorf("bench: no metric %s", metric)
 	}
 	return total, nil
+}
+
+// hasLabel reports whether a sample's label set (between its braces)
+// holds the pair name="value".
+func hasLabel(set, pair string) bool {
+	return set == pair || strings.HasPrefix(set, pair+",") || strings.Contains(set, ","+pair+",") || strings.HasSuffix(set, ","+pair)
 }
 
 // profile takes a CPU profile of node name through its pprof endpoint and

@@ -543,27 +543,18 @@ func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _
 
 // getRecord reads and decodes the record under key.
 func getRecord(txn *badger.Txn, key []byte) (credit.Record, bool, error) {
-	item, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return credit.Record{}, false, nil
-	}
-	if err != nil {
-		return credit.Record{}, false, engine(err)
-	}
-	var rec credit.Record
-	err = item.Value(func(v []byte) error {
-		var err error
-		rec, err = decodeRecord(v)
-		return err
-	})
-	if err != nil {
-		return credit.Record{}, false, engine(err)
-	}
-	return rec, true, nil
+	rec, _, found, err := readRecord(txn, key, false)
+	return rec, found, err
 }
 
 // getRecordBytes is getRecord that also returns a copy of the encoding.
 func getRecordBytes(txn *badger.Txn, key []byte) (credit.Record, []byte, bool, error) {
+	return readRecord(txn, key, true)
+}
+
+// readRecord reads and decodes the record under key, and copies its
+// encoding if keep (the hot path, a duplicate check, does not).
+func readRecord(txn *badger.Txn, key []byte, keep bool) (credit.Record, []byte, bool, error) {
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return credit.Record{}, nil, false, nil
@@ -571,11 +562,16 @@ func getRecordBytes(txn *badger.Txn, key []byte) (credit.Record, []byte, bool, e
 	if err != nil {
 		return credit.Record{}, nil, false, engine(err)
 	}
-	b, err := item.ValueCopy(nil)
-	if err != nil {
-		return credit.Record{}, nil, false, engine(err)
-	}
-	rec, err := decodeRecord(b)
+	var rec credit.Record
+	var b []byte
+	err = item.Value(func(v []byte) error {
+		if keep {
+			b = append([]byte(nil), v...)
+		}
+		var err error
+		rec, err = decodeRecord(v)
+		return err
+	})
 	if err != nil {
 		return credit.Record{}, nil, false, engine(err)
 	}
