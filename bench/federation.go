@@ -355,11 +355,11 @@ func hasLabel(set, pair string) bool {
 	return set == pair || strings.HasPrefix(set, pair+",") || strings.Contains(set, ","+pair+",") || strings.HasSuffix(set, ","+pair)
 }
 
-// profile takes a CPU profile of node name through its pprof endpoint and
-// writes it to path.
-func (f *federation) profile(ctx context.Context, name string, seconds int, path string) error {
+// profile takes a CPU profile (kind "profile") or an execution trace
+// ("trace") of node name through its pprof endpoint and writes it to path.
+func (f *federation) profile(ctx context.Context, name, kind string, seconds int, path string) error {
 	n, _ := f.layout.Node(name)
-	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", n.Metrics, seconds), nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", n.Metrics, kind, seconds), nil)
 	if err != nil {
 		return err
 	}

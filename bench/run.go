@@ -576,8 +576,14 @@ func (r *run) lookupStep(ctx context.Context, s Step) error {
 		cpuPids, cpuChildren = []int{r.pg.postmaster()}, true
 	}
 	var profiles sync.WaitGroup
-	if s.Side == Credfed && s.Phase == LookupC64 && s.Round == 1 {
-		r.takeProfiles(ctx, &profiles, "lookup_c64", int(r.cfg.LookupDuration.Seconds())-1, r.province, r.intakeAt.Name)
+	if s.Side == Credfed && s.Round == 1 {
+		if s.Phase == LookupC64 {
+			r.takeProfiles(ctx, &profiles, "lookup_c64", "profile", int(r.cfg.LookupDuration.Seconds())-1, r.province, r.intakeAt.Name)
+		} else {
+			// One client is bound by latency, not CPU: a trace shows the
+			// waits (go tool trace -pprof=sched|syscall|net).
+			r.takeProfiles(ctx, &profiles, "lookup_c1", "trace", min(int(r.cfg.LookupDuration.Seconds())-1, 2), append([]string{r.province}, r.districts()...)...)
+		}
 	}
 	perNode0 := r.nodeCPU(s.Side == Credfed && len(cpuPids) > 0)
 	cpu0 := cpuTime(cpuPids, cpuChildren)
@@ -653,9 +659,20 @@ func (r *run) nodeCPU(on bool) map[certs.Role]time.Duration {
 	return out
 }
 
-// takeProfiles starts CPU profiles of the nodes for seconds into
-// ProfileDir (processes only).
-func (r *run) takeProfiles(ctx context.Context, wg *sync.WaitGroup, what string, seconds int, nodes ...string) {
+// districts are the names of the district nodes.
+func (r *run) districts() []string {
+	var out []string
+	for _, n := range r.fed.layout.Nodes {
+		if n.Role == certs.District {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+// takeProfiles starts CPU profiles (kind "profile") or execution traces
+// ("trace") of the nodes for seconds into ProfileDir (processes only).
+func (r *run) takeProfiles(ctx context.Context, wg *sync.WaitGroup, what, kind string, seconds int, nodes ...string) {
 	if r.cfg.ProfileDir == "" || r.cfg.InProcess {
 		return
 	}
@@ -665,13 +682,17 @@ func (r *run) takeProfiles(ctx context.Context, wg *sync.WaitGroup, what string,
 		return
 	}
 	for _, n := range nodes {
-		path := filepath.Join(r.cfg.ProfileDir, what+"-"+n+".pprof")
+		ext := ".pprof"
+		if kind == "trace" {
+			ext = ".trace"
+		}
+		path := filepath.Join(r.cfg.ProfileDir, what+"-"+n+ext)
 		wg.Go(func() {
-			if err := r.fed.profile(ctx, n, seconds, path); err != nil {
+			if err := r.fed.profile(ctx, n, kind, seconds, path); err != nil {
 				r.logf("profile of %s: %v", n, err)
 				return
 			}
-			r.logf("CPU profile of %s during %s (%d s): %s", n, what, seconds, path)
+			r.logf("%s of %s during %s (%d s): %s", kind, n, what, seconds, path)
 		})
 	}
 }
@@ -725,7 +746,7 @@ func (r *run) intakeStep(ctx context.Context, s Step) error {
 	if s.Round == 1 {
 		// Long enough to see the acknowledgements and, for the most
 		// part, the publishing to the index.
-		r.takeProfiles(ctx, &profiles, "intake", min(max(n/5_000, 2), 30), r.intakeAt.Name, r.province)
+		r.takeProfiles(ctx, &profiles, "intake", "profile", min(max(n/5_000, 2), 30), r.intakeAt.Name, r.province)
 	}
 	start := time.Now()
 	next := make(chan []byte)

@@ -323,16 +323,17 @@ func (p *Publisher) countPending() {
 	}
 }
 
-// pass is one batch of the outbox, read and ready to commit: the subjects
+// pass is one batch of the outbox, read and ready to commit: the entries
 // marked after the sequence number after, how many were read (n), the last
-// sequence number read, those left marked because their records could not
-// be read, and the updates of the others.
+// sequence number read, the subjects left marked because their records
+// could not be read, and the updates of the others.
 type pass struct {
 	after, last uint64
 	n           int
 	skip        skips
-	readable    []storage.OutboxItem
-	records     [][]credit.Record // the readable subjects' summary fields, until pseudonymize
+	readable    []storage.OutboxItem // one a subject: the latest of its entries
+	acks        []storage.OutboxItem // every entry of the readable subjects
+	records     [][]credit.Record    // the readable subjects' summary fields, until pseudonymize
 	cat         *credit.Catalog
 	updates     []consensus.IndexUpdate
 	err         error
@@ -362,9 +363,18 @@ func (p *Publisher) read(after uint64) pass {
 		return ps
 	}
 	var records [][]credit.Record
-	all := make([]string, len(items))
+	// A subject changed by two commits since it was last published has two
+	// entries: it is read and published once, under the later number,
+	// and both entries are acknowledged.
+	last := make(map[string]int, len(items))
 	for i, it := range items {
-		all[i] = it.Subject
+		last[it.Subject] = i
+	}
+	var all []string
+	for i, it := range items {
+		if last[it.Subject] == i {
+			all = append(all, it.Subject)
+		}
 	}
 	recs, errs, err := p.cfg.Outbox.SummaryFieldsBySubjects(all)
 	if err != nil {
@@ -372,16 +382,26 @@ func (p *Publisher) read(after uint64) pass {
 		return ps
 	}
 	ps.n = len(items)
-	for i, it := range items {
+	var failed map[string]bool // few, if any: a damaged store
+	for i, subject := range all {
 		if errs[i] != nil {
+			if failed == nil {
+				failed = map[string]bool{}
+			}
 			ps.skip.count++
 			if ps.skip.err == nil {
 				ps.skip.err = errs[i]
 			}
+			failed[subject] = true
 			continue
 		}
-		ps.readable = append(ps.readable, it)
+		ps.readable = append(ps.readable, items[last[subject]])
 		records = append(records, recs[i])
+	}
+	for _, it := range items {
+		if !failed[it.Subject] {
+			ps.acks = append(ps.acks, it)
+		}
 	}
 	p.observe("read", start)
 	ps.records = records
@@ -438,7 +458,7 @@ func (p *Publisher) submit(ctx context.Context, ps pass) error {
 // ack removes the outbox markers of a pass whose updates were applied.
 func (p *Publisher) ack(ps pass) error {
 	start := time.Now()
-	err := p.cfg.Outbox.AckOutbox(ps.readable)
+	err := p.cfg.Outbox.AckOutbox(ps.acks)
 	p.observe("ack", start)
 	return err
 }

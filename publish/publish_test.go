@@ -422,3 +422,39 @@ func TestCancelMidDrain(t *testing.T) {
 		t.Fatalf("%d left", left)
 	}
 }
+
+// TestSubjectMarkedTwiceIsPublishedOnce: a subject changed by two commits
+// before a drain has two outbox entries; a pass that reads both publishes
+// it once, under the later number, and acknowledges both.
+func TestSubjectMarkedTwiceIsPublishedOnce(t *testing.T) {
+	db := district(t)
+	submitSubjects(t, db, 0, 3)
+	rec, err := db.Record("market-supervision", "M-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Version, rec.Summary = 2, "corrected"
+	if err := db.UpdateRecord(rec); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := db.PendingSubjects(0)
+	if err != nil || len(entries) != 5 || entries[4].Subject != entries[2].Subject {
+		t.Fatalf("entries %+v, %v; want 5, the subject of M-1 twice", entries, err)
+	}
+	x := &index{cat: credit.DefaultCatalog()}
+	p := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: db, Index: x, Resolve: resolve})
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(x.applied) != 4 {
+		t.Fatalf("%d updates for 4 subjects", len(x.applied))
+	}
+	for _, u := range x.applied {
+		if u.Seq == entries[2].Seq {
+			t.Fatalf("the subject changed twice was published under its older number %d", u.Seq)
+		}
+	}
+	if n, _ := db.OutboxLen(); n != 0 {
+		t.Fatalf("%d entries left", n)
+	}
+}

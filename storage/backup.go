@@ -536,12 +536,19 @@ func (db *DB) finishRestore(hdr BackupHeader, t BackupTrailer, now time.Time) (R
 	return m, nil
 }
 
-// markEverySubject marks every subject of the store in the outbox, with
+// markEverySubject marks every subject of the store in the outbox (and
+// nothing else: the outbox entries the backup held are dropped), with
 // sequence numbers from above max(m/oseq, now in nanoseconds): the index
 // entries of the lost changes carry the old numbering's later numbers,
 // which the FSM would otherwise prefer. It returns the subjects marked and
 // the first sequence number.
 func (db *DB) markEverySubject(now time.Time) (int, uint64, error) {
+	// The backup's own outbox entries go: every subject is marked again
+	// below, and theirs would only publish older numbers.
+	if err := db.raw.DropPrefix([]byte{famOutboxPage, '/'}); err != nil {
+		return 0, 0, engine(err)
+	}
+	db.outboxLen.Store(0)
 	var seq uint64
 	err := db.raw.View(func(txn *badger.Txn) error {
 		var err error
@@ -563,21 +570,18 @@ func (db *DB) markEverySubject(now time.Time) (int, uint64, error) {
 		}
 		err := db.raw.Update(func(txn *badger.Txn) error {
 			s := seq
-			added = 0
-			for _, subject := range batch {
+			items := make([]OutboxItem, len(batch))
+			for i, subject := range batch {
 				s++
-				a, err := markOutbox(txn, subject, s)
-				if err != nil {
-					return err
-				}
-				if a {
-					added++
-				}
+				items[i] = OutboxItem{Subject: subject, Seq: s}
+			}
+			if _, err := writePages(txn, items); err != nil {
+				return err
 			}
 			if err := txn.Set(metaOutboxSeq, be64(s)); err != nil {
 				return err
 			}
-			seq = s
+			seq, added = s, int64(len(items))
 			return nil
 		})
 		batch = batch[:0]

@@ -257,7 +257,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	r := openTest(t, Options{Dir: dir, EncryptionKey: key})
 	after := allKVs(t, r)
 	restoreOwn := func(k string) bool {
-		return strings.HasPrefix(k, "o/") || strings.HasPrefix(k, "O/") || k == "m/oseq" || k == "m/restores"
+		return strings.HasPrefix(k, "P/") || k == "m/oseq" || k == "m/restores"
 	}
 	for k, v := range before {
 		if restoreOwn(k) {

@@ -2,12 +2,14 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +49,7 @@ type DB struct {
 	outboxSeq  uint64 // last outbox seq handed out; owned by the committer
 	// outboxVersion counts committed record writes (OutboxVersion).
 	outboxVersion atomic.Uint64
-	// outboxLen is the number of o/ markers (OutboxLen): counted when the
+	// outboxLen is the number of outbox entries (OutboxLen): counted when the
 	// store opens, then moved by each committed write that adds or
 	// removes one (a counter key would make concurrent writers conflict).
 	outboxLen atomic.Int64
@@ -162,7 +164,7 @@ func (db *DB) load() error {
 		return engine(err)
 	}
 	switch string(layout) {
-	case "", "1", "2", layoutVersion:
+	case "", "1", "2", "3", layoutVersion:
 	default:
 		return ErrLayoutVersion // before any change: a later layout may use these families otherwise
 	}
@@ -177,35 +179,21 @@ func (db *DB) load() error {
 	if err := db.dropByID(); err != nil {
 		return fmt.Errorf("drop the by-id index: %w", err)
 	}
-	return db.raw.Update(func(txn *badger.Txn) error {
-		item, err := txn.Get(metaLayoutKey)
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			if err := txn.Set(metaLayoutKey, []byte(layoutVersion)); err != nil {
-				return engine(err)
-			}
-		case err != nil:
-			return engine(err)
-		default:
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return engine(err)
-			}
-			switch string(v) {
-			case layoutVersion:
-			case "1":
-				if err := migrateOutboxOrder(txn); err != nil {
-					return err
-				}
-			case "2":
-				// The entries' summary fields were rewritten (above).
-				if err := txn.Set(metaLayoutKey, []byte(layoutVersion)); err != nil {
-					return engine(err)
-				}
-			default:
-				return ErrLayoutVersion
-			}
-		}
+	// The layout is set before the outbox of layouts 1–3 is converted to
+	// pages, so that an older build refuses the directory from the first
+	// page on; the conversion is done again at every open while any o/
+	// marker is left (a crash part way).
+	err = db.raw.Update(func(txn *badger.Txn) error {
+		return engine(txn.Set(metaLayoutKey, []byte(layoutVersion)))
+	})
+	if err != nil {
+		return err
+	}
+	if err := db.convertOutbox(); err != nil {
+		return fmt.Errorf("upgrade the outbox to pages: %w", err)
+	}
+	return db.raw.View(func(txn *badger.Txn) error {
+		var err error
 		if db.outboxSeq, err = getCounter(txn, metaOutboxSeq); err != nil {
 			return err
 		}
@@ -214,10 +202,63 @@ func (db *DB) load() error {
 			return err
 		}
 		db.records.Store(int64(n))
-		marked, err := countPrefix(txn, []byte{famOutbox, '/'})
+		marked, err := countOutbox(txn)
+		if err != nil {
+			return engine(err)
+		}
 		db.outboxLen.Store(marked)
-		return err
+		return nil
 	})
+}
+
+// convertBatch is the markers one transaction of convertOutbox converts.
+var convertBatch = 1000
+
+// convertOutbox converts the outbox markers of layouts 1–3 (o/<subject> →
+// seq, and O/<seq> → subject from layout 2 on) into pages, keeping their
+// numbers: in sequence order, convertBatch markers a transaction, each
+// deleting the markers it wrote into pages. The pages of a conversion cut
+// short are below every marker left, so converting the rest later keeps
+// the pages apart. One seek when there is nothing to convert.
+func (db *DB) convertOutbox() error {
+	p := []byte{famOutbox, '/'}
+	var ms []OutboxItem
+	err := db.raw.View(func(txn *badger.Txn) error {
+		return scanPrefix(txn, p, true, func(key, val []byte) error {
+			seq, err := parseBE64(val)
+			if err != nil {
+				return fmt.Errorf("%w: an outbox marker: %w", ErrCorrupt, err)
+			}
+			ms = append(ms, OutboxItem{Subject: string(key[len(p):]), Seq: seq})
+			return nil
+		})
+	})
+	if err != nil || len(ms) == 0 {
+		return engine(err)
+	}
+	slices.SortFunc(ms, func(a, b OutboxItem) int { return cmp.Compare(a.Seq, b.Seq) })
+	for len(ms) > 0 {
+		batch := ms[:min(convertBatch, len(ms))]
+		err := db.raw.Update(func(txn *badger.Txn) error {
+			if _, err := writePages(txn, batch); err != nil {
+				return err
+			}
+			for _, m := range batch {
+				if err := txn.Delete(outboxKey(m.Subject)); err != nil {
+					return err
+				}
+				if err := txn.Delete(outboxSeqKey(m.Seq)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return engine(err)
+		}
+		ms = ms[len(batch):]
+	}
+	return nil
 }
 
 // dropByID drops the i/ family if the store holds any of it.
@@ -400,33 +441,4 @@ func (db *DB) gcLoop(every time.Duration) {
 			}
 		}
 	}
-}
-
-// migrateOutboxOrder upgrades layout 1 to the current one: it adds the O/
-// family (the outbox in sequence order) for the markers already in o/
-// (layout 2), and the subject index entries stay empty (as layout 2 left
-// them).
-func migrateOutboxOrder(txn *badger.Txn) error {
-	p := []byte{famOutbox, '/'}
-	type marker struct {
-		subject string
-		seq     uint64
-	}
-	var ms []marker
-	if err := scanPrefix(txn, p, true, func(key, val []byte) error {
-		seq, err := parseBE64(val)
-		if err != nil {
-			return err
-		}
-		ms = append(ms, marker{string(key[len(p):]), seq})
-		return nil
-	}); err != nil {
-		return err
-	}
-	for _, m := range ms {
-		if err := txn.Set(outboxSeqKey(m.seq), []byte(m.subject)); err != nil {
-			return engine(err)
-		}
-	}
-	return engine(txn.Set(metaLayoutKey, []byte(layoutVersion)))
 }

@@ -15,8 +15,7 @@
 //	r/<department>\x00<id>                     → latest version, CBOR credit.Record
 //	v/<department>\x00<id>\x00<version:be32>   → a superseded version, CBOR credit.Record (layout 2 also kept the latest here)
 //	s/<subject>\x00<department>\x00<id>        → the latest version's summary fields (codec.go: encodeFacts), or empty: subject index (latest subject only)
-//	o/<subject>                                → seq:be64: outbox marker, subject needs an index update
-//	O/<seq:be64>                               → subject: the same markers in sequence order (drain order)
+//	P/<last seq:be64>                          → an outbox page: subjects that need an index update, each with its seq (outbox.go)
 //	a/<seq:be64>                               → CBOR AuditEntry (with Seq, Prev, Hash)
 //	a!head                                     → CBOR {seq, hash} of the last audit entry
 //	A/<pseudonym>\x00<seq:be64>                → empty: audit entries by subject pseudonym
@@ -24,7 +23,7 @@
 //	j/<job name>                               → a background job's status and progress (jobs.go)
 //	u/<district>\x00<at:be64><pseudonym:16>     → empty: a pseudonym a coordinator handed to a district, until checked (custody.go)
 //	U/<district>                               → CBOR Custody: that district's pseudonymization counts and flag
-//	m/layout                                   → "3"
+//	m/layout                                   → "4" (layouts 1–3 kept the outbox as o/<subject> → seq and O/<seq> → subject)
 //	m/due                                      → the catalog version the due markers were built with
 //	m/oseq                                     → be64: last outbox sequence number handed out
 //	m/records                                  → be64: number of records (CountRecords)
@@ -86,18 +85,20 @@
 // error some records of a batch may be stored, and resubmitting is safe
 // (they come back as duplicates). A record that does not fit in a
 // transaction on its own is refused (ErrRecordTooLarge). The committer is
-// the only writer of r/, v/, s/, i/ and the outbox sequence, so its
-// transactions do not conflict; AckOutbox's reads of o/ do conflict with a
-// newer marker and are retried, which is what keeps a newer marker.
+// the only writer of r/, v/, s/ and the outbox sequence, so its
+// transactions do not conflict; it only adds outbox pages, which only
+// AckOutbox changes afterwards.
 //
 // # Outbox
 //
-// Every record change marks its subject in the outbox (o/<subject> → a new,
-// strictly increasing sequence number, overwriting an older pending one) in
-// the same transaction as the change. The publisher (package publish) reads
+// Every record change marks its subject in the outbox in the same
+// transaction as the change: an entry with a new, strictly increasing
+// sequence number in a page of that transaction (outbox.go), one entry a
+// subject a transaction. The publisher (package publish) reads
 // PendingSubjects, recomputes each subject's index summary from the current
-// records and proposes it through Raft, then calls AckOutbox, which deletes
-// a marker only if its sequence number is unchanged. Entries are absolute,
+// records and proposes it through Raft, then calls AckOutbox with the
+// entries it read, which removes them; an entry of a later change, in a
+// later page, stays. Entries are absolute,
 // not deltas, so a repeated or late drain is harmless, and an acknowledged
 // record always reaches the index, whatever crashes or elections happen.
 //

@@ -14,15 +14,16 @@ import (
 // byte and '/', except the audit head, which is "a!head" so that it sorts
 // outside the "a/" range.
 const (
-	famRecord    = 'r' // r/<department>\x00<id> → latest version (CBOR credit.Record)
-	famVersion   = 'v' // v/<department>\x00<id>\x00<version:be32> → that version
-	famSubject   = 's' // s/<subject>\x00<department>\x00<id> → summary fields (encodeFacts) or empty
-	famByID      = 'i' // layout 2 only: i/<id>\x00<department> → empty, a by-id index nothing read (dropped by the upgrade to 3)
-	famOutbox    = 'o' // o/<subject> → seq:be64
-	famOutboxSeq = 'O' // O/<seq:be64> → subject (the outbox in sequence order)
-	famAudit     = 'a' // a/<seq:be64> → CBOR AuditEntry
-	famAuditSubj = 'A' // A/<pseudonym>\x00<seq:be64> → empty
-	famMeta      = 'm' // m/<name> → value
+	famRecord     = 'r' // r/<department>\x00<id> → latest version (CBOR credit.Record)
+	famVersion    = 'v' // v/<department>\x00<id>\x00<version:be32> → that version
+	famSubject    = 's' // s/<subject>\x00<department>\x00<id> → summary fields (encodeFacts) or empty
+	famByID       = 'i' // layout 2 only: i/<id>\x00<department> → empty, a by-id index nothing read (dropped by the upgrade to 3)
+	famOutboxPage = 'P' // P/<last seq:be64> → an outbox page: marked subjects with their seqs (outbox.go)
+	famOutbox     = 'o' // layouts 1–3: o/<subject> → seq:be64 (converted to pages by the upgrade to 4)
+	famOutboxSeq  = 'O' // layouts 2–3: O/<seq:be64> → subject (the same markers in sequence order)
+	famAudit      = 'a' // a/<seq:be64> → CBOR AuditEntry
+	famAuditSubj  = 'A' // A/<pseudonym>\x00<seq:be64> → empty
+	famMeta       = 'm' // m/<name> → value
 
 	famPseudonym = 'n' // n/<subject> → pseudonym (16 bytes)
 	famDue       = 'e' // e/<date:be32, offset>…<subject> → empty (due.go)
@@ -43,8 +44,11 @@ const (
 // r/ alone (v/ holds the superseded ones), and writes no i/ family. A layout-2 build refuses a
 // layout-3 directory: it would rewrite records without their entries'
 // facts, and this build would then believe the stale ones; and it would
-// find no v/ entry of a record's latest version.
-const layoutVersion = "3"
+// find no v/ entry of a record's latest version. 4 keeps the outbox in
+// pages (P/, one per commit's marked subjects) instead of a marker per
+// subject in o/ and O/; a layout-3 build would not see the pages, and
+// refuses it.
+const layoutVersion = "4"
 
 // maxKeyPart bounds each textual key part (department, id, subject).
 const maxKeyPart = 256
@@ -122,6 +126,10 @@ func outboxKey(subject string) []byte {
 
 func outboxSeqKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(prefix(famOutboxSeq, 8), seq)
+}
+
+func outboxPageKey(last uint64) []byte {
+	return binary.BigEndian.AppendUint64(prefix(famOutboxPage, 8), last)
 }
 
 func auditKey(seq uint64) []byte {

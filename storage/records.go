@@ -109,7 +109,10 @@ type txnState struct {
 	records int64
 	bytes   int64
 	count   int64
-	marked  int64 // outbox markers added (subjects not marked before)
+	marked  int64 // outbox entries written (len(marks))
+
+	marks []OutboxItem        // the subjects marked, with their numbers, for the pages
+	seen  map[string]struct{} // the subjects in marks
 }
 
 // op is one planned key change.
@@ -121,10 +124,9 @@ type op struct {
 // recordKeys are the keys a submitted record is written under, built by
 // SubmitRecords in the caller's goroutine (callers run in parallel; the
 // committer is one): the latest version, version 1 (read to tell a
-// duplicate of a record updated since), the subject index entry and the
-// subject's outbox marker.
+// duplicate of a record updated since) and the subject index entry.
 type recordKeys struct {
-	record, version, subject, outbox []byte
+	record, version, subject []byte
 }
 
 // keysOf builds r's recordKeys.
@@ -133,7 +135,6 @@ func keysOf(r *credit.Record) recordKeys {
 		record:  recordKey(r.Department, r.ID),
 		version: versionKey(r.Department, r.ID, 1),
 		subject: subjectKey(r.Subject, r.Department, r.ID),
-		outbox:  outboxKey(r.Subject),
 	}
 }
 
@@ -365,7 +366,7 @@ func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int,
 	// Scratch for each unit's plan: its ops are written to txn (which
 	// keeps their keys and values, not the slice) before the next unit.
 	var ops []op
-	var marks [][]byte
+	var marks []string
 	i := from
 	for ; i < len(units); i++ {
 		u := units[i]
@@ -381,9 +382,11 @@ func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int,
 			size += int64(len(o.key)+len(o.val)) + 32
 		}
 		for _, m := range marks {
-			size += int64(len(m)) + 8 + 32 // o/<subject> → seq
+			size += pageEntryBytes(m)
 		}
-		count = int64(len(ops) + len(marks))
+		// A page holds 29 entries at least (pageMaxBytes over the largest
+		// entry): one key counted for every 16 marks is more than enough.
+		count = int64(len(ops) + (len(marks)+15)/16)
 		if st.bytes+size > db.budgetBytes || st.count+count > db.budgetCount {
 			if i > from {
 				break // commit what we have; this unit starts the next txn
@@ -408,20 +411,25 @@ func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int,
 			}
 		}
 		for _, m := range marks {
+			if _, dup := st.seen[m]; dup {
+				continue // once a transaction: the publisher reads it as committed
+			}
+			if st.seen == nil {
+				st.seen = make(map[string]struct{}, len(units)-from)
+			}
+			st.seen[m] = struct{}{}
 			st.seq++
-			added, err := markOutboxKey(txn, m, st.seq)
-			if err != nil {
-				return 0, nil, err
-			}
-			if added {
-				st.marked++
-			}
+			st.marks = append(st.marks, OutboxItem{Subject: m, Seq: st.seq})
 		}
 		st.bytes += size
 		st.count += count
 		st.records += delta
 		results = append(results, res)
 	}
+	if _, err := writePages(txn, st.marks); err != nil {
+		return 0, nil, err
+	}
+	st.marked = int64(len(st.marks))
 	if st.seq != seq0 {
 		if err := txn.Set(metaOutboxSeq, be64(st.seq)); err != nil {
 			return 0, nil, err
@@ -439,7 +447,7 @@ func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int,
 // planned into it) and returns the key changes and the outbox keys of the
 // subjects to mark (appended to ops and marks), the change in the record
 // count and the unit's result.
-func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _ [][]byte, delta int64, res unitResult, err error) {
+func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks []string) (_ []op, _ []string, delta int64, res unitResult, err error) {
 	r := u.req
 	switch r.kind {
 	case kindSubmit:
@@ -468,7 +476,7 @@ func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _
 			op{key: k.record, val: enc},
 			op{key: k.subject, val: r.facts[u.i]})
 		ops = db.appendDue(ops, rec)
-		return ops, append(marks, k.outbox), 1, unitResult{outcome: Accepted}, nil
+		return ops, append(marks, rec.Subject), 1, unitResult{outcome: Accepted}, nil
 
 	case kindUpdate:
 		next, enc := &r.recs[0], r.enc[0]
@@ -492,18 +500,16 @@ func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _
 		// The subject index entry holds the summary fields, which a
 		// correction or a status change may change.
 		ops = append(ops, op{key: subjectKey(next.Subject, next.Department, next.ID), val: r.facts[0]})
-		marks = append(marks, outboxKey(next.Subject))
+		marks = append(marks, next.Subject)
 		if cur.Subject != next.Subject {
 			ops = append(ops, op{key: subjectKey(cur.Subject, cur.Department, cur.ID), del: true})
-			marks = append(marks, outboxKey(cur.Subject))
+			marks = append(marks, cur.Subject)
 		}
 		return ops, marks, 0, unitResult{}, nil
 
 	case kindRelease:
 		relOps, subjects, err := planRelease(txn, r.due, r.next)
-		for _, s := range subjects {
-			marks = append(marks, outboxKey(s))
-		}
+		marks = append(marks, subjects...)
 		return append(ops, relOps...), marks, 0, unitResult{released: len(subjects)}, err
 
 	default: // kindDelete
@@ -533,7 +539,7 @@ func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks [][]byte) (_ []op, _
 		}
 		for _, s := range subjects {
 			ops = append(ops, op{key: subjectKey(s, r.dept, r.id), del: true})
-			marks = append(marks, outboxKey(s))
+			marks = append(marks, s)
 		}
 		ops = append(ops,
 			op{key: recordKey(r.dept, r.id), del: true})
@@ -792,29 +798,3 @@ func recordOfSubjectKey(txn *badger.Txn, rest []byte) (credit.Record, error) {
 // is a counter kept in the same transactions as the records (m/records), so
 // it costs nothing to read.
 func (db *DB) CountRecords() int64 { return db.records.Load() }
-
-// markOutbox marks subject in the outbox with seq, in both of its
-// families: o/<subject> (one marker per subject) and O/<seq> (the same
-// markers in sequence order, which is the order the drainer sends them in).
-// A previous marker of the subject is replaced; added says there was none.
-func markOutbox(txn *badger.Txn, subject string, seq uint64) (added bool, err error) {
-	return markOutboxKey(txn, outboxKey(subject), seq)
-}
-
-// markOutboxKey is markOutbox of the subject whose outbox key (o/<subject>)
-// is key; the O/ entry's value, the subject, is key's own tail.
-func markOutboxKey(txn *badger.Txn, key []byte, seq uint64) (added bool, err error) {
-	old, found, err := getBE64(txn, key)
-	if err != nil {
-		return false, err
-	}
-	if found {
-		if err := txn.Delete(outboxSeqKey(old)); err != nil {
-			return false, err
-		}
-	}
-	if err := txn.Set(key, be64(seq)); err != nil {
-		return false, err
-	}
-	return !found, txn.Set(outboxSeqKey(seq), key[2:])
-}

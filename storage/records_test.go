@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"credfed/credit"
 )
 
@@ -186,7 +184,9 @@ func TestUpdateRecord(t *testing.T) {
 	for _, it := range after {
 		seqs[it.Subject] = it.Seq
 	}
-	if len(after) != 2 || seqs[testSubject(1)] <= before[0].Seq || seqs[testSubject(7)] <= before[0].Seq {
+	// Both subjects marked again, above the first marker (which stays
+	// beside them until it is acknowledged).
+	if len(seqs) != 2 || seqs[testSubject(1)] <= before[0].Seq || seqs[testSubject(7)] <= before[0].Seq {
 		t.Fatalf("outbox after subject change = %+v (before %+v)", after, before)
 	}
 
@@ -318,8 +318,15 @@ func TestLargeBatchIsSplit(t *testing.T) {
 	if got := db.CountRecords(); got != n {
 		t.Fatalf("CountRecords = %d, want %d", got, n)
 	}
-	if l, _ := db.OutboxLen(); l != 500 {
-		t.Fatalf("OutboxLen = %d, want 500", l)
+	// Every subject marked, once in each transaction that wrote one of
+	// its records.
+	pending := mustPending(t, db)
+	marked := map[string]bool{}
+	for _, it := range pending {
+		marked[it.Subject] = true
+	}
+	if l, _ := db.OutboxLen(); len(marked) != 500 || l != len(pending) || l > n {
+		t.Fatalf("OutboxLen = %d, %d entries of %d subjects; want 500 subjects", l, len(pending), len(marked))
 	}
 	for _, id := range []string{"L00000", "L02500", "L04999"} {
 		if r, err := db.Record(testDept, id); err != nil || r.ID != id || len(r.Summary) != 2000 {
@@ -398,8 +405,9 @@ func TestReopenKeepsCountersAndSequence(t *testing.T) {
 	}
 	mustSubmit(t, db, testRecord("R3", 1))
 	after := mustPending(t, db)
-	// Sequence order: subject 2 (seq 2) first, then subject 1, re-marked.
-	if len(after) != 2 || after[1].Subject != testSubject(1) || after[1].Seq <= first[1].Seq {
+	// Sequence order: the two entries before the reopening, then subject
+	// 1 again, above them.
+	if len(after) != 3 || after[0] != first[0] || after[1] != first[1] || after[2].Subject != testSubject(1) || after[2].Seq <= first[1].Seq {
 		t.Fatalf("outbox seq went back after reopen: before %+v, after %+v", first, after)
 	}
 }
@@ -446,55 +454,28 @@ func TestPseudonymCache(t *testing.T) {
 
 func TestOutboxDrainsInSequenceOrder(t *testing.T) {
 	db := openTest(t, Options{Dir: t.TempDir()})
-	// Subjects marked in the order 3, 1, 2, then 3 again.
-	for i, n := range []int{3, 1, 2, 3} {
+	// Subjects marked in the order 3, 1, 2, then 3 again: each change is
+	// an entry of its own, in the order of the changes.
+	order := []int{3, 1, 2, 3}
+	for i, n := range order {
 		mustSubmit(t, db, testRecord(fmt.Sprintf("S%d", i), n))
 	}
 	got := mustPending(t, db)
-	want := []string{testSubject(1), testSubject(2), testSubject(3)}
-	if len(got) != 3 {
+	if len(got) != len(order) {
 		t.Fatalf("pending %+v", got)
 	}
-	for i, w := range want {
-		if got[i].Subject != w || (i > 0 && got[i].Seq <= got[i-1].Seq) {
+	for i, n := range order {
+		if got[i].Subject != testSubject(n) || (i > 0 && got[i].Seq <= got[i-1].Seq) {
 			t.Fatalf("pending not in sequence order: %+v", got)
 		}
 	}
 	if err := db.AckOutbox(got[:2]); err != nil {
 		t.Fatal(err)
 	}
-	if rest := mustPending(t, db); len(rest) != 1 || rest[0] != got[2] {
+	if rest := mustPending(t, db); len(rest) != 2 || rest[0] != got[2] || rest[1] != got[3] {
 		t.Fatalf("after ack: %+v", rest)
 	}
-	if n, _ := db.OutboxLen(); n != 1 {
+	if n, _ := db.OutboxLen(); n != 2 {
 		t.Fatalf("OutboxLen %d", n)
-	}
-}
-
-func TestOpenMigratesLayout1(t *testing.T) {
-	dir := t.TempDir()
-	db, err := Open(Options{Dir: dir, GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustSubmit(t, db, testRecord("M1", 1))
-	mustSubmit(t, db, testRecord("M2", 2))
-	// Make it a layout-1 directory: no O/ family, m/layout "1".
-	err = db.raw.Update(func(txn *badger.Txn) error {
-		for seq := uint64(1); seq <= 2; seq++ {
-			if err := txn.Delete(outboxSeqKey(seq)); err != nil {
-				return err
-			}
-		}
-		return txn.Set(metaLayoutKey, []byte("1"))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	db = openTest(t, Options{Dir: dir})
-	got := mustPending(t, db)
-	if len(got) != 2 || got[0].Subject != testSubject(1) || got[1].Subject != testSubject(2) {
-		t.Fatalf("pending after migration: %+v", got)
 	}
 }

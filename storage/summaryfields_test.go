@@ -127,7 +127,7 @@ func TestFactsRoundTrip(t *testing.T) {
 	}
 }
 
-// TestOpenLayouts: a layout-2 directory opens and becomes layout 3, its
+// TestOpenLayouts: a layout-2 directory opens and becomes layout 4, its
 // empty entries read from their records; a directory of a layout this
 // build does not know is refused and left as it was.
 func TestOpenLayouts(t *testing.T) {
@@ -145,14 +145,14 @@ func TestOpenLayouts(t *testing.T) {
 	if got := sameAsRecords(t, db, []string{testSubject(1)}); len(got[0]) != 1 {
 		t.Fatalf("a layout-2 entry: %+v", got)
 	}
-	if v := rawValue(t, db, metaLayoutKey); string(v) != layoutVersion || layoutVersion != "3" {
+	if v := rawValue(t, db, metaLayoutKey); string(v) != layoutVersion || layoutVersion != "4" {
 		t.Fatalf("layout after opening a layout-2 directory: %q", v)
 	}
-	setRaw(t, db, metaLayoutKey, []byte("4"))
+	setRaw(t, db, metaLayoutKey, []byte("5"))
 	setRaw(t, db, []byte("i/of a later layout"), []byte("kept"))
 	db.Close()
 	if _, err := Open(Options{Dir: dir, GCInterval: -1}); !errors.Is(err, ErrLayoutVersion) {
-		t.Fatalf("a layout-4 directory: %v, want ErrLayoutVersion", err)
+		t.Fatalf("a layout-5 directory: %v, want ErrLayoutVersion", err)
 	}
 	raw, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
 	if err != nil {
