@@ -106,8 +106,9 @@ type IndexStatus struct {
 	// at a district, which keeps none (index batches reach it sealed). It
 	// may lag the live state by a few minutes.
 	Entries int `json:"entries"`
-	// OutboxLength is how many subjects a district has not yet published
-	// to the index.
+	// OutboxLength is how many changes of subjects a district has not yet
+	// published to the index: an entry a subject for each commit that
+	// changed it (a subject changed twice before publishing counts twice).
 	OutboxLength int `json:"outbox_length,omitempty"`
 }
 

@@ -255,7 +255,7 @@ func WaitPublished(ctx context.Context, d DemoFile) error {
 		})
 		c.CloseIdle()
 		if err != nil {
-			return fmt.Errorf("localfed: %s still has %d subjects to publish: %w", n.Name, pending, err)
+			return fmt.Errorf("localfed: %s still has %d changes to publish: %w", n.Name, pending, err)
 		}
 	}
 	return nil

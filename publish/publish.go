@@ -138,7 +138,7 @@ func New(cfg Config) *Publisher {
 	}
 	p := &Publisher{cfg: cfg,
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "credfed_outbox_pending", Help: "Subjects whose index entry this district has not yet published.",
+			Name: "credfed_outbox_pending", Help: "Changes of subjects this district has not yet published to the index (an outbox entry a subject for each commit that changed it).",
 		}),
 		unreadable: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "credfed_outbox_unreadable_total", Help: "Times the publisher left an outbox subject marked because its records could not be read (a damaged store).",

@@ -63,7 +63,7 @@ func printFederation(w io.Writer, f *api.Federation) error {
 		f.Node.Role, f.Node.Region, f.Node.Name, f.Raft.State, f.Raft.Term, f.Raft.Leader, f.Raft.CommitIndex, f.Raft.AppliedIndex, f.Node.Status)
 	fmt.Fprintf(w, "index replica at applied index %d", f.Index.AppliedIndex)
 	if f.Node.Role == "district" {
-		fmt.Fprintf(w, "; outbox: %d subjects waiting for the index", f.Index.OutboxLength)
+		fmt.Fprintf(w, "; outbox: %d changes waiting for the index", f.Index.OutboxLength)
 	}
 	fmt.Fprintln(w)
 	var regions [][]string
