@@ -240,6 +240,7 @@ func TestConfigBounds(t *testing.T) {
 		}
 	}
 	for field, c := range map[string]Config{
+		"districts":      {Districts: 13, Executable: "x"},
 		"subjects":       {Subjects: 5, Executable: "x"},
 		"rounds":         {Rounds: 21, Executable: "x"},
 		"duration":       {LookupDuration: time.Millisecond, Executable: "x"},

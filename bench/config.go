@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"credfed/localfed"
 )
 
 // Config is one run of the bench.
@@ -13,7 +15,7 @@ type Config struct {
 	// minutes on a 2-core machine. It only changes the defaults of the
 	// fields left zero.
 	Quick bool
-	// InProcess runs the seven nodes and the front in this process
+	// InProcess runs the nodes and the front in this process
 	// instead of as processes of Executable; the CPU and memory figures
 	// need separate processes and are skipped then.
 	InProcess bool
@@ -21,6 +23,9 @@ type Config struct {
 	// `credfed bench front` (os.Executable for the command itself);
 	// required unless InProcess.
 	Executable string
+	// Districts is the number of district nodes: default 4 (the demo's),
+	// up to localfed.MaxDistricts, spread over the 2 cities.
+	Districts int
 	// Subjects is the number of subjects loaded before the rounds (every
 	// fifth in two districts): default 100,000 (quick 2,000).
 	Subjects int
@@ -78,6 +83,9 @@ func (c Config) WithDefaults() Config {
 		}
 		return full
 	}
+	if c.Districts == 0 {
+		c.Districts = 4
+	}
 	if c.Subjects == 0 {
 		c.Subjects = pick(2000, 100_000)
 	}
@@ -105,6 +113,8 @@ func (c Config) Validate() error {
 		return &ConfigError{Field: field, Message: fmt.Sprintf(format, args...)}
 	}
 	switch {
+	case c.Districts < 2 || c.Districts > localfed.MaxDistricts:
+		return bad("districts", "must be 2 to %d, got %d", localfed.MaxDistricts, c.Districts)
 	case c.Subjects < 10 || c.Subjects > MaxSubjects:
 		return bad("subjects", "must be 10 to %d, got %d", MaxSubjects, c.Subjects)
 	case c.Rounds < 1 || c.Rounds > MaxRounds:

@@ -100,10 +100,10 @@ func (p *proc) stop(timeout time.Duration) error {
 }
 
 // startFederation creates the federation's directory and starts its
-// nodes: as processes of bin (`credfed node --config …`, pprof on), or in
+// nodes (a province, 2 cities and districts): as processes of bin (`credfed node --config …`, pprof on), or in
 // this process when bin is "".
-func startFederation(ctx context.Context, dir, bin string, logf func(string, ...any)) (_ *federation, err error) {
-	l, err := localfed.Create(localfed.Spec{Dir: dir, Districts: 4, Encrypt: true})
+func startFederation(ctx context.Context, dir, bin string, districts int, logf func(string, ...any)) (_ *federation, err error) {
+	l, err := localfed.Create(localfed.Spec{Dir: dir, Districts: districts, Encrypt: true})
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +119,7 @@ func startFederation(ctx context.Context, dir, bin string, logf func(string, ...
 			defer func() { _ = lf.Sync() }()
 			logger = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		}
-		if f.inproc, err = localfed.Start(localfed.Spec{Dir: dir, Districts: 4, Encrypt: true},
+		if f.inproc, err = localfed.Start(localfed.Spec{Dir: dir, Districts: districts, Encrypt: true},
 			node.Options{Logger: logger, RaftTiming: node.RaftTiming{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond,
 				LeaderLease: 250 * time.Millisecond, Commit: 10 * time.Millisecond}}); err != nil {
 			return nil, err

@@ -25,9 +25,9 @@ func benchCommand() *cobra.Command {
 		inProcess bool
 	)
 	cmd := &cobra.Command{
-		Use:   "bench [--quick] [--json] [--processes|--in-process] [--subjects N] [--rounds N]",
+		Use:   "bench [--quick] [--json] [--processes|--in-process] [--districts N] [--subjects N] [--rounds N]",
 		Short: "Measure a federation on this machine against a central PostgreSQL copy, in the same run.",
-		Long: `Builds a federation on 127.0.0.1 (a province, 2 cities and 4 districts, each
+		Long: `Builds a federation on 127.0.0.1 (a province, 2 cities and 4 districts or --districts, each
 node its own 'credfed node' process by default), loads synthetic subjects
 (every fifth in two districts), and measures, in interleaved rounds
 (credfed, then its baselines, every round), against a central copy of the
@@ -50,7 +50,8 @@ the province and a district, taken through their pprof endpoints
 (metrics.pprof) during the first round's lookups at 64 clients and intake.`,
 		Example: `  credfed bench --quick
   credfed bench --json > bench.json
-  credfed bench --subjects 1000000 --intake 1000000 --rounds 1 --profile /tmp/prof`,
+  credfed bench --subjects 1000000 --intake 1000000 --rounds 1 --profile /tmp/prof
+  credfed bench --districts 8 --subjects 1000000 --rounds 1`,
 		Args: noArgs,
 	}
 	fs := cmd.Flags()
@@ -58,6 +59,7 @@ the province and a district, taken through their pprof endpoints
 	fs.BoolVar(&asJSON, "json", false, `print the result as JSON: {"machine","topology","figures":[…]}`)
 	fs.BoolVar(&processes, "processes", false, "run every node as its own credfed node process (the default)")
 	fs.BoolVar(&inProcess, "in-process", false, "run every node in this process (no CPU or memory figures)")
+	fs.IntVar(&cfg.Districts, "districts", 0, "district nodes (`N`, 2 to 12, default 4), spread over the 2 cities")
 	fs.IntVar(&cfg.Subjects, "subjects", 0, "subjects (`N`) to load before the rounds (default 100000; quick 2000)")
 	fs.IntVar(&cfg.Rounds, "rounds", 0, "interleaved rounds (`N`, default 3; quick 2)")
 	fs.DurationVar(&cfg.LookupDuration, "duration", 0, "length (`D`) of each lookup measurement (default 10s; quick 2s)")
