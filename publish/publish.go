@@ -254,7 +254,7 @@ func (p *Publisher) drain(ctx context.Context) (int, error) {
 				cancel() // the stages before stop: their passes would not be acknowledged either
 				continue
 			}
-			published += ps.n - ps.skip.count
+			published += len(ps.readable) // subjects; a subject's entries of two commits publish it once
 			p.countPending()
 		}
 	}()

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -507,6 +508,61 @@ func (l *listBound) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// renumberPages gives the entries of the outbox pages below seq (all of
+// them, in the restore's idle store) new numbers above seq, in their
+// order, restoreMarkBatch entries (whole pages) a transaction that
+// deletes the pages it rewrites, and returns the last number given.
+func (db *DB) renumberPages(seq uint64) (uint64, error) {
+	p := []byte{famOutboxPage, '/'}
+	end := outboxPageKey(seq + 1)
+	for {
+		var keys [][]byte
+		var entries []OutboxItem
+		err := db.raw.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 16})
+			defer it.Close()
+			for it.Seek(p); it.ValidForPrefix(p) && bytes.Compare(it.Item().Key(), end) < 0 && len(entries) < restoreMarkBatch; it.Next() {
+				key := it.Item().KeyCopy(nil)
+				last, err := parseBE64(key[len(p):])
+				if err != nil {
+					return err
+				}
+				if err := it.Item().Value(func(v []byte) error {
+					entries, err = decodePage(last, v, entries)
+					return err
+				}); err != nil {
+					return err
+				}
+				keys = append(keys, key)
+			}
+			return nil
+		})
+		if err != nil || len(keys) == 0 {
+			return seq, engine(err)
+		}
+		s := seq
+		for i := range entries {
+			s++
+			entries[i].Seq = s
+		}
+		err = db.raw.Update(func(txn *badger.Txn) error {
+			for _, k := range keys {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			if _, err := writePages(txn, entries); err != nil {
+				return err
+			}
+			return txn.Set(metaOutboxSeq, be64(s))
+		})
+		if err != nil {
+			return seq, engine(err)
+		}
+		seq = s
+	}
+}
+
 // finishRestore checks the restored store's audit chain against the
 // backup's trailer, marks every subject for publishing and writes the
 // restore marker. The store is open but idle (nothing else writes).
@@ -536,19 +592,16 @@ func (db *DB) finishRestore(hdr BackupHeader, t BackupTrailer, now time.Time) (R
 	return m, nil
 }
 
-// markEverySubject marks every subject of the store in the outbox (and
-// nothing else: the outbox entries the backup held are dropped), with
+// markEverySubject marks every subject of the store in the outbox, with
 // sequence numbers from above max(m/oseq, now in nanoseconds): the index
 // entries of the lost changes carry the old numbering's later numbers,
-// which the FSM would otherwise prefer. It returns the subjects marked and
-// the first sequence number.
+// which the FSM would otherwise prefer. The backup's own outbox entries
+// are numbered again first, above the same point: a change it had not
+// published may have left its subject without records (a deletion, a
+// record moved to another subject), which marking the subjects with
+// records would miss. It returns the subjects marked with records and the
+// first sequence number.
 func (db *DB) markEverySubject(now time.Time) (int, uint64, error) {
-	// The backup's own outbox entries go: every subject is marked again
-	// below, and theirs would only publish older numbers.
-	if err := db.raw.DropPrefix([]byte{famOutboxPage, '/'}); err != nil {
-		return 0, 0, engine(err)
-	}
-	db.outboxLen.Store(0)
 	var seq uint64
 	err := db.raw.View(func(txn *badger.Txn) error {
 		var err error
@@ -562,6 +615,9 @@ func (db *DB) markEverySubject(now time.Time) (int, uint64, error) {
 		seq = uint64(ns)
 	}
 	from := seq + 1
+	if seq, err = db.renumberPages(seq); err != nil {
+		return 0, 0, err
+	}
 	var batch []string
 	var added int64
 	write := func() error {

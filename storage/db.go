@@ -2,14 +2,12 @@ package storage
 
 import (
 	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,6 +166,11 @@ func (db *DB) load() error {
 	default:
 		return ErrLayoutVersion // before any change: a later layout may use these families otherwise
 	}
+	// The old outbox is checked before anything changes: a store whose
+	// markers cannot be converted is refused as it is.
+	if err := db.checkOldOutbox(); err != nil {
+		return fmt.Errorf("upgrade the outbox to pages: %w", err)
+	}
 	if string(layout) == "2" {
 		if err := db.rewriteFacts(); err != nil {
 			return fmt.Errorf("upgrade from layout 2: %w", err)
@@ -181,8 +184,8 @@ func (db *DB) load() error {
 	}
 	// The layout is set before the outbox of layouts 1–3 is converted to
 	// pages, so that an older build refuses the directory from the first
-	// page on; the conversion is done again at every open while any o/
-	// marker is left (a crash part way).
+	// page on; the conversion is done again at every open while any o/ or
+	// O/ marker is left (a crash part way).
 	err = db.raw.Update(func(txn *badger.Txn) error {
 		return engine(txn.Set(metaLayoutKey, []byte(layoutVersion)))
 	})
@@ -214,40 +217,78 @@ func (db *DB) load() error {
 // convertBatch is the markers one transaction of convertOutbox converts.
 var convertBatch = 1000
 
-// convertOutbox converts the outbox markers of layouts 1–3 (o/<subject> →
-// seq, and O/<seq> → subject from layout 2 on) into pages, keeping their
-// numbers: in sequence order, convertBatch markers a transaction, each
-// deleting the markers it wrote into pages. The pages of a conversion cut
-// short are below every marker left, so converting the rest later keeps
-// the pages apart. One seek when there is nothing to convert.
-func (db *DB) convertOutbox() error {
-	p := []byte{famOutbox, '/'}
-	var ms []OutboxItem
-	err := db.raw.View(func(txn *badger.Txn) error {
-		return scanPrefix(txn, p, true, func(key, val []byte) error {
+// checkOldOutbox reads the outbox markers of layouts 1–3 (o/<subject> →
+// seq; from layout 2 on also O/<seq> → subject, the order the drain read)
+// and refuses, as ErrCorrupt and before anything changes, markers that
+// could not be converted: a number that is not 8 bytes, a subject a page
+// could not hold, two subjects under one number. Two seeks when there
+// are none.
+func (db *DB) checkOldOutbox() error {
+	return engine(db.raw.View(func(txn *badger.Txn) error {
+		o := []byte{famOutbox, '/'}
+		if err := scanPrefix(txn, o, true, func(key, val []byte) error {
+			subject := string(key[len(o):])
 			seq, err := parseBE64(val)
-			if err != nil {
-				return fmt.Errorf("%w: an outbox marker: %w", ErrCorrupt, err)
+			if err != nil || checkPart("subject", subject) != nil {
+				return fmt.Errorf("%w: an outbox marker of layout 3 or before (%d bytes of number)", ErrCorrupt, len(val))
 			}
-			ms = append(ms, OutboxItem{Subject: string(key[len(p):]), Seq: seq})
-			return nil
-		})
-	})
-	if err != nil || len(ms) == 0 {
-		return engine(err)
-	}
-	slices.SortFunc(ms, func(a, b OutboxItem) int { return cmp.Compare(a.Seq, b.Seq) })
-	for len(ms) > 0 {
-		batch := ms[:min(convertBatch, len(ms))]
-		err := db.raw.Update(func(txn *badger.Txn) error {
-			if _, err := writePages(txn, batch); err != nil {
+			item, err := txn.Get(outboxSeqKey(seq))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return nil // layout 1, or an O/ entry lost: added by the conversion
+			}
+			if err != nil {
 				return err
 			}
-			for _, m := range batch {
-				if err := txn.Delete(outboxKey(m.Subject)); err != nil {
+			return item.Value(func(v []byte) error {
+				if string(v) != subject {
+					return fmt.Errorf("%w: two outbox markers under the number %d", ErrCorrupt, seq)
+				}
+				return nil
+			})
+		}); err != nil {
+			return err
+		}
+		O := []byte{famOutboxSeq, '/'}
+		return scanPrefix(txn, O, true, func(key, val []byte) error {
+			if _, err := parseBE64(key[len(O):]); err != nil || checkPart("subject", string(val)) != nil {
+				return fmt.Errorf("%w: an outbox marker of layout 2 or 3 in sequence order", ErrCorrupt)
+			}
+			return nil
+		})
+	}))
+}
+
+// convertOutbox converts the outbox markers of layouts 1–3 (checked by
+// checkOldOutbox) into pages, keeping their numbers. First every o/ marker
+// without its O/ entry (layout 1) gets one; then O/ is walked in sequence
+// order, convertBatch entries a transaction that writes them into pages
+// and deletes them, and the o/ markers that hold their numbers. A subject
+// whose O/ entry is older than its o/ marker (the families out of step)
+// gets an entry of each: published twice, harmlessly. The pages of a
+// conversion cut short are below every marker left, so finishing it later
+// keeps the pages apart; memory holds one batch.
+func (db *DB) convertOutbox() error {
+	o := []byte{famOutbox, '/'}
+	start := o
+	for { // the O/ entries layout 1 has not
+		var missing []OutboxItem
+		err := db.raw.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: o, PrefetchValues: true, PrefetchSize: 64})
+			defer it.Close()
+			for it.Seek(start); it.ValidForPrefix(o) && len(missing) < convertBatch; it.Next() {
+				key := it.Item().KeyCopy(nil)
+				start = append(key, 0)
+				val, err := it.Item().ValueCopy(nil)
+				if err != nil {
 					return err
 				}
-				if err := txn.Delete(outboxSeqKey(m.Seq)); err != nil {
+				seq, err := parseBE64(val)
+				if err != nil {
+					return fmt.Errorf("%w: an outbox marker", ErrCorrupt)
+				}
+				if _, err := txn.Get(outboxSeqKey(seq)); errors.Is(err, badger.ErrKeyNotFound) {
+					missing = append(missing, OutboxItem{Subject: string(key[len(o):]), Seq: seq})
+				} else if err != nil {
 					return err
 				}
 			}
@@ -256,9 +297,72 @@ func (db *DB) convertOutbox() error {
 		if err != nil {
 			return engine(err)
 		}
-		ms = ms[len(batch):]
+		if len(missing) == 0 {
+			break
+		}
+		err = db.raw.Update(func(txn *badger.Txn) error {
+			for _, m := range missing {
+				if err := txn.Set(outboxSeqKey(m.Seq), []byte(m.Subject)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return engine(err)
+		}
 	}
-	return nil
+	O := []byte{famOutboxSeq, '/'}
+	for {
+		var batch []OutboxItem
+		var drop [][]byte // the o/ markers holding a number of the batch
+		err := db.raw.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: O, PrefetchValues: true, PrefetchSize: 64})
+			defer it.Close()
+			for it.Seek(O); it.ValidForPrefix(O) && len(batch) < convertBatch; it.Next() {
+				seq, err := parseBE64(it.Item().Key()[len(O):])
+				if err != nil {
+					return fmt.Errorf("%w: an outbox marker in sequence order", ErrCorrupt)
+				}
+				subject, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				batch = append(batch, OutboxItem{Subject: string(subject), Seq: seq})
+				if cur, found, err := getBE64(txn, outboxKey(string(subject))); err != nil {
+					return err
+				} else if found && cur == seq {
+					drop = append(drop, outboxKey(string(subject)))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return engine(err)
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		err = db.raw.Update(func(txn *badger.Txn) error {
+			if _, err := writePages(txn, batch); err != nil {
+				return err
+			}
+			for _, m := range batch {
+				if err := txn.Delete(outboxSeqKey(m.Seq)); err != nil {
+					return err
+				}
+			}
+			for _, k := range drop {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return engine(err)
+		}
+	}
 }
 
 // dropByID drops the i/ family if the store holds any of it.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -129,13 +130,21 @@ func (db *DB) DueSubjects(through credit.Date, after *DueItem, limit int) ([]Due
 // and marks the items' subjects (each once) in the outbox, in one synced
 // transaction, and returns how many subjects it marked. Releasing an item
 // twice is harmless (the subject is marked again, which costs one
-// recomputation).
+// recomputation). A subject that is empty, over 256 bytes or holds a NUL
+// byte is ErrInvalidRecord, and nothing is written.
 func (db *DB) ReleaseDue(items, next []DueItem) (int, error) {
 	if len(items) == 0 && len(next) == 0 {
 		return 0, nil
 	}
 	if len(items) > maxReleaseBatch || len(next) > maxReleaseBatch {
 		return 0, fmt.Errorf("storage: release due: %d items and %d next, at most %d each at a time", len(items), len(next), maxReleaseBatch)
+	}
+	// A subject goes into a key and an outbox page: one that could not be
+	// read back is refused before anything is written.
+	for _, it := range slices.Concat(items, next) {
+		if err := checkPart("subject", it.Subject); err != nil {
+			return 0, fmt.Errorf("storage: release due: %w", err)
+		}
 	}
 	req := &writeReq{kind: kindRelease, due: items, next: next}
 	if err := db.write(req); err != nil {

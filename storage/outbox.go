@@ -82,8 +82,16 @@ func decodePage(last uint64, v []byte, out []OutboxItem) ([]OutboxItem, error) {
 
 // writePages writes items (in strictly increasing sequence order, above
 // every page already stored) into new pages through txn, and returns how
-// many pages it wrote.
+// many pages it wrote. A subject decodePage would refuse is an error, and
+// the caller's transaction must not commit: one such entry would make its
+// page, and every entry after it, unreadable (the writers check
+// subjects before: checkPart).
 func writePages(txn *badger.Txn, items []OutboxItem) (int, error) {
+	for i, it := range items {
+		if it.Subject == "" || len(it.Subject) > maxKeyPart || (i > 0 && it.Seq <= items[i-1].Seq) {
+			return 0, fmt.Errorf("%w: an outbox entry that could not be read back (subject of %d bytes, number %d)", ErrInvalidRecord, len(it.Subject), it.Seq)
+		}
+	}
 	pages := 0
 	for len(items) > 0 {
 		n, size := 0, int64(0)

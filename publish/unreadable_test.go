@@ -1,0 +1,67 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"credfed/credit"
+	"credfed/storage"
+)
+
+// unreadableOutbox is a store one of whose subjects' records cannot be
+// read.
+type unreadableOutbox struct {
+	*storage.DB
+	bad string
+}
+
+var errUnreadable = errors.New("unreadable")
+
+func (u *unreadableOutbox) SummaryFieldsBySubjects(subjects []string) ([][]credit.Record, []error, error) {
+	recs, errs, err := u.DB.SummaryFieldsBySubjects(subjects)
+	for i, s := range subjects {
+		if s == u.bad && err == nil {
+			recs[i], errs[i] = nil, errUnreadable
+		}
+	}
+	return recs, errs, err
+}
+
+// TestUnreadableSubjectWithTwoEntries: a subject changed by two
+// commits whose records cannot be read keeps both entries (and does not
+// hold the others back); the drain reports it, and the count it returns
+// (the job's "published") is what it published: the other subjects'
+// entries, not the pass's entries less one per unreadable subject.
+func TestUnreadableSubjectWithTwoEntries(t *testing.T) {
+	db := district(t)
+	submitSubjects(t, db, 0, 3)
+	rec, err := db.Record("market-supervision", "M-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Version, rec.Summary = 2, "corrected"
+	if err := db.UpdateRecord(rec); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := db.PendingSubjects(0)
+	if err != nil || len(entries) != 5 {
+		t.Fatalf("%d entries: %v", len(entries), err)
+	}
+	x := &index{cat: credit.DefaultCatalog()}
+	p := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: &unreadableOutbox{DB: db, bad: rec.Subject}, Index: x, Resolve: resolve})
+	n, err := p.drain(context.Background())
+	if !errors.Is(err, ErrUnreadableSubjects) {
+		t.Fatalf("drain: %v, want ErrUnreadableSubjects", err)
+	}
+	left, _ := db.PendingSubjects(0)
+	if len(left) != 2 || left[0].Subject != rec.Subject || left[1].Subject != rec.Subject {
+		t.Fatalf("left %+v, want the unreadable subject's two entries", left)
+	}
+	if len(x.applied) != 3 {
+		t.Fatalf("%d updates, want the 3 readable subjects", len(x.applied))
+	}
+	if acked := len(entries) - len(left); n != acked {
+		t.Errorf("drain says %d published; it published %d subjects and acknowledged %d entries", n, len(x.applied), acked)
+	}
+}
