@@ -355,11 +355,27 @@ func hasLabel(set, pair string) bool {
 	return set == pair || strings.HasPrefix(set, pair+",") || strings.Contains(set, ","+pair+",") || strings.HasSuffix(set, ","+pair)
 }
 
+// count is the number of nodes of role.
+func (f *federation) count(role certs.Role) int {
+	n := 0
+	for _, nd := range f.layout.Nodes {
+		if nd.Role == role {
+			n++
+		}
+	}
+	return n
+}
+
 // profile takes a CPU profile (kind "profile") or an execution trace
-// ("trace") of node name through its pprof endpoint and writes it to path.
+// ("trace") over seconds, or a heap profile ("heap", seconds 0), of node
+// name through its pprof endpoint and writes it to path.
 func (f *federation) profile(ctx context.Context, name, kind string, seconds int, path string) error {
 	n, _ := f.layout.Node(name)
-	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", n.Metrics, kind, seconds), nil)
+	url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", n.Metrics, kind, seconds)
+	if seconds == 0 {
+		url = fmt.Sprintf("http://%s/debug/pprof/%s", n.Metrics, kind) // heap: in use now
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
 		return err
 	}

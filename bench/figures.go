@@ -74,7 +74,7 @@ func (r *run) figures() []Figure {
 	}
 	if !r.cfg.InProcess {
 		specs = append(specs, spec{figureSpec{"cpu_per_lookup", "µs", "PostgreSQL" + pgv + " + the front (all their processes)",
-			lookupData + "; 64 clients; credfed: utime+stime of all 7 node processes over the lookup_c64 measurement ÷ lookups", lookupDur, false, "PG+front"}, "cpu_per_lookup"})
+			lookupData + fmt.Sprintf("; 64 clients; credfed: utime+stime of all %d node processes over the lookup_c64 measurement ÷ lookups", len(r.fed.layout.Nodes)), lookupDur, false, "PG+front"}, "cpu_per_lookup"})
 	}
 	specs = append(specs,
 		spec{figureSpec{"intake", "records/s", "PostgreSQL" + pgv + " COPY", intakeData, intakeDur, true, "PG COPY"}, "intake"},
@@ -127,7 +127,7 @@ func (r *run) memoryFigures() []Figure {
 	return []Figure{
 		newFigure(figureSpec{"rss_district_peak", "MiB", pgName, data + "; credfed: VmHWM of the " + r.intakeAt.Name + " district process", "", false, "PG PSS"},
 			[]float64{nonzero(mib(district))}, pg),
-		newFigure(figureSpec{"rss_nodes_peak", "MiB", allName, data + "; credfed: the sum of the 7 node processes' VmHWM", "", false, "PG PSS+front"},
+		newFigure(figureSpec{"rss_nodes_peak", "MiB", allName, data + fmt.Sprintf("; credfed: the sum of the %d node processes' VmHWM", len(r.fed.layout.Nodes)), "", false, "PG PSS+front"},
 			[]float64{nonzero(mib(all))}, pgFront),
 	}
 }

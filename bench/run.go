@@ -623,7 +623,8 @@ func (r *run) lookupStep(ctx context.Context, s Step) error {
 			for _, role := range []struct {
 				role certs.Role
 				name string
-			}{{certs.Province, "province"}, {certs.City, "2 cities"}, {certs.District, "4 districts"}} {
+			}{{certs.Province, "province"}, {certs.City, fmt.Sprintf("%d cities", r.fed.count(certs.City))},
+				{certs.District, fmt.Sprintf("%d districts", r.fed.count(certs.District))}} {
 				parts = append(parts, fmt.Sprintf("%s %.0f µs", role.name, float64(perNode[role.role]-perNode0[role.role])/float64(time.Microsecond)/float64(res.count)))
 			}
 			r.note("cpu_per_lookup", "round %d credfed: %s", s.Round, strings.Join(parts, " + "))
@@ -671,22 +672,28 @@ func (r *run) districts() []string {
 }
 
 // takeProfiles starts CPU profiles (kind "profile") or execution traces
-// ("trace") of the nodes for seconds into ProfileDir (processes only).
+// ("trace") of the nodes for seconds, or takes their heap profiles
+// ("heap", in use now), into ProfileDir (processes only).
 func (r *run) takeProfiles(ctx context.Context, wg *sync.WaitGroup, what, kind string, seconds int, nodes ...string) {
 	if r.cfg.ProfileDir == "" || r.cfg.InProcess {
 		return
 	}
-	seconds = max(seconds, 1)
+	if kind != "heap" {
+		seconds = max(seconds, 1)
+	}
 	if err := os.MkdirAll(r.cfg.ProfileDir, 0o755); err != nil {
 		r.logf("profiles: %v", err)
 		return
 	}
 	for _, n := range nodes {
-		ext := ".pprof"
-		if kind == "trace" {
-			ext = ".trace"
+		name := what + "-" + n + ".pprof"
+		switch kind {
+		case "trace":
+			name = what + "-" + n + ".trace"
+		case "heap":
+			name = what + "-" + n + "-heap.pprof"
 		}
-		path := filepath.Join(r.cfg.ProfileDir, what+"-"+n+ext)
+		path := filepath.Join(r.cfg.ProfileDir, name)
 		wg.Go(func() {
 			if err := r.fed.profile(ctx, n, kind, seconds, path); err != nil {
 				r.logf("profile of %s: %v", n, err)
@@ -784,6 +791,10 @@ func (r *run) intakeStep(ctx context.Context, s Step) error {
 		return firstErr
 	}
 	acked := time.Since(start)
+	if s.Round == 1 {
+		// What the district holds in memory at the end of an ingest.
+		r.takeProfiles(ctx, &profiles, "intake", "heap", 0, r.intakeAt.Name)
+	}
 	indexedAt, err := r.waitIndexed(ctx, before+float64(n), n)
 	indexed := indexedAt.Sub(start)
 	profiles.Wait()

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 
 	"credfed/certs"
 	"credfed/consensus"
@@ -26,6 +27,9 @@ const Op = "pseudonymize"
 
 // MaxBatch bounds the identifiers of one request.
 const MaxBatch = 1000
+
+// maxAsking bounds the requests of one Resolve in flight at once.
+const maxAsking = 4
 
 // Errors.
 var (
@@ -261,22 +265,42 @@ func (r *Resolver) resolve(ctx context.Context, subjects []string, v uint32, exa
 		}
 	}
 	if len(missing) > 0 {
+		// The requests of MaxBatch go out together (a publisher's pass of
+		// 2,000 subjects is two): each waits mostly for the coordinator's
+		// synced custody and audit writes, not for CPU.
+		type answer struct {
+			ver uint32
+			ps  []credit.Pseudonym
+			err error
+		}
+		parts := (len(missing) + MaxBatch - 1) / MaxBatch
+		answers := make([]answer, parts)
+		slots := make(chan struct{}, maxAsking)
+		var wg sync.WaitGroup
+		for k := range parts {
+			part := missing[k*MaxBatch : min((k+1)*MaxBatch, len(missing))]
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				a := &answers[k]
+				a.ver, a.ps, a.err = r.ask(ctx, part)
+			})
+		}
+		wg.Wait()
 		fresh := map[uint32]map[string]credit.Pseudonym{}
 		var other error
-		for start := 0; start < len(missing); start += MaxBatch {
-			part := missing[start:min(start+MaxBatch, len(missing))]
-			ver, ps, err := r.ask(ctx, part)
-			if err != nil {
-				return v, nil, err
+		for k, a := range answers {
+			if a.err != nil {
+				return v, nil, a.err
 			}
-			if ver != v && exact {
-				other = fmt.Errorf("%w: %d, not %d", ErrOtherVersion, ver, v)
+			if a.ver != v && exact {
+				other = fmt.Errorf("%w: %d, not %d", ErrOtherVersion, a.ver, v)
 			}
-			if fresh[ver] == nil {
-				fresh[ver] = map[string]credit.Pseudonym{}
+			if fresh[a.ver] == nil {
+				fresh[a.ver] = map[string]credit.Pseudonym{}
 			}
-			for i, s := range part {
-				fresh[ver][s], cached[s] = ps[i], ps[i]
+			for i, s := range missing[k*MaxBatch : min((k+1)*MaxBatch, len(missing))] {
+				fresh[a.ver][s], cached[s] = a.ps[i], a.ps[i]
 			}
 		}
 		if r.cfg.Cache != nil {

@@ -232,3 +232,31 @@ func TestCustodyCountsOnlyEntriesThatHoldSomething(t *testing.T) {
 		t.Fatalf("a sweep hidden behind empty entries: %+v %v", res, err)
 	}
 }
+
+// TestResolverAsksInParallelParts: a resolve of more identifiers than a
+// request holds, and of more parts than go out at once (maxAsking), is
+// asked in parts; every pseudonym comes back in the place of its
+// identifier, each part a request the coordinator audited.
+func TestResolverAsksInParallelParts(t *testing.T) {
+	tr := newTree(t, 1000) // bursts of ten seconds: ten full requests
+	r := NewResolver(ResolverConfig{Self: tr.districtID, Endpoint: tr.district, Registry: tr.reg,
+		Coordinators: []string{tr.quzhou.peer().Addr}})
+	ids := synthIDs(1, 5*MaxBatch+17) // six parts: more than maxAsking
+	got, err := r.Resolve(ctxT(t), ids)
+	if err != nil || len(got) != len(ids) {
+		t.Fatalf("%d pseudonyms, %v", len(got), err)
+	}
+	for i, id := range ids {
+		if got[i] != tr.key.Pseudonym(id) {
+			t.Fatalf("pseudonym %d is not its identifier's", i)
+		}
+	}
+	a := tr.quzhou.audited(t)
+	counted := 0
+	for _, e := range a {
+		counted += e.Count
+	}
+	if len(a) != 6 || counted != len(ids) {
+		t.Fatalf("the city audited %d requests of %d identifiers, want 6 of %d", len(a), counted, len(ids))
+	}
+}
