@@ -41,9 +41,12 @@ type Config struct {
 	IntakeClients int
 	// NoBaseline measures credfed alone, as when PostgreSQL is missing.
 	NoBaseline bool
-	// ProfileDir, when set, receives CPU profiles of the province and a
-	// district taken through their pprof endpoints during the first
-	// round's lookups at 64 clients and intake (processes only).
+	// ProfileDir, when set, receives what the nodes' pprof endpoints give
+	// during the first round (processes only): CPU profiles of the province
+	// and the intake district during the lookups at 64 clients and the
+	// intake, execution traces of the province and the districts during
+	// the lookups at 1 client, and the intake district's heap at the end
+	// of the intake.
 	ProfileDir string
 	// Progress receives what the bench is doing, a line at a time (nil:
 	// nothing).

@@ -45,9 +45,12 @@ bench") shows a full run.
 
 --quick is the CI run (2,000 subjects, 2 rounds of 2 s, intake of 10,000),
 under two minutes on 2 cores; the full run (100,000 subjects, 3 rounds of
-10 s, intake of 200,000) under fifteen. --profile DIR saves CPU profiles of
-the province and a district, taken through their pprof endpoints
-(metrics.pprof) during the first round's lookups at 64 clients and intake.`,
+10 s, intake of 200,000) under fifteen. --profile DIR saves, from the
+nodes' pprof endpoints (metrics.pprof) in the first round: CPU profiles of
+the province and the intake district during the lookups at 64 clients and
+the intake, execution traces of the province and the districts during the
+lookups at 1 client (go tool trace -pprof=sched|syscall|net), and the
+intake district's heap at the end of the intake.`,
 		Example: `  credfed bench --quick
   credfed bench --json > bench.json
   credfed bench --subjects 1000000 --intake 1000000 --rounds 1 --profile /tmp/prof
@@ -66,7 +69,7 @@ the province and a district, taken through their pprof endpoints
 	fs.IntVar(&cfg.Intake, "intake", 0, "records (`N`) of each intake measurement (default 200000; quick 10000)")
 	fs.IntVar(&cfg.IntakeClients, "intake-clients", 0, "clients submitting the intake at once (`N`, default 4)")
 	fs.BoolVar(&cfg.NoBaseline, "no-baseline", false, "measure credfed alone (as without PostgreSQL)")
-	fs.StringVar(&cfg.ProfileDir, "profile", "", "write CPU profiles of the nodes to `DIR`")
+	fs.StringVar(&cfg.ProfileDir, "profile", "", "write CPU profiles, traces and a heap profile of the nodes to `DIR`")
 	fs.DurationVar(&cfg.Timeout, "timeout", 0, "bound (`D`) of the whole run (default 30m; quick 5m)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if processes && inProcess {
