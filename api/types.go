@@ -108,7 +108,8 @@ type IndexStatus struct {
 	Entries int `json:"entries"`
 	// OutboxLength is how many changes of subjects a district has not yet
 	// published to the index: an entry a subject for each commit that
-	// changed it (a subject changed twice before publishing counts twice).
+	// changed it (a subject changed by two commits before publishing
+	// counts twice; several records of it in one commit count once).
 	OutboxLength int `json:"outbox_length,omitempty"`
 }
 

@@ -25,8 +25,8 @@ import (
 )
 
 // federation is the credfed side: a local federation of a province, two
-// cities and four districts, as separate `credfed node` processes or in
-// this process.
+// cities and Config.Districts districts (4 by default), as separate
+// `credfed node` processes or in this process.
 type federation struct {
 	dir    string
 	layout localfed.Layout
@@ -173,7 +173,15 @@ func (f *federation) waitReady(ctx context.Context, timeout time.Duration) error
 		if err != nil {
 			msg := fmt.Sprintf("bench: node %s is not ready: %s", n.Name, last)
 			if p := f.procs[n.Name]; p != nil {
-				msg += "; its log ends:\n" + tail(p.log, 15)
+				if t := tail(p.log, 15); strings.TrimSpace(t) != "" {
+					msg += "; its log ends:\n" + t
+				} else {
+					msg += "; its log is empty"
+				}
+			}
+			if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
+				// The run's --timeout, or the wait's own bound: say which.
+				return fmt.Errorf("%s: %w", msg, ctx.Err())
 			}
 			return errors.New(msg)
 		}

@@ -52,7 +52,7 @@ func (r *run) figures() []Figure {
 	}
 	lookupDur := "credfed: the coordinator's audit entry of the lookup and each holding district's audit entry synced to disk (Badger, synced commit) before the answer; " +
 		"central copy: the lookup's audit row inserted in the statement that reads the records, committed with synchronous_commit=on, fsync=on (WAL " + walSync + ") before the answer"
-	intakeDur := "credfed: a batch is acknowledged once its records and their outbox markers are in a synced Badger commit and, after it, the batch's audit entry in another; " +
+	intakeDur := "credfed: a batch is acknowledged once its records and their outbox entries are in a synced Badger commit and, after it, the batch's audit entry in another; " +
 		"central copy: a batch is one transaction (its rows and an audit row of their ids) committed with synchronous_commit=on, fsync=on (WAL " + walSync + ")"
 	indexDur := intakeDur + "; credfed's index updates committed through Raft (raft-wal appends synced on a quorum of voters) and applied at the province; the central copy's rows are visible at commit"
 	lookupData := r.data.String() + "; subjects drawn at random among those in 2 districts; purpose " + Purpose

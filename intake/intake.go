@@ -22,7 +22,7 @@ const MaxRecordsPerRequest = 10000
 
 // Store is where a district keeps its records (storage.DB implements it).
 type Store interface {
-	// SubmitRecords writes the records and their outbox markers durably.
+	// SubmitRecords writes the records and their outbox entries durably.
 	SubmitRecords(recs []credit.Record) ([]storage.Outcome, error)
 	// Record returns the latest version of (department, id):
 	// storage.ErrNotFound if none, storage.ErrInvalidRecord for a

@@ -88,8 +88,10 @@ type Config struct {
 	// Now dates the summaries (which records are displayed today); nil is
 	// time.Now.
 	Now func() time.Time
-	// Batch is how many subjects one pass publishes (default DefaultBatch,
-	// at most half of consensus.MaxForwardUpdates).
+	// Batch is how many outbox entries one pass reads, so at most that
+	// many subjects it publishes (a subject with entries of two commits is
+	// published once); default DefaultBatch, at most half of
+	// consensus.MaxForwardUpdates.
 	Batch int
 	// AttemptTimeout bounds one forward to the leader, and separately the
 	// pseudonyms a pass needs, not the whole drain: a dead leader costs
@@ -157,7 +159,8 @@ func New(cfg Config) *Publisher {
 // JobName is the publisher's name in the job runner.
 const JobName = "publish"
 
-// DefaultBatch is the subjects of one pass: each pass waits for a round
+// DefaultBatch is the outbox entries of one pass (at most as many
+// subjects): each pass waits for a round
 // trip to a coordinator (pseudonyms) and a Raft commit, so fewer, larger
 // passes publish a backlog faster (docs/BENCHMARKS.md). At most half of
 // consensus.MaxForwardUpdates, since during a key rotation each subject
@@ -455,7 +458,7 @@ func (p *Publisher) submit(ctx context.Context, ps pass) error {
 	return nil
 }
 
-// ack removes the outbox markers of a pass whose updates were applied.
+// ack removes the outbox entries of a pass whose updates were applied.
 func (p *Publisher) ack(ps pass) error {
 	start := time.Now()
 	err := p.cfg.Outbox.AckOutbox(ps.acks)

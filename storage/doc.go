@@ -4,7 +4,7 @@
 // district's cache of pseudonyms; and, in a second database (StateDB), the
 // replicated state of the Raft FSM.
 //
-// # Key layout (version 3)
+// # Key layout (version 4)
 //
 // One Badger DB per node. Every key starts with a one-byte family and '/'
 // (the audit head is "a!head", outside the "a/" range). Textual parts are

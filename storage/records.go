@@ -144,7 +144,7 @@ func keysOf(r *credit.Record) recordKeys {
 //
 // For each accepted record it writes, in one transaction, the latest-version
 // key (the record's only copy until a second version supersedes it), the
-// subject index entry, its due markers and the outbox marker of the
+// subject index entry, its due markers and an outbox entry of the
 // subject. Every transaction is synced to disk before
 // SubmitRecords returns. Concurrent callers are coalesced into shared
 // transactions (one sync for all), and a large batch is split into several
