@@ -381,7 +381,7 @@ func (f *federation) profile(ctx context.Context, name, kind string, seconds int
 	n, _ := f.layout.Node(name)
 	url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", n.Metrics, kind, seconds)
 	if seconds == 0 {
-		url = fmt.Sprintf("http://%s/debug/pprof/%s", n.Metrics, kind) // heap: in use now
+		url = fmt.Sprintf("http://%s/debug/pprof/%s?gc=1", n.Metrics, kind) // heap: in use now (after a GC)
 	}
 	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {

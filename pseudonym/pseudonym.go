@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"credfed/certs"
 	"credfed/consensus"
@@ -269,29 +270,50 @@ func (r *Resolver) resolve(ctx context.Context, subjects []string, v uint32, exa
 		// 2,000 subjects is two): each waits mostly for the coordinator's
 		// synced custody and audit writes, not for CPU.
 		type answer struct {
-			ver uint32
-			ps  []credit.Pseudonym
-			err error
+			asked bool
+			ver   uint32
+			ps    []credit.Pseudonym
+			err   error
 		}
 		parts := (len(missing) + MaxBatch - 1) / MaxBatch
 		answers := make([]answer, parts)
 		slots := make(chan struct{}, maxAsking)
+		var failed atomic.Bool
 		var wg sync.WaitGroup
 		for k := range parts {
 			part := missing[k*MaxBatch : min((k+1)*MaxBatch, len(missing))]
 			slots <- struct{}{}
+			if failed.Load() {
+				// A part failed, so the resolve does: a part asked now
+				// would only spend the district's rate (a part that did
+				// fail is among those asked: its error is returned).
+				<-slots
+				break
+			}
 			wg.Go(func() {
 				defer func() { <-slots }()
 				a := &answers[k]
-				a.ver, a.ps, a.err = r.ask(ctx, part)
+				a.asked = true
+				if a.ver, a.ps, a.err = r.ask(ctx, part); a.err != nil {
+					failed.Store(true)
+				}
 			})
 		}
 		wg.Wait()
+		// Every part answered is kept, also when another failed: the
+		// coordinator handed it out (audited, counted against the
+		// district's rate), and the next attempt asks only the rest.
 		fresh := map[uint32]map[string]credit.Pseudonym{}
-		var other error
+		var other, first error
 		for k, a := range answers {
+			if !a.asked {
+				continue
+			}
 			if a.err != nil {
-				return v, nil, a.err
+				if first == nil {
+					first = a.err
+				}
+				continue
 			}
 			if a.ver != v && exact {
 				other = fmt.Errorf("%w: %d, not %d", ErrOtherVersion, a.ver, v)
@@ -309,6 +331,9 @@ func (r *Resolver) resolve(ctx context.Context, subjects []string, v uint32, exa
 					r.log.Warn("caching pseudonyms failed", "error_type", fmt.Sprintf("%T", err))
 				}
 			}
+		}
+		if first != nil {
+			return v, nil, first
 		}
 		if other != nil {
 			return v, nil, other
