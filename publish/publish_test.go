@@ -423,10 +423,11 @@ func TestCancelMidDrain(t *testing.T) {
 	}
 }
 
-// TestSubjectMarkedTwiceIsPublishedOnce: a subject changed by two commits
-// before a drain has two outbox entries; a pass that reads both publishes
-// it once, under the later number, and acknowledges both.
-func TestSubjectMarkedTwiceIsPublishedOnce(t *testing.T) {
+// markedTwice is a district store with 4 subjects pending, the one of
+// record M-1 under two entries (its submission, then a correction in a
+// commit of its own), and the 5 entries in order.
+func markedTwice(t *testing.T) (*storage.DB, []storage.OutboxItem) {
+	t.Helper()
 	db := district(t)
 	submitSubjects(t, db, 0, 3)
 	rec, err := db.Record("market-supervision", "M-1")
@@ -441,6 +442,14 @@ func TestSubjectMarkedTwiceIsPublishedOnce(t *testing.T) {
 	if err != nil || len(entries) != 5 || entries[4].Subject != entries[2].Subject {
 		t.Fatalf("entries %+v, %v; want 5, the subject of M-1 twice", entries, err)
 	}
+	return db, entries
+}
+
+// TestSubjectMarkedTwiceIsPublishedOnce: a subject changed by two commits
+// before a drain has two outbox entries; a pass that reads both publishes
+// it once, under the later number, and acknowledges both.
+func TestSubjectMarkedTwiceIsPublishedOnce(t *testing.T) {
+	db, entries := markedTwice(t)
 	x := &index{cat: credit.DefaultCatalog()}
 	p := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: db, Index: x, Resolve: resolve})
 	if err := p.Drain(context.Background()); err != nil {

@@ -34,28 +34,16 @@ func (u *unreadableOutbox) SummaryFieldsBySubjects(subjects []string) ([][]credi
 // (the job's "published") is what it published: the other subjects'
 // entries, not the pass's entries less one per unreadable subject.
 func TestUnreadableSubjectWithTwoEntries(t *testing.T) {
-	db := district(t)
-	submitSubjects(t, db, 0, 3)
-	rec, err := db.Record("market-supervision", "M-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.Version, rec.Summary = 2, "corrected"
-	if err := db.UpdateRecord(rec); err != nil {
-		t.Fatal(err)
-	}
-	entries, err := db.PendingSubjects(0)
-	if err != nil || len(entries) != 5 {
-		t.Fatalf("%d entries: %v", len(entries), err)
-	}
+	db, entries := markedTwice(t)
+	bad := entries[2].Subject // M-1's
 	x := &index{cat: credit.DefaultCatalog()}
-	p := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: &unreadableOutbox{DB: db, bad: rec.Subject}, Index: x, Resolve: resolve})
+	p := New(Config{District: "zhejiang/quzhou/kecheng", Outbox: &unreadableOutbox{DB: db, bad: bad}, Index: x, Resolve: resolve})
 	n, err := p.drain(context.Background())
 	if !errors.Is(err, ErrUnreadableSubjects) {
 		t.Fatalf("drain: %v, want ErrUnreadableSubjects", err)
 	}
 	left, _ := db.PendingSubjects(0)
-	if len(left) != 2 || left[0].Subject != rec.Subject || left[1].Subject != rec.Subject {
+	if len(left) != 2 || left[0].Subject != bad || left[1].Subject != bad {
 		t.Fatalf("left %+v, want the unreadable subject's two entries", left)
 	}
 	if len(x.applied) != 3 {
