@@ -444,8 +444,8 @@ func (db *DB) build(txn *badger.Txn, units []unit, from int, st *txnState) (int,
 }
 
 // plan reads what unit u needs through txn (which sees the writes already
-// planned into it) and returns the key changes and the outbox keys of the
-// subjects to mark (appended to ops and marks), the change in the record
+// planned into it) and returns the key changes and the subjects to mark in
+// the outbox (appended to ops and marks), the change in the record
 // count and the unit's result.
 func (db *DB) plan(txn *badger.Txn, u unit, ops []op, marks []string) (_ []op, _ []string, delta int64, res unitResult, err error) {
 	r := u.req
