@@ -582,7 +582,7 @@ func (r *run) lookupStep(ctx context.Context, s Step) error {
 		} else {
 			// One client is bound by latency, not CPU: a trace shows the
 			// waits (go tool trace -pprof=sched|syscall|net).
-			r.takeProfiles(ctx, &profiles, "lookup_c1", "trace", min(int(r.cfg.LookupDuration.Seconds())-1, 2), append([]string{r.province}, r.districts()...)...)
+			r.takeProfiles(ctx, &profiles, "lookup_c1", "trace", min(int(r.cfg.LookupDuration.Seconds())-1, 2), append([]string{r.province}, r.fed.layout.Districts()...)...)
 		}
 	}
 	perNode0 := r.nodeCPU(s.Side == Credfed && len(cpuPids) > 0)
@@ -655,17 +655,6 @@ func (r *run) nodeCPU(on bool) map[certs.Role]time.Duration {
 	for _, n := range r.fed.layout.Nodes {
 		if pid := r.fed.pid(n.Name); pid > 0 {
 			out[n.Role] += cpuTime([]int{pid}, false)
-		}
-	}
-	return out
-}
-
-// districts are the names of the district nodes.
-func (r *run) districts() []string {
-	var out []string
-	for _, n := range r.fed.layout.Nodes {
-		if n.Role == certs.District {
-			out = append(out, n.Name)
 		}
 	}
 	return out

@@ -270,10 +270,10 @@ func (r *Resolver) resolve(ctx context.Context, subjects []string, v uint32, exa
 		// 2,000 subjects is two): each waits mostly for the coordinator's
 		// synced custody and audit writes, not for CPU.
 		type answer struct {
-			asked bool
-			ver   uint32
-			ps    []credit.Pseudonym
-			err   error
+			ids []string // the part asked (nil: not asked)
+			ver uint32
+			ps  []credit.Pseudonym
+			err error
 		}
 		parts := (len(missing) + MaxBatch - 1) / MaxBatch
 		answers := make([]answer, parts)
@@ -290,11 +290,11 @@ func (r *Resolver) resolve(ctx context.Context, subjects []string, v uint32, exa
 				<-slots
 				break
 			}
+			a := &answers[k]
+			a.ids = part
 			wg.Go(func() {
 				defer func() { <-slots }()
-				a := &answers[k]
-				a.asked = true
-				if a.ver, a.ps, a.err = r.ask(ctx, part); a.err != nil {
+				if a.ver, a.ps, a.err = r.ask(ctx, a.ids); a.err != nil {
 					failed.Store(true)
 				}
 			})
@@ -305,8 +305,8 @@ func (r *Resolver) resolve(ctx context.Context, subjects []string, v uint32, exa
 		// district's rate), and the next attempt asks only the rest.
 		fresh := map[uint32]map[string]credit.Pseudonym{}
 		var other, first error
-		for k, a := range answers {
-			if !a.asked {
+		for _, a := range answers {
+			if a.ids == nil {
 				continue
 			}
 			if a.err != nil {
@@ -321,7 +321,7 @@ func (r *Resolver) resolve(ctx context.Context, subjects []string, v uint32, exa
 			if fresh[a.ver] == nil {
 				fresh[a.ver] = map[string]credit.Pseudonym{}
 			}
-			for i, s := range missing[k*MaxBatch : min((k+1)*MaxBatch, len(missing))] {
+			for i, s := range a.ids {
 				fresh[a.ver][s], cached[s] = a.ps[i], a.ps[i]
 			}
 		}

@@ -522,18 +522,11 @@ func (db *DB) renumberPages(seq uint64) (uint64, error) {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 16})
 			defer it.Close()
 			for it.Seek(p); it.ValidForPrefix(p) && bytes.Compare(it.Item().Key(), end) < 0 && len(entries) < restoreMarkBatch; it.Next() {
-				key := it.Item().KeyCopy(nil)
-				last, err := parseBE64(key[len(p):])
-				if err != nil {
+				var err error
+				if _, entries, err = readPage(it.Item(), entries); err != nil {
 					return err
 				}
-				if err := it.Item().Value(func(v []byte) error {
-					entries, err = decodePage(last, v, entries)
-					return err
-				}); err != nil {
-					return err
-				}
-				keys = append(keys, key)
+				keys = append(keys, it.Item().KeyCopy(nil))
 			}
 			return nil
 		})

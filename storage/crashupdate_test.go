@@ -1,14 +1,11 @@
 package storage
 
 import (
-	"bufio"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,7 +139,7 @@ func TestCrashKeepsAcknowledgedUpdates(t *testing.T) {
 	if len(acked) == 0 {
 		t.Fatal("the helper acknowledged nothing: the test proves nothing")
 	}
-	t.Logf("%d records, %d acknowledged versions at most, %d subjects marked after the kills", len(acked), maxOf(acked), len(entries))
+	t.Logf("%d records, %d acknowledged versions at most, %d outbox entries after the kills", len(acked), maxOf(acked), len(entries))
 }
 
 func maxOf(m map[string]int) int {
@@ -158,55 +155,15 @@ func maxOf(m map[string]int) int {
 // acknowledged of each record.
 func crashUpdates(t *testing.T, dir string, key []byte, want int) map[string]int {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperUpdate$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"=update", helperDirEnv+"="+dir, helperKeyEnv+"="+hex.EncodeToString(key))
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string, 1024)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
 	out := map[string]int{}
 	n := 0
-	record := func(line string) {
-		f := strings.Fields(line)
-		switch {
-		case len(f) == 3 && f[0] == "upd":
+	killHelper(t, "TestHelperUpdate", "update", dir, key, func(f []string) {
+		if len(f) == 3 && f[0] == "upd" {
 			v, _ := strconv.Atoi(f[2])
 			out[f[1]] = max(out[f[1]], v)
 			n++
-		case strings.HasPrefix(line, "error") || strings.HasPrefix(line, "open failed"):
-			t.Errorf("helper: %s", line)
 		}
-	}
-	timeout := time.After(30 * time.Second)
-wait:
-	for n < want {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				break wait
-			}
-			record(line)
-		case <-timeout:
-			break wait
-		}
-	}
-	cmd.Process.Kill() // SIGKILL
-	for line := range lines {
-		record(line)
-	}
-	_ = cmd.Wait()
+	}, func() bool { return n >= want })
 	if n < want {
 		t.Fatalf("the helper acknowledged %d updates, want %d", n, want)
 	}

@@ -439,13 +439,6 @@ func (db *DB) rewriteFacts() error {
 	}
 }
 
-// countPrefix counts the keys under p (a key-only scan).
-func countPrefix(txn *badger.Txn, p []byte) (int64, error) {
-	var n int64
-	err := scanPrefix(txn, p, false, func(_, _ []byte) error { n++; return nil })
-	return n, err
-}
-
 func getCounter(txn *badger.Txn, key []byte) (uint64, error) {
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {

@@ -148,8 +148,34 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 // want records, kills it, and returns every acknowledgement it printed.
 func crashIngest(t *testing.T, dir string, key []byte, want int) (map[string]int, uint64) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperIngest$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"=ingest", helperDirEnv+"="+dir, helperKeyEnv+"="+hex.EncodeToString(key))
+	recs := map[string]int{}
+	var maxAudit uint64
+	killHelper(t, "TestHelperIngest", "ingest", dir, key, func(f []string) {
+		switch {
+		case len(f) == 3 && f[0] == "rec":
+			n, _ := strconv.Atoi(f[2])
+			recs[f[1]] = n
+		case len(f) == 2 && f[0] == "audit":
+			s, _ := strconv.ParseUint(f[1], 10, 64)
+			maxAudit = max(maxAudit, s)
+		}
+	}, func() bool { return len(recs) >= want })
+	if len(recs) < want {
+		t.Fatalf("helper acknowledged only %d records before the deadline", len(recs))
+	}
+	return recs, maxAudit
+}
+
+// killHelper runs the helper test named test (with helperEnv = mode) on
+// dir, hands each line it prints, split into fields, to record until
+// enough says so (or the helper ends, or 30 s pass), then kills it with
+// SIGKILL, hands on the lines it printed before dying (acknowledgements
+// too), and checks it died of the kill. A line of the helper's errors
+// fails the test.
+func killHelper(t *testing.T, test, mode, dir string, key []byte, record func(fields []string), enough func() bool) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperDirEnv+"="+dir, helperKeyEnv+"="+hex.EncodeToString(key))
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -166,38 +192,29 @@ func crashIngest(t *testing.T, dir string, key []byte, want int) (map[string]int
 			lines <- sc.Text()
 		}
 	}()
-	recs := map[string]int{}
-	var maxAudit uint64
-	record := func(line string) {
-		f := strings.Fields(line)
-		switch {
-		case len(f) == 3 && f[0] == "rec":
-			n, _ := strconv.Atoi(f[2])
-			recs[f[1]] = n
-		case len(f) == 2 && f[0] == "audit":
-			s, _ := strconv.ParseUint(f[1], 10, 64)
-			maxAudit = max(maxAudit, s)
-		case strings.HasPrefix(line, "error") || strings.HasPrefix(line, "open failed"):
+	take := func(line string) {
+		if strings.HasPrefix(line, "error") || strings.HasPrefix(line, "open failed") {
 			t.Errorf("helper: %s", line)
+			return
 		}
+		record(strings.Fields(line))
 	}
 	timeout := time.After(30 * time.Second)
 wait:
-	for len(recs) < want {
+	for !enough() {
 		select {
 		case line, ok := <-lines:
 			if !ok {
 				break wait
 			}
-			record(line)
+			take(line)
 		case <-timeout:
 			break wait
 		}
 	}
 	cmd.Process.Kill() // SIGKILL
-	// Lines printed before the kill are acknowledgements too.
 	for line := range lines {
-		record(line)
+		take(line)
 	}
 	err = cmd.Wait()
 	var ee *exec.ExitError
@@ -207,8 +224,4 @@ wait:
 	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		t.Fatalf("helper ended with %v, want killed by SIGKILL", err)
 	}
-	if len(recs) < want {
-		t.Fatalf("helper acknowledged only %d records before the deadline", len(recs))
-	}
-	return recs, maxAudit
 }

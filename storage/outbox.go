@@ -80,6 +80,20 @@ func decodePage(last uint64, v []byte, out []OutboxItem) ([]OutboxItem, error) {
 	return out, nil
 }
 
+// readPage decodes the page item holds (a P/<last> key), its entries
+// appended to out.
+func readPage(item *badger.Item, out []OutboxItem) (uint64, []OutboxItem, error) {
+	last, err := parseBE64(item.Key()[2:])
+	if err != nil {
+		return 0, out, err
+	}
+	err = item.Value(func(v []byte) error {
+		out, err = decodePage(last, v, out)
+		return err
+	})
+	return last, out, err
+}
+
 // writePages writes items (in strictly increasing sequence order, above
 // every page already stored) into new pages through txn, and returns how
 // many pages it wrote. A subject decodePage would refuse is an error, and
@@ -140,14 +154,8 @@ func (db *DB) PendingSubjectsAfter(after uint64, limit int) ([]OutboxItem, error
 		defer it.Close()
 		var page []OutboxItem
 		for it.Seek(outboxPageKey(after + 1)); it.ValidForPrefix(p); it.Next() {
-			last, err := parseBE64(it.Item().Key()[len(p):])
-			if err != nil {
-				return err
-			}
-			if err := it.Item().Value(func(v []byte) error {
-				page, err = decodePage(last, v, page[:0])
-				return err
-			}); err != nil {
+			var err error
+			if _, page, err = readPage(it.Item(), page[:0]); err != nil {
 				return err
 			}
 			for _, e := range page {
@@ -204,14 +212,8 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 					return nil // no page holds these numbers
 				}
 				key := it.Item().KeyCopy(nil)
-				last, err := parseBE64(key[len(p):])
+				last, page, err := readPage(it.Item(), page[:0])
 				if err != nil {
-					return err
-				}
-				if err := it.Item().Value(func(v []byte) error {
-					page, err = decodePage(last, v, page[:0])
-					return err
-				}); err != nil {
 					return err
 				}
 				// The items up to this page's last number: those of its
@@ -268,14 +270,8 @@ func countOutbox(txn *badger.Txn) (int64, error) {
 	var n int64
 	var page []OutboxItem
 	for it.Seek(p); it.ValidForPrefix(p); it.Next() {
-		last, err := parseBE64(it.Item().Key()[len(p):])
-		if err != nil {
-			return 0, err
-		}
-		if err := it.Item().Value(func(v []byte) error {
-			page, err = decodePage(last, v, page[:0])
-			return err
-		}); err != nil {
+		var err error
+		if _, page, err = readPage(it.Item(), page[:0]); err != nil {
 			return 0, err
 		}
 		n += int64(len(page))

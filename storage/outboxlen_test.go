@@ -200,14 +200,15 @@ func pageEntries(t *testing.T, db *DB) []OutboxItem {
 	var out []OutboxItem
 	p := []byte{famOutboxPage, '/'}
 	err := db.raw.View(func(txn *badger.Txn) error {
-		return scanPrefix(txn, p, true, func(key, val []byte) error {
-			last, err := parseBE64(key[len(p):])
-			if err != nil {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
+		defer it.Close()
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			var err error
+			if _, out, err = readPage(it.Item(), out); err != nil {
 				return err
 			}
-			out, err = decodePage(last, val, out)
-			return err
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
