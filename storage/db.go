@@ -217,6 +217,11 @@ func (db *DB) load() error {
 // convertBatch is the markers one transaction of convertOutbox converts.
 var convertBatch = 1000
 
+// convertCommitted is called after each transaction of convertOutbox has
+// committed, with its step ("order": O/ entries added for layout 1;
+// "pages"): a seam for the crash test, which kills the process there.
+var convertCommitted = func(step string) {}
+
 // checkOldOutbox reads the outbox markers of layouts 1–3 (o/<subject> →
 // seq; from layout 2 on also O/<seq> → subject, the order the drain read)
 // and refuses, as ErrCorrupt and before anything changes, markers that
@@ -311,6 +316,7 @@ func (db *DB) convertOutbox() error {
 		if err != nil {
 			return engine(err)
 		}
+		convertCommitted("order")
 	}
 	O := []byte{famOutboxSeq, '/'}
 	for {
@@ -362,6 +368,7 @@ func (db *DB) convertOutbox() error {
 		if err != nil {
 			return engine(err)
 		}
+		convertCommitted("pages")
 	}
 }
 
