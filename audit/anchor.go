@@ -316,7 +316,15 @@ type watched struct {
 }
 
 func (w watched) Append(entries ...storage.AuditEntry) ([]storage.AuditEntry, error) {
-	out, err := w.Log.Append(entries...)
+	return w.appended(appendTo(w.Log, false, entries))
+}
+
+func (w watched) AppendDeferred(entries ...storage.AuditEntry) ([]storage.AuditEntry, error) {
+	return w.appended(appendTo(w.Log, true, entries))
+}
+
+// appended wakes the anchoring job when an append reached its count.
+func (w watched) appended(out []storage.AuditEntry, err error) ([]storage.AuditEntry, error) {
 	if err == nil && len(out) > 0 && out[len(out)-1].Seq >= w.a.last.Load()+uint64(w.a.cfg.Entries) {
 		if wake := w.a.wake.Load(); wake != nil {
 			(*wake)()

@@ -25,6 +25,20 @@ type Log interface {
 	Append(entries ...storage.AuditEntry) ([]storage.AuditEntry, error)
 }
 
+// DeferredLog is a Log that can let entries nothing waits on share a later
+// commit (storage.AuditLog.AppendDeferred).
+type DeferredLog interface {
+	AppendDeferred(entries ...storage.AuditEntry) ([]storage.AuditEntry, error)
+}
+
+// appendTo appends to l, deferred when asked and l can.
+func appendTo(l Log, deferred bool, entries []storage.AuditEntry) ([]storage.AuditEntry, error) {
+	if d, ok := l.(DeferredLog); ok && deferred {
+		return d.AppendDeferred(entries...)
+	}
+	return l.Append(entries...)
+}
+
 // Recorder writes a node's audit entries.
 type Recorder struct {
 	log      Log
@@ -68,6 +82,17 @@ var ErrUnavailable = fault.New(fault.Unavailable, "the audit log could not be wr
 // text field (Bound). It returns ErrUnavailable, with the cause kept out of
 // the message, when the append fails.
 func (r *Recorder) Record(e storage.AuditEntry, notes ...storage.AuditEntry) error {
+	return r.record(false, e, notes)
+}
+
+// RecordDeferred is Record for an entry nothing waits on (a lookup's
+// outcome after its answer): as durable when it returns, it may wait a few
+// milliseconds to share another append's commit (DeferredLog).
+func (r *Recorder) RecordDeferred(e storage.AuditEntry, notes ...storage.AuditEntry) error {
+	return r.record(true, e, notes)
+}
+
+func (r *Recorder) record(deferred bool, e storage.AuditEntry, notes []storage.AuditEntry) error {
 	all := append([]storage.AuditEntry{e}, notes...)
 	for i := range all {
 		if all[i].At.IsZero() {
@@ -79,7 +104,7 @@ func (r *Recorder) Record(e storage.AuditEntry, notes ...storage.AuditEntry) err
 		}
 		bound(&all[i])
 	}
-	if _, err := r.log.Append(all...); err != nil {
+	if _, err := appendTo(r.log, deferred, all); err != nil {
 		r.failures.Inc()
 		// Never the error's text: a storage error may quote a key.
 		r.logger.Error("audit append failed; refusing the operation", "operation", e.Operation, "error_type", fmt.Sprintf("%T", err))

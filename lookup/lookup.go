@@ -661,7 +661,9 @@ func (s *Service) recordOutcome(e storage.AuditEntry, notes []storage.AuditEntry
 	go func() {
 		defer s.inflight.Done()
 		defer func() { <-s.outcomes }()
-		if err := s.cfg.Audit.Record(e); err != nil {
+		// Deferred: nothing waits on it, so it may share the next
+		// lookup's commit instead of paying a sync of its own.
+		if err := s.cfg.Audit.RecordDeferred(e); err != nil {
 			s.log.Error("the outcome entry of an answered lookup could not be written; the districts' entries hold what they returned",
 				"lookup_id", e.LookupID)
 		}

@@ -196,36 +196,98 @@ func (r *Resolver) Own(ctx context.Context, subject string) ([]credit.Pseudonym,
 	return all[0], nil
 }
 
-// OwnAll is Own of several subjects, resolved together (one read of the
-// cache for all).
+// VersionsReader is a VersionedCache that reads every version of several
+// subjects at once (storage.DB): OwnAll then reads each subject once.
+type VersionsReader interface {
+	PseudonymVersionsOf(subjects []string) ([]map[uint32]credit.Pseudonym, error)
+}
+
+// OwnAll is Own of several subjects. From a VersionsReader it reads each
+// subject's pseudonyms under every version at once, and resolves only
+// those without one under the current version; otherwise it resolves them
+// together, then reads each one's older versions.
 func (r *Resolver) OwnAll(ctx context.Context, subjects []string) ([][]credit.Pseudonym, error) {
-	ps, err := r.Resolve(ctx, subjects)
-	if err != nil {
-		return nil, err
+	vc, versioned := r.cfg.Cache.(VersionedCache)
+	if r.cfg.Key.Valid() || r.cfg.Keys != nil || !versioned {
+		// A coordinator computes under the current key; a cache of one
+		// version has no older ones.
+		ps, err := r.Resolve(ctx, subjects)
+		if err != nil {
+			return nil, err
+		}
+		out := make([][]credit.Pseudonym, len(subjects))
+		for i := range subjects {
+			out[i] = ps[i : i+1 : i+1]
+		}
+		return out, nil
+	}
+	var all []map[uint32]credit.Pseudonym
+	if vr, ok := r.cfg.Cache.(VersionsReader); ok {
+		var err error
+		if all, err = vr.PseudonymVersionsOf(subjects); err != nil {
+			all = nil // resolved as below
+		}
+	}
+	current := make([]credit.Pseudonym, len(subjects))
+	var missing []string
+	var at []int
+	if all != nil {
+		v := r.version()
+		for i, s := range subjects {
+			p, ok := all[i][v]
+			if !ok {
+				missing, at = append(missing, s), append(at, i)
+				continue
+			}
+			current[i] = p
+		}
+	} else {
+		missing = subjects
+		at = make([]int, len(subjects))
+		for i := range at {
+			at[i] = i
+		}
+	}
+	if len(missing) > 0 {
+		ps, err := r.Resolve(ctx, missing)
+		if err != nil {
+			return nil, err
+		}
+		for k, i := range at {
+			current[i] = ps[k]
+		}
 	}
 	out := make([][]credit.Pseudonym, len(subjects))
-	vc, ok := r.cfg.Cache.(VersionedCache)
 	for i, subject := range subjects {
-		out[i] = ps[i : i+1 : i+1]
-		if !ok || r.cfg.Key.Valid() || r.cfg.Keys != nil {
-			continue
-		}
-		all, err := vc.PseudonymVersions(subject)
-		if err != nil {
-			continue // the current one is enough to answer; older ones only widen the match
-		}
-		versions := make([]uint32, 0, len(all))
-		for v := range all {
-			versions = append(versions, v)
-		}
-		slices.Sort(versions)
-		for k := len(versions) - 1; k >= 0; k-- {
-			if p := all[versions[k]]; p != ps[i] {
-				out[i] = append(out[i], p)
+		var older map[uint32]credit.Pseudonym
+		if all != nil {
+			older = all[i]
+		} else {
+			var err error
+			if older, err = vc.PseudonymVersions(subject); err != nil {
+				older = nil // the current one is enough to answer; older ones only widen the match
 			}
 		}
+		out[i] = withOlder(current[i], older)
 	}
 	return out, nil
+}
+
+// withOlder is current, then the other pseudonyms of all, newest version
+// first.
+func withOlder(current credit.Pseudonym, all map[uint32]credit.Pseudonym) []credit.Pseudonym {
+	out := []credit.Pseudonym{current}
+	versions := make([]uint32, 0, len(all))
+	for v := range all {
+		versions = append(versions, v)
+	}
+	slices.Sort(versions)
+	for k := len(versions) - 1; k >= 0; k-- {
+		if p := all[versions[k]]; p != current {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (r *Resolver) version() uint32 {

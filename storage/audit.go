@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -104,16 +105,36 @@ type AuditLog struct {
 
 	reqs chan *appendReq
 	done chan struct{}
+
+	// window is deferWindow (a test sets it longer, to know what waits).
+	window atomic.Int64 // nanoseconds
+	// commits counts the synced transactions; deferred, the entries of
+	// deferred appends waiting for one (both for the tests).
+	commits  atomic.Uint64
+	deferred atomic.Int64
 }
 
 type appendReq struct {
 	entries []AuditEntry
 	err     error
 	done    chan struct{}
+	// deferred: the entries may wait up to deferWindow for another append
+	// to share their commit (AppendDeferred).
+	deferred bool
 }
 
+// deferWindow is how long a deferred append waits for another append to
+// share its synced commit before it is committed alone.
+const deferWindow = 5 * time.Millisecond
+
+// maxDeferredEntries bounds the entries of deferred appends waiting for a
+// commit; an append beyond it is committed at once.
+const maxDeferredEntries = 1024
+
 func newAuditLog(db *DB) *AuditLog {
-	return &AuditLog{db: db, reqs: make(chan *appendReq, 1024), done: make(chan struct{})}
+	l := &AuditLog{db: db, reqs: make(chan *appendReq, 1024), done: make(chan struct{})}
+	l.window.Store(int64(deferWindow))
+	return l
 }
 
 // Audit returns the node's audit log.
@@ -149,6 +170,20 @@ func (l *AuditLog) stop() {
 // (synced) when Append returns. Concurrent appends are serialized by one
 // appender and share a sync.
 func (l *AuditLog) Append(entries ...AuditEntry) ([]AuditEntry, error) {
+	return l.append(false, entries)
+}
+
+// AppendDeferred is Append for entries nothing waits on (a lookup's
+// outcome, after its answer is released): they are as durable when it
+// returns, but may wait up to 5 ms for another append to share their
+// synced commit instead of paying one of their own. At one lookup at a
+// time, the coordinator's outcome entry then rides on the next lookup's
+// commit: one sync a lookup instead of two.
+func (l *AuditLog) AppendDeferred(entries ...AuditEntry) ([]AuditEntry, error) {
+	return l.append(true, entries)
+}
+
+func (l *AuditLog) append(deferred bool, entries []AuditEntry) ([]AuditEntry, error) {
 	if len(entries) == 0 {
 		return nil, nil
 	}
@@ -175,7 +210,7 @@ func (l *AuditLog) Append(entries ...AuditEntry) ([]AuditEntry, error) {
 		return nil, fmt.Errorf("storage: audit append: %w", err)
 	}
 	defer l.db.leave()
-	req := &appendReq{entries: cp, done: make(chan struct{})}
+	req := &appendReq{entries: cp, done: make(chan struct{}), deferred: deferred}
 	l.reqs <- req
 	<-req.done
 	if req.err != nil {
@@ -268,18 +303,63 @@ func (l *AuditLog) Head() (seq uint64, hash [32]byte) {
 	return l.headSeq, l.headHash
 }
 
-// appender is the single writer of the audit log.
+// appender is the single writer of the audit log. A deferred append waits,
+// up to deferWindow and within maxDeferredEntries, for any other append,
+// and is committed with it; the log's close commits what waits.
 func (l *AuditLog) appender() {
 	defer close(l.done)
-	for req := range l.reqs {
-		group := []*appendReq{req}
-		n := len(req.entries)
+	var (
+		waiting []*appendReq // deferred, in arrival order
+		held    int          // their entries
+		window  = time.NewTimer(deferWindow)
+	)
+	window.Stop()
+	commit := func(group []*appendReq) {
+		l.commitGroup(group)
+		for _, r := range group {
+			close(r.done)
+		}
+	}
+	for {
+		var req *appendReq
+		open := true
+		if len(waiting) == 0 {
+			req, open = <-l.reqs
+		} else {
+			select {
+			case req, open = <-l.reqs:
+			case <-window.C:
+			}
+		}
+		if !open {
+			if len(waiting) > 0 {
+				commit(waiting)
+			}
+			return
+		}
+		if req != nil && req.deferred && held+len(req.entries) <= maxDeferredEntries {
+			if len(waiting) == 0 {
+				window.Reset(time.Duration(l.window.Load()))
+			}
+			waiting, held = append(waiting, req), held+len(req.entries)
+			l.deferred.Store(int64(held))
+			continue
+		}
+		// Stop: since Go 1.23 no stale tick is received after it.
+		window.Stop()
+		group, n := waiting, held
+		waiting, held = nil, 0
+		l.deferred.Store(0)
+		if req != nil {
+			group, n = append(group, req), n+len(req.entries)
+		}
 	drain:
 		for n < maxGroupEntries {
 			select {
 			case r, ok := <-l.reqs:
 				if !ok {
-					break drain
+					commit(group)
+					return
 				}
 				group = append(group, r)
 				n += len(r.entries)
@@ -287,10 +367,7 @@ func (l *AuditLog) appender() {
 				break drain
 			}
 		}
-		l.commitGroup(group)
-		for _, r := range group {
-			close(r.done)
-		}
+		commit(group)
 	}
 }
 
@@ -374,6 +451,7 @@ func (l *AuditLog) commitFrom(slots []auditSlot, from int) (int, error) {
 	if err := txn.Commit(); err != nil {
 		return 0, engine(err)
 	}
+	l.commits.Add(1)
 	l.mu.Lock()
 	l.headSeq, l.headHash = seq, prev
 	l.mu.Unlock()

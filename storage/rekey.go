@@ -90,31 +90,71 @@ func (db *DB) PutPseudonymsAt(v uint32, ps map[string]credit.Pseudonym) error {
 // PseudonymVersions returns the subject's cached pseudonym under each key
 // version.
 func (db *DB) PseudonymVersions(subject string) (map[uint32]credit.Pseudonym, error) {
-	if err := checkPart("subject", subject); err != nil {
+	all, err := db.PseudonymVersionsOf([]string{subject})
+	if err != nil {
 		return nil, err
 	}
-	out := map[uint32]credit.Pseudonym{}
+	return all[0], nil
+}
+
+// PseudonymVersionsOf is PseudonymVersions of several subjects, in order,
+// in one read transaction: one seek per subject, which finds version 1
+// (n/<subject>) and the later ones (n/<subject>\x00<v>) together. A
+// district answering a lookup reads its pseudonyms this way.
+func (db *DB) PseudonymVersionsOf(subjects []string) ([]map[uint32]credit.Pseudonym, error) {
+	for _, s := range subjects {
+		if err := checkPart("subject", s); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]map[uint32]credit.Pseudonym, len(subjects))
 	err := db.view(func(txn *badger.Txn) error {
-		p, ok, err := getPseudonym(txn, pseudonymKey(subject))
-		if err != nil {
-			return err
-		}
-		if ok {
-			out[1] = p
-		}
-		pfx := append(pseudonymKey(subject), 0)
-		return scanPrefix(txn, pfx, true, func(key, val []byte) error {
-			if len(key) != len(pfx)+4 || len(val) != len(credit.Pseudonym{}) {
-				return fmt.Errorf("%w: a cached pseudonym of a version", ErrCorrupt)
+		for i, s := range subjects {
+			out[i] = map[uint32]credit.Pseudonym{}
+			if err := pseudonymVersions(txn, s, out[i]); err != nil {
+				return err
 			}
-			out[binary.BigEndian.Uint32(key[len(pfx):])] = credit.Pseudonym(val)
-			return nil
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: pseudonym versions: %w", engine(err))
 	}
 	return out, nil
+}
+
+// pseudonymVersions reads a subject's cached pseudonyms into into. Its keys
+// sort together: n/<subject>, then n/<subject>\x00<v:be32>; a key that
+// only extends the subject (another subject) ends them.
+func pseudonymVersions(txn *badger.Txn, subject string, into map[uint32]credit.Pseudonym) error {
+	pk := pseudonymKey(subject)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: pk, PrefetchValues: false})
+	defer it.Close()
+	for it.Seek(pk); it.ValidForPrefix(pk); it.Next() {
+		item := it.Item()
+		key := item.Key()
+		v := uint32(1)
+		switch {
+		case len(key) == len(pk):
+		case key[len(pk)] != 0:
+			return nil // another subject's: past this one's
+		case len(key) == len(pk)+5:
+			v = binary.BigEndian.Uint32(key[len(pk)+1:])
+		default:
+			return fmt.Errorf("%w: a cached pseudonym of a version", ErrCorrupt)
+		}
+		err := item.Value(func(val []byte) error {
+			if len(val) != len(credit.Pseudonym{}) || v < 2 && len(key) != len(pk) {
+				return fmt.Errorf("%w: a cached pseudonym of a version", ErrCorrupt)
+			}
+			into[v] = credit.Pseudonym(val)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func getPseudonym(txn *badger.Txn, key []byte) (credit.Pseudonym, bool, error) {

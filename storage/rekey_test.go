@@ -2,12 +2,15 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
 	"testing"
 
 	"credfed/credit"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 func pseudo(b byte) credit.Pseudonym {
@@ -113,5 +116,45 @@ func TestMarkEverySubject(t *testing.T) {
 	cancel()
 	if _, err := db.MarkEverySubject(ctx); err == nil {
 		t.Fatal("a canceled mark ran")
+	}
+}
+
+// TestPseudonymVersionsOf: every version of several subjects in one read,
+// in order; a subject whose identifier extends another's is not taken for
+// one of its versions; a malformed version key is ErrCorrupt.
+func TestPseudonymVersionsOf(t *testing.T) {
+	db := openTest(t, Options{})
+	s1 := testSubject(1)
+	s2 := s1 + "7" // another subject, its key extends s1's
+	s3 := testSubject(3)
+	p := pseudo
+	if err := db.PutPseudonymsAt(1, map[string]credit.Pseudonym{s1: p(1), s2: p(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.PutPseudonymsAt(2, map[string]credit.Pseudonym{s1: p(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.PutPseudonymsAt(3, map[string]credit.Pseudonym{s2: p(4)}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := db.PseudonymVersionsOf([]string{s2, s3, s1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []map[uint32]credit.Pseudonym{{1: p(2), 3: p(4)}, {}, {1: p(1), 2: p(3)}}
+	if !reflect.DeepEqual(all, want) {
+		t.Fatalf("versions %v, want %v", all, want)
+	}
+	one, err := db.PseudonymVersions(s1)
+	if err != nil || !reflect.DeepEqual(one, want[2]) {
+		t.Fatalf("PseudonymVersions = %v, %v", one, err)
+	}
+	if _, err := db.PseudonymVersionsOf([]string{"bad\x00subject"}); !errors.Is(err, ErrInvalidRecord) {
+		t.Fatalf("a subject with a NUL: %v", err)
+	}
+	bad, five := append(append(pseudonymKey(s3), 0), 1, 2), p(5)
+	rawUpdate(t, db, func(txn *badger.Txn) error { return txn.Set(bad, five[:]) })
+	if _, err := db.PseudonymVersionsOf([]string{s1, s3}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a version key of 2 bytes: %v", err)
 	}
 }
