@@ -617,7 +617,11 @@ func getUint(txn *badger.Txn, key []byte) (uint64, error) {
 // scan calls fn for every key-value under prefix (key and value valid only
 // during the call).
 func scan(txn *badger.Txn, prefix []byte, fn func(k, v []byte) error) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+	// No prefetching: Badger starts a goroutine for each value it
+	// prefetches, and the state's values are small, in the LSM tree, where
+	// reading one is a copy. A lookup's scan of one pseudonym's entries
+	// paid a goroutine for each.
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()

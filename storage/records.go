@@ -587,7 +587,9 @@ func readRecord(txn *badger.Txn, key []byte, keep bool) (credit.Record, []byte, 
 // scanPrefix calls fn with a copy of each key (and value, if withValues)
 // under prefix, in key order.
 func scanPrefix(txn *badger.Txn, prefix []byte, withValues bool, fn func(key, val []byte) error) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: withValues, PrefetchSize: 16})
+	// No prefetching: Badger starts a goroutine for each value it
+	// prefetches, and most values here are small, in the LSM tree.
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 		item := it.Item()
