@@ -120,8 +120,7 @@ func startFederation(ctx context.Context, dir, bin string, districts int, logf f
 			logger = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		}
 		if f.inproc, err = localfed.Start(localfed.Spec{Dir: dir, Districts: districts, Encrypt: true},
-			node.Options{Logger: logger, RaftTiming: node.RaftTiming{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond,
-				LeaderLease: 250 * time.Millisecond, Commit: 10 * time.Millisecond}}); err != nil {
+			node.Options{Logger: logger, RaftTiming: localfed.RaftTiming}); err != nil {
 			return nil, err
 		}
 	} else {

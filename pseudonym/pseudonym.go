@@ -224,7 +224,7 @@ func (r *Resolver) OwnAll(ctx context.Context, subjects []string) ([][]credit.Ps
 	var all []map[uint32]credit.Pseudonym
 	if vr, ok := r.cfg.Cache.(VersionsReader); ok {
 		var err error
-		if all, err = vr.PseudonymVersionsOf(subjects); err != nil {
+		if all, err = vr.PseudonymVersionsOf(subjects); err != nil || len(all) != len(subjects) {
 			all = nil // resolved as below
 		}
 	}

@@ -305,7 +305,9 @@ func (l *AuditLog) Head() (seq uint64, hash [32]byte) {
 
 // appender is the single writer of the audit log. A deferred append waits,
 // up to deferWindow and within maxDeferredEntries, for any other append,
-// and is committed with it; the log's close commits what waits.
+// and is committed with it. (The log is stopped only once no append is in
+// progress, Close waiting for them, so nothing waits when it stops; were
+// anything waiting, it would be committed first.)
 func (l *AuditLog) appender() {
 	defer close(l.done)
 	var (

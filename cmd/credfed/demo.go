@@ -108,7 +108,7 @@ func runDemo(cmd *cobra.Command, o demoOptions) error {
 	prev, _ := localfed.ReadDemoFile(o.dir)
 	fmt.Fprintf(stdout, "starting the demo federation in %s …\n", o.dir)
 	fed, err := localfed.Start(localfed.Spec{Dir: o.dir, Districts: o.districts, Encrypt: true},
-		node.Options{Logger: logger, RaftTiming: demoRaftTiming})
+		node.Options{Logger: logger, RaftTiming: localfed.RaftTiming})
 	if err != nil {
 		return err
 	}
@@ -173,11 +173,6 @@ func runDemo(cmd *cobra.Command, o demoOptions) error {
 	stopped = true
 	return nil
 }
-
-// demoRaftTiming suits a federation on one machine: elections and
-// heartbeats faster than hashicorp/raft's WAN-friendly defaults.
-var demoRaftTiming = node.RaftTiming{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond,
-	LeaderLease: 250 * time.Millisecond, Commit: 10 * time.Millisecond}
 
 // initDemo writes the federation's directory and demo.json and says how to
 // start the nodes and load the data.
