@@ -1,10 +1,13 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -258,8 +261,11 @@ func TestConfigBounds(t *testing.T) {
 }
 
 // TestDataset: every subject is a valid test identifier, record ids are
-// unique in their district, and the subjects the lookups ask for have a
-// record in two different districts.
+// unique in their district and count up, the rows are numbered 0 to
+// Records-1 once each across the districts (the numbering Rows computes
+// without making the other districts' rows), the subjects the lookups
+// ask for have a record in two different districts, and Rows hands out
+// chunks of at most its size and stops at fn's error.
 func TestDataset(t *testing.T) {
 	m, err := newRowMaker(credit.DefaultCatalog(), "market-supervision", time.Now())
 	if err != nil {
@@ -271,23 +277,52 @@ func TestDataset(t *testing.T) {
 		t.Fatalf("dataset: %d subjects, %d dual, %d records", d.Subjects, len(d.Dual), d.Records)
 	}
 	where := map[string]map[string]bool{}
-	for dist, rows := range d.ByDistrict {
-		ids := map[string]bool{}
-		for _, r := range rows {
-			if ids[r.ID] {
-				t.Fatalf("id %s twice in %s", r.ID, dist)
+	numbers := map[string]bool{}
+	first := map[string]Row{}
+	total := 0
+	for _, dist := range districts {
+		k := 0
+		err := d.Rows(dist, 64, func(rows []Row) error {
+			if len(rows) == 0 || len(rows) > 64 {
+				t.Fatalf("a chunk of %d rows", len(rows))
 			}
-			ids[r.ID] = true
-			if r.District != dist || r.DisplayUntil <= credit.TodayAt(time.Now()) {
-				t.Fatalf("row %+v in %s", r, dist)
+			for _, r := range rows {
+				if k == 0 {
+					first[dist] = r
+				}
+				if want := fmt.Sprintf("BENCH-%08d", k); r.ID != want {
+					t.Fatalf("id %s in %s, want %s", r.ID, dist, want)
+				}
+				k++
+				if r.District != dist || r.DisplayUntil <= credit.TodayAt(time.Now()) {
+					t.Fatalf("row %+v in %s", r, dist)
+				}
+				if _, err := credit.ParseSubject(r.Subject, credit.ParseOptions{TestOnly: true}); err != nil {
+					t.Fatalf("subject of %s: %v", r.ID, err)
+				}
+				if numbers[r.DecisionNumber] {
+					t.Fatalf("row number %s twice", r.DecisionNumber)
+				}
+				numbers[r.DecisionNumber] = true
+				if where[r.Subject] == nil {
+					where[r.Subject] = map[string]bool{}
+				}
+				where[r.Subject][dist] = true
 			}
-			if _, err := credit.ParseSubject(r.Subject, credit.ParseOptions{TestOnly: true}); err != nil {
-				t.Fatalf("subject of %s: %v", r.ID, err)
-			}
-			if where[r.Subject] == nil {
-				where[r.Subject] = map[string]bool{}
-			}
-			where[r.Subject][dist] = true
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += k
+	}
+	if total != d.Records {
+		t.Fatalf("%d rows over the districts, want %d", total, d.Records)
+	}
+	year := credit.TodayAt(time.Now()).AddDays(-4).Time().Year()
+	for n := range d.Records {
+		if !numbers[fmt.Sprintf("基准罚〔%d〕%d号", year, n)] {
+			t.Fatalf("no row numbered %d", n)
 		}
 	}
 	for _, s := range d.Dual {
@@ -298,13 +333,60 @@ func TestDataset(t *testing.T) {
 	if len(where) != 1000 {
 		t.Errorf("%d distinct subjects, want 1000", len(where))
 	}
+	stop := errors.New("enough")
+	calls := 0
+	if err := d.Rows("z/a/1", 10, func([]Row) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+		t.Errorf("Rows after fn's error: %v, %d calls", err, calls)
+	}
+	if err := d.Rows("z/c/9", 10, func([]Row) error { return nil }); err == nil {
+		t.Error("Rows of a district not in the data set")
+	}
 	in := intakeRows(m, "z/a/1", 1000, 10, "IN")
-	if in[0].Subject == d.ByDistrict["z/a/1"][0].Subject || in[0].Subject != person(1000) {
+	if in[0].Subject == first["z/a/1"].Subject || in[0].Subject != person(1000) {
 		t.Error("intake subjects are not new ones")
 	}
 	batches, err := ndjsonBatches(in, 4)
 	if err != nil || len(batches) != 3 || strings.Count(string(batches[2]), "\n") != 2 {
 		t.Errorf("ndjson batches: %d (%v)", len(batches), err)
+	}
+}
+
+// TestParallelStream: every chunk is done once; a worker's error is
+// returned and stops the producer, which never runs more than the
+// workers plus one ahead.
+func TestParallelStream(t *testing.T) {
+	var done atomic.Int64
+	produce := func(n int, emitted *int) func(emit func([]Row) error) error {
+		return func(emit func([]Row) error) error {
+			for i := range n {
+				if err := emit(make([]Row, i%3+1)); err != nil {
+					return err
+				}
+				*emitted++
+			}
+			return nil
+		}
+	}
+	emitted := 0
+	err := parallelStream(context.Background(), produce(100, &emitted), 4, func(_ context.Context, rows []Row) error {
+		done.Add(int64(len(rows)))
+		return nil
+	})
+	if err != nil || emitted != 100 || done.Load() != 199 { // 34 chunks of 1, 33 of 2, 33 of 3
+		t.Fatalf("err %v, %d emitted, %d rows done", err, emitted, done.Load())
+	}
+	boom := errors.New("boom")
+	emitted = 0
+	var calls atomic.Int64
+	err = parallelStream(context.Background(), produce(1000, &emitted), 2, func(context.Context, []Row) error {
+		calls.Add(1)
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("a worker's error: %v", err)
+	}
+	if emitted > 10 {
+		t.Fatalf("the producer went on for %d chunks after the first error", emitted)
 	}
 }
 

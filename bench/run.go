@@ -160,10 +160,9 @@ func (r *run) loadCredfed(ctx context.Context) error {
 	}
 	start := time.Now()
 	var wg sync.WaitGroup
-	errs := make(chan error, len(r.data.ByDistrict))
+	errs := make(chan error, len(r.data.Districts))
 	for _, name := range r.fed.layout.Districts() {
 		n, _ := r.fed.layout.Node(name)
-		rows := r.data.ByDistrict[n.Region]
 		wg.Go(func() {
 			c, err := r.fed.client(name, r.fed.layout.Departments[name])
 			if err != nil {
@@ -171,10 +170,13 @@ func (r *run) loadCredfed(ctx context.Context) error {
 				return
 			}
 			defer c.CloseIdle()
-			batches, err := ndjsonBatches(rows, IntakeBatch)
-			if err == nil {
-				err = submitAll(ctx, c, batches)
-			}
+			err = r.data.Rows(n.Region, IntakeBatch, func(rows []Row) error {
+				batches, err := ndjsonBatches(rows, IntakeBatch)
+				if err != nil {
+					return err
+				}
+				return submitAll(ctx, c, batches)
+			})
 			if err != nil {
 				errs <- fmt.Errorf("loading %s: %w", name, err)
 			}
@@ -285,12 +287,17 @@ func (r *run) setUpBaseline(ctx context.Context) error {
 	}
 	defer load.Close()
 	start := time.Now()
-	var all []Row
-	for _, name := range r.fed.layout.Districts() {
-		n, _ := r.fed.layout.Node(name)
-		all = append(all, r.data.ByDistrict[n.Region]...)
+	// The districts' rows, a chunk at a time, to 4 loaders at once.
+	produce := func(emit func([]Row) error) error {
+		for _, name := range r.fed.layout.Districts() {
+			n, _ := r.fed.layout.Node(name)
+			if err := r.data.Rows(n.Region, 10_000, emit); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	if err := parallelBatches(ctx, all, 10_000, 4, func(ctx context.Context, rows []Row) error {
+	if err := parallelStream(ctx, produce, 4, func(ctx context.Context, rows []Row) error {
 		return copyBatch(ctx, load, "bench-load", rows)
 	}); err != nil {
 		return fmt.Errorf("loading PostgreSQL: %w", err)
@@ -322,34 +329,65 @@ func (r *run) setUpBaseline(ctx context.Context) error {
 // parallelBatches hands rows to do in batches of size, workers at once,
 // and returns the first error.
 func parallelBatches(ctx context.Context, rows []Row, size, workers int, do func(context.Context, []Row) error) error {
+	return parallelStream(ctx, func(emit func([]Row) error) error {
+		for i := 0; i < len(rows); i += size {
+			if err := emit(rows[i:min(i+size, len(rows))]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, workers, do)
+}
+
+// errStopped stops a producer of parallelStream once a worker has failed
+// (or ctx ended); that error is returned, not this one.
+var errStopped = errors.New("bench: stopped")
+
+// parallelStream runs do on each chunk produce emits, workers at once; a
+// chunk is handed over only when a worker takes it, so that at most
+// workers+1 chunks are held. It returns the first error, or ctx's.
+func parallelStream(ctx context.Context, produce func(emit func([]Row) error) error, workers int, do func(context.Context, []Row) error) error {
 	next := make(chan []Row)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var first error
+	fail := func(err error) {
+		mu.Lock()
+		if first == nil {
+			first = err
+		}
+		mu.Unlock()
+	}
+	failed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return first != nil
+	}
 	for range workers {
 		wg.Go(func() {
 			for b := range next {
 				if err := do(ctx, b); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
+					fail(err)
 				}
 			}
 		})
 	}
-	for i := 0; i < len(rows); i += size {
-		mu.Lock()
-		failed := first != nil
-		mu.Unlock()
-		if failed || ctx.Err() != nil {
-			break
+	err := produce(func(rows []Row) error {
+		if failed() || ctx.Err() != nil {
+			return errStopped
 		}
-		next <- rows[i:min(i+size, len(rows))]
-	}
+		select {
+		case next <- rows:
+			return nil
+		case <-ctx.Done():
+			return errStopped
+		}
+	})
 	close(next)
 	wg.Wait()
+	if err != nil && !errors.Is(err, errStopped) {
+		fail(err)
+	}
 	if first == nil {
 		first = ctx.Err()
 	}
