@@ -61,6 +61,10 @@ type Config struct {
 
 	Raft RaftConfig `yaml:"raft,omitempty"`
 
+	// Storage tunes the node's two stores (its records and audit log, and
+	// the replicated state).
+	Storage StorageConfig `yaml:"storage,omitempty"`
+
 	// PseudonymCustody tunes a coordinator's custody of the pseudonym key.
 	PseudonymCustody CustodyConfig `yaml:"pseudonym_custody,omitempty"`
 
@@ -188,6 +192,19 @@ type RaftConfig struct {
 	// (hashicorp/raft's default 120 s, randomized up to twice that).
 	SnapshotInterval Duration `yaml:"snapshot_interval,omitempty"`
 }
+
+// StorageConfig tunes the node's Badger stores.
+type StorageConfig struct {
+	// IndexCacheMiB bounds each store's cache of decrypted table indexes
+	// (default 256; at most 65536). It takes memory only as the indexes
+	// need it, about 8–12 bytes a stored key: some 40 MiB for a district
+	// of 3 M records. A cache smaller than the indexes makes reads decrypt
+	// them again (docs/BENCHMARKS.md, "10 M index entries").
+	IndexCacheMiB int `yaml:"index_cache_mib,omitempty"`
+}
+
+// indexCacheBytes is IndexCacheMiB in bytes (0: the store's default).
+func (s StorageConfig) indexCacheBytes() int64 { return int64(s.IndexCacheMiB) << 20 }
 
 // RegionConfig is a region registered at bootstrap.
 type RegionConfig struct {
@@ -450,6 +467,9 @@ func (c Config) Validate() error {
 	}
 	if c.Raft.SnapshotInterval < 0 {
 		return fieldErr("raft.snapshot_interval", "must not be negative")
+	}
+	if c.Storage.IndexCacheMiB < 0 || c.Storage.IndexCacheMiB > 65536 {
+		return fieldErr("storage.index_cache_mib", "must be between 1 and 65536 (MiB), or absent for the default 256")
 	}
 	if c.Checks.BatchChunkRows < 0 {
 		return fieldErr("checks.batch_chunk_rows", "must not be negative (0 takes the default, 2000)")

@@ -152,6 +152,8 @@ func TestConfigInvalid(t *testing.T) {
 		{"bootstrap region with a bad path", edit("role: district", "role: province", "region: zhejiang/quzhou/kecheng", "region: zhejiang",
 			"log:", "pseudonym_key_file: k\nraft:\n  bootstrap: true\n  bootstrap_regions:\n    - {path: zhejiang//quzhou, role: city}\nlog:"),
 			"raft.bootstrap_regions[0].path"},
+		{"negative storage.index_cache_mib", edit("log:", "storage:\n  index_cache_mib: -1\nlog:"), "storage.index_cache_mib"},
+		{"huge storage.index_cache_mib", edit("log:", "storage:\n  index_cache_mib: 65537\nlog:"), "storage.index_cache_mib"},
 		{"bad log level", edit("level: info", "level: verbose"), "log.level"},
 		{"bad log format", edit("level: info", "level: info\n  format: xml"), "log.format"},
 	}

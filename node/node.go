@@ -231,7 +231,8 @@ func (n *Node) openConsensus(opts Options) error {
 	if err != nil {
 		return err
 	}
-	if n.state, err = storage.OpenState(storage.Options{Dir: filepath.Join(cfg.DataDir, "state"), EncryptionKey: encKey, Logger: n.log}); err != nil {
+	if n.state, err = storage.OpenState(storage.Options{Dir: filepath.Join(cfg.DataDir, "state"), EncryptionKey: encKey, Logger: n.log,
+		IndexCacheSize: cfg.Storage.indexCacheBytes()}); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	admission := &peerAdmission{}
@@ -356,7 +357,7 @@ func (n *Node) startServices() error {
 	state := n.rep.State()
 	periods := sweep.NewPeriods(state)
 	n.db, err = storage.Open(storage.Options{Dir: filepath.Join(cfg.DataDir, "db"), EncryptionKey: encKey, Logger: n.log,
-		Boundaries: periods.Boundaries})
+		Boundaries: periods.Boundaries, IndexCacheSize: cfg.Storage.indexCacheBytes()})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}

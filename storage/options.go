@@ -53,15 +53,26 @@ type Options struct {
 	// must be safe to call from the committer goroutine.
 	Boundaries func(credit.Record) []credit.Date
 
+	// IndexCacheSize bounds the cache of the tables' indexes, in bytes
+	// (zero: 256 MiB). With encryption on, Badger keeps each table's
+	// index (its blocks' offsets and its bloom filter, about 8–12 bytes a
+	// key) decrypted there, and a table whose index is not cached has it
+	// read and decrypted again at every read that touches it. The cache
+	// takes memory only as the indexes need it; it should hold them all.
+	IndexCacheSize int64
+
 	// baseline selects badger.DefaultOptions (plus SyncWrites) instead of
 	// the small-machine preset; benchmarks compare the two.
 	baseline bool
 }
 
 // Small-machine preset (see doc.go for the reasoning). Its fixed budget is
-// NumMemtables × (MemTableSize + 2 × 15 % batch arena) + block cache +
-// index cache ≈ 110 MiB, against ≈ 670 MiB plus unbounded table indexes
-// with Badger's defaults. Measured (docs/BENCHMARKS.md): ~110 against
+// NumMemtables × (MemTableSize + 2 × 15 % batch arena) + block cache ≈
+// 94 MiB, against ≈ 670 MiB plus unbounded table indexes with Badger's
+// defaults, plus the index cache as the data needs it (up to 256 MiB: a
+// district of 3 M records needs about 40 MiB, and with 16 MiB it spent
+// 72 % of its CPU on lookups decrypting table indexes again,
+// docs/BENCHMARKS.md "10 M index entries"). Measured (docs/BENCHMARKS.md): ~110 against
 // ~190 MiB anonymous memory serving 50,000 records; during sustained bulk
 // ingest Badger's pooled table-builder buffers dominate either way
 // (~400–470 MiB), and are released after ~2 s without flushes.
@@ -69,7 +80,7 @@ const (
 	presetMemTableSize     = 16 << 20
 	presetNumMemtables     = 3
 	presetBlockCacheSize   = 32 << 20
-	presetIndexCacheSize   = 16 << 20
+	presetIndexCacheSize   = 256 << 20
 	presetValueThreshold   = 16 << 10
 	presetValueLogFileSize = 64 << 20
 	presetNumCompactors    = 2
@@ -109,6 +120,9 @@ func (o Options) badgerOptions() badger.Options {
 		WithInMemory(o.InMemory).
 		WithEncryptionKey(o.EncryptionKey).
 		WithLogger(badgerLogger{o.logger()})
+	if o.IndexCacheSize > 0 {
+		bo = bo.WithIndexCacheSize(o.IndexCacheSize)
+	}
 	if len(o.EncryptionKey) > 0 {
 		// Encrypting, Badger panics in Open without a block cache
 		// (checkAndSetOptions) and at the first memtable flush without an

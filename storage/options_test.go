@@ -170,13 +170,16 @@ func TestLayoutVersionChecked(t *testing.T) {
 func TestPresetOptions(t *testing.T) {
 	bo := Options{Dir: "/x", EncryptionKey: testKey(1)}.badgerOptions()
 	if !bo.SyncWrites || bo.NumVersionsToKeep != 1 || bo.MemTableSize != 16<<20 ||
-		bo.BlockCacheSize == 0 || bo.IndexCacheSize == 0 || bo.NumCompactors != 2 ||
+		bo.BlockCacheSize == 0 || bo.IndexCacheSize != 256<<20 || bo.NumCompactors != 2 ||
 		bo.ValueLogFileSize != 64<<20 || !bytes.Equal(bo.EncryptionKey, testKey(1)) {
 		t.Fatalf("preset = %+v", bo)
 	}
 	base := Options{Dir: "/x", baseline: true}.badgerOptions()
 	if !base.SyncWrites || base.MemTableSize != badger.DefaultOptions("").MemTableSize || base.IndexCacheSize != 0 {
 		t.Fatalf("baseline = %+v", base)
+	}
+	if o := (Options{Dir: "/x", IndexCacheSize: 3 << 20}).badgerOptions(); o.IndexCacheSize != 3<<20 {
+		t.Fatalf("IndexCacheSize 3 MiB gave %d", o.IndexCacheSize)
 	}
 	// Encrypting, both caches are set whatever the preset (Badger panics
 	// at the first memtable flush without an index cache).
