@@ -146,7 +146,7 @@ func Start(cfg Config, opts Options) (*Node, error) {
 	if n.now == nil {
 		n.now = time.Now
 	}
-	// Every metric name starts with credfed_ (API.md), the runtime's too.
+	// Every metric name starts with credfed_ (docs/metrics.md), the runtime's too.
 	prometheus.WrapRegistererWithPrefix("credfed_", n.registry).MustRegister(
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerInfo(n.registry, cfg)
