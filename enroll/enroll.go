@@ -105,7 +105,7 @@ func New(cfg Config) *Service {
 	s := &Service{cfg: cfg, log: cfg.Logger,
 		limits: keyrate.New[string](cfg.SignRate, 3, 100_000),
 		signed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "credfed_certificates_signed_total", Help: "Certificate renewals this node's intermediate CA signed or refused, by result.",
+			Name: "credfed_certificates_signed_total", Help: "Certificates this node's intermediate CA signed or refused (renewals and the first certificates of joining nodes), by result.",
 		}, []string{"result"}),
 		renewed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_certificate_renewals_total", Help: "Renewals of this node's own certificate, by result (renewed, failed).",

@@ -11,7 +11,8 @@ import (
 // of a subject identifier (its own code: a handler's *Error is sent as
 // it is); the caller's credfed_exchange_client_requests_total must not
 // take it as a label value (labels are bounded words, never identifiers:
-// docs/metrics.md), nor grow a series per code a peer invents.
+// docs/metrics.md), nor grow a series per code a peer invents: it is
+// counted as "other".
 func TestHostileAnswerCodeIsNotAMetricLabel(t *testing.T) {
 	server, client := pair(t)
 	server.Handle("hostile", func(ctx context.Context, r *Request) (any, error) {
@@ -21,7 +22,7 @@ func TestHostileAnswerCodeIsNotAMetricLabel(t *testing.T) {
 	if err := client.Call(ctx, server.peer(), "hostile", Meta{}, nil, nil); err == nil {
 		t.Fatal("the hostile answer was taken for a success")
 	}
-	known := map[string]bool{"ok": true}
+	known := map[string]bool{"ok": true, "other": true}
 	for _, c := range []Code{CodeBadRequest, CodeUnauthenticated, CodeForbidden, CodeNotFound, CodeConflict, CodeDeadlineExceeded,
 		CodeTooManyRequests, CodeTooEarly, CodeUnavailable, CodeInternal, CodeCanceled} {
 		known[string(c)] = true
@@ -30,6 +31,7 @@ func TestHostileAnswerCodeIsNotAMetricLabel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	other := 0.0
 	for _, mf := range mfs {
 		if mf.GetName() != "credfed_exchange_client_requests_total" {
 			continue
@@ -39,7 +41,13 @@ func TestHostileAnswerCodeIsNotAMetricLabel(t *testing.T) {
 				if lp.GetName() == "code" && !known[lp.GetValue()] {
 					t.Errorf("credfed_exchange_client_requests_total has code=%q, a code the peer chose", lp.GetValue())
 				}
+				if lp.GetName() == "code" && lp.GetValue() == "other" {
+					other += m.GetCounter().GetValue()
+				}
 			}
 		}
+	}
+	if other != 1 {
+		t.Errorf("the hostile answer counted %v times as code=\"other\", want once", other)
 	}
 }

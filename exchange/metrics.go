@@ -107,9 +107,23 @@ func codeLabel(c Code) string {
 	return string(c)
 }
 
+// knownCodes are the codes a label may name; a peer answers with any code
+// it likes, and one of its own is counted as "other" (a label value is a
+// bounded word, never what a peer chose: it could be an identifier, and
+// each one a new series).
+var knownCodes = map[Code]bool{"": true, CodeBadRequest: true, CodeUnauthenticated: true, CodeForbidden: true, CodeNotFound: true,
+	CodeConflict: true, CodeDeadlineExceeded: true, CodeTooManyRequests: true, CodeTooEarly: true, CodeUnavailable: true,
+	CodeInternal: true, CodeCanceled: true}
+
+// codeOther is the label of a code no node of this build sends.
+const codeOther Code = "other"
+
 // request counts one request. op must be bounded (a registered operation,
 // "unknown", or an operation this node calls).
 func (m *metrics) request(client bool, op string, role certs.Role, code Code) {
+	if !knownCodes[code] {
+		code = codeOther
+	}
 	k := counterKey{client, op, role, code}
 	m.mu.Lock()
 	c := m.counters[k]

@@ -161,7 +161,7 @@ func NewCustodian(cfg CustodyConfig) (*Custodian, error) {
 	}
 	c := &Custodian{cfg: cfg, log: cfg.Logger, ids: map[string]*rate.Limiter{}, notes: map[string]*rate.Limiter{},
 		served: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "credfed_pseudonyms_served_total", Help: "Identifiers this coordinator pseudonymized for districts.",
+			Name: "credfed_pseudonyms_served_total", Help: "Identifiers this coordinator pseudonymized for districts, by district.",
 		}, []string{"district"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_pseudonym_requests_refused_total", Help: "Pseudonymization requests this coordinator refused, by reason.",

@@ -462,7 +462,9 @@ func (p *Publisher) submit(ctx context.Context, ps pass) error {
 func (p *Publisher) ack(ps pass) error {
 	start := time.Now()
 	err := p.cfg.Outbox.AckOutbox(ps.acks)
-	p.observe("ack", start)
+	if err == nil { // as the other stages: observed when it completed
+		p.observe("ack", start)
+	}
 	return err
 }
 
