@@ -196,10 +196,10 @@ type RaftConfig struct {
 // StorageConfig tunes the node's Badger stores.
 type StorageConfig struct {
 	// IndexCacheMiB bounds each store's cache of decrypted table indexes
-	// (default 256; at most 65536). It takes memory only as the indexes
-	// need it, about 8–12 bytes a stored key: some 40 MiB for a district
-	// of 3 M records. A cache smaller than the indexes makes reads decrypt
-	// them again (docs/BENCHMARKS.md, "10 M index entries").
+	// (default 128; at most 65536). On a busy store it fills to its bound
+	// (Badger leaves compacted tables' indexes in it until evicted), so it
+	// is a memory cost; below the live tables' indexes, reads decrypt them
+	// again (docs/BENCHMARKS.md, "10 M index entries").
 	IndexCacheMiB int `yaml:"index_cache_mib,omitempty"`
 }
 
@@ -469,7 +469,7 @@ func (c Config) Validate() error {
 		return fieldErr("raft.snapshot_interval", "must not be negative")
 	}
 	if c.Storage.IndexCacheMiB < 0 || c.Storage.IndexCacheMiB > 65536 {
-		return fieldErr("storage.index_cache_mib", "must be between 1 and 65536 (MiB), or absent for the default 256")
+		return fieldErr("storage.index_cache_mib", "must be between 1 and 65536 (MiB), or absent for the default 128")
 	}
 	if c.Checks.BatchChunkRows < 0 {
 		return fieldErr("checks.batch_chunk_rows", "must not be negative (0 takes the default, 2000)")

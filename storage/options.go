@@ -54,11 +54,13 @@ type Options struct {
 	Boundaries func(credit.Record) []credit.Date
 
 	// IndexCacheSize bounds the cache of the tables' indexes, in bytes
-	// (zero: 256 MiB). With encryption on, Badger keeps each table's
-	// index (its blocks' offsets and its bloom filter, about 8–12 bytes a
-	// key) decrypted there, and a table whose index is not cached has it
-	// read and decrypted again at every read that touches it. The cache
-	// takes memory only as the indexes need it; it should hold them all.
+	// (zero: 128 MiB). With encryption on, Badger keeps each table's
+	// index (its blocks' offsets and its bloom filter) decrypted there,
+	// and a table whose index is not cached has it read and decrypted
+	// again at every read that touches it. Badger leaves the index of a
+	// table that compaction removed in the cache until it is evicted, so
+	// on a busy store the cache fills to its bound: it is a memory cost,
+	// to be sized to the indexes of the live tables.
 	IndexCacheSize int64
 
 	// baseline selects badger.DefaultOptions (plus SyncWrites) instead of
@@ -69,18 +71,15 @@ type Options struct {
 // Small-machine preset (see doc.go for the reasoning). Its fixed budget is
 // NumMemtables × (MemTableSize + 2 × 15 % batch arena) + block cache ≈
 // 94 MiB, against ≈ 670 MiB plus unbounded table indexes with Badger's
-// defaults, plus the index cache as the data needs it (up to 256 MiB: a
-// district of 3 M records needs about 40 MiB, and with 16 MiB it spent
-// 72 % of its CPU on lookups decrypting table indexes again,
-// docs/BENCHMARKS.md "10 M index entries"). Measured (docs/BENCHMARKS.md): ~110 against
-// ~190 MiB anonymous memory serving 50,000 records; during sustained bulk
-// ingest Badger's pooled table-builder buffers dominate either way
-// (~400–470 MiB), and are released after ~2 s without flushes.
+// defaults, plus the index cache (128 MiB, filled on a busy store). With
+// 16 MiB, at 10 M subjects (3 M records a district, 12 M index entries),
+// lookups spent 72 % of a district's CPU decrypting table indexes again
+// (docs/BENCHMARKS.md, "10 M index entries").
 const (
 	presetMemTableSize     = 16 << 20
 	presetNumMemtables     = 3
 	presetBlockCacheSize   = 32 << 20
-	presetIndexCacheSize   = 256 << 20
+	presetIndexCacheSize   = 128 << 20
 	presetValueThreshold   = 16 << 10
 	presetValueLogFileSize = 64 << 20
 	presetNumCompactors    = 2

@@ -170,7 +170,7 @@ func TestLayoutVersionChecked(t *testing.T) {
 func TestPresetOptions(t *testing.T) {
 	bo := Options{Dir: "/x", EncryptionKey: testKey(1)}.badgerOptions()
 	if !bo.SyncWrites || bo.NumVersionsToKeep != 1 || bo.MemTableSize != 16<<20 ||
-		bo.BlockCacheSize == 0 || bo.IndexCacheSize != 256<<20 || bo.NumCompactors != 2 ||
+		bo.BlockCacheSize == 0 || bo.IndexCacheSize != 128<<20 || bo.NumCompactors != 2 ||
 		bo.ValueLogFileSize != 64<<20 || !bytes.Equal(bo.EncryptionKey, testKey(1)) {
 		t.Fatalf("preset = %+v", bo)
 	}
