@@ -521,7 +521,7 @@ func fillFSM(tb testing.TB, f *testFSM, n, per int) {
 }
 
 // openBenchState opens the state database as a node does
-// (storage.OpenState: two 32 MiB memtables, 32 MiB block cache, 16 MiB
+// (storage.OpenState: two 32 MiB memtables, 32 MiB block cache, 128 MiB
 // index cache, no sync per write, no conflict detection). The caller
 // closes it.
 func openBenchState(tb testing.TB, dir string) *badger.DB {

@@ -178,7 +178,7 @@ func New(cfg Config) *Service {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, outcomes: make(chan struct{}, maxPendingOutcomes),
 		asked: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "credfed_lookups_total", Help: "Lookups asked of this coordinator, by decision.",
+			Name: "credfed_lookups_total", Help: "Lookups asked of this node, by decision (a district refuses every lookup asked of it).",
 		}, []string{"decision"}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credfed_lookup_district_results_total", Help: "Per-district results of this coordinator's lookups, by status.",

@@ -129,7 +129,7 @@
 // Open uses a small-machine preset instead of Badger's defaults, which
 // assume a big server (5 × 64 MiB memtables, a 256 MiB block cache, an
 // unbounded index cache, 1 GiB value-log files): 3 × 16 MiB memtables,
-// 32 MiB block cache, 16 MiB index cache, 16 KiB value threshold, 64 MiB
+// 32 MiB block cache, 128 MiB index cache, 16 KiB value threshold, 64 MiB
 // value-log files (GC reclaims in smaller steps; the active file is never
 // reclaimed), 2 compactors (the minimum that keeps L0 compacting),
 // NumVersionsToKeep 1, SyncWrites on. Both caches are required, not just

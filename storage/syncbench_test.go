@@ -9,15 +9,16 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// BenchmarkSyncedCommit compares what a synced commit costs the store with
-// the device flushes under it, in the store's own directory: a Badger
+// BenchmarkSyncedCommit compares the wall time of a synced commit of the
+// store with the device flushes under it, in $TMPDIR (it means something
+// only on the stores' disk; on tmpfs nothing is flushed): a Badger
 // transaction of one small key with SyncWrites (what every audit append
 // and record write pays), an append of one small entry to a file with
 // fsync, the same into a preallocated file with fdatasync (what a
 // write-ahead log's segment pays), and an fsync of a file with
 // nothing to write (what Badger adds: with SyncWrites, every write also
 // syncs the value log, which holds nothing below the value threshold).
-// docs/BENCHMARKS.md, "Lookups: the outcome entry shares the next commit".
+// docs/BENCHMARKS.md, "What the syncs cost a lookup".
 //
 //	go test ./storage -run XXX -bench SyncedCommit -benchtime 2000x -count 3
 func BenchmarkSyncedCommit(b *testing.B) {
