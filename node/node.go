@@ -361,6 +361,8 @@ func (n *Node) startServices() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	registerIndexCache(n.registry, "records", n.db)
+	registerIndexCache(n.registry, "state", n.state)
 	// The audit log must match its anchors in Raft before anything writes
 	// to it (auditcheck.go).
 	if err := n.checkAudit(); err != nil {

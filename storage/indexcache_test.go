@@ -13,7 +13,7 @@ func TestIndexCacheHoldsTheIndexes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads 40,000 records twice (-short)")
 	}
-	misses := func(cache int64) (uint64, int) {
+	misses := func(cache int64) (uint64, uint64, int) {
 		dir := t.TempDir()
 		db, err := Open(Options{Dir: dir, EncryptionKey: testKey(3), GCInterval: -1, IndexCacheSize: cache})
 		if err != nil {
@@ -28,17 +28,21 @@ func TestIndexCacheHoldsTheIndexes(t *testing.T) {
 		}
 		db = openTest(t, Options{Dir: dir, EncryptionKey: testKey(3), IndexCacheSize: cache})
 		tables := len(db.raw.Tables())
-		before := db.raw.IndexCacheMetrics().Misses()
+		_, before := db.IndexCacheCounts()
 		for i := range 2000 {
 			recs, err := db.RecordsBySubject(testSubject(i * 19 % 40_000))
 			if err != nil || len(recs) != 1 {
 				t.Fatalf("subject %d: %d records, %v", i, len(recs), err)
 			}
 		}
-		return db.raw.IndexCacheMetrics().Misses() - before, tables
+		hits, after := db.IndexCacheCounts()
+		return after - before, hits, tables
 	}
-	small, tables := misses(64 << 10)
-	big, _ := misses(0)
+	small, _, tables := misses(64 << 10)
+	big, hits, _ := misses(0)
+	if hits < 2000 {
+		t.Fatalf("%d index cache hits counted over 2,000 reads with the default cache", hits)
+	}
 	t.Logf("%d tables: %d index cache misses with 64 KiB, %d with the default", tables, small, big)
 	if tables < 2 {
 		t.Fatalf("%d tables: the test needs the records in several tables", tables)

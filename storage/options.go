@@ -136,6 +136,18 @@ func (o Options) badgerOptions() badger.Options {
 	return bo
 }
 
+// indexCacheCounts returns the hits and misses of db's index cache (zero
+// without one).
+func indexCacheCounts(db *badger.DB) (hits, misses uint64) {
+	m := db.IndexCacheMetrics() // nil without a cache, and its methods say 0
+	return m.Hits(), m.Misses()
+}
+
+// IndexCacheCounts returns the hits and misses of the store's index cache
+// since it opened (Options.IndexCacheSize): misses that keep growing as
+// fast as reads mean the cache is smaller than the tables' indexes.
+func (db *DB) IndexCacheCounts() (hits, misses uint64) { return indexCacheCounts(db.raw) }
+
 func (o Options) logger() *slog.Logger {
 	if o.Logger != nil {
 		return o.Logger

@@ -56,6 +56,10 @@ func OpenState(opts Options) (*StateDB, error) {
 	return &StateDB{raw: raw}, nil
 }
 
+// IndexCacheCounts returns the hits and misses of the state's index cache
+// since it opened (Options.IndexCacheSize).
+func (s *StateDB) IndexCacheCounts() (hits, misses uint64) { return indexCacheCounts(s.raw) }
+
 // Badger returns the database for the consensus package's FSM.
 func (s *StateDB) Badger() *badger.DB { return s.raw }
 
