@@ -714,6 +714,12 @@ func (s *Service) refuseWire(entry *storage.AuditEntry, code exchange.Code, msg 
 	if err := s.cfg.Audit.Record(*entry); err != nil {
 		return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
 	}
+	// A forwarded report or access log is counted as the allowed ones
+	// are, once audited; a forward of a kind this node does not know is
+	// audited (rights.forward) but is no label.
+	if entry.Operation == KindReport || entry.Operation == KindAccessLog {
+		s.requests.WithLabelValues(entry.Operation, "denied").Inc()
+	}
 	return nil, exchange.Errorf(code, "%s", msg)
 }
 

@@ -35,12 +35,18 @@ func TestHostileForwardsGoOnlyUpTheTree(t *testing.T) {
 	ep := bareEndpoint(t, f, nodeCertificate(t, f, b))
 	portalB := hcIdentity(t, f.Layout.Portals[b])
 	before := hcCount(t, f, elsewhere, func(e storage.AuditEntry) bool { return e.Decision == storage.DecisionDenied })
+	deniedReports := map[string]string{"kind": rights.KindReport, "decision": "denied"}
+	countedBefore := counterOf(t, f.Node(elsewhere), "credfed_rights_requests_total", deniedReports)
 
 	var signed rights.Signed
 	err := ep.Call(ctxT(t, 20*time.Second), peerOf(t, f, elsewhere), rights.OpForward, exchange.Meta{Authentication: "实名 HF"},
 		hrForward{Kind: rights.KindReport, Subject: subject, Authentication: "实名 HF", Requester: portalB}, &signed)
 	if !errors.Is(err, exchange.ErrForbidden) || len(signed.Doc) > 0 {
 		t.Errorf("a report forwarded to %s for a portal of %s: %v (%d bytes signed), want forbidden", elsewhere, b, err, len(signed.Doc))
+	}
+	// Refused forwards are counted as the served ones are.
+	if n := counterOf(t, f.Node(elsewhere), "credfed_rights_requests_total", deniedReports); n != countedBefore+1 {
+		t.Errorf("%s counted %v refused forwarded reports, want 1", elsewhere, n-countedBefore)
 	}
 	ref := credit.Ref{District: regionOf(f, b), Department: localfed.Department, ID: "HF-1"}.String()
 	var c rights.Case
