@@ -15,6 +15,7 @@ import (
 	"credfed/api"
 	"credfed/certs"
 	"credfed/credit"
+	"credfed/httpapi"
 )
 
 // FrontConfig is the central copy's HTTPS front: what a central
@@ -89,7 +90,8 @@ func StartFront(ctx context.Context, cfg FrontConfig) (*FrontServer, error) {
 		MaxHeaderBytes:    64 << 10,
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 100,
 			MaxReceiveBufferPerConnection: 256 << 10, MaxReceiveBufferPerStream: 256 << 10},
-		ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelDebug),
+		ConnContext: httpapi.ConnContext,
+		ErrorLog:    slog.NewLogLogger(slog.DiscardHandler, slog.LevelDebug),
 	}
 	go f.srv.ServeTLS(f.ln, "", "")
 	return f, nil
@@ -127,7 +129,7 @@ func (f *FrontServer) lookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	leaf := r.TLS.PeerCertificates[0]
-	id, err := certs.IdentityOf(leaf)
+	id, err := httpapi.PeerIdentity(r) // parsed once per connection, as credfed's API does
 	if err == nil {
 		err = f.revs.Check(leaf, id)
 	}

@@ -32,7 +32,7 @@ func (s *Server) callerOf(r *http.Request) caller {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return caller{}
 	}
-	id, err := certs.PeerIdentity(*r.TLS)
+	id, err := PeerIdentity(r)
 	if err != nil {
 		return caller{}
 	}

@@ -546,8 +546,9 @@ func (n *Node) serve() error {
 		// connection (net/http's default is 1 MiB).
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 100,
 			MaxReceiveBufferPerConnection: 256 << 10, MaxReceiveBufferPerStream: 256 << 10},
-		ConnState: ln.ConnState,
-		ErrorLog:  slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+		ConnState:   ln.ConnState,
+		ConnContext: httpapi.ConnContext,
+		ErrorLog:    slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 	go func() {
 		if err := n.api.ServeTLS(n.apiLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
