@@ -219,7 +219,7 @@ func scanSnapshotPairs(txn *badger.Txn, g *generation, index bool, fn func(k, v 
 	}
 	if index {
 		for _, f := range indexFamilies {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: g.key(f), PrefetchValues: true, PrefetchSize: 256})
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: g.key(f), PrefetchValues: false})
 			for it.Rewind(); it.Valid(); it.Next() {
 				if err := visit(it); err != nil {
 					it.Close()
@@ -240,7 +240,7 @@ func scanSnapshotPairs(txn *badger.Txn, g *generation, index bool, fn func(k, v 
 	if g.n == 0 {
 		skip = append(skip, prefixReserved)
 	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: g.root, PrefetchValues: true, PrefetchSize: 256})
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: g.root, PrefetchValues: false})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); {
 		k := it.Item().Key()

@@ -519,7 +519,7 @@ func (db *DB) renumberPages(seq uint64) (uint64, error) {
 		var keys [][]byte
 		var entries []OutboxItem
 		err := db.raw.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 16})
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
 			defer it.Close()
 			for it.Seek(p); it.ValidForPrefix(p) && bytes.Compare(it.Item().Key(), end) < 0 && len(entries) < restoreMarkBatch; it.Next() {
 				var err error

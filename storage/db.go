@@ -278,7 +278,7 @@ func (db *DB) convertOutbox() error {
 	for { // the O/ entries layout 1 has not
 		var missing []OutboxItem
 		err := db.raw.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: o, PrefetchValues: true, PrefetchSize: 64})
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: o, PrefetchValues: false})
 			defer it.Close()
 			for it.Seek(start); it.ValidForPrefix(o) && len(missing) < convertBatch; it.Next() {
 				key := it.Item().KeyCopy(nil)
@@ -323,7 +323,7 @@ func (db *DB) convertOutbox() error {
 		var batch []OutboxItem
 		var drop [][]byte // the o/ markers holding a number of the batch
 		err := db.raw.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: O, PrefetchValues: true, PrefetchSize: 64})
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: O, PrefetchValues: false})
 			defer it.Close()
 			for it.Seek(O); it.ValidForPrefix(O) && len(batch) < convertBatch; it.Next() {
 				seq, err := parseBE64(it.Item().Key()[len(O):])

@@ -94,9 +94,7 @@ func (db *DB) DueSubjects(through credit.Date, after *DueItem, limit int) ([]Due
 	}
 	var out []DueItem
 	err := db.view(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = pfx
-		it := txn.NewIterator(opts)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfx})
 		defer it.Close()
 		for it.Seek(start); it.ValidForPrefix(pfx) && len(out) < limit; it.Next() {
 			key := it.Item().Key()

@@ -150,7 +150,7 @@ func (db *DB) PendingSubjectsAfter(after uint64, limit int) ([]OutboxItem, error
 	var out []OutboxItem
 	p := []byte{famOutboxPage, '/'}
 	err := db.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 4})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
 		defer it.Close()
 		var page []OutboxItem
 		for it.Seek(outboxPageKey(after + 1)); it.ValidForPrefix(p); it.Next() {
@@ -265,7 +265,7 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 // countOutbox counts the entries of every page (the store's opening).
 func countOutbox(txn *badger.Txn) (int64, error) {
 	p := []byte{famOutboxPage, '/'}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 16})
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
 	defer it.Close()
 	var n int64
 	var page []OutboxItem
