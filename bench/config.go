@@ -46,7 +46,7 @@ type Config struct {
 	// and the intake district during the lookups at 64 clients and the
 	// intake, execution traces of the province and the districts during
 	// the lookups at 1 client, and the intake district's heap at the end
-	// of the intake.
+	// of the intake, once the index shows it (outside index_lag's window).
 	ProfileDir string
 	// Progress receives what the bench is doing, a line at a time (nil:
 	// nothing).

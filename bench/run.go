@@ -81,6 +81,9 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		if cerr := r.close(err != nil && ctx.Err() == nil); cerr != nil && err == nil {
 			err = cerr
 		}
+		if res != nil { // the whole run: the teardown too
+			res.Seconds = time.Since(r.start).Seconds()
+		}
 	}()
 	if err := r.setUp(ctx); err != nil {
 		return nil, err
@@ -93,9 +96,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 			return nil, fmt.Errorf("bench: round %d, %s, %s: %w", s.Round, s.Phase, s.Side, err)
 		}
 	}
-	res = &Result{Machine: m, Topology: r.topology(), Figures: r.figures(), Skipped: r.skipped}
-	res.Seconds = time.Since(r.start).Seconds()
-	return res, nil
+	return &Result{Machine: m, Topology: r.topology(), Figures: r.figures(), Skipped: r.skipped}, nil
 }
 
 // setUp starts both sides and loads the data.
@@ -818,12 +819,14 @@ func (r *run) intakeStep(ctx context.Context, s Step) error {
 		return firstErr
 	}
 	acked := time.Since(start)
-	if s.Round == 1 {
-		// What the district holds in memory at the end of an ingest.
-		r.takeProfiles(ctx, &profiles, "intake", "heap", 0, r.intakeAt.Name)
-	}
 	indexedAt, err := r.waitIndexed(ctx, before+float64(n), n)
 	indexed := indexedAt.Sub(start)
+	if s.Round == 1 {
+		// What the district holds in memory at the end of an ingest,
+		// taken once the index shows it: a heap profile (and the GC it
+		// runs) inside the index_lag window would lengthen it.
+		r.takeProfiles(ctx, &profiles, "intake", "heap", 0, r.intakeAt.Name)
+	}
 	profiles.Wait()
 	r.record("intake", s.Side, float64(n)/acked.Seconds())
 	if err != nil {

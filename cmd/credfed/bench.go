@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -50,7 +51,7 @@ nodes' pprof endpoints (metrics.pprof) in the first round: CPU profiles of
 the province and the intake district during the lookups at 64 clients and
 the intake, execution traces of the province and the districts during the
 lookups at 1 client (go tool trace -pprof=sched|syscall|net), and the
-intake district's heap at the end of the intake.`,
+intake district's heap at the end of the intake, once the index shows it.`,
 		Example: `  credfed bench --quick
   credfed bench --json > bench.json
   credfed bench --subjects 1000000 --intake 1000000 --rounds 1 --profile /tmp/prof
@@ -139,10 +140,15 @@ func writeBench(w io.Writer, cfg bench.Config, res *bench.Result) error {
 	for _, n := range notes {
 		fmt.Fprintln(w, n)
 	}
-	fmt.Fprintln(w, "\nratio: above 1 means credfed does better (rates: credfed ÷ baseline; latency, CPU, memory: baseline ÷ credfed); values are medians of the rounds")
-	fmt.Fprintln(w, "names: c1 and c64 are 1 and 64 clients at once; a figure without _direct compares with PostgreSQL behind an HTTPS + mutual-TLS + JSON")
-	fmt.Fprintln(w, "  front (as a central copy would serve its users), one with _direct with PostgreSQL over SQL (the credfed side is the same measurement);")
-	fmt.Fprintln(w, "  intake_insert is intake against batched INSERT instead of COPY; rss_district_peak compares one district node with the whole PostgreSQL cluster")
+	compared := slices.ContainsFunc(res.Figures, func(f bench.Figure) bool { return f.Ratio != nil })
+	if compared {
+		fmt.Fprintln(w, "\nratio: above 1 means credfed does better (rates: credfed ÷ baseline; latency, CPU, memory: baseline ÷ credfed); values are medians of the rounds")
+		fmt.Fprintln(w, "names: c1 and c64 are 1 and 64 clients at once; a figure without _direct compares with PostgreSQL behind an HTTPS + mutual-TLS + JSON")
+		fmt.Fprintln(w, "  front (as a central copy would serve its users), one with _direct with PostgreSQL over SQL (the credfed side is the same measurement);")
+		fmt.Fprintln(w, "  intake_insert is intake against batched INSERT instead of COPY; rss_district_peak compares one district node with the whole PostgreSQL cluster")
+	} else {
+		fmt.Fprintln(w, "\nno baseline: credfed's figures alone (values are medians of the rounds); c1 and c64 are 1 and 64 clients at once")
+	}
 	if spread := res.Spread(); spread != "" {
 		fmt.Fprintln(w, spread)
 	}
