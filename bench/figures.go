@@ -50,11 +50,15 @@ func (r *run) figures() []Figure {
 	if r.pg != nil {
 		walSync = r.pg.walSync
 	}
-	lookupDur := "credfed: the coordinator's audit entry of the lookup and each holding district's audit entry synced to disk (Badger, synced commit) before the answer; " +
-		"central copy: the lookup's audit row inserted in the statement that reads the records, committed with synchronous_commit=on, fsync=on (WAL " + walSync + ") before the answer"
-	intakeDur := "credfed: a batch is acknowledged once its records and their outbox entries are in a synced Badger commit and, after it, the batch's audit entry in another; " +
-		"central copy: a batch is one transaction (its rows and an audit row of their ids) committed with synchronous_commit=on, fsync=on (WAL " + walSync + ")"
-	indexDur := intakeDur + "; credfed's index updates committed through Raft (raft-wal appends synced on a quorum of voters) and applied at the province; the central copy's rows are visible at commit"
+	lookupDur := "credfed: the coordinator's audit entry of the lookup and each holding district's audit entry synced to disk (Badger, synced commit) before the answer"
+	intakeDur := "credfed: a batch is acknowledged once its records and their outbox entries are in a synced Badger commit and, after it, the batch's audit entry in another"
+	raftDur := "; credfed's index updates committed through Raft (raft-wal appends synced on a quorum of voters) and applied at the province"
+	if r.pg != nil { // what the central copy synced, when there is one
+		lookupDur += "; central copy: the lookup's audit row inserted in the statement that reads the records, committed with synchronous_commit=on, fsync=on (WAL " + walSync + ") before the answer"
+		intakeDur += "; central copy: a batch is one transaction (its rows and an audit row of their ids) committed with synchronous_commit=on, fsync=on (WAL " + walSync + ")"
+		raftDur += "; the central copy's rows are visible at commit"
+	}
+	indexDur := intakeDur + raftDur
 	lookupData := r.data.String() + "; subjects drawn at random among those in 2 districts; purpose " + Purpose
 	intakeData := fmt.Sprintf("%s records of new subjects per round into one district (%s), %d clients at once, batches of %d, on top of the loaded data",
 		thousands(int64(r.cfg.Intake)), r.intakeAt.Name, r.cfg.IntakeClients, IntakeBatch)
