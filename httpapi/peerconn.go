@@ -33,9 +33,12 @@ func ConnContext(ctx context.Context, _ net.Conn) context.Context {
 }
 
 // PeerIdentity is certs.PeerIdentity of r's connection, parsed once per
-// connection when r's context has a slot (ConnContext); r.TLS must hold a
-// peer certificate.
+// connection when r's context has a slot (ConnContext). A request without
+// a client certificate gets certs.ErrNoCertificate.
 func PeerIdentity(r *http.Request) (certs.Identity, error) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return certs.Identity{}, &certs.VerifyError{Reason: certs.ErrNoCertificate}
+	}
 	slot, ok := r.Context().Value(peerKey{}).(*peerSlot)
 	if !ok {
 		return certs.PeerIdentity(*r.TLS)

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -60,6 +61,16 @@ func TestPeerIdentityOncePerConnection(t *testing.T) {
 	}
 	if id, err := PeerIdentity(req(a, false)); err != nil || id.Region != "zhejiang/quzhou" {
 		t.Errorf("a request without a slot: %+v, %v", id, err)
+	}
+	// No certificate: a typed error, not a panic.
+	plain := req(a, true)
+	plain.TLS = nil
+	if _, err := PeerIdentity(plain); !errors.Is(err, certs.ErrNoCertificate) {
+		t.Errorf("a request without TLS: %v, want ErrNoCertificate", err)
+	}
+	plain.TLS = &tls.ConnectionState{}
+	if _, err := PeerIdentity(plain); !errors.Is(err, certs.ErrNoCertificate) {
+		t.Errorf("a request without a client certificate: %v, want ErrNoCertificate", err)
 	}
 	// A certificate without an identity is refused on every request, not
 	// only the first.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -140,8 +139,7 @@ func writeBench(w io.Writer, cfg bench.Config, res *bench.Result) error {
 	for _, n := range notes {
 		fmt.Fprintln(w, n)
 	}
-	compared := slices.ContainsFunc(res.Figures, func(f bench.Figure) bool { return f.Ratio != nil })
-	if compared {
+	if res.Topology.Baseline != "" {
 		fmt.Fprintln(w, "\nratio: above 1 means credfed does better (rates: credfed ÷ baseline; latency, CPU, memory: baseline ÷ credfed); values are medians of the rounds")
 		fmt.Fprintln(w, "names: c1 and c64 are 1 and 64 clients at once; a figure without _direct compares with PostgreSQL behind an HTTPS + mutual-TLS + JSON")
 		fmt.Fprintln(w, "  front (as a central copy would serve its users), one with _direct with PostgreSQL over SQL (the credfed side is the same measurement);")

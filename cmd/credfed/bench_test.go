@@ -125,3 +125,40 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchTableFooterFollowsTheBaseline: the table's footer explains
+// ratios only when a baseline ran; without one it says so, and the
+// durability lines name only what credfed synced.
+func TestBenchTableFooterFollowsTheBaseline(t *testing.T) {
+	one := 1.0
+	fig := func(durability string, ratio *float64) bench.Figure {
+		return bench.Figure{Name: "lookup_c1", Value: 400, Unit: "lookups/s", Durability: durability, Rounds: 1, Values: []float64{400},
+			Ratio: ratio, BaselineValue: ratio, HigherIsBetter: true}
+	}
+	for _, c := range []struct {
+		name, baseline, durability string
+		ratio                      *float64
+		want, not                  []string
+	}{
+		{"with a baseline", "PostgreSQL 15", "credfed: synced; central copy: synced too", &one,
+			[]string{"ratio: above 1 means credfed does better", "central copy: synced too"}, []string{"no baseline"}},
+		{"without", "", "credfed: synced", nil,
+			[]string{"no baseline: credfed's figures alone", "credfed: synced"}, []string{"ratio: above 1", "central copy"}},
+	} {
+		res := &bench.Result{Topology: bench.Topology{Baseline: c.baseline}, Figures: []bench.Figure{fig(c.durability, c.ratio)}}
+		var out bytes.Buffer
+		if err := writeBench(&out, bench.Config{Rounds: 1}, res); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%s: the table lacks %q:\n%s", c.name, w, out.String())
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(out.String(), n) {
+				t.Errorf("%s: the table says %q:\n%s", c.name, n, out.String())
+			}
+		}
+	}
+}
