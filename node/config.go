@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -191,6 +192,53 @@ type RaftConfig struct {
 	// SnapshotInterval is how often Raft checks whether to snapshot
 	// (hashicorp/raft's default 120 s, randomized up to twice that).
 	SnapshotInterval Duration `yaml:"snapshot_interval,omitempty"`
+	// HeartbeatTimeout is how long a follower waits without hearing from
+	// the leader before it calls an election; the leader sends each
+	// follower a heartbeat every tenth of it (hashicorp/raft's default
+	// 1 s). ElectionTimeout is how long a candidate waits (default 1 s,
+	// at least HeartbeatTimeout). CommitTimeout is how often the leader
+	// sends each follower an append when no command flows, so that an idle
+	// follower learns of the last commit (default 50 ms; both it and the
+	// heartbeat interval are randomized up to twice). Longer timeouts cost
+	// an idle federation less, since the leader sends every follower both
+	// kinds of message, and a leader's failure is noticed later; a longer
+	// commit timeout delays what an idle follower applies, and so a strong
+	// read there right after a write, by up to twice as long.
+	HeartbeatTimeout Duration `yaml:"heartbeat_timeout,omitempty"`
+	ElectionTimeout  Duration `yaml:"election_timeout,omitempty"`
+	CommitTimeout    Duration `yaml:"commit_timeout,omitempty"`
+}
+
+// raftTiming is the Raft timing a node runs with: the configured timeouts
+// over those of opts (tests, the demo), over hashicorp/raft's defaults. A
+// timeout taken from opts or the defaults follows a configured heartbeat
+// timeout: the election timeout is raised to it, and the leader lease is
+// half of it, as in Raft's defaults (a leader steps down when a quorum has
+// not answered within the lease, and heartbeats go out every tenth of the
+// heartbeat timeout: a lease left at the demo's 250 ms under a 2 s
+// heartbeat timeout made the leader step down). A configured election
+// timeout shorter than the heartbeat timeout is refused.
+func (c RaftConfig) raftTiming(opts RaftTiming) (RaftTiming, error) {
+	const (
+		defaultTimeout = time.Second // hashicorp/raft's heartbeat and election timeouts
+		defaultLease   = 500 * time.Millisecond
+	)
+	t := RaftTiming{
+		Heartbeat:   cmp.Or(time.Duration(c.HeartbeatTimeout), opts.Heartbeat, defaultTimeout),
+		Election:    cmp.Or(time.Duration(c.ElectionTimeout), opts.Election, defaultTimeout),
+		LeaderLease: cmp.Or(opts.LeaderLease, defaultLease),
+		Commit:      cmp.Or(time.Duration(c.CommitTimeout), opts.Commit),
+	}
+	if t.Election < t.Heartbeat {
+		if c.ElectionTimeout != 0 {
+			return RaftTiming{}, fieldErr("raft.election_timeout", "must be at least the heartbeat timeout (%v)", t.Heartbeat)
+		}
+		t.Election = t.Heartbeat
+	}
+	if c.HeartbeatTimeout != 0 {
+		t.LeaderLease = t.Heartbeat / 2
+	}
+	return t, nil
 }
 
 // StorageConfig tunes the node's Badger stores.
@@ -467,6 +515,23 @@ func (c Config) Validate() error {
 	}
 	if c.Raft.SnapshotInterval < 0 {
 		return fieldErr("raft.snapshot_interval", "must not be negative")
+	}
+	for _, d := range []struct {
+		name     string
+		v        Duration
+		min, max time.Duration
+		def      string
+	}{
+		{"raft.heartbeat_timeout", c.Raft.HeartbeatTimeout, 5 * time.Millisecond, time.Minute, "1s"},
+		{"raft.election_timeout", c.Raft.ElectionTimeout, 5 * time.Millisecond, time.Minute, "1s"},
+		{"raft.commit_timeout", c.Raft.CommitTimeout, time.Millisecond, 10 * time.Second, "50ms"},
+	} {
+		if v := time.Duration(d.v); v != 0 && (v < d.min || v > d.max) {
+			return fieldErr(d.name, "must be between %v and %v, or absent for Raft's %s", d.min, d.max, d.def)
+		}
+	}
+	if _, err := c.Raft.raftTiming(RaftTiming{}); err != nil {
+		return err
 	}
 	if c.Storage.IndexCacheMiB < 0 || c.Storage.IndexCacheMiB > 65536 {
 		return fieldErr("storage.index_cache_mib", "must be between 1 and 65536 (MiB), or absent for the default 128")

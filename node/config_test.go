@@ -152,6 +152,13 @@ func TestConfigInvalid(t *testing.T) {
 		{"bootstrap region with a bad path", edit("role: district", "role: province", "region: zhejiang/quzhou/kecheng", "region: zhejiang",
 			"log:", "pseudonym_key_file: k\nraft:\n  bootstrap: true\n  bootstrap_regions:\n    - {path: zhejiang//quzhou, role: city}\nlog:"),
 			"raft.bootstrap_regions[0].path"},
+		{"raft.heartbeat_timeout below 5ms", edit("log:", "raft:\n  heartbeat_timeout: 1ms\nlog:"), "raft.heartbeat_timeout"},
+		{"raft.election_timeout above a minute", edit("log:", "raft:\n  election_timeout: 2m\nlog:"), "raft.election_timeout"},
+		{"raft.election_timeout below the heartbeat's", edit("log:", "raft:\n  heartbeat_timeout: 2s\n  election_timeout: 1500ms\nlog:"), "raft.election_timeout"},
+		{"raft.election_timeout below the default heartbeat's", edit("log:", "raft:\n  election_timeout: 500ms\nlog:"), "raft.election_timeout"},
+		{"raft.commit_timeout below a millisecond", edit("log:", "raft:\n  commit_timeout: 100us\nlog:"), "raft.commit_timeout"},
+		{"raft.commit_timeout above 10s", edit("log:", "raft:\n  commit_timeout: 1m\nlog:"), "raft.commit_timeout"},
+		{"negative raft.commit_timeout", edit("log:", "raft:\n  commit_timeout: -1s\nlog:"), "raft.commit_timeout"},
 		{"negative storage.index_cache_mib", edit("log:", "storage:\n  index_cache_mib: -1\nlog:"), "storage.index_cache_mib"},
 		{"huge storage.index_cache_mib", edit("log:", "storage:\n  index_cache_mib: 65537\nlog:"), "storage.index_cache_mib"},
 		{"bad log level", edit("level: info", "level: verbose"), "log.level"},
@@ -241,5 +248,39 @@ func TestConfigApplyEnv(t *testing.T) {
 	// test_only implies test_mode.
 	if opt := (Config{TestOnly: true}).Identifiers(); !opt.TestMode || !opt.TestOnly {
 		t.Errorf("test_only alone gives %+v", opt)
+	}
+}
+
+// TestRaftTiming: the configured timeouts win over the options' (the
+// demo's) and Raft's defaults; an election timeout taken from those is
+// raised to a configured heartbeat timeout, as hashicorp/raft requires,
+// and the leader lease is half of it (a lease shorter than the heartbeat
+// interval makes the leader step down); a configured election timeout
+// shorter than the heartbeat's is refused.
+func TestRaftTiming(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	demo := RaftTiming{Heartbeat: ms(500), Election: ms(500), LeaderLease: ms(250), Commit: ms(50)}
+	for _, c := range []struct {
+		name string
+		cfg  RaftConfig
+		opts RaftTiming
+		want RaftTiming
+	}{
+		{"nothing set: Raft's defaults", RaftConfig{}, RaftTiming{}, RaftTiming{Heartbeat: time.Second, Election: time.Second, LeaderLease: ms(500)}},
+		{"the demo's", RaftConfig{}, demo, demo},
+		{"a longer heartbeat over the demo's: the election follows", RaftConfig{HeartbeatTimeout: Duration(2 * time.Second), CommitTimeout: Duration(ms(500))}, demo,
+			RaftTiming{Heartbeat: 2 * time.Second, Election: 2 * time.Second, LeaderLease: time.Second, Commit: ms(500)}},
+		{"a short heartbeat: the lease follows", RaftConfig{HeartbeatTimeout: Duration(ms(100)), ElectionTimeout: Duration(ms(300))}, RaftTiming{},
+			RaftTiming{Heartbeat: ms(100), Election: ms(300), LeaderLease: ms(50)}},
+	} {
+		got, err := c.cfg.raftTiming(c.opts)
+		if err != nil || got != c.want {
+			t.Errorf("%s: %+v, %v; want %+v", c.name, got, err, c.want)
+		}
+	}
+	_, err := RaftConfig{HeartbeatTimeout: Duration(2 * time.Second), ElectionTimeout: Duration(time.Second)}.raftTiming(demo)
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Field != "raft.election_timeout" {
+		t.Errorf("an election timeout below the heartbeat's: %v, want a raft.election_timeout error", err)
 	}
 }

@@ -252,12 +252,16 @@ func (n *Node) openConsensus(opts Options) error {
 	if err != nil {
 		return err
 	}
+	timing, err := cfg.Raft.raftTiming(opts.RaftTiming)
+	if err != nil {
+		return err
+	}
 	n.rep, err = consensus.Open(consensus.Config{
 		Self: cfg.Identity(), Advertise: advertise, Dir: filepath.Join(cfg.DataDir, "raft"),
 		DB: n.state.Badger(), Endpoint: n.ep, Revocations: n.revs, Voter: cfg.IsVoter(),
 		Logger: n.log, Registerer: n.registry,
-		HeartbeatTimeout: opts.RaftTiming.Heartbeat, ElectionTimeout: opts.RaftTiming.Election,
-		LeaderLeaseTimeout: opts.RaftTiming.LeaderLease, CommitTimeout: opts.RaftTiming.Commit,
+		HeartbeatTimeout: timing.Heartbeat, ElectionTimeout: timing.Election,
+		LeaderLeaseTimeout: timing.LeaderLease, CommitTimeout: timing.Commit,
 		SnapshotThreshold: cfg.Raft.SnapshotThreshold, TrailingLogs: cfg.Raft.TrailingLogs,
 		SnapshotInterval: time.Duration(cfg.Raft.SnapshotInterval),
 		EncryptionKey:    encKey, IndexKeys: indexKeys,
