@@ -522,8 +522,9 @@ func (c Config) Validate() error {
 		min, max time.Duration
 		def      string
 	}{
-		{"raft.heartbeat_timeout", c.Raft.HeartbeatTimeout, 5 * time.Millisecond, time.Minute, "1s"},
-		{"raft.election_timeout", c.Raft.ElectionTimeout, 5 * time.Millisecond, time.Minute, "1s"},
+		// A heartbeat of 10ms gives a lease of 5ms, Raft's least.
+		{"raft.heartbeat_timeout", c.Raft.HeartbeatTimeout, 10 * time.Millisecond, time.Minute, "1s"},
+		{"raft.election_timeout", c.Raft.ElectionTimeout, 10 * time.Millisecond, time.Minute, "1s"},
 		{"raft.commit_timeout", c.Raft.CommitTimeout, time.Millisecond, 10 * time.Second, "50ms"},
 	} {
 		if v := time.Duration(d.v); v != 0 && (v < d.min || v > d.max) {

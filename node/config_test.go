@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"github.com/hashicorp/raft"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -152,7 +153,7 @@ func TestConfigInvalid(t *testing.T) {
 		{"bootstrap region with a bad path", edit("role: district", "role: province", "region: zhejiang/quzhou/kecheng", "region: zhejiang",
 			"log:", "pseudonym_key_file: k\nraft:\n  bootstrap: true\n  bootstrap_regions:\n    - {path: zhejiang//quzhou, role: city}\nlog:"),
 			"raft.bootstrap_regions[0].path"},
-		{"raft.heartbeat_timeout below 5ms", edit("log:", "raft:\n  heartbeat_timeout: 1ms\nlog:"), "raft.heartbeat_timeout"},
+		{"raft.heartbeat_timeout below 10ms", edit("log:", "raft:\n  heartbeat_timeout: 9ms\nlog:"), "raft.heartbeat_timeout"},
 		{"raft.election_timeout above a minute", edit("log:", "raft:\n  election_timeout: 2m\nlog:"), "raft.election_timeout"},
 		{"raft.election_timeout below the heartbeat's", edit("log:", "raft:\n  heartbeat_timeout: 2s\n  election_timeout: 1500ms\nlog:"), "raft.election_timeout"},
 		{"raft.election_timeout below the default heartbeat's", edit("log:", "raft:\n  election_timeout: 500ms\nlog:"), "raft.election_timeout"},
@@ -276,6 +277,28 @@ func TestRaftTiming(t *testing.T) {
 		got, err := c.cfg.raftTiming(c.opts)
 		if err != nil || got != c.want {
 			t.Errorf("%s: %+v, %v; want %+v", c.name, got, err, c.want)
+		}
+	}
+	// Every timing the configuration accepts is one Raft accepts, at the
+	// bounds too, over the demo's timing or Raft's defaults.
+	for _, hb := range []time.Duration{0, ms(10), time.Minute} {
+		for _, ct := range []time.Duration{0, ms(1), 10 * time.Second} {
+			for _, opts := range []RaftTiming{{}, demo} {
+				rc := RaftConfig{HeartbeatTimeout: Duration(hb), CommitTimeout: Duration(ct)}
+				tm, err := rc.raftTiming(opts)
+				if err != nil {
+					t.Fatalf("heartbeat %v, commit %v: %v", hb, ct, err)
+				}
+				c := raft.DefaultConfig()
+				c.LocalID = "n"
+				c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = tm.Heartbeat, tm.Election, tm.LeaderLease
+				if tm.Commit != 0 {
+					c.CommitTimeout = tm.Commit
+				}
+				if err := raft.ValidateConfig(c); err != nil {
+					t.Errorf("heartbeat %v, commit %v over %+v: %+v, which Raft refuses: %v", hb, ct, opts, tm, err)
+				}
+			}
 		}
 	}
 	_, err := RaftConfig{HeartbeatTimeout: Duration(2 * time.Second), ElectionTimeout: Duration(time.Second)}.raftTiming(demo)
