@@ -2,13 +2,14 @@ package node
 
 import (
 	"errors"
-	"github.com/hashicorp/raft"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"credfed/certs"
 )
