@@ -305,29 +305,51 @@ func (r *Replica) WaitForLeader(ctx context.Context) error {
 // Bootstrap starts a new federation with this node (a province) as its
 // only voter, then registers the regions and the first catalog. On a
 // restart (Raft state on disk) it does nothing: the other voters may not
-// be up yet, and the cluster elects a leader once they are.
+// be up yet, and the cluster elects a leader once they are. The exception
+// is a bootstrap that stopped before the registry was applied (a crash,
+// or no leader in time): this node is then still the only voter, and the
+// restart finishes it.
 func (r *Replica) Bootstrap(ctx context.Context, regions []Region, catalog *credit.Catalog) error {
 	if r.cfg.Self.Role != certs.Province {
 		return fmt.Errorf("%w: only a province node starts a federation", ErrForbidden)
 	}
 	// BootstrapCluster refuses (ErrCantBootstrap) when this node already
-	// has Raft state: then it is a restart and the registry is in place.
+	// has Raft state: a restart.
 	f := r.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 		Suffrage: raft.Voter, ID: raft.ServerID(r.cfg.Self.Region), Address: raft.ServerAddress(r.cfg.Advertise),
 	}}})
 	if err := f.Error(); errors.Is(err, raft.ErrCantBootstrap) {
-		return nil // a restart: the federation exists and elects without us waiting here
+		if !r.onlyVoter() {
+			return nil // the federation exists and elects without us waiting here
+		}
 	} else if err != nil {
 		return fmt.Errorf("consensus: bootstrap: %w", err)
 	}
 	if err := r.WaitForLeader(ctx); err != nil {
 		return err
 	}
+	// Every committed entry applied (on a restart, the registry may be in
+	// the log and not yet in the state).
+	if err := r.await(r.raft.Barrier(0)); err != nil {
+		return raftError(err)
+	}
 	if len(r.state.Regions()) > 0 {
 		return nil
 	}
 	_, err := r.Apply(ctx, CmdFederationInit, certs.Identity{}, FederationInit{Regions: regions, Catalog: catalog})
 	return err
+}
+
+// onlyVoter reports whether Raft's configuration holds this node alone, as
+// BootstrapCluster left it: the registry, once applied, brings the other
+// coordinators in as voters.
+func (r *Replica) onlyVoter() bool {
+	f := r.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	servers := f.Configuration().Servers
+	return len(servers) == 1 && servers[0].ID == raft.ServerID(r.cfg.Self.Region)
 }
 
 // Apply proposes an operator command (or a federation init) and returns

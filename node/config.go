@@ -522,10 +522,15 @@ func (c Config) Validate() error {
 		min, max time.Duration
 		def      string
 	}{
-		// A heartbeat of 10ms gives a lease of 5ms, Raft's least.
-		{"raft.heartbeat_timeout", c.Raft.HeartbeatTimeout, 10 * time.Millisecond, time.Minute, "1s"},
-		{"raft.election_timeout", c.Raft.ElectionTimeout, 10 * time.Millisecond, time.Minute, "1s"},
-		{"raft.commit_timeout", c.Raft.CommitTimeout, time.Millisecond, 10 * time.Second, "50ms"},
+		// Below 100ms an idle federation on loopback already changed
+		// leaders. Above 5s the first election of a new federation (a
+		// random one to two heartbeat timeouts) can outlast the
+		// bootstrap's 30 s, and a stopping replica waits as long to say
+		// so. Above 1s of commit timeout a follower learns of its own
+		// write (an anchor, a strong read) after the 5 s those wait.
+		{"raft.heartbeat_timeout", c.Raft.HeartbeatTimeout, 100 * time.Millisecond, 5 * time.Second, "1s"},
+		{"raft.election_timeout", c.Raft.ElectionTimeout, 100 * time.Millisecond, 10 * time.Second, "1s"},
+		{"raft.commit_timeout", c.Raft.CommitTimeout, time.Millisecond, time.Second, "50ms"},
 	} {
 		if v := time.Duration(d.v); v != 0 && (v < d.min || v > d.max) {
 			return fieldErr(d.name, "must be between %v and %v, or absent for Raft's %s", d.min, d.max, d.def)

@@ -154,12 +154,13 @@ func TestConfigInvalid(t *testing.T) {
 		{"bootstrap region with a bad path", edit("role: district", "role: province", "region: zhejiang/quzhou/kecheng", "region: zhejiang",
 			"log:", "pseudonym_key_file: k\nraft:\n  bootstrap: true\n  bootstrap_regions:\n    - {path: zhejiang//quzhou, role: city}\nlog:"),
 			"raft.bootstrap_regions[0].path"},
-		{"raft.heartbeat_timeout below 10ms", edit("log:", "raft:\n  heartbeat_timeout: 9ms\nlog:"), "raft.heartbeat_timeout"},
-		{"raft.election_timeout above a minute", edit("log:", "raft:\n  election_timeout: 2m\nlog:"), "raft.election_timeout"},
+		{"raft.heartbeat_timeout below 100ms", edit("log:", "raft:\n  heartbeat_timeout: 90ms\nlog:"), "raft.heartbeat_timeout"},
+		{"raft.heartbeat_timeout above 5s", edit("log:", "raft:\n  heartbeat_timeout: 6s\nlog:"), "raft.heartbeat_timeout"},
+		{"raft.election_timeout above 10s", edit("log:", "raft:\n  election_timeout: 11s\nlog:"), "raft.election_timeout"},
 		{"raft.election_timeout below the heartbeat's", edit("log:", "raft:\n  heartbeat_timeout: 2s\n  election_timeout: 1500ms\nlog:"), "raft.election_timeout"},
 		{"raft.election_timeout below the default heartbeat's", edit("log:", "raft:\n  election_timeout: 500ms\nlog:"), "raft.election_timeout"},
 		{"raft.commit_timeout below a millisecond", edit("log:", "raft:\n  commit_timeout: 100us\nlog:"), "raft.commit_timeout"},
-		{"raft.commit_timeout above 10s", edit("log:", "raft:\n  commit_timeout: 1m\nlog:"), "raft.commit_timeout"},
+		{"raft.commit_timeout above 1s", edit("log:", "raft:\n  commit_timeout: 1100ms\nlog:"), "raft.commit_timeout"},
 		{"negative raft.commit_timeout", edit("log:", "raft:\n  commit_timeout: -1s\nlog:"), "raft.commit_timeout"},
 		{"negative storage.index_cache_mib", edit("log:", "storage:\n  index_cache_mib: -1\nlog:"), "storage.index_cache_mib"},
 		{"huge storage.index_cache_mib", edit("log:", "storage:\n  index_cache_mib: 65537\nlog:"), "storage.index_cache_mib"},
@@ -282,8 +283,8 @@ func TestRaftTiming(t *testing.T) {
 	}
 	// Every timing the configuration accepts is one Raft accepts, at the
 	// bounds too, over the demo's timing or Raft's defaults.
-	for _, hb := range []time.Duration{0, ms(10), time.Minute} {
-		for _, ct := range []time.Duration{0, ms(1), 10 * time.Second} {
+	for _, hb := range []time.Duration{0, ms(100), 5 * time.Second} {
+		for _, ct := range []time.Duration{0, ms(1), time.Second} {
 			for _, opts := range []RaftTiming{{}, demo} {
 				rc := RaftConfig{HeartbeatTimeout: Duration(hb), CommitTimeout: Duration(ct)}
 				tm, err := rc.raftTiming(opts)
