@@ -66,6 +66,28 @@ func hostileFed(t *testing.T, dir string) (province, city Config) {
 	return province, city
 }
 
+// startPair starts the province, then the city, and waits until the city
+// is ready and the province leads; both are shut down at the test's end.
+func startPair(t *testing.T, prov, city Config) (p, c *Node) {
+	t.Helper()
+	p, err := Start(prov, quietOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Shutdown(context.Background()) })
+	city.Coordinators = []string{p.ExchangeAddr()}
+	c, err = Start(city, quietOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	if !waitUntil(30*time.Second, func() bool { ok, _ := c.Ready(); return ok && p.rep.IsLeader() }) {
+		_, why := c.Ready()
+		t.Fatalf("the city is not ready: %s", why)
+	}
+	return p, c
+}
+
 func quietOpts() Options { return Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))} }
 
 // waitUntil polls cond every 20ms until it holds or d passes.
@@ -122,21 +144,8 @@ func followerWrites(t *testing.T, ct time.Duration) {
 	prov, city := hostileFed(t, dir)
 	prov.Raft.CommitTimeout = Duration(ct)
 	city.Raft.CommitTimeout = Duration(ct)
-	p, err := Start(prov, quietOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Shutdown(context.Background())
-	city.Coordinators = []string{p.ExchangeAddr()}
-	c, err := Start(city, quietOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Shutdown(context.Background())
-	if !waitUntil(30*time.Second, func() bool { ok, _ := c.Ready(); return ok && p.rep.IsLeader() }) {
-		_, why := c.Ready()
-		t.Fatalf("the city is not ready: %s", why)
-	}
+	p, c := startPair(t, prov, city)
+	var err error
 	// Let the start's own writes settle: wait until the city has applied
 	// the leader's commit index.
 	waitUntil(30*time.Second, func() bool { return c.rep.State().Applied() >= p.rep.State().Applied() })
@@ -174,21 +183,7 @@ func TestRaftTimingShortestHeartbeatKeepsItsLeader(t *testing.T) {
 			dir := t.TempDir()
 			prov, city := hostileFed(t, dir)
 			prov.Raft.HeartbeatTimeout, city.Raft.HeartbeatTimeout = Duration(hb), Duration(hb)
-			p, err := Start(prov, quietOpts())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Shutdown(context.Background())
-			city.Coordinators = []string{p.ExchangeAddr()}
-			c, err := Start(city, quietOpts())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Shutdown(context.Background())
-			if !waitUntil(30*time.Second, func() bool { ok, _ := c.Ready(); return ok }) {
-				_, why := c.Ready()
-				t.Fatalf("the city is not ready: %s", why)
-			}
+			p, _ := startPair(t, prov, city)
 			term0 := p.rep.Stats()["term"]
 			changes, last := 0, term0
 			waitUntil(5*time.Second, func() bool {
