@@ -5,7 +5,7 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
-	"sync"
+	"sync/atomic"
 
 	"credfed/certs"
 )
@@ -18,9 +18,12 @@ type peerKey struct{}
 // connection never changes, so its identity need not be parsed again for
 // every request (about 2 % of a province's CPU under lookups). Only the
 // parse is kept; whether the identity may still call (revocation, expiry,
-// registration) is checked on every request.
-type peerSlot struct {
-	mu   sync.Mutex
+// registration) is checked on every request. The connection's streams
+// read it at once (HTTP/2), hence no lock on their path.
+type peerSlot struct{ parsed atomic.Pointer[peerParse] }
+
+// peerParse is one certificate's identity, or why it has none.
+type peerParse struct {
 	leaf *x509.Certificate
 	id   certs.Identity
 	err  error
@@ -44,11 +47,11 @@ func PeerIdentity(r *http.Request) (certs.Identity, error) {
 		return certs.PeerIdentity(*r.TLS)
 	}
 	leaf := r.TLS.PeerCertificates[0]
-	slot.mu.Lock()
-	defer slot.mu.Unlock()
-	if slot.leaf != leaf {
-		slot.id, slot.err = certs.PeerIdentity(*r.TLS)
-		slot.leaf = leaf
+	if p := slot.parsed.Load(); p != nil && p.leaf == leaf {
+		return p.id, p.err
 	}
-	return slot.id, slot.err
+	p := &peerParse{leaf: leaf}
+	p.id, p.err = certs.PeerIdentity(*r.TLS)
+	slot.parsed.Store(p)
+	return p.id, p.err
 }

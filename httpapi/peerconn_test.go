@@ -53,8 +53,8 @@ func TestPeerIdentityOncePerConnection(t *testing.T) {
 		}
 	}
 	slot := connCtx.Value(peerKey{}).(*peerSlot)
-	if slot.leaf != a {
-		t.Fatalf("the slot holds %v, want the connection's certificate", slot.leaf)
+	if p := slot.parsed.Load(); p == nil || p.leaf != a {
+		t.Fatalf("the slot holds %+v, want the connection's certificate", p)
 	}
 	if id, err := PeerIdentity(req(b, true)); err != nil || id.Region != "zhejiang/hangzhou" {
 		t.Errorf("another certificate on the slot: %+v, %v, want its own identity", id, err)

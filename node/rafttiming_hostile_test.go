@@ -12,6 +12,7 @@ import (
 
 	"credfed/certs"
 	"credfed/credit"
+	"credfed/internal/wait"
 )
 
 // hostileFed writes a CA, a province and a city (certificates, pseudonym
@@ -90,17 +91,11 @@ func startPair(t *testing.T, prov, city Config) (p, c *Node) {
 
 func quietOpts() Options { return Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))} }
 
-// waitUntil polls cond every 20ms until it holds or d passes.
+// waitUntil is wait.For with a timeout: whether cond held within d.
 func waitUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		t := time.NewTimer(20 * time.Millisecond)
-		<-t.C
-	}
-	return cond()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return wait.For(ctx, wait.Interval, cond) == nil
 }
 
 // TestRaftTimingLongestHeartbeatBootstraps: a new federation whose

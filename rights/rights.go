@@ -427,9 +427,16 @@ func (s *Service) serveForward(ctx context.Context, req *exchange.Request) (any,
 	entry.Authentication = audit.Bound(in.Authentication, MaxAuthentication)
 	deny := func(code exchange.Code, msg string) (any, error) {
 		if entry.Operation != KindReport && entry.Operation != KindAccessLog {
+			// Audited, but no label: the kind is the peer's word.
 			entry.Operation = "rights.forward"
+			return s.refuseWire(&entry, code, msg)
 		}
-		return s.refuseWire(&entry, code, msg)
+		if err := s.auditRefusal(&entry, code); err != nil {
+			return nil, err
+		}
+		// Counted as a served forward is, once audited.
+		s.requests.WithLabelValues(entry.Operation, "denied").Inc()
+		return nil, exchange.Errorf(code, "%s", msg)
 	}
 	switch {
 	case in.Kind != KindReport && in.Kind != KindAccessLog:
@@ -710,17 +717,20 @@ func (s *Service) serveRecords(ctx context.Context, req *exchange.Request) (any,
 // refuseWire registers a refused exchange request and returns its refusal
 // (unavailable if the refusal cannot be registered).
 func (s *Service) refuseWire(entry *storage.AuditEntry, code exchange.Code, msg string) (any, error) {
-	entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
-	if err := s.cfg.Audit.Record(*entry); err != nil {
-		return nil, exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
-	}
-	// A forwarded report or access log is counted as the allowed ones
-	// are, once audited; a forward of a kind this node does not know is
-	// audited (rights.forward) but is no label.
-	if entry.Operation == KindReport || entry.Operation == KindAccessLog {
-		s.requests.WithLabelValues(entry.Operation, "denied").Inc()
+	if err := s.auditRefusal(entry, code); err != nil {
+		return nil, err
 	}
 	return nil, exchange.Errorf(code, "%s", msg)
+}
+
+// auditRefusal registers entry as denied for code; its error is what the
+// peer is told when the audit log cannot take it.
+func (s *Service) auditRefusal(entry *storage.AuditEntry, code exchange.Code) error {
+	entry.Decision, entry.Reason = storage.DecisionDenied, string(code)
+	if err := s.cfg.Audit.Record(*entry); err != nil {
+		return exchange.Errorf(exchange.CodeUnavailable, "audit log unavailable")
+	}
+	return nil
 }
 
 // ofSubject reports whether every record is the district's own and of the

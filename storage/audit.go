@@ -494,7 +494,7 @@ func (l *AuditLog) Range(from, to uint64, fn func(AuditEntry) error) error {
 	start := auditKey(from)
 	p := []byte{famAudit, '/'}
 	err := l.db.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
+		it := newIterator(txn, p)
 		defer it.Close()
 		for it.Seek(start); it.ValidForPrefix(p); it.Next() {
 			item := it.Item()
@@ -583,7 +583,7 @@ func (l *AuditLog) Verify() error {
 	err := l.db.view(func(txn *badger.Txn) error {
 		var prev [32]byte
 		expect := uint64(1)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
+		it := newIterator(txn, p)
 		defer it.Close()
 		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
 			item := it.Item()

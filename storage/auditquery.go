@@ -60,7 +60,7 @@ func (l *AuditLog) Page(f AuditFilter, after uint64, limit int) ([]AuditEntry, u
 		if index {
 			p = auditSubjectPrefix(f.Subject)
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
+		it := newIterator(txn, p)
 		defer it.Close()
 		var last uint64 // the last entry examined
 		scanned := 0

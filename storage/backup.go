@@ -146,7 +146,7 @@ func (db *DB) WriteBackup(ctx context.Context, w io.Writer, o BackupOptions) (Ba
 		list.Kv, size = list.Kv[:0], 0
 		return nil
 	}
-	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+	it := newIterator(txn, nil)
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		if err := ctx.Err(); err != nil {
@@ -436,7 +436,7 @@ func loadBackup(opts Options, br *BackupReader) (BackupTrailer, error) {
 	var entries uint64
 	if lerr == nil {
 		lerr = raw.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+			it := newIterator(txn, nil)
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
 				entries++
@@ -519,7 +519,7 @@ func (db *DB) renumberPages(seq uint64) (uint64, error) {
 		var keys [][]byte
 		var entries []OutboxItem
 		err := db.raw.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
+			it := newIterator(txn, p)
 			defer it.Close()
 			for it.Seek(p); it.ValidForPrefix(p) && bytes.Compare(it.Item().Key(), end) < 0 && len(entries) < restoreMarkBatch; it.Next() {
 				var err error
@@ -642,7 +642,7 @@ func (db *DB) markEverySubject(now time.Time) (int, uint64, error) {
 	marked := 0
 	p := []byte{famSubject, '/'}
 	err = db.raw.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+		it := newIterator(txn, p)
 		defer it.Close()
 		last := ""
 		for it.Seek(p); it.ValidForPrefix(p); it.Next() {

@@ -187,7 +187,7 @@ func (db *DB) Batches(fn func(id string, state []byte) error) error {
 	}
 	var jobs []job
 	err := db.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix(famBatch, 0)})
+		it := newIterator(txn, prefix(famBatch, 0))
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()[2:]
@@ -229,7 +229,7 @@ func (db *DB) DeleteBatch(id string) error {
 	}
 	var keys [][]byte
 	err := db.raw.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: batchPrefix(id)})
+		it := newIterator(txn, batchPrefix(id))
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			keys = append(keys, it.Item().KeyCopy(nil))

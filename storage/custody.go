@@ -121,7 +121,7 @@ func (db *DB) custody(district string) (Custody, error) {
 func (db *DB) IssuedBefore(cutoff time.Time, limit int) ([]Issued, error) {
 	var out []Issued
 	err := db.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix(famIssued, 0)})
+		it := newIterator(txn, prefix(famIssued, 0))
 		defer it.Close()
 		for it.Rewind(); it.Valid(); {
 			k := it.Item().Key()[2:]

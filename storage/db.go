@@ -278,7 +278,7 @@ func (db *DB) convertOutbox() error {
 	for { // the O/ entries layout 1 has not
 		var missing []OutboxItem
 		err := db.raw.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: o, PrefetchValues: false})
+			it := newIterator(txn, o)
 			defer it.Close()
 			for it.Seek(start); it.ValidForPrefix(o) && len(missing) < convertBatch; it.Next() {
 				key := it.Item().KeyCopy(nil)
@@ -323,7 +323,7 @@ func (db *DB) convertOutbox() error {
 		var batch []OutboxItem
 		var drop [][]byte // the o/ markers holding a number of the batch
 		err := db.raw.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: O, PrefetchValues: false})
+			it := newIterator(txn, O)
 			defer it.Close()
 			for it.Seek(O); it.ValidForPrefix(O) && len(batch) < convertBatch; it.Next() {
 				seq, err := parseBE64(it.Item().Key()[len(O):])
@@ -377,7 +377,7 @@ func (db *DB) dropByID() error {
 	p := []byte{famByID, '/'}
 	found := false
 	if err := db.raw.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+		it := newIterator(txn, p)
 		defer it.Close()
 		it.Seek(p)
 		found = it.ValidForPrefix(p)
@@ -408,7 +408,7 @@ func (db *DB) rewriteFacts() error {
 	for {
 		var keys, vals [][]byte
 		err := db.raw.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+			it := newIterator(txn, p)
 			defer it.Close()
 			for it.Seek(start); it.ValidForPrefix(p) && len(keys) < factsBatch; it.Next() {
 				k := it.Item().KeyCopy(nil)

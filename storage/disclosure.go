@@ -159,7 +159,7 @@ func (db *DB) NewestRecords(q NewestQuery) ([]Newest, error) {
 	err := db.view(func(txn *badger.Txn) error {
 		best := &positionHeap{}
 		pfx := prefix(famRecord, 0)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfx})
+		it := newIterator(txn, pfx)
 		defer it.Close()
 		for it.Seek(pfx); it.ValidForPrefix(pfx); it.Next() {
 			item := it.Item()

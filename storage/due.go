@@ -94,7 +94,7 @@ func (db *DB) DueSubjects(through credit.Date, after *DueItem, limit int) ([]Due
 	}
 	var out []DueItem
 	err := db.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfx})
+		it := newIterator(txn, pfx)
 		defer it.Close()
 		for it.Seek(start); it.ValidForPrefix(pfx) && len(out) < limit; it.Next() {
 			key := it.Item().Key()

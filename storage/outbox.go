@@ -150,7 +150,7 @@ func (db *DB) PendingSubjectsAfter(after uint64, limit int) ([]OutboxItem, error
 	var out []OutboxItem
 	p := []byte{famOutboxPage, '/'}
 	err := db.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
+		it := newIterator(txn, p)
 		defer it.Close()
 		var page []OutboxItem
 		for it.Seek(outboxPageKey(after + 1)); it.ValidForPrefix(p); it.Next() {
@@ -203,7 +203,7 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 		var removed int64
 		err := db.raw.Update(func(txn *badger.Txn) error {
 			removed = 0
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+			it := newIterator(txn, p)
 			defer it.Close()
 			var page, kept []OutboxItem
 			for i := 0; i < len(sorted); {
@@ -265,7 +265,7 @@ func (db *DB) AckOutbox(items []OutboxItem) error {
 // countOutbox counts the entries of every page (the store's opening).
 func countOutbox(txn *badger.Txn) (int64, error) {
 	p := []byte{famOutboxPage, '/'}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
+	it := newIterator(txn, p)
 	defer it.Close()
 	var n int64
 	var page []OutboxItem

@@ -128,7 +128,7 @@ func (db *DB) RecordPage(q RecordQuery) (RecordPage, error) {
 		start = append(recordKey(q.Department, q.After), 0)
 	}
 	err = db.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: false})
+		it := newIterator(txn, p)
 		defer it.Close()
 		var last string // the id of the last record examined
 		scanned := 0

@@ -128,7 +128,7 @@ func (db *DB) PseudonymVersionsOf(subjects []string) ([]map[uint32]credit.Pseudo
 // only extends the subject (another subject) ends them.
 func pseudonymVersions(txn *badger.Txn, subject string, into map[uint32]credit.Pseudonym) error {
 	pk := pseudonymKey(subject)
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: pk, PrefetchValues: false})
+	it := newIterator(txn, pk)
 	defer it.Close()
 	for it.Seek(pk); it.ValidForPrefix(pk); it.Next() {
 		item := it.Item()
@@ -229,7 +229,7 @@ func (db *DB) subjectsPage(fam byte, after string, limit int) ([]string, string,
 	last := ""
 	err := db.view(func(txn *badger.Txn) error {
 		p := []byte{fam, '/'}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+		it := newIterator(txn, p)
 		defer it.Close()
 		start := p
 		if after != "" {
@@ -253,7 +253,7 @@ func (db *DB) subjectsPage(fam byte, after string, limit int) ([]string, string,
 			if fam == famPseudonym {
 				// A subject with records is marked by the s/ pass.
 				sp := subjectPrefix(s)
-				si := txn.NewIterator(badger.IteratorOptions{Prefix: sp})
+				si := newIterator(txn, sp)
 				si.Rewind()
 				has := si.ValidForPrefix(sp)
 				si.Close()

@@ -46,7 +46,7 @@ type factsHead struct {
 func (db *DB) EachRecordFacts(fn func(RecordFacts) error) error {
 	pfx := prefix(famRecord, 0)
 	err := db.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: pfx, PrefetchValues: false})
+		it := newIterator(txn, pfx)
 		defer it.Close()
 		for it.Seek(pfx); it.ValidForPrefix(pfx); it.Next() {
 			item := it.Item()
