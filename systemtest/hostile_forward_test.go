@@ -48,6 +48,25 @@ func TestHostileForwardsGoOnlyUpTheTree(t *testing.T) {
 	if n := counterOf(t, f.Node(elsewhere), "credfed_rights_requests_total", deniedReports); n != countedBefore+1 {
 		t.Errorf("%s counted %v refused forwarded reports, want 1", elsewhere, n-countedBefore)
 	}
+	// A forward of a kind the coordinator does not know (the kind is the
+	// peer's word): refused, audited, and never a label of the counter.
+	bogus := "report\x00{kind=\"x\"}"
+	seriesBefore := counterOf(t, f.Node(elsewhere), "credfed_rights_requests_total", nil)
+	auditedBefore := hcCount(t, f, elsewhere, func(e storage.AuditEntry) bool { return e.Operation == "rights.forward" && e.Decision == storage.DecisionDenied })
+	err = ep.Call(ctxT(t, 20*time.Second), peerOf(t, f, elsewhere), rights.OpForward, exchange.Meta{Authentication: "实名 HF"},
+		hrForward{Kind: bogus, Subject: subject, Authentication: "实名 HF", Requester: portalB}, &signed)
+	if !errors.Is(err, exchange.ErrBadRequest) {
+		t.Errorf("a forward of an unknown kind: %v, want bad request", err)
+	}
+	if n := counterOf(t, f.Node(elsewhere), "credfed_rights_requests_total", nil); n != seriesBefore {
+		t.Errorf("a forward of an unknown kind was counted (%v -> %v)", seriesBefore, n)
+	}
+	if n := counterOf(t, f.Node(elsewhere), "credfed_rights_requests_total", map[string]string{"kind": bogus}); n != 0 {
+		t.Errorf("the peer's kind became a label, counted %v", n)
+	}
+	if n := hcCount(t, f, elsewhere, func(e storage.AuditEntry) bool { return e.Operation == "rights.forward" && e.Decision == storage.DecisionDenied }); n != auditedBefore+1 {
+		t.Errorf("%s audited %d refusals of the unknown kind, want 1", elsewhere, n-auditedBefore)
+	}
 	ref := credit.Ref{District: regionOf(f, b), Department: localfed.Department, ID: "HF-1"}.String()
 	var c rights.Case
 	err = ep.Call(ctxT(t, 20*time.Second), peerOf(t, f, elsewhere), rights.OpCaseForward, exchange.Meta{Authentication: "实名 HF"},
