@@ -52,7 +52,9 @@ func TestHostileForwardsGoOnlyUpTheTree(t *testing.T) {
 	// peer's word): refused, audited, and never a label of the counter.
 	bogus := "report\x00{kind=\"x\"}"
 	seriesBefore := counterOf(t, f.Node(elsewhere), "credfed_rights_requests_total", nil)
-	auditedBefore := hcCount(t, f, elsewhere, func(e storage.AuditEntry) bool { return e.Operation == "rights.forward" && e.Decision == storage.DecisionDenied })
+	auditedBefore := hcCount(t, f, elsewhere, func(e storage.AuditEntry) bool {
+		return e.Operation == "rights.forward" && e.Decision == storage.DecisionDenied
+	})
 	err = ep.Call(ctxT(t, 20*time.Second), peerOf(t, f, elsewhere), rights.OpForward, exchange.Meta{Authentication: "实名 HF"},
 		hrForward{Kind: bogus, Subject: subject, Authentication: "实名 HF", Requester: portalB}, &signed)
 	if !errors.Is(err, exchange.ErrBadRequest) {
@@ -64,7 +66,9 @@ func TestHostileForwardsGoOnlyUpTheTree(t *testing.T) {
 	if n := counterOf(t, f.Node(elsewhere), "credfed_rights_requests_total", map[string]string{"kind": bogus}); n != 0 {
 		t.Errorf("the peer's kind became a label, counted %v", n)
 	}
-	if n := hcCount(t, f, elsewhere, func(e storage.AuditEntry) bool { return e.Operation == "rights.forward" && e.Decision == storage.DecisionDenied }); n != auditedBefore+1 {
+	if n := hcCount(t, f, elsewhere, func(e storage.AuditEntry) bool {
+		return e.Operation == "rights.forward" && e.Decision == storage.DecisionDenied
+	}); n != auditedBefore+1 {
 		t.Errorf("%s audited %d refusals of the unknown kind, want 1", elsewhere, n-auditedBefore)
 	}
 	ref := credit.Ref{District: regionOf(f, b), Department: localfed.Department, ID: "HF-1"}.String()
