@@ -134,21 +134,27 @@ func (f *Federation) WaitReady(ctx context.Context) error {
 // Holders returns how many districts the province's index lists as
 // holding something about the subject (read from its local replica).
 func (f *Federation) Holders(subject string) (int, error) {
-	key, err := credit.LoadPseudonymKey(filepath.Join(f.Dir, "pseudonym.key"))
-	if err != nil {
-		return 0, err
-	}
 	prov := f.Node(f.Province())
 	if prov == nil {
 		return 0, errors.New("localfed: the province node is not running")
 	}
+	return f.holdersAt(prov, subject)
+}
+
+// holdersAt counts the districts n's local replica lists as holding
+// something about the subject.
+func (f *Federation) holdersAt(n *node.Node, subject string) (int, error) {
+	key, err := credit.LoadPseudonymKey(filepath.Join(f.Dir, "pseudonym.key"))
+	if err != nil {
+		return 0, err
+	}
 	// Under every key version the index may hold the subject under (a key
 	// rotation): the merge keeps each district's latest entry.
 	ring := keyring.Or(nil, key)
-	if k := prov.Replica().Keys(); k != nil {
+	if k := n.Replica().Keys(); k != nil {
 		ring = k
 	}
-	st := prov.Replica().State()
+	st := n.Replica().State()
 	_, entries, _, err := keyring.Read(context.Background(), func(_ context.Context, p credit.Pseudonym, _ bool) ([]consensus.IndexEntry, uint64, error) {
 		return st.Lookup(p)
 	}, ring, subject, false)
@@ -164,17 +170,35 @@ func (f *Federation) Holders(subject string) (int, error) {
 	return held, nil
 }
 
-// WaitIndexed waits until the province's index lists the subject (a
-// canonical identifier) at n districts or more.
+// WaitIndexed waits until the index lists the subject (a canonical
+// identifier) at n districts or more at every running coordinator node:
+// lookups and reports read the local replica of the coordinator that
+// gathers them, and a city's replica may apply a batch after the
+// province's.
 func (f *Federation) WaitIndexed(ctx context.Context, subject string, n int) error {
-	held := 0
+	held, at := 0, ""
 	err := poll(ctx, 20*time.Millisecond, func() bool {
-		var err error
-		held, err = f.Holders(subject)
-		return err == nil && held >= n
+		running := 0
+		for _, ln := range f.Layout.Nodes {
+			if !ln.Role.IsCoordinatorNode() {
+				continue
+			}
+			nd := f.Node(ln.Name)
+			if nd == nil {
+				continue
+			}
+			running++
+			var err error
+			if held, err = f.holdersAt(nd, subject); err != nil || held < n {
+				at = ln.Name
+				return false
+			}
+		}
+		at = "any coordinator (none is running)"
+		return running > 0
 	})
 	if err != nil {
-		return fmt.Errorf("localfed: the index lists the subject at %d districts, not %d: %w", held, n, err)
+		return fmt.Errorf("localfed: the index at %s lists the subject at %d districts, not %d: %w", at, held, n, err)
 	}
 	return nil
 }
