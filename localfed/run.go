@@ -171,14 +171,16 @@ func (f *Federation) holdersAt(n *node.Node, subject string) (int, error) {
 }
 
 // WaitIndexed waits until the index lists the subject (a canonical
-// identifier) at n districts or more at every running coordinator node:
-// lookups and reports read the local replica of the coordinator that
-// gathers them, and a city's replica may apply a batch after the
-// province's.
+// identifier) at n districts or more at every running coordinator node
+// still registered (at the province, when it runs): lookups and reports
+// read the local replica of the coordinator that gathers them, and a
+// city's replica may apply a batch after the province's. A removed
+// city's node, still running, no longer follows the index.
 func (f *Federation) WaitIndexed(ctx context.Context, subject string, n int) error {
 	held, at := 0, ""
 	err := poll(ctx, 20*time.Millisecond, func() bool {
 		running := 0
+		prov := f.Node(f.Province())
 		for _, ln := range f.Layout.Nodes {
 			if !ln.Role.IsCoordinatorNode() {
 				continue
@@ -186,6 +188,11 @@ func (f *Federation) WaitIndexed(ctx context.Context, subject string, n int) err
 			nd := f.Node(ln.Name)
 			if nd == nil {
 				continue
+			}
+			if prov != nil {
+				if _, ok := prov.Replica().State().Region(ln.Region); !ok {
+					continue
+				}
 			}
 			running++
 			var err error

@@ -138,7 +138,7 @@ func (l *AuditLog) CheckAnchorsReport(anchors []AuditAnchor) (AnchorReport, erro
 		rep.Newest = sorted[n-1].Seq
 	}
 	var found *AuditMismatchError
-	err := l.db.view(func(txn *badger.Txn) error {
+	err := l.view(func(txn *badger.Txn) error {
 		head, err := readAuditHead(txn)
 		if err != nil {
 			return err
@@ -247,7 +247,7 @@ func auditEntryAt(txn *badger.Txn, seq uint64) (AuditEntry, error) {
 // chain whose head record is wrong.
 func (l *AuditLog) classify(te *AuditTamperError) TamperKind {
 	kind := TamperCorrupt
-	_ = l.db.view(func(txn *badger.Txn) error {
+	_ = l.view(func(txn *badger.Txn) error {
 		s := te.Seq
 		item, err := txn.Get(auditKey(s))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -333,6 +333,17 @@ func OpenAuditReadOnly(opts Options) (*AuditReader, error) {
 		raw.Close()
 		return nil, fmt.Errorf("storage: open read-only: %w", err)
 	}
+	// The appender is not started: nothing can be appended, and a settle
+	// has nothing to wait for.
+	db.audit.reqs = nil
+	held, err := readJournal(opts.Dir, opts.EncryptionKey, auditHead{Seq: db.audit.headSeq, Hash: db.audit.headHash})
+	if err == nil && len(held) > 0 {
+		err = fmt.Errorf("%s holds %d audit entries in its journal that its last writer had not moved into the store (it did not stop cleanly): start the node and stop it cleanly first", opts.Dir, len(held))
+	}
+	if err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("storage: open read-only: %w", err)
+	}
 	return &AuditReader{db: db}, nil
 }
 
@@ -363,7 +374,9 @@ func openReadOnly(bo badger.Options, opts Options) (*badger.DB, error) {
 		return nil, classifyKeyMismatch(opts, err)
 	case bytes.Contains([]byte(err.Error()), []byte("Cannot acquire directory lock")):
 		return nil, fmt.Errorf("%w (%s)", ErrStoreInUse, opts.Dir)
-	case errors.Is(err, badger.ErrTruncateNeeded):
+	case errors.Is(err, badger.ErrTruncateNeeded), bytes.Contains([]byte(err.Error()), []byte(badger.ErrTruncateNeeded.Error())):
+		// Badger formats the cause into its memtable errors (y.Wrapf,
+		// %+v), so errors.Is does not find it there.
 		return nil, fmt.Errorf("storage: open read-only: %s was not closed cleanly and cannot be read without recovering it: start the node and stop it cleanly first", opts.Dir)
 	}
 	return nil, fmt.Errorf("storage: open read-only: %w", err)

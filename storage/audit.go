@@ -108,10 +108,20 @@ type AuditLog struct {
 
 	// window is deferWindow (a test sets it longer, to know what waits).
 	window atomic.Int64 // nanoseconds
-	// commits counts the synced transactions; deferred, the entries of
-	// deferred appends waiting for one (both for the tests).
+	// commits counts the synced writes that acknowledge appends (journal
+	// flushes, or transactions without a journal); deferred, the entries
+	// of deferred appends waiting for one; moves, the synced transactions
+	// that moved journaled entries into the store (all for the tests).
 	commits  atomic.Uint64
 	deferred atomic.Int64
+	moves    atomic.Uint64
+
+	// The journal (auditjournal.go; nil in memory and read-only): the
+	// appender's alone, like pending, pendingBytes and failed.
+	j            *auditJournal
+	pending      []journaled // acknowledged, in the journal, not yet in the store
+	pendingBytes int
+	failed       error // a journal write or a move failed: appends are refused
 }
 
 type appendReq struct {
@@ -121,6 +131,9 @@ type appendReq struct {
 	// deferred: the entries may wait up to deferWindow for another append
 	// to share their commit (AppendDeferred).
 	deferred bool
+	// settle: no entries; done once every acknowledged entry is in the
+	// store (AuditLog.settle).
+	settle bool
 }
 
 // deferWindow is how long a deferred append waits for another append to
@@ -130,6 +143,15 @@ const deferWindow = 5 * time.Millisecond
 // maxDeferredEntries bounds the entries of deferred appends waiting for a
 // commit; an append beyond it is committed at once.
 const maxDeferredEntries = 1024
+
+// Journaled entries are moved into the store once this many (or this many
+// bytes) are pending, or after auditMoveIdle without an append.
+const (
+	auditMoveEntries = 512
+	auditMoveBytes   = 4 << 20
+)
+
+var auditMoveIdle = 100 * time.Millisecond
 
 func newAuditLog(db *DB) *AuditLog {
 	l := &AuditLog{db: db, reqs: make(chan *appendReq, 1024), done: make(chan struct{})}
@@ -163,6 +185,55 @@ func (l *AuditLog) load() error {
 func (l *AuditLog) stop() {
 	close(l.reqs)
 	<-l.done
+}
+
+// recover moves the entries the journal in dir holds after the store's
+// head into the store, then opens the journal for appending (Open, before
+// the appender starts).
+func (l *AuditLog) recover(dir string, key []byte) error {
+	items, err := readJournal(dir, key, auditHead{Seq: l.headSeq, Hash: l.headHash})
+	if err != nil {
+		return err
+	}
+	if len(items) > 0 {
+		l.pending = items
+		if err := l.move(); err != nil {
+			return fmt.Errorf("audit journal: move %d recovered entries: %w", len(items), err)
+		}
+		last := items[len(items)-1]
+		l.headSeq, l.headHash = last.seq, last.hash
+		l.db.log.Info("storage: audit entries recovered from the journal", "entries", len(items), "through", last.seq)
+	}
+	l.j, err = openJournal(dir, key)
+	return err
+}
+
+// settle returns once every acknowledged entry is in the store's keys,
+// where the readers look (a no-op without a journal). The caller holds
+// db.enter.
+func (l *AuditLog) settle() error {
+	if l.reqs == nil || l.j == nil {
+		return nil
+	}
+	req := &appendReq{settle: true, done: make(chan struct{})}
+	l.reqs <- req
+	<-req.done
+	if req.err != nil {
+		return fmt.Errorf("storage: audit log: %w", req.err)
+	}
+	return nil
+}
+
+// view runs fn in a read transaction that sees every acknowledged entry.
+func (l *AuditLog) view(fn func(txn *badger.Txn) error) error {
+	if err := l.db.enter(); err != nil {
+		return err
+	}
+	defer l.db.leave()
+	if err := l.settle(); err != nil {
+		return err
+	}
+	return l.db.raw.View(fn)
 }
 
 // Append adds entries to the log in order and returns them with At (set to
@@ -314,10 +385,16 @@ func (l *AuditLog) appender() {
 		waiting []*appendReq // deferred, in arrival order
 		held    int          // their entries
 		window  = time.NewTimer(deferWindow)
+		idle    = time.NewTimer(auditMoveIdle)
 	)
 	window.Stop()
+	idle.Stop()
+	defer l.closeJournal()
 	commit := func(group []*appendReq) {
 		l.commitGroup(group)
+		if len(l.pending) > 0 {
+			idle.Reset(auditMoveIdle)
+		}
 		for _, r := range group {
 			close(r.done)
 		}
@@ -325,13 +402,21 @@ func (l *AuditLog) appender() {
 	for {
 		var req *appendReq
 		open := true
-		if len(waiting) == 0 {
-			req, open = <-l.reqs
-		} else {
+		switch {
+		case len(waiting) > 0:
 			select {
 			case req, open = <-l.reqs:
 			case <-window.C:
 			}
+		case len(l.pending) > 0:
+			select {
+			case req, open = <-l.reqs:
+			case <-idle.C:
+				l.moveOrFail()
+				continue
+			}
+		default:
+			req, open = <-l.reqs
 		}
 		if !open {
 			if len(waiting) > 0 {
@@ -381,10 +466,26 @@ type auditSlot struct {
 
 func (l *AuditLog) commitGroup(group []*appendReq) {
 	var slots []auditSlot
+	settle := false
 	for _, r := range group {
+		settle = settle || r.settle
 		for i := range r.entries {
 			slots = append(slots, auditSlot{r, i})
 		}
+	}
+	if l.j != nil {
+		l.journalSlots(slots)
+		if settle || len(l.pending) >= auditMoveEntries || l.pendingBytes >= auditMoveBytes {
+			l.moveOrFail()
+		}
+		if settle && l.failed != nil {
+			for _, r := range group {
+				if r.settle {
+					r.err = l.failed
+				}
+			}
+		}
+		return
 	}
 	for from := 0; from < len(slots); {
 		next, err := l.commitFrom(slots, from)
@@ -493,7 +594,7 @@ func decodeAudit(b []byte) (AuditEntry, error) {
 func (l *AuditLog) Range(from, to uint64, fn func(AuditEntry) error) error {
 	start := auditKey(from)
 	p := []byte{famAudit, '/'}
-	err := l.db.view(func(txn *badger.Txn) error {
+	err := l.view(func(txn *badger.Txn) error {
 		it := newIterator(txn, p)
 		defer it.Close()
 		for it.Seek(start); it.ValidForPrefix(p); it.Next() {
@@ -541,7 +642,7 @@ func (l *AuditLog) BySubject(pseudonymHex string) ([]AuditEntry, error) {
 	}
 	p := auditSubjectPrefix(pseudonymHex)
 	var out []AuditEntry
-	err := l.db.view(func(txn *badger.Txn) error {
+	err := l.view(func(txn *badger.Txn) error {
 		return scanPrefix(txn, p, false, func(key, _ []byte) error {
 			seq, err := parseBE64(key[len(p):])
 			if err != nil {
@@ -580,7 +681,7 @@ func (l *AuditLog) BySubject(pseudonymHex string) ([]AuditEntry, error) {
 // rewound head is invisible here; the heads anchored in Raft catch it.
 func (l *AuditLog) Verify() error {
 	p := []byte{famAudit, '/'}
-	err := l.db.view(func(txn *badger.Txn) error {
+	err := l.view(func(txn *badger.Txn) error {
 		var prev [32]byte
 		expect := uint64(1)
 		it := newIterator(txn, p)

@@ -215,7 +215,7 @@ func TestAuditSurvivesReopen(t *testing.T) {
 func rawGet(t *testing.T, db *DB, key []byte) []byte {
 	t.Helper()
 	var v []byte
-	err := db.raw.View(func(txn *badger.Txn) error {
+	err := db.Badger().View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key)
 		if err != nil {
 			return err
@@ -231,7 +231,7 @@ func rawGet(t *testing.T, db *DB, key []byte) []byte {
 
 func rawUpdate(t *testing.T, db *DB, fn func(txn *badger.Txn) error) {
 	t.Helper()
-	if err := db.raw.Update(fn); err != nil {
+	if err := db.Badger().Update(fn); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -54,7 +54,7 @@ func (l *AuditLog) Page(f AuditFilter, after uint64, limit int) ([]AuditEntry, u
 	}
 	var out []AuditEntry
 	var next uint64
-	err := l.db.view(func(txn *badger.Txn) error {
+	err := l.view(func(txn *badger.Txn) error {
 		p := []byte{famAudit, '/'}
 		index := f.Subject != ""
 		if index {

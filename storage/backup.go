@@ -108,6 +108,9 @@ func (db *DB) WriteBackup(ctx context.Context, w io.Writer, o BackupOptions) (Ba
 		return sum, fmt.Errorf("storage: backup: %w", err)
 	}
 	defer db.leave()
+	if err := db.audit.settle(); err != nil {
+		return sum, fmt.Errorf("storage: backup: %w", err)
+	}
 	txn := db.raw.NewTransaction(false)
 	defer txn.Discard()
 	head, err := readAuditHead(txn)

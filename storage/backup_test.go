@@ -156,7 +156,7 @@ func TestBackupFileRoundTripAndRefusals(t *testing.T) {
 func allKVs(t *testing.T, db *DB) map[string][]byte {
 	t.Helper()
 	out := map[string][]byte{}
-	err := db.raw.View(func(txn *badger.Txn) error {
+	err := db.Badger().View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

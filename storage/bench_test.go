@@ -123,7 +123,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 				r := testRecord(fmt.Sprintf("G%09d", n), n)
 				r.RecordedAt = r.RecordedAt.UTC()
 				enc, _ := encodeRecord(&r)
-				err := db.raw.Update(func(txn *badger.Txn) error {
+				err := db.Badger().Update(func(txn *badger.Txn) error {
 					if _, err := txn.Get(recordKey(r.Department, r.ID)); err != badger.ErrKeyNotFound {
 						return fmt.Errorf("unexpected: %v", err)
 					}

@@ -103,6 +103,12 @@ func Open(opts Options) (*DB, error) {
 		raw.Close()
 		return nil, fmt.Errorf("storage: open: %w", err)
 	}
+	if !opts.InMemory {
+		if err := db.audit.recover(opts.Dir, opts.EncryptionKey); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("storage: open: %w", err)
+		}
+	}
 	go db.committer()
 	go db.audit.appender()
 
@@ -162,7 +168,7 @@ func (db *DB) load() error {
 		return engine(err)
 	}
 	switch string(layout) {
-	case "", "1", "2", "3", layoutVersion:
+	case "", "1", "2", "3", "4", layoutVersion:
 	default:
 		return ErrLayoutVersion // before any change: a later layout may use these families otherwise
 	}
@@ -464,7 +470,16 @@ func getCounter(txn *badger.Txn, key []byte) (uint64, error) {
 // Badger returns the underlying database, for inspection (tools, tests
 // that look at every key). It stays valid until Close; writing through it
 // bypasses every guarantee of this package.
-func (db *DB) Badger() *badger.DB { return db.raw }
+func (db *DB) Badger() *badger.DB {
+	// What the audit journal holds is moved in first, so that an
+	// inspection sees every acknowledged entry (an error is the next
+	// audit operation's to report).
+	if db.enter() == nil {
+		_ = db.audit.settle()
+		db.leave()
+	}
+	return db.raw
+}
 
 // enter marks the start of a public operation; it fails once Close began.
 func (db *DB) enter() error {

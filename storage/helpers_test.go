@@ -73,7 +73,7 @@ func mustSubmit(t testing.TB, db *DB, recs ...credit.Record) []Outcome {
 func rawKeys(t testing.TB, db *DB, prefix string) []string {
 	t.Helper()
 	var keys []string
-	err := db.raw.View(func(txn *badger.Txn) error {
+	err := db.Badger().View(func(txn *badger.Txn) error {
 		return scanPrefix(txn, []byte(prefix), false, func(k, _ []byte) error {
 			keys = append(keys, string(k))
 			return nil

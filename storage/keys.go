@@ -47,8 +47,10 @@ const (
 // find no v/ entry of a record's latest version. 4 keeps the outbox in
 // pages (P/, one per commit's marked subjects) instead of a marker per
 // subject in o/ and O/; a layout-3 build would not see the pages, and
-// refuses it.
-const layoutVersion = "4"
+// refuses it. 5 acknowledges audit appends in the audit journal
+// (auditjournal.go) before they reach a/, A/ and a!head; a layout-4 build
+// would not read the journal, and would lose what a crash left there.
+const layoutVersion = "5"
 
 // maxKeyPart bounds each textual key part (department, id, subject).
 const maxKeyPart = 256

@@ -38,7 +38,7 @@ func TestUpgradeFromLayout2RewritesTheFacts(t *testing.T) {
 	setRaw(t, db, versionKey(testDept, "L1", 2), enc)
 	setRaw(t, db, subjectKey(testSubject(2), testDept, "L2"), []byte{}) // as layout 2 wrote them
 	damaged := subjectKey(testSubject(5), testDept, "L5")
-	if err := db.raw.Update(func(txn *badger.Txn) error { return txn.Delete(recordKey(testDept, "L5")) }); err != nil {
+	if err := db.Badger().Update(func(txn *badger.Txn) error { return txn.Delete(recordKey(testDept, "L5")) }); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -158,7 +158,7 @@ func TestLayoutVersionChecked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.raw.Update(func(txn *badger.Txn) error { return txn.Set(metaLayoutKey, []byte("9")) }); err != nil {
+	if err := db.Badger().Update(func(txn *badger.Txn) error { return txn.Set(metaLayoutKey, []byte("9")) }); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -121,7 +121,7 @@ func TestUpgradeRefusedChangesNothing(t *testing.T) {
 func mustPendingOld(t *testing.T, db *DB) []OutboxItem {
 	t.Helper()
 	var out []OutboxItem
-	err := db.raw.View(func(txn *badger.Txn) error {
+	err := db.Badger().View(func(txn *badger.Txn) error {
 		return scanPrefix(txn, []byte("o/"), true, func(k, v []byte) error {
 			seq, err := parseBE64(v)
 			out = append(out, OutboxItem{Subject: string(k[2:]), Seq: seq})
@@ -147,7 +147,7 @@ func TestUpgradeKeepsAnOrderOnlyMarker(t *testing.T) {
 	mustSubmit(t, db, testRecord("K1", 1))
 	mustSubmit(t, db, testRecord("K2", 2))
 	ms := toOldOutbox(t, db, "3")
-	if err := db.raw.Update(func(txn *badger.Txn) error { return txn.Delete(outboxKey(ms[1].Subject)) }); err != nil {
+	if err := db.Badger().Update(func(txn *badger.Txn) error { return txn.Delete(outboxKey(ms[1].Subject)) }); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -164,7 +164,7 @@ func TestAckOutboxUnderSubmissions(t *testing.T) {
 	// each must be marked above every number handed out before, whatever
 	// the acknowledger did.
 	var before uint64
-	if err := db.raw.View(func(txn *badger.Txn) error {
+	if err := db.Badger().View(func(txn *badger.Txn) error {
 		var err error
 		before, err = getCounter(txn, metaOutboxSeq)
 		return err
@@ -199,7 +199,7 @@ func pageEntries(t *testing.T, db *DB) []OutboxItem {
 	t.Helper()
 	var out []OutboxItem
 	p := []byte{famOutboxPage, '/'}
-	err := db.raw.View(func(txn *badger.Txn) error {
+	err := db.Badger().View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true})
 		defer it.Close()
 		for it.Seek(p); it.ValidForPrefix(p); it.Next() {

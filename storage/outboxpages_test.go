@@ -29,7 +29,7 @@ func toOldOutbox(t *testing.T, db *DB, layout string) []OutboxItem {
 	}
 	slices.SortFunc(ms, func(a, b OutboxItem) int { return cmp.Compare(a.Seq, b.Seq) })
 	pages := rawKeys(t, db, "P/")
-	wb := db.raw.NewWriteBatch()
+	wb := db.Badger().NewWriteBatch()
 	for _, k := range pages {
 		if err := wb.Delete([]byte(k)); err != nil {
 			t.Fatal(err)
@@ -128,7 +128,7 @@ func TestUpgradeCutShortIsFinished(t *testing.T) {
 	db := outboxSubjects(t, dir, 1200)
 	want := toOldOutbox(t, db, "3")
 	first := want[:500]
-	err := db.raw.Update(func(txn *badger.Txn) error {
+	err := db.Badger().Update(func(txn *badger.Txn) error {
 		if _, err := writePages(txn, first); err != nil {
 			return err
 		}
@@ -174,7 +174,7 @@ func TestPagesSplitAndAcknowledgePartly(t *testing.T) {
 	}
 	mustSubmit(t, db, recs...)
 	var pages int
-	err := db.raw.View(func(txn *badger.Txn) error {
+	err := db.Badger().View(func(txn *badger.Txn) error {
 		return scanPrefix(txn, []byte("P/"), true, func(k, v []byte) error {
 			pages++
 			last, _ := parseBE64(k[2:])

@@ -106,7 +106,7 @@ func TestSummaryFieldsFollowTheRecords(t *testing.T) {
 
 func setRaw(t *testing.T, db *DB, key, val []byte) {
 	t.Helper()
-	if err := db.raw.Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
+	if err := db.Badger().Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -145,14 +145,14 @@ func TestOpenLayouts(t *testing.T) {
 	if got := sameAsRecords(t, db, []string{testSubject(1)}); len(got[0]) != 1 {
 		t.Fatalf("a layout-2 entry: %+v", got)
 	}
-	if v := rawValue(t, db, metaLayoutKey); string(v) != layoutVersion || layoutVersion != "4" {
+	if v := rawValue(t, db, metaLayoutKey); string(v) != layoutVersion || layoutVersion != "5" {
 		t.Fatalf("layout after opening a layout-2 directory: %q", v)
 	}
-	setRaw(t, db, metaLayoutKey, []byte("5"))
+	setRaw(t, db, metaLayoutKey, []byte("6"))
 	setRaw(t, db, []byte("i/of a later layout"), []byte("kept"))
 	db.Close()
 	if _, err := Open(Options{Dir: dir, GCInterval: -1}); !errors.Is(err, ErrLayoutVersion) {
-		t.Fatalf("a layout-5 directory: %v, want ErrLayoutVersion", err)
+		t.Fatalf("a layout-6 directory: %v, want ErrLayoutVersion", err)
 	}
 	raw, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
 	if err != nil {
@@ -170,7 +170,7 @@ func TestOpenLayouts(t *testing.T) {
 func rawValue(t *testing.T, db *DB, key []byte) []byte {
 	t.Helper()
 	var v []byte
-	if err := db.raw.View(func(txn *badger.Txn) error {
+	if err := db.Badger().View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key)
 		if err != nil {
 			return err

@@ -29,7 +29,7 @@ func BenchmarkSyncedCommit(b *testing.B) {
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			entry[0] = byte(i)
-			if err := db.raw.Update(func(txn *badger.Txn) error { return txn.Set(key, entry) }); err != nil {
+			if err := db.Badger().Update(func(txn *badger.Txn) error { return txn.Set(key, entry) }); err != nil {
 				b.Fatal(err)
 			}
 		}
