@@ -148,7 +148,7 @@ const maxDeferredEntries = 1024
 // bytes) are pending, or after auditMoveIdle without an append.
 const (
 	auditMoveEntries = 512
-	auditMoveBytes   = 4 << 20
+	auditMoveBytes   = 1 << 20
 )
 
 var auditMoveIdle = 100 * time.Millisecond

@@ -58,7 +58,7 @@ const journalName = "credfed-audit.journal"
 
 // journalSize is the journal file's size. The largest frame is one entry
 // of the transaction budget (about 1.2 MiB) plus its header.
-var journalSize int64 = 16 << 20
+var journalSize int64 = 4 << 20
 
 // frameBudget bounds the payload of one frame; a group larger than it is
 // written as several frames under one flush.

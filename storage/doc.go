@@ -4,7 +4,7 @@
 // district's cache of pseudonyms; and, in a second database (StateDB), the
 // replicated state of the Raft FSM.
 //
-// # Key layout (version 4)
+// # Key layout (version 5)
 //
 // One Badger DB per node. Every key starts with a one-byte family and '/'
 // (the audit head is "a!head", outside the "a/" range). Textual parts are
@@ -23,7 +23,7 @@
 //	j/<job name>                               → a background job's status and progress (jobs.go)
 //	u/<district>\x00<at:be64><pseudonym:16>     → empty: a pseudonym a coordinator handed to a district, until checked (custody.go)
 //	U/<district>                               → CBOR Custody: that district's pseudonymization counts and flag
-//	m/layout                                   → "4" (layouts 1–3 kept the outbox as o/<subject> → seq and O/<seq> → subject)
+//	m/layout                                   → "5" (layouts 1–3 kept the outbox as o/<subject> → seq and O/<seq> → subject; 5 added the audit journal)
 //	m/due                                      → the catalog version the due markers were built with
 //	m/oseq                                     → be64: last outbox sequence number handed out
 //	m/records                                  → be64: number of records (CountRecords)
@@ -79,7 +79,7 @@
 // (reads see the writes planned before them, so two submissions of the same
 // key in one group are told apart correctly) and commits it with a single
 // sync, then answers every caller. Audit appends do the same through one
-// appender goroutine. A group or a large batch that would exceed half of
+// appender goroutine, into the audit journal (below). A group or a large batch that would exceed half of
 // Badger's transaction limit (15 % of the memtable size) is split into
 // several transactions, each synced before anyone is answered; so on an
 // error some records of a batch may be stored, and resubmitting is safe
@@ -109,8 +109,20 @@
 // the chain and names the first changed, removed or reordered entry
 // (*AuditTamperError). Someone who can write the data directory and removes
 // the newest entries together with a rewound a!head leaves a valid shorter
-// chain: catching that needs the audit heads anchored elsewhere (planned:
-// anchored periodically in Raft), not here.
+// chain: catching that needs the audit heads anchored elsewhere (the
+// heads anchored in Raft, anchors.go), not here.
+//
+// An append is acknowledged once its entries are in the audit journal
+// (credfed-audit.journal beside Badger's files, auditjournal.go): one
+// fdatasync of a preallocated file, where a synced Badger commit syncs two
+// files. The appender moves journaled entries into a/, A/ and a!head in
+// synced commits of up to 512 entries, before any reader of the log (Range,
+// BySubject, Page, Verify, the anchor checks, WriteBackup, Badger()) looks,
+// after 100 ms without an append, and at Close; Open moves what a crash
+// left in the journal before it returns. The journal is encrypted with a
+// key derived from the store's, and a frame that does not authenticate, or
+// a journal whose entries do not chain on from the store's head, refuses
+// the Open (ErrCorrupt) and changes nothing.
 //
 // # Backup and restore
 //
