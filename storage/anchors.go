@@ -336,7 +336,7 @@ func OpenAuditReadOnly(opts Options) (*AuditReader, error) {
 	// The appender is not started: nothing can be appended, and a settle
 	// has nothing to wait for.
 	db.audit.reqs = nil
-	held, err := readJournal(opts.Dir, opts.EncryptionKey, auditHead{Seq: db.audit.headSeq, Hash: db.audit.headHash})
+	held, err := db.audit.readOwnJournal(opts.Dir, opts.EncryptionKey)
 	if err == nil && len(held) > 0 {
 		err = fmt.Errorf("%s holds %d audit entries in its journal that its last writer had not moved into the store (it did not stop cleanly): start the node and stop it cleanly first", opts.Dir, len(held))
 	}

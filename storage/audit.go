@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -191,7 +192,7 @@ func (l *AuditLog) stop() {
 // head into the store, then opens the journal for appending (Open, before
 // the appender starts).
 func (l *AuditLog) recover(dir string, key []byte) error {
-	items, err := readJournal(dir, key, auditHead{Seq: l.headSeq, Hash: l.headHash})
+	items, err := l.readOwnJournal(dir, key)
 	if err != nil {
 		return err
 	}
@@ -298,11 +299,15 @@ func (l *AuditLog) append(deferred bool, entries []AuditEntry) ([]AuditEntry, er
 // a reflective CBOR encoding on it cost a stack growth as well
 // (docs/BENCHMARKS.md, "Server CPU per lookup").
 func (l *AuditLog) fits(e *AuditEntry) bool {
-	if y := e.At.Year(); y >= 0 && y <= 9999 && auditSizeBound(e)+256 <= l.db.budgetBytes {
+	limit := l.db.budgetBytes - 256
+	if l.j != nil {
+		limit = min(limit, maxJournalEntry(l.j.size))
+	}
+	if y := e.At.Year(); y >= 0 && y <= 9999 && auditSizeBound(e) <= limit {
 		return true
 	}
 	b, err := encMode.Marshal(e)
-	return err == nil && int64(len(b))+256 <= l.db.budgetBytes
+	return err == nil && int64(len(b)) <= limit
 }
 
 // auditSizeBound is an upper bound of len(encMode.Marshal(e)) for an
@@ -345,6 +350,20 @@ func checkAuditEntry(e *AuditEntry) error {
 	for _, p := range e.Pseudonyms {
 		if err := checkPseudonym(p); err != nil {
 			return err
+		}
+	}
+	// The decoder refuses invalid UTF-8 (codec.go): an entry it could not
+	// read back would be stored, and then fail Verify and the journal's
+	// recovery.
+	for _, s := range [...]string{e.Node, e.Caller, e.Role, e.Institution, e.User, e.Operation, e.Purpose, e.Reference,
+		e.Authorization, e.Authentication, e.District, e.Decision, e.Reason, e.LookupID, e.Requester} {
+		if !utf8.ValidString(s) {
+			return fmt.Errorf("%w: a text field is not valid UTF-8", ErrAuditEntry)
+		}
+	}
+	for _, s := range e.Records {
+		if !utf8.ValidString(s) {
+			return fmt.Errorf("%w: a record id is not valid UTF-8", ErrAuditEntry)
 		}
 	}
 	return nil

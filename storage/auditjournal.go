@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -15,6 +16,8 @@ import (
 	"path/filepath"
 	"slices"
 	"syscall"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // The audit journal is the audit log's write-ahead file: an appended
@@ -58,7 +61,7 @@ const journalName = "credfed-audit.journal"
 
 // journalSize is the journal file's size. The largest frame is one entry
 // of the transaction budget (about 1.2 MiB) plus its header.
-var journalSize int64 = 4 << 20
+var journalSize int64 = 8 << 20
 
 // frameBudget bounds the payload of one frame; a group larger than it is
 // written as several frames under one flush.
@@ -212,9 +215,18 @@ func (j *auditJournal) close() error { return j.f.Close() }
 // readJournal returns the entries of the journal in dir after head, in
 // order, checked: every entry decodes, hashes to its Hash, and chains on
 // from head (seq head.Seq+1 with Prev head.Hash, then each from the one
-// before). A journal that cannot be read so is ErrCorrupt: it holds
-// acknowledged entries this store does not. An absent journal holds none.
-func readJournal(dir string, key []byte, head auditHead) ([]journaled, error) {
+// before); the journal's entry at head.Seq, when it holds one, must be
+// headVal, the store's. Entries before the head are not decoded: they are
+// the store's already. A journal that cannot be read so is ErrCorrupt: it
+// holds acknowledged entries this store does not have, or is another
+// store's. An absent journal holds none.
+//
+// The frames from offset 0 to the end are those of the last open, which
+// started writing at 0: the journal ends at the first frame that is torn
+// (its crc does not match) or zeros, of an earlier pass over the file (its
+// first seq does not continue the one before) or of another open (its
+// salt, random at every open, is not the first frame's).
+func readJournal(dir string, key []byte, head auditHead, headVal []byte) ([]journaled, error) {
 	f, err := os.Open(filepath.Join(dir, journalName))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -228,14 +240,16 @@ func readJournal(dir string, key []byte, head auditHead) ([]journaled, error) {
 		return nil, fmt.Errorf("audit journal: %w", err)
 	}
 	var (
-		out      []journaled
-		off      int64
-		next     uint64 // the seq the next frame must start at (0: the first frame)
-		prev     = head.Hash
-		want     = head.Seq + 1
-		aeads    = map[[16]byte]cipher.AEAD{}
-		hdr      [frameHeader]byte
-		maxFrame = int64(frameBudget) + 2<<20
+		out   []journaled
+		off   int64
+		next  uint64 // the seq the next frame must start at (0: the first frame)
+		salt  [16]byte
+		aead  cipher.AEAD
+		prev  = head.Hash
+		want  = head.Seq + 1
+		hdr   [frameHeader]byte
+		size  = st.Size()
+		first = true
 	)
 	for {
 		if _, err := f.ReadAt(hdr[:], off); err != nil {
@@ -245,41 +259,37 @@ func readJournal(dir string, key []byte, head auditHead) ([]journaled, error) {
 			return nil, fmt.Errorf("audit journal: %w", err)
 		}
 		n := int64(binary.LittleEndian.Uint32(hdr[0:]))
-		if n < bodyHeader || n > maxFrame || off+frameHeader+n > st.Size() {
+		if n < bodyHeader || off+frameHeader+n > size {
 			return out, nil // zeros, or not a frame: the end
 		}
 		body := make([]byte, n)
 		if _, err := f.ReadAt(body, off+frameHeader); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
-			}
 			return nil, fmt.Errorf("audit journal: %w", err)
 		}
 		if crc32.Checksum(body, crcTable) != binary.LittleEndian.Uint32(hdr[4:]) {
 			return out, nil // a torn frame: never acknowledged
 		}
-		first := binary.BigEndian.Uint64(body[16:24])
-		if next != 0 && first != next {
-			return out, nil // a frame of an earlier pass over the file
+		start := binary.BigEndian.Uint64(body[16:24])
+		if !first && (start != next || [16]byte(body[:16]) != salt) {
+			return out, nil // a frame of an earlier pass, or of an earlier open
 		}
-		payload := body[bodyHeader:]
-		if len(key) > 0 {
-			var salt [16]byte
-			copy(salt[:], body[:16])
-			aead := aeads[salt]
-			if aead == nil {
+		if first {
+			salt, first = [16]byte(body[:16]), false
+			if len(key) > 0 {
 				if aead, err = journalAEAD(key, salt[:]); err != nil {
 					return nil, fmt.Errorf("audit journal: %w", err)
 				}
-				aeads[salt] = aead
 			}
+		}
+		payload := body[bodyHeader:]
+		if aead != nil {
 			var nonce [12]byte
-			binary.BigEndian.PutUint64(nonce[4:], first)
+			binary.BigEndian.PutUint64(nonce[4:], start)
 			if payload, err = aead.Open(nil, nonce[:], payload, body[:bodyHeader]); err != nil {
 				return nil, fmt.Errorf("%w: an audit journal frame at offset %d does not authenticate", ErrCorrupt, off)
 			}
 		}
-		seq := first
+		seq := start
 		for len(payload) > 0 {
 			if len(payload) < 4 || int64(binary.LittleEndian.Uint32(payload)) > int64(len(payload)-4) {
 				return nil, fmt.Errorf("%w: an audit journal frame at offset %d is malformed", ErrCorrupt, off)
@@ -287,16 +297,20 @@ func readJournal(dir string, key []byte, head auditHead) ([]journaled, error) {
 			l := binary.LittleEndian.Uint32(payload)
 			val := payload[4 : 4+l]
 			payload = payload[4+l:]
-			e, err := decodeAudit(val)
-			if err != nil || e.Seq != seq {
-				return nil, fmt.Errorf("%w: audit journal entry %d does not decode", ErrCorrupt, seq)
-			}
+			at := seq
 			seq++
-			if e.Seq == head.Seq && e.Hash != head.Hash {
-				return nil, fmt.Errorf("%w: audit journal entry %d is not the store's (a journal of another store?)", ErrCorrupt, e.Seq)
+			switch {
+			case at < head.Seq:
+				continue // the store's already
+			case at == head.Seq:
+				if !bytes.Equal(val, headVal) {
+					return nil, fmt.Errorf("%w: audit journal entry %d is not the store's (a journal of another store?)", ErrCorrupt, at)
+				}
+				continue
 			}
-			if e.Seq < want {
-				continue // in the store already
+			e, err := decodeAudit(val)
+			if err != nil || e.Seq != at {
+				return nil, fmt.Errorf("%w: audit journal entry %d does not decode", ErrCorrupt, at)
 			}
 			if e.Seq != want || e.Prev != prev {
 				return nil, fmt.Errorf("%w: audit journal entry %d does not chain on from the store's head %d", ErrCorrupt, e.Seq, want-1)
@@ -314,10 +328,16 @@ func readJournal(dir string, key []byte, head auditHead) ([]journaled, error) {
 	}
 }
 
+// maxJournalEntry bounds one entry's encoding in a journal of size bytes:
+// its frame, alone, fits in the quarter of the journal a flush may write.
+func maxJournalEntry(size int64) int64 { return size/4 - frameHeader - bodyHeader - 4 - 16 - 256 }
+
 // journalSlots chains the slots' entries on from the head, writes them to
 // the journal and acknowledges them (the appender's path with a journal).
-// Frames are flushed together up to a quarter of the journal; a larger
-// group takes more than one flush.
+// Entries are encoded as they are framed, and frames are flushed together
+// up to a quarter of the journal, so what a group holds in memory beyond
+// its callers' entries is bounded by that and by auditMoveBytes: a larger
+// group takes more than one flush, and a move between them.
 func (l *AuditLog) journalSlots(slots []auditSlot) {
 	if len(slots) == 0 {
 		return
@@ -331,33 +351,15 @@ func (l *AuditLog) journalSlots(slots []auditSlot) {
 	l.mu.Lock()
 	seq, prev := l.headSeq, l.headHash
 	l.mu.Unlock()
-	chained := make([]AuditEntry, len(slots))
-	items := make([]journaled, len(slots))
-	for k, s := range slots {
-		e := s.req.entries[s.i]
-		e.Seq, e.Prev, e.Hash = seq+1, prev, [32]byte{}
-		hash, err := auditHash(&e)
-		if err == nil {
-			e.Hash = hash
-			items[k].val, err = encMode.Marshal(&e)
-		}
-		if err != nil {
-			// Append checked every entry; one that does not encode now
-			// fails its group, which nothing has acknowledged yet.
-			for _, s := range slots {
-				s.req.err = fmt.Errorf("%w: encode: %v", ErrAuditEntry, err)
-			}
-			return
-		}
-		items[k].seq, items[k].hash, items[k].subject = e.Seq, hash, e.Subject
-		chained[k] = e
-		seq, prev = e.Seq, hash
-	}
 	var (
-		out     []byte
-		written int // slots acknowledged by a flush
+		out     []byte      // frames not yet written
+		frame   []journaled // the entries of the frame being built
+		fsize   int
+		items   []journaled // the entries in out and frame
+		written int         // slots acknowledged by a flush
 	)
-	flush := func(through int) bool {
+	chained := make([]AuditEntry, 0, min(len(slots), auditMoveEntries))
+	flush := func() bool {
 		err := l.j.write(out)
 		if errors.Is(err, errJournalFull) {
 			if err = l.move(); err == nil {
@@ -375,33 +377,68 @@ func (l *AuditLog) journalSlots(slots []auditSlot) {
 			return false
 		}
 		l.commits.Add(1)
-		for k := written; k < through; k++ {
-			s := slots[k]
-			s.req.entries[s.i] = chained[k]
+		for k, e := range chained {
+			s := slots[written+k]
+			s.req.entries[s.i] = e
 			l.pendingBytes += len(items[k].val)
 		}
-		l.pending = append(l.pending, items[written:through]...)
+		l.pending = append(l.pending, items...)
 		l.mu.Lock()
-		l.headSeq, l.headHash = items[through-1].seq, items[through-1].hash
+		l.headSeq, l.headHash = items[len(items)-1].seq, items[len(items)-1].hash
 		l.mu.Unlock()
-		written, out = through, out[:0]
+		written += len(items)
+		out, items, chained = out[:0], items[:0:0], chained[:0]
+		if l.pendingBytes >= auditMoveBytes {
+			l.moveOrFail()
+			if l.failed != nil {
+				for _, s := range slots[written:] {
+					s.req.err = l.failed
+				}
+				return false
+			}
+		}
 		return true
 	}
-	for from := 0; from < len(items); {
-		to, size := from, 0
-		for to < len(items) && (to == from || size+4+len(items[to].val) <= frameBudget) {
-			size += 4 + len(items[to].val)
-			to++
+	endFrame := func() {
+		if len(frame) > 0 {
+			out = append(out, l.j.frame(frame)...)
+			frame, fsize = frame[:0], 0
 		}
-		if len(out) > 0 && int64(len(out)+frameHeader+bodyHeader+size+16) > l.j.size/4 {
-			if !flush(from) {
+	}
+	for _, s := range slots {
+		e := s.req.entries[s.i]
+		e.Seq, e.Prev, e.Hash = seq+1, prev, [32]byte{}
+		hash, err := auditHash(&e)
+		var val []byte
+		if err == nil {
+			e.Hash = hash
+			val, err = encMode.Marshal(&e)
+		}
+		if err != nil {
+			// Append checked every entry; one that does not encode now
+			// fails what is not flushed yet, which nothing acknowledged.
+			for _, s := range slots[written:] {
+				s.req.err = fmt.Errorf("%w: encode: %v", ErrAuditEntry, err)
+			}
+			return
+		}
+		if len(frame) > 0 && fsize+4+len(val) > frameBudget {
+			endFrame()
+		}
+		if (len(out) > 0 || len(frame) > 0) && int64(len(out)+frameHeader+bodyHeader+fsize+4+len(val)+16) > l.j.size/4 {
+			// out and the frame being built, flushed before this entry.
+			endFrame()
+			if !flush() {
 				return
 			}
 		}
-		out = append(out, l.j.frame(items[from:to])...)
-		from = to
+		it := journaled{seq: e.Seq, hash: hash, subject: e.Subject, val: val}
+		frame, fsize = append(frame, it), fsize+4+len(val)
+		items, chained = append(items, it), append(chained, e)
+		seq, prev = e.Seq, hash
 	}
-	flush(len(items))
+	endFrame()
+	flush()
 }
 
 // move commits the pending entries into the store (a/, A/, a!head) in
@@ -440,6 +477,9 @@ func (l *AuditLog) move() error {
 		if err == nil {
 			err = txn.Set(auditHeadKey, head)
 		}
+		if err == nil && moveFails != nil {
+			err = moveFails()
+		}
 		if err == nil {
 			err = txn.Commit()
 		}
@@ -465,7 +505,12 @@ func (l *AuditLog) move() error {
 
 // moveCommitted, when set, is called after each transaction of a move has
 // committed: a seam for the crash test, which kills the process there.
-var moveCommitted func(through uint64)
+// moveFails, when set, is called before each commits, and its error fails
+// the move: a seam for the test of a failed move.
+var (
+	moveCommitted func(through uint64)
+	moveFails     func() error
+)
 
 // moveOrFail moves what is pending; a failure refuses every later append
 // (the entries stay in the journal, for the next open).
@@ -489,4 +534,23 @@ func (l *AuditLog) closeJournal() {
 	if err := l.j.close(); err != nil {
 		l.db.log.Error("storage: closing the audit journal failed", "err", err)
 	}
+}
+
+// readOwnJournal is readJournal of the log's store, after its head.
+func (l *AuditLog) readOwnJournal(dir string, key []byte) ([]journaled, error) {
+	var headVal []byte
+	if l.headSeq > 0 {
+		err := l.db.raw.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(auditKey(l.headSeq))
+			if err != nil {
+				return err
+			}
+			headVal, err = item.ValueCopy(nil)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: the audit head's entry %d: %w", ErrCorrupt, l.headSeq, engine(err))
+		}
+	}
+	return readJournal(dir, key, auditHead{Seq: l.headSeq, Hash: l.headHash}, headVal)
 }
