@@ -210,6 +210,17 @@ func (j *auditJournal) write(frames []byte) error {
 // is in the store.
 func (j *auditJournal) rewind() { j.off = 0 }
 
+// clear zeroes the first frame's header (and flushes it): the journal
+// then ends before its first frame.
+func (j *auditJournal) clear() error {
+	var zero [frameHeader]byte
+	if _, err := j.f.WriteAt(zero[:], 0); err != nil {
+		return err
+	}
+	j.off = 0
+	return syscall.Fdatasync(int(j.f.Fd()))
+}
+
 func (j *auditJournal) close() error { return j.f.Close() }
 
 // readJournal returns the entries of the journal in dir after head, in
@@ -524,13 +535,20 @@ func (l *AuditLog) moveOrFail() {
 	}
 }
 
-// closeJournal moves what is pending and closes the journal (the
-// appender, stopping).
+// closeJournal moves what is pending, empties the journal when all of it
+// is in the store (a cleanly stopped store's journal holds nothing, so a
+// log changed while the node is stopped is judged by its anchors alone,
+// not mended from old frames) and closes it (the appender, stopping).
 func (l *AuditLog) closeJournal() {
 	if l.j == nil {
 		return
 	}
 	l.moveOrFail()
+	if l.failed == nil {
+		if err := l.j.clear(); err != nil {
+			l.db.log.Error("storage: emptying the audit journal failed; the next start reads it again", "err", err)
+		}
+	}
 	if err := l.j.close(); err != nil {
 		l.db.log.Error("storage: closing the audit journal failed", "err", err)
 	}

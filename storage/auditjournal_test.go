@@ -418,3 +418,31 @@ func TestAuditJournalFull(t *testing.T) {
 	}
 	r.Close()
 }
+
+// TestAuditJournalEmptyAfterCleanClose: a store closed cleanly leaves a
+// journal that holds nothing, even for a store whose log ended before
+// (what a log truncated while the node was stopped looks like), so old
+// frames never mend a log changed offline: its anchors judge it.
+func TestAuditJournalEmptyAfterCleanClose(t *testing.T) {
+	for _, key := range [][]byte{nil, testKey(8)} {
+		dir := t.TempDir()
+		db := openTest(t, Options{Dir: dir, EncryptionKey: key})
+		appendN(t, db.Audit(), 5)
+		if err := db.Audit().Verify(); err != nil { // moved, frames left behind
+			t.Fatal(err)
+		}
+		moved := rawAuditHead(t, db) // entry 5
+		appendN(t, db.Audit(), 2)
+		if items, err := readJournal(dir, key, moved, nil); err != nil || len(items) != 2 {
+			t.Fatalf("premise: the open journal holds %d entries after the store's head (%v)", len(items), err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, head := range []auditHead{moved, {}} {
+			if items, err := readJournal(dir, key, head, nil); err != nil || len(items) != 0 {
+				t.Fatalf("encrypted=%v: after a clean close the journal holds %d entries after %d (%v)", key != nil, len(items), head.Seq, err)
+			}
+		}
+	}
+}
