@@ -50,8 +50,8 @@ func (r *run) figures() []Figure {
 	if r.pg != nil {
 		walSync = r.pg.walSync
 	}
-	lookupDur := "credfed: the coordinator's audit entry of the lookup and each holding district's audit entry synced to disk (Badger, synced commit) before the answer"
-	intakeDur := "credfed: a batch is acknowledged once its records and their outbox entries are in a synced Badger commit and, after it, the batch's audit entry in another"
+	lookupDur := "credfed: the coordinator's audit entry of the lookup and each holding district's audit entry synced to disk (the node's audit journal, fdatasync) before the answer"
+	intakeDur := "credfed: a batch is acknowledged once its records and their outbox entries are in a synced Badger commit and, after it, the batch's audit entry in the node's audit journal (fdatasync)"
 	raftDur := "; credfed's index updates committed through Raft (raft-wal appends synced on a quorum of voters) and applied at the province"
 	if r.pg != nil { // what the central copy synced, when there is one
 		lookupDur += "; central copy: the lookup's audit row inserted in the statement that reads the records, committed with synchronous_commit=on, fsync=on (WAL " + walSync + ") before the answer"

@@ -58,8 +58,9 @@
 // SyncWrites: a commit returns only after the memtable's write-ahead log
 // (and the value log, for values above the value threshold) has been
 // msync'ed to disk, and on restart Badger replays the WAL. SubmitRecords,
-// UpdateRecord, DeleteRecord, AckOutbox and AuditLog.Append therefore return
-// only once their transaction is on stable storage. (SyncWrites=false plus
+// UpdateRecord, DeleteRecord and AckOutbox therefore return only once their
+// transaction is on stable storage; AuditLog.Append once its entries are
+// in the audit journal, flushed with fdatasync (see "Audit log"). (SyncWrites=false plus
 // DB.Sync after each batch is not equivalent: Sync flushes only the current
 // memtable's WAL, and a write that landed in a memtable rotated out just
 // before would ride on an unsynced WAL until that memtable is flushed.)
