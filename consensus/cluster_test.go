@@ -43,6 +43,8 @@ type clusterOptions struct {
 	// non-voter that holds the index keys, so strong lookups through a
 	// non-voter read entries.
 	nonVoterCity bool
+	// commitTimeout replaces the tests' 5 ms Raft commit timeout.
+	commitTimeout time.Duration
 	// encrypt gives every node an encryption key for its Raft log and
 	// snapshots.
 	encrypt bool
@@ -220,6 +222,9 @@ func (c *testCluster) tryStart(n *testNode) error {
 		SnapshotThreshold: c.opts.snapshotThreshold, TrailingLogs: c.opts.trailingLogs,
 		SnapshotInterval: 200 * time.Millisecond, LogSegmentSize: c.opts.segmentSize,
 		EncryptionKey: n.encKey,
+	}
+	if c.opts.commitTimeout > 0 {
+		cfg.CommitTimeout = c.opts.commitTimeout
 	}
 	if n.id.Role.IsCoordinatorNode() {
 		cfg.IndexKeys = testIndexKeys

@@ -296,7 +296,19 @@ func TestCluster_RaftFilesEncryptedAtRest(t *testing.T) {
 // barrier, which the FSM never sees, held every strong read until the
 // next write.
 func TestCluster_StrongReadsAfterElectionOnIdleCluster(t *testing.T) {
-	c := newCluster(t, clusterOptions{nonVoterCity: true})
+	strongReadsAfterElection(t, clusterOptions{nonVoterCity: true})
+}
+
+// TestCluster_StrongReadsAfterElectionOnIdleClusterSlowCommit is the same
+// with the longest commit timeout a node accepts (raft.commit_timeout 1s):
+// the new leader's first entries reach the followers only that late on an
+// idle cluster, and a strong read must still answer within its 5 s.
+func TestCluster_StrongReadsAfterElectionOnIdleClusterSlowCommit(t *testing.T) {
+	strongReadsAfterElection(t, clusterOptions{nonVoterCity: true, commitTimeout: time.Second})
+}
+
+func strongReadsAfterElection(t *testing.T, opts clusterOptions) {
+	c := newCluster(t, opts)
 	kecheng := c.nodes["zhejiang/quzhou/kecheng"]
 	p := randomPseudonyms(1)[0]
 	if err := submit(t, kecheng, []IndexUpdate{update(p, kecheng.id.Region, 4, 1)}); err != nil {
