@@ -95,8 +95,9 @@ const maxAuditRecords = 65536
 const maxGroupEntries = 4096
 
 // AuditLog is the node's tamper-evident audit log: a hash chain in the
-// store, appended by one goroutine that commits every waiting append in one
-// synced transaction. Obtain it from DB.Audit.
+// store, appended by one goroutine that writes every waiting append to the
+// audit journal with one flush (auditjournal.go), or, in memory, commits
+// it in one transaction. Obtain it from DB.Audit.
 type AuditLog struct {
 	db *DB
 
@@ -138,7 +139,7 @@ type appendReq struct {
 }
 
 // deferWindow is how long a deferred append waits for another append to
-// share its synced commit before it is committed alone.
+// share its flush before it is written alone.
 const deferWindow = 5 * time.Millisecond
 
 // maxDeferredEntries bounds the entries of deferred appends waiting for a
@@ -248,7 +249,7 @@ func (l *AuditLog) Append(entries ...AuditEntry) ([]AuditEntry, error) {
 // AppendDeferred is Append for entries nothing waits on (a lookup's
 // outcome, after its answer is released): they are as durable when it
 // returns, but may wait up to 5 ms for another append to share their
-// synced commit instead of paying one of their own. At one lookup at a
+// flush instead of paying one of their own. At one lookup at a
 // time, the coordinator's outcome entry then rides on the next lookup's
 // commit: one sync a lookup instead of two.
 func (l *AuditLog) AppendDeferred(entries ...AuditEntry) ([]AuditEntry, error) {

@@ -23,8 +23,11 @@ import (
 // The audit journal is the audit log's write-ahead file: an appended
 // group of entries is acknowledged once its frame is written there and
 // flushed with one fdatasync, and moved into the store's a/, A/ and a!head
-// keys later, in larger synced commits (auditMoveEntries entries, a read,
-// a backup, an idle moment, Close). Badger syncs two files at every
+// keys later: everything pending at once, in synced commits within
+// Badger's transaction budget, once auditMoveEntries entries or
+// auditMoveBytes are pending, when the journal is full, before a reader
+// looks (a read, a backup, Badger()), after auditMoveIdle without an
+// append, and at Close. Badger syncs two files at every
 // commit, its WAL and its value log (which holds nothing below the value
 // threshold); a preallocated file changes no metadata when written, so its
 // flush is the cheapest durable write this disk has (docs/BENCHMARKS.md,
@@ -36,14 +39,19 @@ import (
 //	len u32 LE | crc32c(body) u32 LE | body
 //	body = salt [16] | first seq u64 BE | payload
 //	payload = (len u32 LE | CBOR AuditEntry)…, sealed with AES-GCM when
-//	          the store is encrypted
+//	          the store is encrypted (in the clear otherwise, as Badger's
+//	          files are)
 //
 // The GCM key is HKDF-SHA-256 of the store's encryption key with the salt,
 // which is random at every open, and the nonce the frame's first seq, which
 // only grows within an open. Recovery (at Open) reads frames from offset 0
 // while each is whole and continues the sequence: a torn frame (its crc
-// does not match), a zero length or a frame of an earlier pass over the
-// file (a lower seq) ends the journal. Entries at or below the store's
+// does not match), a zero length, or a frame of an earlier pass over the
+// file or of an earlier open (its first seq does not continue the frame
+// before, or its salt is another) ends the journal. A clean stop zeroes
+// the first frame's header, so the journal of a stopped node ends at once
+// (the old frames' bytes stay on the disk, sealed when the store is
+// encrypted). Entries at or below the store's
 // head are already in the store; the others must chain on from it, and
 // are moved into it before Open returns.
 type auditJournal struct {
@@ -78,8 +86,10 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // is pending and writes it from offset 0.
 var errJournalFull = errors.New("storage: audit journal full")
 
-// openJournal opens (creating and zero-filling when absent) the journal in
-// dir, without reading it.
+// openJournal opens the journal in dir for appending, without reading it
+// (recover has moved what it held): created and zero-filled when absent,
+// and made again when it is shorter than journalSize (cut by hand, or of
+// another build), which would refuse every entry as too large otherwise.
 func openJournal(dir string, key []byte) (*auditJournal, error) {
 	path := filepath.Join(dir, journalName)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -90,8 +100,16 @@ func openJournal(dir string, key []byte) (*auditJournal, error) {
 		return nil, fmt.Errorf("audit journal: %w", err)
 	}
 	st, err := f.Stat()
-	if err != nil {
+	if err == nil && st.Size() < journalSize {
 		f.Close()
+		if f, err = createJournal(path); err == nil {
+			st, err = f.Stat()
+		}
+	}
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
 		return nil, fmt.Errorf("audit journal: %w", err)
 	}
 	j := &auditJournal{f: f, key: key, size: st.Size()}

@@ -446,3 +446,30 @@ func TestAuditJournalEmptyAfterCleanClose(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditJournalCutShortIsMadeAgain: a journal shorter than its size (cut
+// by hand while the node was stopped) is made again at the next open,
+// instead of refusing every append as too large.
+func TestAuditJournalCutShortIsMadeAgain(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, Options{Dir: dir})
+	appendN(t, db.Audit(), 3)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, journalName)
+	if err := os.Truncate(path, 4096); err != nil {
+		t.Fatal(err)
+	}
+	db = openTest(t, Options{Dir: dir})
+	out := appendN(t, db.Audit(), 2)
+	if out[0].Seq != 4 {
+		t.Fatalf("the next append after a cut journal got seq %d", out[0].Seq)
+	}
+	if st, err := os.Stat(path); err != nil || st.Size() != journalSize {
+		t.Fatalf("journal after the open: %v, %d bytes, want %d", err, st.Size(), journalSize)
+	}
+	if err := db.Audit().Verify(); err != nil {
+		t.Fatal(err)
+	}
+}

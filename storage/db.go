@@ -20,9 +20,10 @@ import (
 
 // DB is a node's store: one Badger database holding records, the outbox,
 // the audit log and (later) the index state and Raft log. It is safe for
-// concurrent use. Writes to records go through one committer goroutine and
-// audit appends through one appender, each of which coalesces what is
-// waiting into one synced Badger transaction (group commit).
+// concurrent use. Writes to records go through one committer goroutine,
+// which coalesces what is waiting into one synced Badger transaction, and
+// audit appends through one appender, which coalesces them into one
+// flush of the audit journal (group commit).
 type DB struct {
 	raw *badger.DB
 	log *slog.Logger

@@ -80,8 +80,9 @@
 // (reads see the writes planned before them, so two submissions of the same
 // key in one group are told apart correctly) and commits it with a single
 // sync, then answers every caller. Audit appends do the same through one
-// appender goroutine, into the audit journal (below). A group or a large batch that would exceed half of
-// Badger's transaction limit (15 % of the memtable size) is split into
+// appender goroutine, into the audit journal (below, "Audit log", for how
+// its groups are split). A record group or a large batch that would exceed
+// half of Badger's transaction limit (15 % of the memtable size) is split into
 // several transactions, each synced before anyone is answered; so on an
 // error some records of a batch may be stored, and resubmitting is safe
 // (they come back as duplicates). A record that does not fit in a
@@ -114,16 +115,22 @@
 // heads anchored in Raft, anchors.go), not here.
 //
 // An append is acknowledged once its entries are in the audit journal
-// (credfed-audit.journal beside Badger's files, auditjournal.go): one
-// fdatasync of a preallocated file, where a synced Badger commit syncs two
-// files. The appender moves journaled entries into a/, A/ and a!head in
-// synced commits of up to 512 entries, before any reader of the log (Range,
+// (credfed-audit.journal beside Badger's files, 8 MiB, auditjournal.go):
+// one fdatasync of a preallocated file, where a synced Badger commit syncs
+// two files. A group is flushed in parts of at most a quarter of the
+// journal, and an entry larger than that is refused (ErrAuditEntry). The
+// appender moves everything pending into a/, A/ and a!head, in synced
+// commits within the transaction budget, once 512 entries or 1 MiB are
+// pending, when the journal is full, before any reader of the log (Range,
 // BySubject, Page, Verify, the anchor checks, WriteBackup, Badger()) looks,
-// after 100 ms without an append, and at Close; Open moves what a crash
-// left in the journal before it returns. The journal is encrypted with a
-// key derived from the store's, and a frame that does not authenticate, or
-// a journal whose entries do not chain on from the store's head, refuses
-// the Open (ErrCorrupt) and changes nothing.
+// after 100 ms without an append, and at Close, which then empties the
+// journal; Open moves what a crash left in it before it returns. A journal
+// write or move that fails refuses every later append and read of the log
+// until the node restarts (the entries are in the journal, for that
+// start). With an encryption key the journal is sealed under a key derived
+// from it; a frame that does not authenticate, or a journal whose entries
+// do not chain on from the store's head, refuses the Open (ErrCorrupt)
+// before anything is moved.
 //
 // # Backup and restore
 //

@@ -48,8 +48,11 @@ const (
 // pages (P/, one per commit's marked subjects) instead of a marker per
 // subject in o/ and O/; a layout-3 build would not see the pages, and
 // refuses it. 5 acknowledges audit appends in the audit journal
-// (auditjournal.go) before they reach a/, A/ and a!head; a layout-4 build
-// would not read the journal, and would lose what a crash left there.
+// (auditjournal.go) before they reach a/, A/ and a!head. A layout-4 build
+// refuses a layout-5 directory (ErrLayoutVersion), even one stopped
+// cleanly: it would not read the journal, and would lose what a crash
+// left there. This build writes 5 at its first open, so going back to an
+// earlier build takes a restore of a backup taken by that build.
 const layoutVersion = "5"
 
 // maxKeyPart bounds each textual key part (department, id, subject).
