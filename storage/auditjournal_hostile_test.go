@@ -106,29 +106,33 @@ func TestHelperHostile(t *testing.T) {
 		t.Skip("helper process for the hostile audit journal tests")
 	}
 	auditMoveIdle = time.Hour
-	var key []byte
-	if k := os.Getenv(helperKeyEnv); k != "" {
-		key, _ = hex.DecodeString(k)
-	}
 	dir := os.Getenv(helperDirEnv)
-	opts := Options{Dir: dir, EncryptionKey: key, GCInterval: -1}
-	if mode == "hostile-bigframe" {
-		opts.baseline = true
-	}
 	fail := func(format string, a ...any) {
 		fmt.Printf("error "+format+"\n", a...)
 		os.Exit(3)
 	}
-	if mode == "hostile-recovermid" {
+	killAtMove := func() {
 		moveCommitted = func(through uint64) {
 			fmt.Printf("moved %d\n", through)
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
 	}
-	db, err := Open(opts)
-	if err != nil {
-		fmt.Println("open failed:", err)
-		os.Exit(2)
+	if mode == "hostile-recovermid" {
+		killAtMove()
+	}
+	db := helperStore(Options{baseline: mode == "hostile-bigframe"})
+	// appendKilled appends n entries with references of size bytes in one
+	// group, to be killed in the move it starts.
+	appendKilled := func(n int, fill string, size int) {
+		killAtMove()
+		group := make([]AuditEntry, n)
+		for i := range group {
+			group[i] = lookupEntry(100 + i)
+			group[i].Reference = strings.Repeat(fill, size)
+		}
+		if _, err := db.Audit().Append(group...); err != nil {
+			fail("group: %v", err)
+		}
 	}
 	appendOne := func(e AuditEntry) {
 		out, err := db.Audit().Append(e)
@@ -161,18 +165,7 @@ func TestHelperHostile(t *testing.T) {
 		for i := range 5 {
 			appendOne(lookupEntry(i))
 		}
-		moveCommitted = func(through uint64) {
-			fmt.Printf("moved %d\n", through)
-			syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		}
-		group := make([]AuditEntry, 2000)
-		for i := range group {
-			group[i] = lookupEntry(100 + i)
-			group[i].Reference = strings.Repeat("x", 1000)
-		}
-		if _, err := db.Audit().Append(group...); err != nil {
-			fail("group: %v", err)
-		}
+		appendKilled(2000, "x", 1000)
 		fail("the group was not moved")
 	case "hostile-recovermid":
 		// Open returned: the recovery moved everything in one transaction.
@@ -181,18 +174,7 @@ func TestHelperHostile(t *testing.T) {
 		for i := range 30 {
 			appendOne(lookupEntry(i))
 		}
-		moveCommitted = func(through uint64) {
-			fmt.Printf("moved %d\n", through)
-			syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		}
-		group := make([]AuditEntry, 3500)
-		for i := range group {
-			group[i] = lookupEntry(100 + i)
-			group[i].Reference = strings.Repeat("g", 1200)
-		}
-		if _, err := db.Audit().Append(group...); err != nil {
-			fail("group: %v", err)
-		}
+		appendKilled(3500, "g", 1200)
 		fail("the group never filled the journal")
 	case "hostile-plant":
 		fake := plantedFrame(3) // the seq after the second entry
@@ -1087,17 +1069,7 @@ func TestHostileJournalReadOnly(t *testing.T) {
 	if !bytes.Equal(closed[:frameHeader], make([]byte, frameHeader)) {
 		t.Fatal("a clean stop left frames in the journal")
 	}
-	r, err := OpenAuditReadOnly(Options{Dir: dir, EncryptionKey: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if seq, _ := r.Head(); seq != 7 {
-		t.Fatalf("read-only head %d", seq)
-	}
-	if err := r.Verify(); err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
+	checkReadOnly(t, Options{Dir: dir, EncryptionKey: key}, 7)
 	if now, _ := os.ReadFile(filepath.Join(dir, journalName)); !bytes.Equal(now, closed) {
 		t.Fatal("a read-only open wrote the journal")
 	}

@@ -33,15 +33,7 @@ func TestHelperJournal(t *testing.T) {
 		t.Skip("helper process for the audit journal crash tests")
 	}
 	auditMoveIdle = time.Hour
-	var key []byte
-	if k := os.Getenv(helperKeyEnv); k != "" {
-		key, _ = hex.DecodeString(k)
-	}
-	db, err := Open(Options{Dir: os.Getenv(helperDirEnv), EncryptionKey: key, GCInterval: -1})
-	if err != nil {
-		fmt.Println("open failed:", err)
-		os.Exit(2)
-	}
+	db := helperStore(Options{})
 	appendOne := func(e AuditEntry) {
 		out, err := db.Audit().Append(e)
 		if err != nil {
@@ -86,6 +78,38 @@ func TestHelperJournal(t *testing.T) {
 	os.Exit(4)
 }
 
+// helperStore opens the helper process's store (its directory and key
+// from the environment, the rest from opts), or exits.
+func helperStore(opts Options) *DB {
+	opts.Dir, opts.GCInterval = os.Getenv(helperDirEnv), -1
+	if k := os.Getenv(helperKeyEnv); k != "" {
+		opts.EncryptionKey, _ = hex.DecodeString(k)
+	}
+	db, err := Open(opts)
+	if err != nil {
+		fmt.Println("open failed:", err)
+		os.Exit(2)
+	}
+	return db
+}
+
+// checkReadOnly opens dir's audit log read-only and checks its head and
+// chain.
+func checkReadOnly(t *testing.T, opts Options, head uint64) {
+	t.Helper()
+	r, err := OpenAuditReadOnly(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if seq, _ := r.Head(); seq != head {
+		t.Fatalf("read-only head %d, want %d", seq, head)
+	}
+	if err := r.Verify(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // journalAcks is what a journal helper acknowledged: seq → hash.
 type journalAcks map[uint64]string
 
@@ -108,30 +132,13 @@ func crashJournal(t *testing.T, mode, dir string, key []byte) journalAcks {
 }
 
 // checkAcks opens dir and checks that every acknowledged entry is in the
-// store with its hash, that nothing else is, and that the chain verifies.
+// store with its hash, that nothing else is, that the head is the last of
+// them, and that the chain verifies (checkAcked, exact).
 func checkAcks(t *testing.T, dir string, key []byte, acks journalAcks) *DB {
 	t.Helper()
-	db := openTest(t, Options{Dir: dir, EncryptionKey: key})
-	got := journalAcks{}
-	if err := db.Audit().Range(1, 0, func(e AuditEntry) error {
-		got[e.Seq] = hex.EncodeToString(e.Hash[:])
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for s, h := range acks {
-		if got[s] != h {
-			t.Fatalf("acknowledged entry %d: stored hash %q, acknowledged %q", s, got[s], h)
-		}
-	}
-	if len(got) != len(acks) {
-		t.Fatalf("the store holds %d entries, %d were acknowledged", len(got), len(acks))
-	}
+	db := checkAcked(t, Options{Dir: dir, EncryptionKey: key}, acks, true)
 	if seq, _ := db.Audit().Head(); seq != uint64(len(acks)) {
 		t.Fatalf("head %d after %d acknowledged entries", seq, len(acks))
-	}
-	if err := db.Audit().Verify(); err != nil {
-		t.Fatalf("chain after the crash: %v", err)
 	}
 	return db
 }
@@ -305,17 +312,7 @@ func TestAuditJournalReadOnlyRefusesUnmovedEntries(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r, err := OpenAuditReadOnly(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if seq, _ := r.Head(); seq != uint64(len(acks)) {
-		t.Fatalf("read-only head %d, %d acknowledged", seq, len(acks))
-	}
-	if err := r.Verify(); err != nil {
-		t.Fatal(err)
-	}
+	checkReadOnly(t, Options{Dir: dir}, uint64(len(acks)))
 }
 
 // TestAuditJournalIsEncrypted: with a key, the journal holding entries
@@ -406,17 +403,7 @@ func TestAuditJournalFull(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r, err := OpenAuditReadOnly(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if seq, _ := r.Head(); seq != 200 {
-		t.Fatalf("head %d after 200 appends", seq)
-	}
-	if err := r.Verify(); err != nil {
-		t.Fatal(err)
-	}
-	r.Close()
+	checkReadOnly(t, Options{Dir: dir}, 200)
 }
 
 // TestAuditJournalEmptyAfterCleanClose: a store closed cleanly leaves a
