@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 
 	"credfed/httpapi"
 )
@@ -13,6 +14,8 @@ import (
 // is on, Go's profiles under /debug/pprof/. Validate refuses pprof on a
 // metrics address that is not loopback; should the bound address still
 // not be loopback (a name that resolved elsewhere), the profiles stay off.
+// Serving them turns on the process's mutex and block profiles, which Go
+// leaves empty by default, at sampling rates cheap enough for a live node.
 func (n *Node) metricsHandler(addr net.Addr) http.Handler {
 	h := httpapi.MetricsHandler(n.registry, n.Ready)
 	if !n.cfg.Metrics.Pprof {
@@ -22,6 +25,7 @@ func (n *Node) metricsHandler(addr net.Addr) http.Handler {
 		n.log.Warn("metrics.pprof is on but the metrics listener is not on loopback: no profiles served", "metrics", addr.String())
 		return h
 	}
+	enableContentionProfiles()
 	mux := http.NewServeMux()
 	mux.Handle("/", h)
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -31,4 +35,22 @@ func (n *Node) metricsHandler(addr net.Addr) http.Handler {
 	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// Sampling of the contention profiles while pprof is served: one mutex
+// contention event in mutexProfileFraction, and blocking (channels,
+// select, sync.Cond, locks) sampled about once per blockProfileRate of
+// time blocked, so that long waits are always seen and short ones cost
+// little. Both are settings of the whole process (the demo's nodes share
+// them); a mutex fraction already set (by a test, say) is kept.
+const (
+	mutexProfileFraction = 100
+	blockProfileRate     = 1_000_000 // ns
+)
+
+func enableContentionProfiles() {
+	if runtime.SetMutexProfileFraction(-1) == 0 {
+		runtime.SetMutexProfileFraction(mutexProfileFraction)
+	}
+	runtime.SetBlockProfileRate(blockProfileRate)
 }

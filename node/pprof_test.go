@@ -121,6 +121,11 @@ func TestMetricsPprofOffByDefaultOnWhenConfigured(t *testing.T) {
 	if code, body := get(t, on+"/debug/pprof/profile?seconds=1"); code != http.StatusOK || len(body) == 0 {
 		t.Errorf("pprof on: GET /debug/pprof/profile = %d, %d bytes", code, len(body))
 	}
+	// Go samples no mutex contention unless asked: serving the profiles
+	// turns it on, or the mutex profile would always come back empty.
+	if code, body := get(t, on+"/debug/pprof/mutex?debug=1"); code != http.StatusOK || !strings.Contains(body, "sampling period=") || strings.Contains(body, "sampling period=0\n") {
+		t.Errorf("pprof on: GET /debug/pprof/mutex = %d, want a nonzero sampling period: %.300s", code, body)
+	}
 	if code, _ := get(t, on+"/healthz"); code != http.StatusOK {
 		t.Errorf("pprof on: GET /healthz = %d", code)
 	}

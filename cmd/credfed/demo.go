@@ -90,6 +90,7 @@ func runDemo(cmd *cobra.Command, o demoOptions) error {
 	if o.initOnly {
 		return initDemo(cmd, o)
 	}
+	tuneNodeGC()
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	level := slog.LevelWarn
 	if o.verbose {

@@ -58,6 +58,7 @@ override it (flags win). Stops gracefully on SIGINT or SIGTERM.`,
 				*dst = v
 			}
 		}
+		tuneNodeGC()
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		if join, err = readToken(join, joinFile); err != nil {
