@@ -100,9 +100,9 @@ func (p *proc) stop(timeout time.Duration) error {
 }
 
 // startFederation creates the federation's directory and starts its
-// nodes (a province, 2 cities and districts): as processes of bin (`credfed node --config …`, pprof on), or in
+// nodes (a province, 2 cities and districts): as processes of bin (`credfed node --config …`, pprof on when pprof), or in
 // this process when bin is "".
-func startFederation(ctx context.Context, dir, bin string, districts int, logf func(string, ...any)) (_ *federation, err error) {
+func startFederation(ctx context.Context, dir, bin string, districts int, pprof bool, logf func(string, ...any)) (_ *federation, err error) {
 	l, err := localfed.Create(localfed.Spec{Dir: dir, Districts: districts, Encrypt: true})
 	if err != nil {
 		return nil, err
@@ -124,9 +124,15 @@ func startFederation(ctx context.Context, dir, bin string, districts int, logf f
 			return nil, err
 		}
 	} else {
+		// The profiles only with --profile: serving them turns on the
+		// nodes' mutex and block sampling, which the figures should not pay.
+		var env []string
+		if pprof {
+			env = []string{"CREDFED_METRICS_PPROF=true"}
+		}
 		for _, n := range l.Nodes {
 			p, err := startProc(n.Name, bin, []string{"node", "--config", n.ConfigPath, "--log-level", "warn"},
-				[]string{"CREDFED_METRICS_PPROF=true"}, filepath.Join(filepath.Dir(n.ConfigPath), "node.log"), nil)
+				env, filepath.Join(filepath.Dir(n.ConfigPath), "node.log"), nil)
 			if err != nil {
 				return nil, err
 			}

@@ -107,7 +107,7 @@ func (r *run) setUp(ctx context.Context) error {
 		r.skipped = append(r.skipped, "cpu_per_lookup and the rss figures: the in-process mode cannot separate the nodes' CPU and memory from the load generator's")
 	}
 	var err error
-	if r.fed, err = startFederation(ctx, filepath.Join(r.root, "fed"), bin, r.cfg.Districts, r.logf); err != nil {
+	if r.fed, err = startFederation(ctx, filepath.Join(r.root, "fed"), bin, r.cfg.Districts, r.cfg.ProfileDir != "", r.logf); err != nil {
 		return err
 	}
 	r.province = r.fed.layout.Nodes[0].Name

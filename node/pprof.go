@@ -41,16 +41,14 @@ func (n *Node) metricsHandler(addr net.Addr) http.Handler {
 // contention event in mutexProfileFraction, and blocking (channels,
 // select, sync.Cond, locks) sampled about once per blockProfileRate of
 // time blocked, so that long waits are always seen and short ones cost
-// little. Both are settings of the whole process (the demo's nodes share
-// them); a mutex fraction already set (by a test, say) is kept.
+// little. Both are settings of the whole process (nodes in one process
+// share them), set whenever a node starts serving the profiles.
 const (
 	mutexProfileFraction = 100
 	blockProfileRate     = 1_000_000 // ns
 )
 
 func enableContentionProfiles() {
-	if runtime.SetMutexProfileFraction(-1) == 0 {
-		runtime.SetMutexProfileFraction(mutexProfileFraction)
-	}
+	runtime.SetMutexProfileFraction(mutexProfileFraction)
 	runtime.SetBlockProfileRate(blockProfileRate)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -111,6 +112,8 @@ func TestMetricsPprofOffByDefaultOnWhenConfigured(t *testing.T) {
 	if code, _ := get(t, off+"/metrics"); code != http.StatusOK {
 		t.Errorf("pprof off: GET /metrics = %d", code)
 	}
+	// Serving the profiles sets process-wide sampling: off again after.
+	t.Cleanup(func() { runtime.SetMutexProfileFraction(0); runtime.SetBlockProfileRate(0) })
 	on := serveMetrics(t, Config{Metrics: MetricsConfig{Pprof: true}})
 	if code, body := get(t, on+"/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
 		t.Errorf("pprof on: GET /debug/pprof/ = %d %.200s", code, body)
@@ -125,6 +128,14 @@ func TestMetricsPprofOffByDefaultOnWhenConfigured(t *testing.T) {
 	// turns it on, or the mutex profile would always come back empty.
 	if code, body := get(t, on+"/debug/pprof/mutex?debug=1"); code != http.StatusOK || !strings.Contains(body, "sampling period=") || strings.Contains(body, "sampling period=0\n") {
 		t.Errorf("pprof on: GET /debug/pprof/mutex = %d, want a nonzero sampling period: %.300s", code, body)
+	}
+	// The block profile's rate cannot be read back: a goroutine blocked
+	// far longer than the rate must show up in it.
+	ch := make(chan struct{})
+	go func() { time.Sleep(50 * time.Millisecond); close(ch) }()
+	<-ch
+	if code, body := get(t, on+"/debug/pprof/block?debug=1"); code != http.StatusOK || !strings.Contains(body, "TestMetricsPprofOffByDefaultOnWhenConfigured") {
+		t.Errorf("pprof on: GET /debug/pprof/block = %d, want the test's 50 ms wait in it: %.300s", code, body)
 	}
 	if code, _ := get(t, on+"/healthz"); code != http.StatusOK {
 		t.Errorf("pprof on: GET /healthz = %d", code)

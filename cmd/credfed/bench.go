@@ -204,6 +204,7 @@ func benchFrontCommand() *cobra.Command {
 		if fc.Pool < 1 || fc.Pool > 1000 {
 			return usageErrorf("--pool must be 1 to 1000")
 		}
+		tuneNodeGC() // the central copy's API tier at the nodes' GC target, as credfed's is
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		sctx, cancel := context.WithTimeout(ctx, time.Minute)

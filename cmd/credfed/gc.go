@@ -16,10 +16,12 @@ import (
 // "The node's GC target").
 const nodeGCPercent = 25
 
-// tuneNodeGC sets nodeGCPercent unless the operator chose a GOGC. It
-// returns the target in force afterwards.
+// tuneNodeGC sets nodeGCPercent unless the operator chose a GOGC (an
+// empty GOGC, which Go reads as 100, is no choice: a unit file's
+// "Environment=GOGC=" should not undo the target). It returns the target
+// in force afterwards (-1 for GOGC=off).
 func tuneNodeGC() int {
-	if _, set := os.LookupEnv("GOGC"); set {
+	if os.Getenv("GOGC") != "" {
 		p := debug.SetGCPercent(-1)
 		debug.SetGCPercent(p)
 		return p

@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// TestTuneNodeGC: without GOGC a node runs at nodeGCPercent; an
-// operator's GOGC (here 80, as Go's runtime read it at start) is kept.
+// TestTuneNodeGC: without GOGC, or with an empty one, a node runs at
+// nodeGCPercent; an operator's GOGC (off, 80: as Go's runtime read it at
+// start) is kept.
 func TestTuneNodeGC(t *testing.T) {
 	before := debug.SetGCPercent(-1)
 	debug.SetGCPercent(before)
@@ -23,6 +24,18 @@ func TestTuneNodeGC(t *testing.T) {
 	}
 	if p := debug.SetGCPercent(100); p != nodeGCPercent {
 		t.Errorf("GOGC unset: the runtime's target is %d, want %d", p, nodeGCPercent)
+	}
+
+	t.Setenv("GOGC", "") // empty: Go's runtime reads 100, and it is no choice
+	debug.SetGCPercent(100)
+	if got := tuneNodeGC(); got != nodeGCPercent {
+		t.Errorf("GOGC empty: tuneNodeGC() = %d, want %d", got, nodeGCPercent)
+	}
+
+	t.Setenv("GOGC", "off")
+	debug.SetGCPercent(-1) // what the runtime would have read from GOGC=off
+	if got := tuneNodeGC(); got != -1 {
+		t.Errorf("GOGC=off: tuneNodeGC() = %d, want -1 (kept off)", got)
 	}
 
 	t.Setenv("GOGC", "80")
