@@ -29,11 +29,14 @@ func (s *Server) callerOf(r *http.Request) caller {
 	if c, ok := s.inProcessCaller(r.Context()); ok {
 		return c
 	}
-	id, err := PeerIdentity(r) // no certificate: an error too
-	if err != nil {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return caller{}
 	}
-	leaf := r.TLS.PeerCertificates[0]
+	p := peerOf(r)
+	if p.err != nil {
+		return caller{}
+	}
+	id, leaf := p.id, p.chain[0]
 	if time.Now().After(leaf.NotAfter) { // real time: Config.Now is the clock of record dates
 		return caller{id: id, refused: "the client certificate has expired"}
 	}
@@ -41,12 +44,12 @@ func (s *Server) callerOf(r *http.Request) caller {
 		return caller{id: id, refused: "the client certificate's region is not registered in the federation (removed?)"}
 	}
 	if s.cfg.Revocations != nil {
-		err := s.cfg.Revocations.Check(leaf, id)
-		for _, issuer := range r.TLS.PeerCertificates[1:] {
+		err := s.cfg.Revocations.CheckSerials(leaf, p.serials, id)
+		for _, issuer := range p.issuers {
 			// The handshake verified the chain presented; an intermediate
 			// of it revoked since refuses it on this connection too.
 			if err == nil {
-				err = s.cfg.Revocations.CheckIssuer(issuer, id)
+				err = s.cfg.Revocations.CheckIssuerSerial(issuer, id)
 			}
 		}
 		if err != nil {

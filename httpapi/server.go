@@ -69,11 +69,13 @@ type Cluster interface {
 // Revocations is the federation's replicated revocation list
 // (certs.RevocationList).
 type Revocations interface {
-	// Check returns the refusal of a revoked or suspended certificate.
-	Check(cert *x509.Certificate, id certs.Identity) error
-	// CheckIssuer returns the refusal of a certificate whose issuing
-	// intermediate is revoked.
-	CheckIssuer(issuer *x509.Certificate, subject certs.Identity) error
+	// CheckSerials returns the refusal of a revoked or suspended
+	// certificate, given its serials (certs.SerialsOf, kept per
+	// connection).
+	CheckSerials(cert *x509.Certificate, s certs.CertSerials, id certs.Identity) error
+	// CheckIssuerSerial returns the refusal of a certificate whose issuing
+	// intermediate, of this serial (certs.SerialString), is revoked.
+	CheckIssuerSerial(serial string, subject certs.Identity) error
 	// CheckIdentity returns the refusal of a suspended identity, for an
 	// in-process caller without a certificate (AsCaller).
 	CheckIdentity(id certs.Identity) error
