@@ -205,8 +205,9 @@ func SerialsOf(cert *x509.Certificate) CertSerials {
 	return s
 }
 
-// CheckSerials is Check with cert's serials rendered before
-// (SerialsOf(cert)).
+// CheckSerials is Check with cert's serials rendered before: s must be
+// SerialsOf(cert) or the zero CertSerials (rendered here); the serials of
+// another certificate would be checked in place of cert's.
 func (l *RevocationList) CheckSerials(cert *x509.Certificate, s CertSerials, id Identity) error {
 	if l == nil {
 		return nil

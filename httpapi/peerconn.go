@@ -27,7 +27,7 @@ type peerSlot struct{ parsed atomic.Pointer[peerParse] }
 // peerParse is one certificate chain's identity, or why it has none, and
 // the serials the revocation list keys its certificates by.
 type peerParse struct {
-	chain   []*x509.Certificate // as presented: the leaf, then its issuers
+	chain   []*x509.Certificate // a copy of the chain presented: the leaf, then its issuers
 	id      certs.Identity
 	err     error
 	serials certs.CertSerials // the leaf's
@@ -54,7 +54,8 @@ func PeerIdentity(r *http.Request) (certs.Identity, error) {
 // peerOf returns the parse of r's certificate chain (which it must have),
 // kept in r's connection slot when there is one and the slot's is of
 // another chain (a connection's never changes, but the slot does not rely
-// on it): the same certificates, pointer for pointer.
+// on it): the same certificates, pointer for pointer. The slot keeps a copy
+// of the slice, so a chain changed in place is another chain.
 func peerOf(r *http.Request) *peerParse {
 	chain := r.TLS.PeerCertificates
 	slot, ok := r.Context().Value(peerKey{}).(*peerSlot)
@@ -63,7 +64,7 @@ func peerOf(r *http.Request) *peerParse {
 			return p
 		}
 	}
-	p := &peerParse{chain: chain, serials: certs.SerialsOf(chain[0])}
+	p := &peerParse{chain: slices.Clone(chain), serials: certs.SerialsOf(chain[0])}
 	p.id, p.err = certs.PeerIdentity(*r.TLS)
 	for _, c := range chain[1:] {
 		p.issuers = append(p.issuers, certs.SerialString(c.SerialNumber))
