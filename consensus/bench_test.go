@@ -324,7 +324,9 @@ func sendRetrying(ctx context.Context, send func(context.Context, []IndexUpdate)
 // 1 million (and, with CREDFED_LONG=1, 10 million) index entries, filled
 // through FSM.Apply of CmdIndexBatch entries of 65,536 updates (no
 // network), snapshotted into raft's FileSnapshotStore and restored into a
-// fresh database. Metrics: snapshot size, persist and restore seconds,
+// fresh database, everything encrypted at rest as a node keeps it (the
+// state under an encryption key, the snapshot files sealed by
+// encryptedSnapshots). Metrics: snapshot size, persist and restore seconds,
 // peak RSS of each phase (VmHWM, reset before it), the Badger directory's
 // disk usage after the fill, and the fill rate (FSM apply on one replica).
 func BenchmarkSnapshot(b *testing.B) {
@@ -340,7 +342,8 @@ func BenchmarkSnapshot(b *testing.B) {
 
 func benchSnapshot(b *testing.B, n int) {
 	dir := b.TempDir()
-	db := openBenchState(b, filepath.Join(dir, "state"))
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	db := openBenchStateKey(b, filepath.Join(dir, "state"), key)
 	b.Cleanup(func() { db.Close() })
 	f := newTestFSMOn(b, db)
 	initFederation(b, f)
@@ -354,7 +357,11 @@ func benchSnapshot(b *testing.B, n int) {
 	}
 	stateSize := diskUsage(filepath.Join(dir, "state"))
 
-	store, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(dir, "snaps"), 1, hclog.NewNullLogger())
+	files, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(dir, "snaps"), 1, hclog.NewNullLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := newEncryptedSnapshots(files, key)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -384,7 +391,7 @@ func benchSnapshot(b *testing.B, n int) {
 		}
 		size = metas[0].Size
 
-		db2 := openBenchState(b, filepath.Join(dir, fmt.Sprintf("restored-%d", i)))
+		db2 := openBenchStateKey(b, filepath.Join(dir, fmt.Sprintf("restored-%d", i)), key)
 		f2 := newTestFSMOn(b, db2)
 		_, rc, err := store.Open(metas[0].ID)
 		if err != nil {
@@ -526,7 +533,14 @@ func fillFSM(tb testing.TB, f *testFSM, n, per int) {
 // closes it.
 func openBenchState(tb testing.TB, dir string) *badger.DB {
 	tb.Helper()
-	st, err := storage.OpenState(storage.Options{Dir: dir})
+	return openBenchStateKey(tb, dir, nil)
+}
+
+// openBenchStateKey is openBenchState encrypted at rest under key (none
+// if nil).
+func openBenchStateKey(tb testing.TB, dir string, key []byte) *badger.DB {
+	tb.Helper()
+	st, err := storage.OpenState(storage.Options{Dir: dir, EncryptionKey: key})
 	if err != nil {
 		tb.Fatal(err)
 	}
