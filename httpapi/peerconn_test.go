@@ -92,23 +92,8 @@ func TestPeerIdentityOncePerConnection(t *testing.T) {
 // chain other than the slot's (another intermediate) is checked with its
 // own serials.
 func TestKeptSerialsStillRefuse(t *testing.T) {
-	root, err := certs.NewCA("ks", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inter, err := root.NewIntermediate("ops", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := root.NewIntermediate("ops2", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := certs.Identity{Federation: "ks", Role: certs.Coordinator, Region: "zhejiang/quzhou", Institution: "office"}
-	first, err := inter.Issue(certs.IssueRequest{Identity: id})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newSerialsFixture(t, "ks")
+	inter, other, first, id := f.inter, f.other, f.first, f.id
 	renewal := func(ca *certs.CA) *certs.Issued {
 		is, err := ca.Issue(certs.IssueRequest{Identity: id, Lineage: &certs.Lineage{First: first.Cert.SerialNumber, Lifetime: time.Hour}})
 		if err != nil {
