@@ -234,6 +234,45 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
+// TestParseCPULine: /proc/stat's aggregate line gives its busy ticks,
+// every column but idle and iowait up to steal (guest is already in user);
+// a line of another CPU, a short one or a bad number is refused.
+func TestParseCPULine(t *testing.T) {
+	// user nice system idle iowait irq softirq steal guest guest_nice
+	busy, err := parseCPULine("cpu  100 2 30 5000 40 5 6 7 90 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(100 + 2 + 30 + 5 + 6 + 7); busy != want {
+		t.Errorf("busy %d, want %d", busy, want)
+	}
+	if busy, err := parseCPULine("cpu 1 2 3 4"); err == nil {
+		t.Errorf("a short line parsed: %d", busy)
+	}
+	for _, bad := range []string{"cpu0 1 2 3 4 5 6 7 8", "cpu 1 2 x 4 5 6 7 8", "cpu 1 -2 3 4 5 6 7 8", "intr 1 2 3 4 5"} {
+		if _, err := parseCPULine(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+	// This machine's: busy ticks since boot, which only grow.
+	a, err := machineTicks()
+	if err != nil {
+		t.Skipf("no /proc/stat here (not Linux?): %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for b := a; b <= a; {
+		if time.Now().After(deadline) {
+			t.Fatalf("busy ticks stayed at %d for 5 s of spinning", a)
+		}
+		for i := 0; i < 1_000_000; i++ { // busy, so that a tick passes
+			_ = i * i
+		}
+		if b, err = machineTicks(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestConfigBounds: settings out of bounds are refused by name (a typed
 // error); the defaults of the quick and the full run are valid.
 func TestConfigBounds(t *testing.T) {

@@ -232,3 +232,35 @@ func newestGlob(pattern string) string {
 	}
 	return best
 }
+
+// machineTicks reads /proc/stat's first line: the ticks every CPU of the
+// machine has spent busy (all but idle and iowait) since boot.
+func machineTicks() (int64, error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	return parseCPULine(string(line))
+}
+
+// parseCPULine parses /proc/stat's aggregate "cpu" line (user nice system
+// idle iowait irq softirq steal …, in ticks) into its busy ticks. guest
+// and guest_nice, when present, are already in user and nice.
+func parseCPULine(line string) (int64, error) {
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" { // user … steal: every Linux since 2.6.11
+		return 0, fmt.Errorf("bench: malformed /proc/stat cpu line")
+	}
+	var busy int64
+	for i, s := range f[1:9] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return 0, fmt.Errorf("bench: malformed /proc/stat cpu line")
+		}
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, nil
+}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -630,7 +631,13 @@ func (r *run) lookupStep(ctx context.Context, s Step) error {
 	if len(cpuPids) > 0 && s.Side == Front {
 		front0 = cpuTime([]int{r.front.pid()}, false)
 	}
+	busy0, busyErr := machineTicks()
+	self0 := cpuTime([]int{os.Getpid()}, false)
+	start := time.Now()
 	res := runLookups(ctx, workers, r.cfg.LookupDuration, r.data.Dual, uint64(s.Round)<<8|uint64(workers), do)
+	wall := time.Since(start)
+	busy1, busyErr1 := machineTicks()
+	self := cpuTime([]int{os.Getpid()}, false) - self0
 	cpu := cpuTime(cpuPids, cpuChildren) - cpu0
 	var frontCPU time.Duration
 	if len(cpuPids) > 0 && s.Side == Front {
@@ -653,6 +660,12 @@ func (r *run) lookupStep(ctx context.Context, s Step) error {
 	}
 	if res.count == 0 {
 		return fmt.Errorf("no lookup succeeded in %v: %v", r.cfg.LookupDuration, res.firstErr)
+	}
+	if !r.cfg.InProcess && busyErr == nil && busyErr1 == nil && wall > 0 {
+		// Whether the cores were full: every process of the machine,
+		// and of it the bench's own clients (in this process).
+		r.note(fig, "round %d %s: the machine %.2f of %d cores busy, of it the bench's clients %.2f", s.Round, s.Side,
+			float64(time.Duration(busy1-busy0)*clockTick)/float64(wall), runtime.NumCPU(), float64(self)/float64(wall))
 	}
 	if len(cpuPids) > 0 {
 		per := float64(cpu+frontCPU) / float64(time.Microsecond) / float64(res.count)
